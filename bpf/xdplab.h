@@ -1,0 +1,62 @@
+/* xdplab.h - what the XDP collector shares with user space, defined once.
+ *
+ * Included by bpf/collector.bpf.c (compiled by BCC on the device under test)
+ * and read by the agent (workflow/xdplab/agent.py): BCC decodes ring-buffer
+ * records from `struct xdplab_feature`, and the agent takes the counter
+ * indices from `enum xdplab_counter` below.  The generator
+ * (workflow/xdplab/generator.py) runs on the source host with the Python
+ * standard library only, so it mirrors the payload header layout; a unit test
+ * checks the two agree.
+ */
+#ifndef XDPLAB_H
+#define XDPLAB_H
+
+/* First bytes of every UDP payload the generator sends ("XDLB"). */
+#define XDPLAB_MAGIC 0x58444c42
+
+/* Payload header length in bytes.  18 bytes is the smallest UDP payload of a
+ * 64-byte Ethernet frame (14 Ethernet + 20 IPv4 + 8 UDP + 18 + 4 FCS), so the
+ * header fits in every frame size the workflow allows. */
+#define XDPLAB_HDR_LEN 18
+
+/* Payload header, all fields in network byte order, no padding:
+ *   offset 0  magic    u32  XDPLAB_MAGIC
+ *   offset 4  seq      u32  sequence number within the run, from 0
+ *   offset 8  send_ns  u64  CLOCK_MONOTONIC on the source just before send
+ *   offset 16 run_id   u16  identifies the trial's run
+ */
+struct xdplab_payload_hdr {
+	__be32 magic;
+	__be32 seq;
+	__be64 send_ns;
+	__be16 run_id;
+} __attribute__((packed));
+
+/* One record per matched packet, sent through the BPF ring buffer.
+ * Addresses are as on the wire (network order); everything else is host order. */
+struct xdplab_feature {
+	__u64 arrival_ns; /* bpf_ktime_get_ns() when XDP ran: CLOCK_MONOTONIC of the DUT */
+	__u64 send_ns;    /* from the payload header */
+	__u32 saddr;
+	__u32 daddr;
+	__u32 seq;
+	__u16 sport;
+	__u16 dport;
+	__u16 frame_len;  /* bytes from the Ethernet header to the end of the frame, no FCS */
+	__u16 run_id;
+	__u32 cpu;        /* CPU that ran the XDP program */
+};
+
+/* Per-CPU counters, indices into the `counters` array.  Summed over all
+ * possible CPUs in user space. */
+enum xdplab_counter {
+	XDPLAB_SEEN = 0,      /* every frame the program ran on */
+	XDPLAB_IPV4_UDP,      /* parsed as IPv4 + UDP */
+	XDPLAB_MATCHED,       /* UDP to the configured port carrying XDPLAB_MAGIC */
+	XDPLAB_FEATURES,      /* feature records submitted to the ring buffer */
+	XDPLAB_RINGBUF_FULL,  /* matched, but the ring buffer had no room: record dropped */
+	XDPLAB_PARSE_ERRORS,  /* claimed IPv4/UDP but a header ran past the frame's end */
+	XDPLAB_NR_COUNTERS,
+};
+
+#endif /* XDPLAB_H */

@@ -1,0 +1,18 @@
+# Build the XDP collector on the DUT (BCC compiles against the kernel it will
+# run on) and load it through the verifier without attaching.  The manifest
+# records what was built; arm_collector checks the loaded program has its tag.
+
+
+rule build_collector:
+    input:
+        source="bpf/collector.bpf.c",
+        header="bpf/xdplab.h",
+        connectivity=ancient(CONNECTIVITY),
+    output:
+        "results/build/collector_port~{port}.json",
+    params:
+        port=lambda w: int(w.port),
+    log:
+        "results/build/logs/collector_port~{port}.log",
+    script:
+        "../scripts/build_collector.py"

@@ -1,0 +1,79 @@
+# Validated configuration, the list of trials, and paths shared by the rules.
+
+import hashlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
+
+from snakemake.exceptions import WorkflowError  # noqa: E402
+from xdplab.config import ConfigError, validate_config  # noqa: E402
+from xdplab import housekeeping  # noqa: E402
+
+try:
+    S = validate_config(config).values
+except ConfigError as e:
+    # Stop before any rule runs, i.e. before anything privileged happens.
+    raise WorkflowError(f"xdplab: {e}") from None
+
+# Trials share one testbed: at most one of their steps runs at a time, and a
+# trial's later steps outrank the next trial's arm step (priorities in trial.smk).
+workflow.register_resource("testbed", 1)
+
+EXP = S["experiment"]
+RESULTS = f"results/{EXP}"
+TRIAL = RESULTS + "/trials/pps~{pps}/size~{size}/rep~{rep}"
+TRIAL_LOG = RESULTS + "/logs/{step}/pps~{pps}/size~{size}/rep~{rep}.log"
+STATE = "results/.xdplab"
+CONNECTIVITY = f"{STATE}/connectivity.json"
+
+TRIALS = [
+    {"pps": p, "size": s, "rep": r}
+    for p in S["target_pps"]
+    for s in S["packet_size"]
+    for r in range(S["repeats"])
+]
+
+
+wildcard_constraints:
+    pps=r"\d+",
+    size=r"\d+",
+    rep=r"\d+",
+    port=r"\d+",
+
+
+def trial_of(wildcards):
+    return {
+        "experiment": EXP,
+        "target_pps": int(wildcards.pps),
+        "packet_size": int(wildcards.size),
+        "repeat": int(wildcards.rep),
+    }
+
+
+def trial_log(step):
+    return TRIAL_LOG.replace("{step}", step)
+
+
+def code_digest(paths):
+    """sha256 over the code that decides a trial's numbers: a change reruns the trial."""
+    h = hashlib.sha256()
+    for p in sorted(paths):
+        h.update(Path(workflow.basedir, p).read_bytes())
+    return h.hexdigest()
+
+
+TRIAL_CODE = code_digest(
+    [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
+    + [f"workflow/xdplab/{m}.py" for m in ("steps", "agent", "generator", "pcapcheck", "accounting", "source", "agentclient")]
+)
+
+# Everything a trial's numbers depend on; a change reruns the trial from arm on.
+TRIAL_SETTINGS = {
+    k: S[k]
+    for k in ("duration_s", "threads", "port", "xdp_mode", "testbed", "src_iface", "dut_iface", "mtu", "source_python")
+}
+
+# Partial trials left by an interrupted invocation are discarded, not continued.
+for _note in housekeeping.discard_partial_trials(RESULTS, TRIALS):
+    print(f"xdplab: {_note}", file=sys.stderr)

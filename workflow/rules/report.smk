@@ -1,0 +1,17 @@
+# Aggregate every trial of the experiment into summary.csv and summary.md.
+
+
+rule aggregate:
+    input:
+        trials=expand(
+            TRIAL + "/trial.json", zip, pps=[t["pps"] for t in TRIALS], size=[t["size"] for t in TRIALS], rep=[t["rep"] for t in TRIALS]
+        ),
+    output:
+        csv=RESULTS + "/summary.csv",
+        md=RESULTS + "/summary.md",
+    params:
+        experiment=EXP,
+    log:
+        RESULTS + "/logs/aggregate.log",
+    script:
+        "../scripts/aggregate.py"

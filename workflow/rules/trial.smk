@@ -1,0 +1,82 @@
+# One trial: arm the collector, launch the generator, verify the capture,
+# gather the results.  The four steps hold a session on the DUT agent between
+# them, so they share the `testbed` resource (limit 1, common.smk) and later
+# steps have higher priority: once a trial is armed, its own next step always
+# wins over arming another trial.
+
+
+rule arm_collector:
+    input:
+        build=f"results/build/collector_port~{S['port']}.json",
+        connectivity=ancient(CONNECTIVITY),
+    output:
+        arm=TRIAL + "/arm.json",
+    params:
+        trial=trial_of,
+        settings=TRIAL_SETTINGS,
+        code=TRIAL_CODE,
+    resources:
+        testbed=1,
+    priority: 10
+    log:
+        trial_log("arm_collector"),
+    script:
+        "../scripts/arm_collector.py"
+
+
+rule launch_generator:
+    input:
+        arm=rules.arm_collector.output.arm,
+        connectivity=ancient(CONNECTIVITY),
+    output:
+        generator=TRIAL + "/generator.json",
+    params:
+        trial=trial_of,
+        settings=TRIAL_SETTINGS,
+    resources:
+        testbed=1,
+    priority: 11
+    log:
+        trial_log("launch_generator"),
+    script:
+        "../scripts/launch_generator.py"
+
+
+rule verify_capture:
+    input:
+        arm=rules.arm_collector.output.arm,
+        generator=rules.launch_generator.output.generator,
+        connectivity=ancient(CONNECTIVITY),
+    output:
+        capture=TRIAL + "/capture.json",
+        pcap=TRIAL + "/capture.pcap",
+    params:
+        trial=trial_of,
+        settings=TRIAL_SETTINGS,
+    resources:
+        testbed=1,
+    priority: 12
+    log:
+        trial_log("verify_capture"),
+    script:
+        "../scripts/verify_capture.py"
+
+
+rule gather_results:
+    input:
+        arm=rules.arm_collector.output.arm,
+        generator=rules.launch_generator.output.generator,
+        capture=rules.verify_capture.output.capture,
+        connectivity=ancient(CONNECTIVITY),
+    output:
+        trial=TRIAL + "/trial.json",
+    params:
+        trial=trial_of,
+        settings=TRIAL_SETTINGS,
+    resources:
+        testbed=1,
+    priority: 13
+    log:
+        trial_log("gather_results"),
+    script:
+        "../scripts/gather_results.py"

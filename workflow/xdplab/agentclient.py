@@ -1,0 +1,89 @@
+"""The controller's side of the DUT agent's REST API (see PROTOCOL.md).
+
+Every failure becomes an AgentError whose message names the agent's address
+and what failed, so a rule's error says which host to look at.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import requests
+
+TOKEN_HEADER = "X-Xdplab-Token"
+
+
+class AgentError(RuntimeError):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class AgentClient:
+    def __init__(self, url: str, token: str, timeout_s: float = 10.0):
+        self.url = url.rstrip("/")
+        self.timeout_s = timeout_s
+        self._http = requests.Session()
+        self._http.headers[TOKEN_HEADER] = token
+
+    @classmethod
+    def from_description(cls, dut: dict, timeout_s: float = 10.0) -> "AgentClient":
+        token = Path(dut["token_file"]).read_text().strip()
+        return cls(dut["agent_url"], token, timeout_s)
+
+    def _call(self, method: str, path: str, *, json=None, timeout_s=None, stream=False):
+        where = f"DUT agent at {self.url}"
+        try:
+            r = self._http.request(method, self.url + path, json=json, stream=stream,
+                                   timeout=timeout_s or self.timeout_s)
+        except requests.ConnectionError as e:
+            raise AgentError(f"{where}: cannot connect ({_root_cause(e)})") from e
+        except requests.Timeout as e:
+            raise AgentError(f"{where}: no answer to {method} {path} within "
+                             f"{timeout_s or self.timeout_s:g} s") from e
+        if r.status_code >= 400:
+            try:
+                detail = r.json().get("error", r.text)
+            except ValueError:
+                detail = r.text.strip()[:300]
+            if r.status_code == 401:
+                detail = f"the token was refused ({detail})"
+            raise AgentError(f"{where}: {method} {path} failed with HTTP {r.status_code}: {detail}",
+                             r.status_code)
+        return r
+
+    def health(self, timeout_s: float | None = None) -> dict:
+        return self._call("GET", "/health", timeout_s=timeout_s).json()
+
+    def build(self, port: int) -> dict:
+        return self._call("POST", "/build", json={"port": port}, timeout_s=120).json()
+
+    def arm(self, request: dict) -> dict:
+        return self._call("POST", "/sessions", json=request, timeout_s=120).json()
+
+    def session(self, session_id: str) -> dict:
+        return self._call("GET", f"/sessions/{session_id}").json()
+
+    def stop_capture(self, session_id: str) -> dict:
+        return self._call("POST", f"/sessions/{session_id}/capture/stop", timeout_s=60).json()
+
+    def download_capture(self, session_id: str, dest: Path) -> int:
+        r = self._call("GET", f"/sessions/{session_id}/capture.pcap", timeout_s=300, stream=True)
+        size = 0
+        with open(dest, "wb") as f:
+            for chunk in r.iter_content(1 << 20):
+                f.write(chunk)
+                size += len(chunk)
+        return size
+
+    def disarm(self, session_id: str) -> dict:
+        return self._call("POST", f"/sessions/{session_id}/disarm", timeout_s=60).json()
+
+    def reset(self) -> dict:
+        return self._call("POST", "/reset", timeout_s=60).json()
+
+
+def _root_cause(e: BaseException) -> str:
+    while e.__context__ is not None and e.__context__ is not e:
+        e = e.__context__
+    return str(e) or type(e).__name__
