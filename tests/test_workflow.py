@@ -1,0 +1,103 @@
+"""End to end: the workflow on the embedded testbed, as a user runs it.
+
+Each test copies the repository into a temporary directory and runs the
+snakemake command line there, so results and Snakemake's metadata never mix
+with the developer's own.
+"""
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, XDP, sshd")
+
+
+@pytest.fixture
+def workdir(tmp_path):
+    dest = tmp_path / "xdplab"
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+        ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
+    yield dest
+    # Whatever happened, leave no testbed behind.
+    subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=dest,
+                   env={**os.environ, "PYTHONPATH": str(dest / "workflow")}, capture_output=True)
+
+
+def snakemake(workdir, *args, timeout=600):
+    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
+    return subprocess.run([str(SNAKEMAKE), *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def assert_nothing_left():
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "xdplab" not in ns, ns
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+    assert " xdp" not in links and "prog/xdp" not in links, links
+    procs = subprocess.run(["pgrep", "-af", "xdplab/agent.py|xdplab-generator|sshd -D -e -f /run/xdplab"],
+                           capture_output=True, text=True).stdout
+    assert procs.strip() == "", procs
+
+
+def test_one_trial_end_to_end_then_nothing_to_do(workdir):
+    config = ["--config", "target_pps=10000", "duration_s=5", "experiment=e2e"]
+    run = snakemake(workdir, "--cores", "1", *config)
+    assert run.returncode == 0, run.stderr[-4000:]
+    (row,) = rows(workdir / "results/e2e/summary.csv")
+    sent = int(row["sent"])
+    assert abs(sent - 50000) <= 250, row
+    assert int(row["xdp_matched"]) == int(row["nic_rx"]) == int(row["tcpdump_captured"]) == sent, row
+    assert int(row["lost"]) == 0 and int(row["unexplained"]) == 0, row
+    assert row["xdp_mode"] == "native"
+    assert float(row["xdp_ns_per_pkt"]) > 0 and float(row["latency_p50_us"]) > 0
+    assert "| offered pps |" in run.stdout, "the summary table is printed at the end"
+    trial = json.loads((workdir / "results/e2e/trials/pps~10000/size~1458/rep~0/trial.json").read_text())
+    manifest = json.loads((workdir / "results/build/collector_port~12345.json").read_text())
+    assert trial["arm"]["prog_tag"] == manifest["prog_tag"]
+    assert_nothing_left()
+
+    again = snakemake(workdir, "-n", "--cores", "1", *config)
+    assert again.returncode == 0, again.stderr
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert_nothing_left()
+
+
+def test_bad_config_stops_before_anything_privileged(workdir):
+    run = snakemake(workdir, "--cores", "1", "--config", "target_pps=0", "pakcet_size=64")
+    assert run.returncode != 0
+    err = run.stdout + run.stderr
+    assert "target_pps: 0 is out of range" in err and "did you mean 'packet_size'" in err, err
+    assert not (workdir / "results/.xdplab").exists()
+    assert_nothing_left()
+
+
+def test_trials_never_interleave_with_two_cores(workdir):
+    run = snakemake(workdir, "--cores", "2", "--config", "target_pps=[2000,3000]",
+                    "packet_size=[64,512]", "duration_s=2", "experiment=par")
+    assert run.returncode == 0, run.stderr[-4000:]
+    windows = []
+    for p in sorted((workdir / "results/par/trials").glob("*/*/*/trial.json")):
+        t = json.loads(p.read_text())
+        w = t["agent"]["window"]
+        windows.append((w["armed_monotonic_ns"], w["disarmed_monotonic_ns"]))
+        assert t["summary"]["unexplained"] == 0, t["summary"]
+    assert len(windows) == 4
+    windows.sort()
+    for (a0, a1), (b0, b1) in zip(windows, windows[1:]):
+        assert a1 <= b0, "two trials were armed at the same time"
+    assert len(rows(workdir / "results/par/summary.csv")) == 4
+    assert_nothing_left()
