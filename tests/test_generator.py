@@ -1,0 +1,341 @@
+"""Tests for workflow/xdplab/generator.py, run as a real subprocess sending to 127.0.0.1.
+
+Counts are compared exactly; speeds are not asserted (CI machines are shared and noisy).
+"""
+
+import ast
+import importlib.util
+import json
+import os
+import pathlib
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+GENERATOR = REPO / "workflow" / "xdplab" / "generator.py"
+HEADER_FILE = REPO / "bpf" / "xdplab.h"
+
+_spec = importlib.util.spec_from_file_location("xdplab_generator", GENERATOR)
+gen = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(gen)
+
+PYTHONS = [pytest.param(sys.executable, id="venv-python")]
+if os.path.exists("/usr/bin/python3"):
+    PYTHONS.append(pytest.param("/usr/bin/python3", id="system-python"))
+
+JSON_KEYS = {
+    "generator", "run_id", "dst", "port", "target_pps", "payload_bytes", "duration_s", "threads",
+    "scheduled", "sent", "send_errors", "send_error_kinds", "failed_seqs", "elapsed_s",
+    "achieved_pps", "start_monotonic_ns", "end_monotonic_ns", "start_unix_ns", "end_unix_ns",
+    "max_lag_us", "interrupted", "boot_id", "hostname", "python", "per_thread",
+}
+PROGRESS = re.compile(r"^progress t=\d+\.\ds sent=\d+ pps=\d+$")
+
+
+class Receiver:
+    """A UDP socket on 127.0.0.1 read by a thread, so a small default rmem_max cannot drop packets."""
+
+    def __init__(self, addr="127.0.0.1"):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind((addr, 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.packets = []  # (payload, source address, receiver monotonic_ns)
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                data, src = self.sock.recvfrom(70000)
+            except socket.timeout:
+                if self._stop:
+                    return
+                continue
+            self.packets.append((data, src, time.monotonic_ns()))
+
+    def close(self):
+        # Loopback delivers inside sendto(), so after the generator exits every
+        # packet is already queued; the reader returns on the first idle timeout.
+        self._stop = True
+        self._thread.join()
+        self.sock.close()
+        return self.packets
+
+
+def run_generator(python, rx, *extra, pps=2000, size=100, duration=1.0, threads=2, run_id=4242,
+                  progress_s=None, timeout=60):
+    cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", str(pps),
+           "--size", str(size), "--duration", str(duration), "--threads", str(threads),
+           "--run-id", str(run_id)]
+    if progress_s is not None:
+        cmd += ["--progress-s", str(progress_s)]
+    cmd += list(extra)
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
+                       universal_newlines=True)
+    return p
+
+
+def decode(packets):
+    return [gen.HEADER.unpack_from(data, 0) + (len(data), data, src, rx_ns)
+            for data, src, rx_ns in packets]
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+def test_exact_run(python):
+    rx = Receiver()
+    p = run_generator(python, rx, pps=2000, size=100, duration=1.0, threads=2, run_id=4242,
+                      progress_s=0.25)
+    packets = rx.close()
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+
+    # JSON: every field of PROTOCOL.md, and consistent with itself
+    assert set(out) == JSON_KEYS
+    assert out["generator"] == "xdplab-generator/1"
+    assert (out["run_id"], out["dst"], out["port"]) == (4242, "127.0.0.1", rx.port)
+    assert (out["target_pps"], out["payload_bytes"], out["duration_s"], out["threads"]) == (2000, 100, 1.0, 2)
+    assert out["scheduled"] == 2000 and out["sent"] == 2000
+    assert out["send_errors"] == 0 and out["send_error_kinds"] == {} and out["failed_seqs"] == []
+    assert out["interrupted"] is False
+    assert out["per_thread"] == [
+        {"thread": 0, "scheduled": 1000, "sent": 1000, "send_errors": 0},
+        {"thread": 1, "scheduled": 1000, "sent": 1000, "send_errors": 0},
+    ]
+    assert out["elapsed_s"] > 0
+    assert out["achieved_pps"] == pytest.approx(out["sent"] / out["elapsed_s"], rel=1e-3)
+    assert out["end_monotonic_ns"] > out["start_monotonic_ns"]
+    assert out["end_unix_ns"] - out["start_unix_ns"] == pytest.approx(
+        out["end_monotonic_ns"] - out["start_monotonic_ns"], abs=1000)
+    assert out["max_lag_us"] >= 0
+    boot_id = pathlib.Path("/proc/sys/kernel/random/boot_id")
+    assert out["boot_id"] == (boot_id.read_text().strip() if boot_id.exists() else None)
+    assert out["hostname"] == socket.gethostname()
+    assert re.match(r"^\d+\.\d+\.\d+", out["python"])
+
+    # What arrived: exactly the scheduled packets, each seq once, headers intact
+    assert len(packets) == out["sent"] == 2000
+    rows = decode(packets)
+    assert sorted(r[1] for r in rows) == list(range(2000))
+    for magic, seq, send_ns, run_id, length, data, src, rx_ns in rows:
+        assert magic == gen.MAGIC == 0x58444C42
+        assert run_id == 4242
+        assert length == 100
+        assert data[18:] == bytes(82)
+        # send_ns is CLOCK_MONOTONIC just before the send: inside the run's window
+        # (1 ms slack for the perf_counter -> monotonic mapping) and before arrival.
+        assert out["start_monotonic_ns"] - 1_000_000 <= send_ns <= out["end_monotonic_ns"] + 1_000_000
+        assert send_ns <= rx_ns
+    # Each thread sends its own stream in order, through its own socket.
+    ports = {}
+    for stream in (0, 1):
+        mine = [r for r in rows if r[1] % 2 == stream]
+        assert [r[1] for r in mine] == list(range(stream, 2000, 2))
+        assert [r[2] for r in mine] == sorted(r[2] for r in mine)
+        ports[stream] = {r[6][1] for r in mine}
+        assert len(ports[stream]) == 1
+    assert ports[0] != ports[1]
+
+    lines = p.stderr.splitlines()
+    assert lines and all(PROGRESS.match(line) for line in lines), p.stderr
+    assert max(int(re.search(r"sent=(\d+)", line).group(1)) for line in lines) <= 2000
+
+
+@pytest.mark.parametrize("size", [18, 1458, 8972])
+def test_payload_sizes(size):
+    rx = Receiver()
+    p = run_generator(sys.executable, rx, pps=1000, size=size, duration=0.2, threads=1, run_id=7,
+                      progress_s=0)
+    packets = rx.close()
+    assert p.returncode == 0, p.stderr
+    assert p.stderr == ""  # --progress-s 0: no progress lines
+    out = json.loads(p.stdout)
+    assert out["scheduled"] == out["sent"] == len(packets) == 200
+    assert {len(d) for d, _, _ in packets} == {size}
+    assert sorted(gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(200))
+
+
+def test_streams_when_threads_do_not_divide_the_count():
+    rx = Receiver()
+    p = run_generator(sys.executable, rx, pps=1000, size=18, duration=0.0071, threads=3, run_id=0)
+    packets = rx.close()
+    out = json.loads(p.stdout)
+    assert out["scheduled"] == 8  # seqs i with i/pps < duration: 0..7
+    assert [t["scheduled"] for t in out["per_thread"]] == [3, 3, 2]
+    assert sorted(gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(8))
+
+
+def test_src_binds_the_source_address():
+    rx = Receiver()
+    p = run_generator(sys.executable, rx, "--src", "127.0.0.2", pps=1000, duration=0.05, threads=1)
+    packets = rx.close()
+    assert p.returncode == 0, p.stderr
+    assert len(packets) == 50
+    assert {src[0] for _, src, _ in packets} == {"127.0.0.2"}
+
+
+def test_send_errors_are_counted_not_fatal():
+    # 255.255.255.255 without SO_BROADCAST: every sendto fails with EACCES.
+    cmd = [sys.executable, str(GENERATOR), "--dst", "255.255.255.255", "--port", "9", "--pps", "1000",
+           "--size", "18", "--duration", "0.05", "--threads", "2", "--run-id", "1", "--progress-s", "0"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                       universal_newlines=True)
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert out["scheduled"] == 50 and out["sent"] == 0 and out["send_errors"] == 50
+    assert out["send_error_kinds"] == {"EACCES": 50}
+    assert out["failed_seqs"] == list(range(50))
+    assert [t["send_errors"] for t in out["per_thread"]] == [25, 25]
+
+
+def test_port_unreachable_does_not_stop_sends():
+    # Nobody listens: the kernel answers with ICMP port-unreachable.  A connected
+    # UDP socket would fail every send after one with ECONNREFUSED; ours must not.
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cmd = [sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(port), "--pps", "2000",
+           "--size", "18", "--duration", "0.2", "--threads", "2", "--run-id", "1", "--progress-s", "0"]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                       universal_newlines=True)
+    out = json.loads(p.stdout)
+    assert (out["scheduled"], out["sent"], out["send_errors"]) == (400, 400, 0)
+
+
+@pytest.mark.parametrize("args, name", [
+    (["--size", "17"], "--size"),
+    (["--size", "65508"], "--size"),
+    (["--size", "big"], "--size"),
+    (["--port", "0"], "--port"),
+    (["--port", "65536"], "--port"),
+    (["--pps", "0"], "--pps"),
+    (["--pps", "1e4"], "--pps"),
+    (["--duration", "0"], "--duration"),
+    (["--duration", "nan"], "--duration"),
+    (["--threads", "0"], "--threads"),
+    (["--run-id", "65536"], "--run-id"),
+    (["--run-id", "-1"], "--run-id"),
+    (["--dst", "example.invalid"], "--dst"),
+    (["--dst", "10.0.0.300"], "--dst"),
+    (["--src", "nowhere"], "--src"),
+    (["--progress-s", "-1"], "--progress-s"),
+    (["--pps", "1000000000", "--duration", "10"], "seq is a u32"),
+])
+def test_bad_arguments_exit_2_naming_the_argument(args, name):
+    base = {"--dst": "127.0.0.1", "--port": "9", "--pps": "10", "--size": "18", "--duration": "0.1",
+            "--run-id": "1"}
+    for i in range(0, len(args), 2):
+        base[args[i]] = args[i + 1]
+    cmd = [sys.executable, str(GENERATOR)] + [x for kv in base.items() for x in kv]
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                       universal_newlines=True)
+    assert p.returncode == 2
+    assert p.stdout == ""
+    assert len(p.stderr.splitlines()) == 1, p.stderr
+    assert name in p.stderr
+
+
+def test_missing_required_argument():
+    p = subprocess.run([sys.executable, str(GENERATOR), "--dst", "127.0.0.1"], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=60, universal_newlines=True)
+    assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "--port" in p.stderr
+
+
+def test_unbindable_src_exits_2():
+    p = subprocess.run([sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", "9", "--pps", "10",
+                        "--size", "18", "--duration", "0.1", "--run-id", "1", "--src", "192.0.2.77"],
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, universal_newlines=True)
+    assert p.returncode == 2 and "--src" in p.stderr and p.stdout == ""
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+@pytest.mark.parametrize("signame, pps", [("SIGTERM", 1000), ("SIGINT", 1000), ("SIGHUP", 1000),
+                                          ("SIGTERM", 1)])
+def test_signal_stops_and_still_reports(python, signame, pps):
+    rx = Receiver()
+    cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", str(pps),
+           "--size", "64", "--duration", "60", "--threads", "2", "--run-id", "9", "--progress-s", "0.1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        while True:  # wait until sending has begun
+            line = proc.stderr.readline()
+            assert PROGRESS.match(line.strip()), line
+            if int(re.search(r"sent=(\d+)", line).group(1)) > 0:
+                break
+        sig = getattr(signal, signame)
+        proc.send_signal(sig)
+        # "Promptly": a generous bound for a loaded machine; the run itself would take 60 s.
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    packets = rx.close()
+    assert proc.returncode == 128 + sig, err
+    res = json.loads(out)
+    assert set(res) == JSON_KEYS
+    assert res["interrupted"] is True
+    assert res["scheduled"] == pps * 60
+    assert 0 < res["sent"] < res["scheduled"]
+    assert res["sent"] == sum(t["sent"] for t in res["per_thread"])
+    assert len(packets) == res["sent"]
+    assert len({gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets}) == res["sent"]
+
+
+def _header_defines():
+    text = HEADER_FILE.read_text()
+    magic = re.search(r"^#define\s+XDPLAB_MAGIC\s+(0x[0-9a-fA-F]+)\b", text, re.M)
+    hdr_len = re.search(r"^#define\s+XDPLAB_HDR_LEN\s+(\d+)\b", text, re.M)
+    assert magic and hdr_len, "bpf/xdplab.h no longer defines XDPLAB_MAGIC and XDPLAB_HDR_LEN"
+    body = re.search(r"struct\s+xdplab_payload_hdr\s*\{(.*?)\}", text, re.S)
+    assert body, "bpf/xdplab.h no longer defines struct xdplab_payload_hdr"
+    fields = re.findall(r"__(be|u)(\d+)\s+(\w+)\s*;", body.group(1))
+    return int(magic.group(1), 16), int(hdr_len.group(1)), fields
+
+
+def test_header_agrees_with_bpf_header():
+    magic, hdr_len, fields = _header_defines()
+    assert gen.MAGIC == magic
+    assert gen.HEADER.size == gen.HEADER_LEN == hdr_len
+    # Field order, widths and byte order of struct xdplab_payload_hdr.
+    assert [name for _, _, name in fields] == ["magic", "seq", "send_ns", "run_id"]
+    assert all(kind == "be" for kind, _, _ in fields)
+    codes = {8: "B", 16: "H", 32: "I", 64: "Q"}
+    assert gen.HEADER.format in ("!" + "".join(codes[int(bits)] for _, bits, _ in fields),
+                                 b"!" + "".join(codes[int(bits)] for _, bits, _ in fields).encode())
+    assert gen.HEADER.pack(gen.MAGIC, 1, 2, 3)[:4] == b"XDLB"
+
+
+@pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.stdlib_module_names needs Python 3.10")
+def test_imports_only_the_standard_library():
+    tree = ast.parse(GENERATOR.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "generator.py must not import from this package"
+            names.add(node.module.split(".")[0])
+    assert names, "no imports found: the test is not looking at the right file"
+    assert names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)
+    assert "__import__" not in GENERATOR.read_text() and "importlib" not in names
+
+
+def test_parses_the_protocol_example():
+    a = gen.parse_args(["--dst", "10.201.0.2", "--port", "12345", "--pps", "10000", "--size", "1458",
+                        "--duration", "5", "--threads", "2", "--run-id", "4242", "--src", "10.201.0.1",
+                        "--progress-s", "1"])
+    assert (a.dst, a.port, a.pps, a.size, a.duration, a.threads, a.run_id, a.src, a.progress_s,
+            a.scheduled) == ("10.201.0.2", 12345, 10000, 1458, 5.0, 2, 4242, "10.201.0.1", 1.0, 50000)
+    assert gen.parse_args(["--dst", "10.0.0.1", "--port", "1", "--pps", "10000", "--size", "18",
+                           "--duration", "0.3", "--run-id", "0"]).scheduled == 3000
