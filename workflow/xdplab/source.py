@@ -14,6 +14,7 @@ from pathlib import Path
 
 import paramiko
 from fabric import Connection
+from invoke.exceptions import CommandTimedOut
 
 GENERATOR = Path(__file__).resolve().parent / "generator.py"
 
@@ -94,6 +95,8 @@ def run_generator(source: dict, args: dict, *, timeout_s: float, err_stream) -> 
                           err_stream=err_stream, timeout=timeout_s)
             finally:
                 c.run(f"rm -f {shlex.quote(remote)}", hide=True, warn=True, timeout=10)
+    except CommandTimedOut as e:
+        raise SourceError(f"{where(source)}: the generator did not finish within {timeout_s:g} s") from e
     except (paramiko.SSHException, OSError, socket.timeout) as e:
         raise SourceError(f"{where(source)}: SSH session failed while the generator ran ({e})") from e
     if r.failed:

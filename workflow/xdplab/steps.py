@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shlex
 import signal
 import sys
 import time
@@ -169,8 +170,8 @@ def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: floa
 def _ping_over_test_link(desc: dict, timeout_s: float):
     link = desc["test_link"]
     with source.connect(desc["source"], timeout_s) as c:
-        r = c.run(f"ping -c 3 -i 0.2 -W 1 -I {source.shlex.quote(link['src_iface'])} "
-                  f"{source.shlex.quote(link['dut_addr'])}", hide=True, warn=True, timeout=timeout_s * 2)
+        r = c.run(f"ping -c 3 -i 0.2 -W 1 -I {shlex.quote(link['src_iface'])} "
+                  f"{shlex.quote(link['dut_addr'])}", hide=True, warn=True, timeout=timeout_s * 2)
     if r.failed:
         return (f"test link: ping from the source host ({link['src_iface']}, {link['src_addr']}) to the "
                 f"DUT ({link['dut_addr']}) failed: {r.stdout.strip().splitlines()[-1:]}")
