@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Machine setup for xdplab (called by `make setup`), idempotent: installs the
+# Debian packages in envs/debian-packages.txt, makes kernel headers visible to
+# BCC, and builds the controller venv .venv/ from envs/controller.txt.
+# When everything is already there it prints nothing and takes well under a second.
+#
+# Overrides, meant for testing the headers logic without touching the real
+# /lib/modules: XDPLAB_KERNEL_RELEASE (default `uname -r`) and
+# XDPLAB_MODULES_DIR (default /lib/modules).
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PACKAGES_FILE="$REPO/envs/debian-packages.txt"
+REQUIREMENTS_FILE="$REPO/envs/controller.txt"
+VENV="$REPO/.venv"
+STAMP="$VENV/.xdplab-requirements.sha256"
+SYSTEM_PYTHON=/usr/bin/python3
+KREL="${XDPLAB_KERNEL_RELEASE:-$(uname -r)}"
+MODULES_DIR="${XDPLAB_MODULES_DIR:-/lib/modules}"
+
+say() { echo "setup: $*"; }
+die() { echo "setup: error: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "must run as root (it installs Debian packages and kernel headers); try: sudo make setup"
+command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 \
+    || die "needs an apt-based system (Debian or Ubuntu): apt-get/dpkg-query not found"
+
+export DEBIAN_FRONTEND=noninteractive
+APT_LOG="$(mktemp -t xdplab-setup-apt.XXXXXX)"
+trap 'rm -f "$APT_LOG"' EXIT
+APT_UPDATED=0
+
+apt_run() {  # run an apt command quietly; on failure show its output
+    if ! "$@" >>"$APT_LOG" 2>&1; then
+        tail -n 30 "$APT_LOG" >&2
+        die "'$*' failed (output above)"
+    fi
+}
+apt_update_once() {
+    [ "$APT_UPDATED" -eq 1 ] && return 0
+    say "apt-get update"
+    apt_run apt-get update -q
+    APT_UPDATED=1
+}
+apt_install() {
+    apt_update_once
+    say "installing Debian packages: $*"
+    apt_run apt-get install -y -q --no-install-recommends "$@"
+}
+is_installed() {
+    [ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null | cut -c1-2)" = "ii" ]
+}
+apt_candidate() {  # prints the candidate version of a package, or nothing
+    apt-cache policy "$1" 2>/dev/null | awk '/Candidate:/ { if ($2 != "(none)") print $2 }'
+}
+
+# --- 1. Debian packages ------------------------------------------------------
+mapfile -t PACKAGES < <(sed -e 's/#.*//' -e 's/[[:space:]]\+//g' -e '/^$/d' "$PACKAGES_FILE")
+MISSING=()
+for p in "${PACKAGES[@]}"; do
+    is_installed "$p" || MISSING+=("$p")
+done
+if [ "${#MISSING[@]}" -gt 0 ]; then
+    apt_install "${MISSING[@]}"
+fi
+
+# --- 2. kernel headers for BCC -----------------------------------------------
+# BCC compiles against /lib/modules/$(uname -r)/build (generated headers,
+# arch tree) and .../source (the rest); Debian splits these into an -arch and
+# a -common directory.
+headers_usable() {  # $1: /lib/modules/<release>
+    local b="$1/build" s="$1/source"
+    [ -f "$b/include/generated/autoconf.h" ] || return 1
+    [ -d "$b/arch" ] || [ -d "$s/arch" ] || return 1
+    [ -f "$b/include/linux/kconfig.h" ] || [ -f "$s/include/linux/kconfig.h" ] || return 1
+}
+link_headers() {  # $1: arch headers dir, $2: common dir (may be empty)
+    local kdir="$MODULES_DIR/$KREL" name
+    mkdir -p "$kdir"
+    for name in build source; do
+        if [ -e "$kdir/$name" ] && [ ! -L "$kdir/$name" ]; then
+            die "$kdir/$name exists and is not a symlink; refusing to replace it (remove it or install matching headers yourself)"
+        fi
+    done
+    ln -sfn "$1" "$kdir/build"
+    say "linked $kdir/build -> $1"
+    if [ -n "$2" ]; then
+        ln -sfn "$2" "$kdir/source"
+        say "linked $kdir/source -> $2"
+    fi
+}
+generic_headers_package() {
+    local id="" id_like="" arch
+    if [ -r /etc/os-release ]; then
+        id="$(. /etc/os-release; echo "${ID:-}")"
+        id_like="$(. /etc/os-release; echo "${ID_LIKE:-}")"
+    fi
+    arch="$(dpkg --print-architecture)"
+    case " $id $id_like " in
+        *" ubuntu "*) echo linux-headers-generic; return ;;
+    esac
+    case "$arch" in
+        amd64) echo linux-headers-amd64 ;;
+        arm64) echo linux-headers-arm64 ;;
+        i386) echo linux-headers-686-pae ;;
+        armhf) echo linux-headers-armmp ;;
+        ppc64el) echo linux-headers-powerpc64le ;;
+        s390x) echo linux-headers-s390x ;;
+        *) die "no known generic kernel headers package for architecture $arch; install headers for $KREL by hand" ;;
+    esac
+}
+
+link_release_headers() {  # $1: headers release (e.g. 6.1.0-56-amd64) to link for $KREL
+    local hrel="$1" arch_dir common_dir c
+    arch_dir="$(readlink -f "/lib/modules/$hrel/build" 2>/dev/null || true)"
+    [ -n "$arch_dir" ] && [ -d "$arch_dir" ] || arch_dir="/usr/src/linux-headers-$hrel"
+    [ -d "$arch_dir" ] || die "headers for $hrel are installed but $arch_dir is missing"
+    common_dir="$(readlink -f "/lib/modules/$hrel/source" 2>/dev/null || true)"
+    if [ -z "$common_dir" ] || [ ! -d "$common_dir" ] || [ "$common_dir" = "$arch_dir" ]; then
+        common_dir=""
+        for c in "/usr/src/linux-headers-${hrel%-*}-common" "/usr/src/linux-headers-${hrel%-*}"; do
+            if [ -d "$c" ] && [ "$c" != "$arch_dir" ]; then common_dir="$c"; break; fi
+        done
+    fi
+    link_headers "$arch_dir" "$common_dir"
+    headers_usable "$MODULES_DIR/$KREL" \
+        || die "linked headers $hrel, but $MODULES_DIR/$KREL/build still lacks include/generated/autoconf.h, arch/ or include/linux/kconfig.h"
+}
+
+if ! headers_usable "$MODULES_DIR/$KREL"; then
+    say "no usable kernel headers at $MODULES_DIR/$KREL/build"
+    apt_update_once
+    own="linux-headers-$KREL"
+    if [ -n "$(apt_candidate "$own")" ] || is_installed "$own"; then
+        is_installed "$own" || apt_install "$own"
+        headers_usable "$MODULES_DIR/$KREL" || link_release_headers "$KREL"
+        say "kernel headers: using $own, the running kernel's own"
+    else
+        generic="$(generic_headers_package)"
+        [ -n "$(apt_candidate "$generic")" ] || is_installed "$generic" \
+            || die "apt has neither $own nor $generic; install kernel headers for $KREL by hand"
+        is_installed "$generic" || apt_install "$generic"
+        # The metapackage depends on the versioned package first, e.g.
+        # linux-headers-6.1.0-56-amd64 or linux-headers-6.8.0-49-generic.
+        versioned="$(dpkg-query -W -f='${Depends}' "$generic" | tr ',' '\n' \
+            | sed -n 's/^[[:space:]]*\(linux-headers-[^[:space:]|]*\).*/\1/p' | head -n 1)"
+        [ -n "$versioned" ] || die "cannot tell which headers $generic installed"
+        hrel="${versioned#linux-headers-}"
+        link_release_headers "$hrel"
+        say "kernel headers: apt has no $own; using the distribution's generic headers $hrel AS A STAND-IN for the running kernel $KREL"
+        say "  (BCC compiles XDP programs against them; kernel structures that differ between $hrel and $KREL would not match)"
+    fi
+fi
+
+"$SYSTEM_PYTHON" -c 'import bcc' 2>/dev/null \
+    || die "$SYSTEM_PYTHON cannot import bcc (python3-bpfcc is installed?); try: $SYSTEM_PYTHON -c 'import bcc'"
+
+# --- 3. controller venv --------------------------------------------------------
+venv_ok() {
+    [ -x "$VENV/bin/python" ] || return 1
+    grep -qiE '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" 2>/dev/null || return 1
+    "$VENV/bin/python" -c '' 2>/dev/null
+}
+if ! venv_ok; then
+    if [ -e "$VENV" ]; then
+        say "recreating .venv (broken or made without --system-site-packages)"
+        "$SYSTEM_PYTHON" -m venv --clear --system-site-packages "$VENV"
+    else
+        say "creating .venv"
+        "$SYSTEM_PYTHON" -m venv --system-site-packages "$VENV"
+    fi
+    rm -f "$STAMP"
+fi
+want="$(sha256sum "$REQUIREMENTS_FILE" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ] || [ ! -x "$VENV/bin/snakemake" ]; then
+    say "installing controller packages into .venv from envs/controller.txt"
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -qq -r "$REQUIREMENTS_FILE" \
+        || die "pip install -r envs/controller.txt failed (output above)"
+    echo "$want" >"$STAMP"
+fi
+"$VENV/bin/python" -c 'import bcc' 2>/dev/null \
+    || die ".venv cannot import bcc; it must be made with --system-site-packages from $SYSTEM_PYTHON (remove .venv and rerun)"
