@@ -37,8 +37,12 @@ def markdown_table(df: pd.DataFrame) -> str:
         cells = []
         for col, _ in TABLE:
             v = r[col]
-            cells.append("n/a" if v is None or (isinstance(v, float) and pd.isna(v)) else f"{v:g}"
-                         if isinstance(v, float) else str(v))
+            if v is None or (isinstance(v, float) and pd.isna(v)):
+                cells.append("n/a")
+            elif isinstance(v, float):
+                cells.append(f"{v:.3f}" if col == "rate_error_pct" else f"{v:g}")
+            else:
+                cells.append(str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
