@@ -18,9 +18,11 @@ include: "workflow/rules/testbed.smk"
 include: "workflow/rules/build.smk"
 include: "workflow/rules/trial.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         rules.aggregate.output.csv,
+        rules.figures.output.svg,
     default_target: True
