@@ -29,6 +29,13 @@ rule check_connectivity:
         "../scripts/check_connectivity.py"
 
 
+# Snakemake's own SIGTERM handler only waits for running jobs; ours passes the
+# signal on to the running step first, so an interrupted trial stops at once
+# (the step disarms the agent and stops the generator), then the run ends.
+onstart:
+    housekeeping.forward_stop_signals()
+
+
 onsuccess:
     housekeeping.end_of_run(S, RESULTS, failed=False)
 

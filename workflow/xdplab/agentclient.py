@@ -71,13 +71,23 @@ class AgentClient:
         r = self._call("GET", f"/sessions/{session_id}/capture.pcap", timeout_s=300, stream=True)
         size = 0
         with open(dest, "wb") as f:
-            for chunk in r.iter_content(1 << 20):
-                f.write(chunk)
-                size += len(chunk)
+            try:
+                for chunk in r.iter_content(1 << 20):
+                    f.write(chunk)
+                    size += len(chunk)
+            except requests.RequestException as e:
+                raise AgentError(f"DUT agent at {self.url}: the capture download of session "
+                                 f"{session_id} broke off after {size} bytes ({_root_cause(e)})") from e
+            finally:
+                r.close()
+        expected = r.headers.get("Content-Length")
+        if expected is not None and expected.isdigit() and int(expected) != size:
+            raise AgentError(f"DUT agent at {self.url}: the capture of session {session_id} has "
+                             f"{expected} bytes, received {size}")
         return size
 
-    def disarm(self, session_id: str) -> dict:
-        return self._call("POST", f"/sessions/{session_id}/disarm", timeout_s=60).json()
+    def disarm(self, session_id: str, timeout_s: float = 60) -> dict:
+        return self._call("POST", f"/sessions/{session_id}/disarm", timeout_s=timeout_s).json()
 
     def reset(self) -> dict:
         return self._call("POST", "/reset", timeout_s=60).json()

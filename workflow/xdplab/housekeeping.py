@@ -1,4 +1,6 @@
-"""Find what an interrupted invocation left in results/ and discard it.
+"""What the workflow does around its rules: find what an interrupted invocation left in
+results/ and discard it, pass a stop signal on to the running steps, and clean up at
+the end of a run (successful or not).
 
 A trial's four steps hold state on the DUT agent between them, so a trial
 that stopped half-way cannot be continued: its step records are removed and
@@ -8,14 +10,29 @@ touched.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import sys
 from pathlib import Path
 
 STEP_FILES = ("arm.json", "generator.json", "capture.json", "capture.pcap")
+FAILED_FILE = "failed.json"   # steps.FAILED_FILE: why the trial's last attempt failed
+# Step scripts run by Snakemake: `python <workdir>/.snakemake/scripts/tmpXXXX.<name>.py`.
+STEP_SCRIPT_MARK = "/.snakemake/scripts/"
 
 
 def another_invocation_running(workdir: Path) -> bool:
     locks = Path(workdir, ".snakemake", "locks")
     return locks.is_dir() and any(locks.iterdir())
+
+
+def _failure_of(trial_dir: Path) -> dict | None:
+    try:
+        failure = json.loads((trial_dir / FAILED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return failure if isinstance(failure, dict) else None
 
 
 def discard_partial_trials(results: str, trials: list[dict]) -> list[str]:
@@ -28,44 +45,152 @@ def discard_partial_trials(results: str, trials: list[dict]) -> list[str]:
         if (d / "trial.json").exists():
             continue
         present = [f for f in STEP_FILES if (d / f).exists()]
+        # Temporary files of a write that never finished (.arm.json.tmp123, ...).
+        present += sorted(p.name for p in d.glob(".*.tmp*")) if d.is_dir() else []
         if present:
             for f in present:
-                (d / f).unlink()
-            notes.append(f"discarded the partial trial {d} ({', '.join(present)}) left by an "
-                         f"interrupted run; it will run again from the start")
+                (d / f).unlink(missing_ok=True)
+            failure = _failure_of(d)
+            why = (f"; it failed in {failure.get('step')}: {failure.get('reason')}" if failure
+                   else " left by an interrupted run")
+            notes.append(f"discarded the partial trial {d} ({', '.join(present)}){why}; "
+                         f"it will run again from the start")
     return notes
 
 
-def end_of_run(settings: dict, results: str, failed: bool) -> None:
-    """Run by Snakemake when the workflow ends: leave nothing armed, tear down, show the table."""
-    import sys
+# -- stop signals ------------------------------------------------------------------
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            pass
+    return kids
+
+
+def _running_steps() -> list[int]:
+    """Our step scripts among this process's descendants."""
+    found, todo, seen = [], _children(os.getpid()), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if STEP_SCRIPT_MARK in cmd:
+            found.append(pid)
+        else:
+            todo += _children(pid)
+    return found
+
+
+def forward_stop_signals() -> None:
+    """Make SIGTERM and SIGINT sent to Snakemake alone stop the running steps at once.
+
+    Snakemake 9 on SIGTERM only stops scheduling and waits for the running jobs to end
+    (a trial step could go on for its whole duration); on SIGINT it waits for them too.
+    Ctrl-C reaches the steps anyway (same process group); `kill <snakemake>` does not.
+    So pass the signal on to our step scripts, which stop in order (steps.run_step),
+    then let Snakemake's own handler do what it does.  Called from `onstart:`, after
+    Snakemake installed its handlers."""
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+
+        def handler(signum, frame, previous=previous):
+            steps = _running_steps()
+            for pid in steps:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    pass
+            if steps:
+                print(f"xdplab: got {signal.Signals(signum).name}: stopping the running step(s) "
+                      f"(pid {', '.join(map(str, steps))}); the testbed is cleaned up after them",
+                      file=sys.stderr, flush=True)
+            if callable(previous):
+                previous(signum, frame)
+            elif previous == signal.SIG_DFL and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            elif previous == signal.SIG_DFL:
+                signal.signal(signum, signal.SIG_DFL)
+                os.kill(os.getpid(), signum)
+
+        signal.signal(sig, handler)
+
+
+# -- end of run ----------------------------------------------------------------------
+
+def failed_trials(results: str) -> list[dict]:
+    """The failures recorded in the experiment's trials (failed.json), oldest first."""
+    found = []
+    for path in sorted(Path(results, "trials").glob(f"*/*/*/{FAILED_FILE}")):
+        failure = _failure_of(path.parent)
+        if failure is not None and not (path.parent / "trial.json").exists():
+            found.append(failure)
+    return sorted(found, key=lambda f: f.get("unix_s") or 0)
+
+
+def end_of_run(settings: dict, results: str, failed: bool) -> None:
+    """Run by Snakemake when the workflow ends: leave nothing armed or running, tear
+    down (or keep) the testbed, say why trials failed, show the table."""
+    if failed:
+        for f in failed_trials(results):
+            reason = " ".join(str(f.get("reason", "?")).split())
+            print(f"xdplab: trial {f.get('trial')} FAILED in {f.get('step')} at {f.get('time')}: "
+                  f"{reason}", file=sys.stderr)
     if settings["testbed"] == "embedded":
-        from .testbed import EmbeddedTestbed
+        from .testbed import EmbeddedTestbed, TestbedError
 
         tb = EmbeddedTestbed(src_iface=settings["src_iface"], dut_iface=settings["dut_iface"],
                              mtu=settings["mtu"])
         if settings["keep_testbed"]:
-            _disarm_quietly(tb)
+            for note in _quiesce(tb):
+                print(f"xdplab: {note}", file=sys.stderr)
             print("xdplab: the testbed is left up (keep_testbed=true); remove it with "
                   "`make clean-testbed`", file=sys.stderr)
         else:
-            for item in tb.down():
-                print(f"xdplab: testbed down: {item}", file=sys.stderr)
+            try:
+                for item in tb.down():
+                    print(f"xdplab: testbed down: {item}", file=sys.stderr)
+            except TestbedError as e:
+                print(f"xdplab: tearing down the testbed failed: {e}; run `make clean-testbed`",
+                      file=sys.stderr)
+    if failed:
+        print("xdplab: the run failed (reasons above; logs under "
+              f"{results}/logs/). Run the same command again: finished trials are kept, "
+              "failed or interrupted ones run again.", file=sys.stderr)
     table = Path(results, "summary.md")
     if not failed and table.exists():
         print("\n" + table.read_text())
         print(f"Results: {results}/summary.csv (one row per trial; columns explained in README.md)")
 
 
-def _disarm_quietly(tb) -> None:
-    """Disarm any session on a testbed that stays up, so it is reusable."""
-    import json
-
+def _quiesce(tb) -> list[str]:
+    """On a testbed that stays up: disarm any session and stop any generator of ours, so
+    that it is reusable.  Best effort, bounded; returns what it did."""
     from .agentclient import AgentClient, AgentError
 
+    notes = []
     try:
         desc = json.loads(Path(tb.state_dir, "testbed.json").read_text())
-        AgentClient.from_description(desc["dut"], timeout_s=5).reset()
-    except (OSError, ValueError, KeyError, AgentError):
-        pass
+    except (OSError, ValueError):
+        return notes
+    try:
+        disarmed = AgentClient.from_description(desc["dut"], timeout_s=10).reset().get("disarmed")
+        if disarmed:
+            notes.append(f"disarmed session(s) {', '.join(disarmed)} on the DUT agent")
+    except (OSError, KeyError, AgentError) as e:
+        notes.append(f"could not disarm the DUT agent: {e}")
+    try:
+        from . import source
+
+        for proc in source.stop_generators(desc["source"]):
+            notes.append(f"stopped a generator on the source host: {proc}")
+    except Exception as e:  # noqa: BLE001 - best effort at the very end
+        notes.append(f"could not check the source host for generators: {e}")
+    return notes

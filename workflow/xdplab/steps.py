@@ -14,9 +14,10 @@ from __future__ import annotations
 import json
 import os
 import random
-import shlex
+import contextlib
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,15 @@ SNAPLEN_BYTES = 64
 # How long the agent keeps a session armed beyond the traffic, before its
 # watchdog disarms by itself: covers SSH setup, upload, verification, gathering.
 DEADLINE_MARGIN_S = 120
+# The four rules of a trial; a failure of one is recorded in the trial's failed.json.
+TRIAL_STEPS = ("arm_collector", "launch_generator", "verify_capture", "gather_results")
+FAILED_FILE = "failed.json"
+# Cleanup after a failure talks to the agent with this timeout per call.
+CLEANUP_AGENT_TIMEOUT_S = 20.0
+# While the generator runs, the agent is asked every WATCH_INTERVAL_S whether the
+# session is still armed; this many unanswered questions in a row mean it is gone.
+WATCH_INTERVAL_S = 1.0
+WATCH_MISSES = 3
 
 
 class StepError(RuntimeError):
@@ -36,17 +46,37 @@ class StepError(RuntimeError):
 
 
 class Log:
-    """Writes timestamped lines to the rule's log file, and progress to stderr."""
+    """Writes timestamped lines to the rule's log file, and progress to stderr.
+
+    A log that cannot be written (disk full, read-only) never hides the step's own
+    error: it says so once on stderr and from then on everything goes to stderr."""
 
     def __init__(self, path: str, step: str):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._f = open(path, "a", buffering=1)
+        self.path = path
         self.step = step
+        self._f = None
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(path, "a", buffering=1)
+        except OSError as e:
+            self._broken(e)
+
+    def _broken(self, e: OSError) -> None:
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.close()
+        self._f = None
+        print(f"[{self.step}] cannot write the log {self.path}: {e.strerror or e}; "
+              f"logging to stderr only", file=sys.stderr, flush=True)
 
     def __call__(self, msg: str, echo: bool = False):
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-        self._f.write(f"{stamp} {msg}\n")
-        if echo:
+        if self._f is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            try:
+                self._f.write(f"{stamp} {msg}\n")
+            except OSError as e:
+                self._broken(e)
+        if echo or self._f is None:
             print(f"[{self.step}] {msg}", file=sys.stderr, flush=True)
 
     def write(self, text: str):  # a stream, for the generator's progress lines
@@ -55,54 +85,150 @@ class Log:
                 self(line.strip(), echo=True)
 
     def flush(self):
-        self._f.flush()
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.flush()
 
 
 class Interrupted(Exception):
-    """SIGTERM or SIGINT arrived (Snakemake stops jobs with SIGTERM)."""
+    """SIGTERM, SIGINT or SIGHUP arrived (Ctrl-C, or Snakemake stopping the job)."""
+
+
+class OutputError(StepError):
+    """A result could not be written; the message names the path and the OS's reason."""
+
+
+# Signals: the first one stops the step (raises Interrupted); once the step is
+# stopping, later ones (Ctrl-C pressed twice, Snakemake forwarding the signal the
+# terminal already sent) are only noted, so that cleanup runs to its end.
+_STOP = {"stopping": False, "signals": []}
+# What to undo when the step fails or is interrupted: (description, function).
+_CLEANUPS: list = []
 
 
 def _interrupt(signum, frame):
-    raise Interrupted(signal.Signals(signum).name)
+    name = signal.Signals(signum).name
+    _STOP["signals"].append(name)
+    if not _STOP["stopping"]:
+        _STOP["stopping"] = True
+        raise Interrupted(name)
+
+
+def on_failure(description: str, fn) -> None:
+    """Run fn (bounded, best effort) if this step fails or is interrupted."""
+    _CLEANUPS.append((description, fn))
+
+
+def _run_cleanups(log: "Log") -> list[str]:
+    notes = []
+    while _CLEANUPS:
+        description, fn = _CLEANUPS.pop()
+        try:
+            result = fn()
+            notes.append(f"{description}: {result}" if result else description)
+            log(f"cleanup: {notes[-1]}", echo=bool(result))
+        except Exception as e:  # cleanup is best effort; say what did not work
+            notes.append(f"{description} failed: {e}")
+            log(f"cleanup: {notes[-1]}", echo=True)
+    return notes
+
+
+def _os_reason(e: OSError) -> str:
+    if e.filename:
+        return f"{e.filename}: {e.strerror or e}"
+    return f"{type(e).__name__}: {e.strerror or e}"
 
 
 def run_step(sm, fn) -> None:
     """Run one rule's step: log to the rule's log, turn signals into an orderly exit, and
-    report a known failure as one clear line instead of a traceback."""
+    report a failure as one clear line instead of a traceback.
+
+    On failure or interruption the step's cleanups run (disarm the trial's session,
+    stop the generator), and for the four trial steps the failure is recorded in the
+    trial directory's failed.json, which is not a Snakemake output and so survives."""
     log = Log(sm.log[0], sm.rule)
-    signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGINT, _interrupt)
+    _STOP.update(stopping=False, signals=[])
+    _CLEANUPS.clear()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
+    unexpected = None
     try:
         fn(sm, log)
-    except (StepError, AgentError, source.SourceError) as e:
-        log(f"FAILED: {e}")
-        print(f"xdplab {sm.rule}: {e}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        return
     except Interrupted as e:
-        log(f"interrupted by {e}")
-        print(f"xdplab {sm.rule}: interrupted by {e}", file=sys.stderr, flush=True)
-        sys.exit(130)
-    except BaseException:
+        reason, status = f"interrupted by {e}", 130
+    except (StepError, AgentError, source.SourceError) as e:
+        reason, status = str(e), 1
+    except OSError as e:
+        reason, status = _os_reason(e), 1
+    except BaseException as e:
         import traceback
 
+        reason, status = f"unexpected error: {type(e).__name__}: {e}", 1
+        unexpected = e
         log("FAILED with an unexpected error:\n" + traceback.format_exc())
-        raise
+    _STOP["stopping"] = True
+    notes = _run_cleanups(log)
+    if sm.rule in TRIAL_STEPS:
+        record_failure(sm, reason, notes, log)
+    log(f"FAILED: {reason}")
+    print(f"xdplab {sm.rule}: {reason}", file=sys.stderr, flush=True)
+    if unexpected is not None:
+        raise unexpected
+    sys.exit(status)
+
+
+def record_failure(sm, reason: str, cleanup: list[str], log: "Log") -> None:
+    """Write the trial's failed.json: this failure on top, earlier ones under "earlier"."""
+    path = Path(sm.output[0]).parent / FAILED_FILE
+    earlier = previous_failures(path)
+    entry = {"trial": trial_id(sm.params.trial), "step": sm.rule, "reason": reason,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix_s": round(time.time(), 3),
+             "interrupted": reason.startswith("interrupted by "), "cleanup": cleanup,
+             "earlier": earlier}
+    try:
+        write_json(str(path), entry)
+    except (OSError, StepError) as e:
+        log(f"could not record the failure: {e}", echo=True)
+
+
+def previous_failures(path) -> list[dict]:
+    """The failures recorded in a failed.json, oldest first (empty if none or unreadable)."""
+    try:
+        latest = read_json(path)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(latest, dict):
+        return []
+    earlier = latest.pop("earlier", [])
+    return [e for e in earlier if isinstance(e, dict)] + [latest]
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn an OSError while writing `path` into an OutputError naming the path and reason."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
 
 
 def write_json(path: str, data) -> None:
     """Write atomically: a reader sees the old file, or the whole new one, never half."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(p):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(tmp, "w") as f:
+                json.dump(data, f, indent=1, sort_keys=False)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, p)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
 
 
 def read_json(path: str):
@@ -129,13 +255,18 @@ def testbed_up(params: dict, output: str, log: Log) -> None:
     desc = tb.up()
     for item in desc.get("cleared", []):
         log(f"cleared leftover: {item}", echo=True)
+    if not desc.get("created"):
+        log("reusing the testbed that is already up (left by an earlier run or by "
+            "`python -m xdplab.testbed up`)", echo=True)
     desc["source"]["python"] = params["source_python"]
     write_json(output, desc)
     log(f"testbed up: {json.dumps(desc)}")
 
 
 def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: float = 5.0) -> None:
-    """Ping over the test link, SSH to the source, the agent's health: name what is unreachable."""
+    """Ping over the test link, SSH to the source, the agent's health: name what is
+    unreachable.  What an earlier, crashed run left on the hosts (an armed session on
+    the agent, a generator on the source) is cleared here, and said so."""
     desc = read_json(testbed_path)
     problems = []
     agent = AgentClient.from_description(desc["dut"], timeout_s=timeout_s)
@@ -143,8 +274,12 @@ def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: floa
         health = agent.health(timeout_s=timeout_s)
         log(f"agent healthy: {health.get('hostname')} kernel {health.get('kernel')} "
             f"bcc {health.get('bcc_version')}")
-        if health.get("session"):
-            log(f"agent reports an armed session {health['session']}", echo=True)
+        stale = health.get("session")
+        if stale:
+            agent.reset()
+            log(f"cleared leftover: session {stale.get('session')} (trial {stale.get('trial')}, "
+                f"{stale.get('state')}) was armed on the DUT agent by an earlier run: disarmed",
+                echo=True)
     except AgentError as e:
         health = None
         problems.append(str(e))
@@ -156,6 +291,9 @@ def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: floa
         problems.append(str(e))
     link = desc["test_link"]
     if src is not None:
+        for proc in source.stop_generators(desc["source"], timeout_s=timeout_s):
+            log(f"cleared leftover: generator still running on the {source.where(desc['source'])} "
+                f"from an earlier run: stopped ({proc})", echo=True)
         ping = _ping_over_test_link(desc, timeout_s)
         if ping is not None:
             problems.append(ping)
@@ -169,9 +307,13 @@ def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: floa
 
 def _ping_over_test_link(desc: dict, timeout_s: float):
     link = desc["test_link"]
-    with source.connect(desc["source"], timeout_s) as c:
-        r = c.run(f"ping -c 3 -i 0.2 -W 1 -I {shlex.quote(link['src_iface'])} "
-                  f"{shlex.quote(link['dut_addr'])}", hide=True, warn=True, timeout=timeout_s * 2)
+    try:
+        with source.connect(desc["source"], timeout_s) as c:
+            r = c.run(source.remote_cmd("ping", "-c", 3, "-i", 0.2, "-W", 1, "-I", link["src_iface"],
+                                        link["dut_addr"]),
+                      hide=True, warn=True, timeout=timeout_s * 2)
+    except Exception as e:  # the SSH login worked a moment ago; name what broke now
+        return f"test link: could not run ping on the {source.where(desc['source'])}: {e}"
     if r.failed:
         return (f"test link: ping from the source host ({link['src_iface']}, {link['src_addr']}) to the "
                 f"DUT ({link['dut_addr']}) failed: {r.stdout.strip().splitlines()[-1:]}")
@@ -202,6 +344,28 @@ def build_collector(source_path: str, header_path: str, connectivity_path: str, 
 
 # -- the four steps of a trial ----------------------------------------------
 
+def _disarm_on_failure(conn: dict, trial: str, session_id: str | None = None):
+    """A cleanup: disarm this trial's session (by id, or whichever session the agent has
+    armed for this trial), with short timeouts; returns what it did."""
+    def cleanup():
+        agent = AgentClient.from_description(conn["testbed"]["dut"], timeout_s=CLEANUP_AGENT_TIMEOUT_S)
+        sid = session_id
+        if sid is None:
+            armed = agent.health().get("session") or {}
+            if armed.get("trial") != trial:
+                return None
+            sid = armed.get("session")
+        try:
+            result = agent.disarm(sid, timeout_s=CLEANUP_AGENT_TIMEOUT_S)
+        except AgentError as e:
+            if e.status == 404:
+                return None
+            raise
+        return (f"disarmed session {sid}" + (" (the agent's watchdog had disarmed it already)"
+                                              if result.get("watchdog") else ""))
+    return cleanup
+
+
 def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path: str,
                   output: str, log: Log) -> None:
     conn = read_json(connectivity_path)
@@ -210,7 +374,8 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     health = agent.health()
     if health.get("session"):
         stale = health["session"]
-        log(f"found an armed session from an earlier invocation ({stale}): disarming it", echo=True)
+        log(f"found an armed session from an earlier invocation ({stale.get('session')}, trial "
+            f"{stale.get('trial')}): disarming it", echo=True)
         agent.reset()
     run_id = random.SystemRandom().randrange(1, 65536)
     duration = params["duration_s"]
@@ -221,6 +386,8 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
         "deadline_s": duration + DEADLINE_MARGIN_S,
         "expected_packets": trial["target_pps"] * duration,
     }
+    # Interrupted while the agent arms, or arm.json not written: leave nothing armed.
+    on_failure("disarm the trial's session", _disarm_on_failure(conn, request["trial"]))
     log(f"arming: {json.dumps(request)}")
     armed = agent.arm(request)
     armed["request"] = request
@@ -240,10 +407,60 @@ def _live_session(agent: AgentClient, arm: dict, arm_path: str, step: str) -> di
         state = None
     if state is None or state.get("trial") != arm["request"]["trial"]:
         Path(arm_path).unlink(missing_ok=True)
+        why = "left by an earlier, interrupted invocation"
+        armed_by = arm.get("agent_instance")
+        if armed_by:
+            with contextlib.suppress(AgentError):
+                now = agent.health().get("agent_instance")
+                if now and now != armed_by:
+                    why = f"the DUT agent was restarted since the trial was armed (instance {armed_by}, now {now})"
         raise StepError(f"{step}: the agent has no session {arm['session']} for trial "
-                        f"{arm['request']['trial']} (left by an earlier, interrupted invocation); "
+                        f"{arm['request']['trial']} ({why}); "
                         f"removed {arm_path} so that the next run repeats the whole trial")
     return state
+
+
+class _AgentWatch(threading.Thread):
+    """While the generator runs: ask the agent every second whether the trial's session
+    is still armed.  If the agent is gone (killed, restarted) or the session was disarmed,
+    stop the generator on the source host, so that the trial fails now and not after its
+    whole duration, and keep the reason."""
+
+    def __init__(self, conn: dict, arm: dict, run_id: int, log: Log):
+        super().__init__(name="agent-watch", daemon=True)
+        self.conn, self.arm, self.run_id, self.log = conn, arm, run_id, log
+        self.problem: str | None = None
+        self._stop_event = threading.Event()
+
+    def stop(self):
+        self._stop_event.set()
+
+    def run(self):
+        agent = AgentClient.from_description(self.conn["testbed"]["dut"], timeout_s=WATCH_INTERVAL_S * 2)
+        sid, misses = self.arm["session"], 0
+        while not self._stop_event.wait(WATCH_INTERVAL_S):
+            problem = None
+            try:
+                state = agent.session(sid)
+                misses = 0
+                if state.get("state") != "armed":
+                    problem = (f"the DUT agent's session {sid} was {state.get('state')} while the generator "
+                               f"ran" + (" (its watchdog deadline passed)" if state.get("watchdog") else ""))
+            except AgentError as e:
+                if e.status == 404:
+                    problem = f"the DUT agent no longer knows session {sid} (it was restarted)"
+                else:
+                    misses += 1
+                    if misses >= WATCH_MISSES:
+                        problem = f"the DUT agent stopped answering while the generator ran ({e})"
+            if problem and not self._stop_event.is_set():
+                self.problem = problem
+                self.log(f"{problem}: stopping the generator", echo=True)
+                try:
+                    source.stop_generators(self.conn["testbed"]["source"], self.run_id)
+                except source.SourceError as e:
+                    self.log(f"could not stop the generator: {e}", echo=True)
+                return
 
 
 def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path: str,
@@ -252,6 +469,8 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
     arm = read_json(arm_path)
     agent = agent_for(conn)
     state = _live_session(agent, arm, arm_path, "launch_generator")
+    on_failure(f"disarm session {arm['session']}", _disarm_on_failure(conn, arm["request"]["trial"],
+                                                                      arm["session"]))
     if state.get("state") != "armed":
         raise StepError(f"launch_generator: session {arm['session']} is {state.get('state')}, not armed")
     args = {"dst": conn["testbed"]["test_link"]["dut_addr"], "port": params["port"],
@@ -259,8 +478,19 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
             "threads": params["threads"], "run_id": arm["run_id"]}
     log(f"launching the generator on {source.where(conn['testbed']['source'])}: {json.dumps(args)}",
         echo=True)
-    report = source.run_generator(conn["testbed"]["source"], args,
-                                  timeout_s=params["duration_s"] + 60, err_stream=log)
+    watch = _AgentWatch(conn, arm, arm["run_id"], log)
+    watch.start()
+    try:
+        report = source.run_generator(conn["testbed"]["source"], args,
+                                      timeout_s=params["duration_s"] + 60, err_stream=log)
+    except source.SourceError as e:
+        if watch.problem:
+            raise StepError(f"{watch.problem}; the generator was stopped ({e})") from e
+        raise
+    finally:
+        watch.stop()
+    if watch.problem:
+        raise StepError(f"{watch.problem}; the generator was stopped")
     write_json(output, report)
     log(f"generator: sent {report['sent']} of {report['scheduled']} in {report['elapsed_s']:.3f} s "
         f"({report['achieved_pps']:.1f} pps), {report['send_errors']} send errors", echo=True)
@@ -273,17 +503,24 @@ def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str
     gen = read_json(generator_path)
     agent = agent_for(conn)
     _live_session(agent, arm, arm_path, "verify_capture")
+    on_failure(f"disarm session {arm['session']}", _disarm_on_failure(conn, arm["request"]["trial"],
+                                                                      arm["session"]))
     stats = agent.stop_capture(arm["session"])
+    # The capture lands under a temporary name and becomes capture.pcap only when whole
+    # and checked: a full disk never leaves a truncated capture.pcap behind.
     tmp = Path(pcap_out).with_name(f".{Path(pcap_out).name}.tmp{os.getpid()}")
     try:
-        agent.download_capture(arm["session"], tmp)
+        with writing(pcap_out):
+            agent.download_capture(arm["session"], tmp)
         check = pcapcheck.verify_capture(tmp, run_id=arm["run_id"], port=params["port"],
                                          scheduled=gen["scheduled"], threads=params["threads"],
                                          failed_seqs=gen.get("failed_seqs", []),
                                          send_errors=gen["send_errors"])
-        os.replace(tmp, pcap_out)
+        with writing(pcap_out):
+            os.replace(tmp, pcap_out)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     write_json(output, {"tcpdump": stats, "check": check})
     log(f"tcpdump: captured {stats['captured']}, dropped by kernel {stats['dropped_by_kernel']}; "
         f"capture vs generator: {check['unique']} unique, {check['missing']} missing, "
@@ -298,13 +535,22 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
     capture = read_json(capture_path)
     agent = agent_for(conn)
     _live_session(agent, arm, arm_path, "gather_results")
+    on_failure(f"disarm session {arm['session']}", _disarm_on_failure(conn, arm["request"]["trial"],
+                                                                      arm["session"]))
     gathered = agent.disarm(arm["session"])
     log(f"disarmed session {arm['session']}")
     summary = accounting.summarize(params, trial, arm, gen, capture, gathered)
+    # Earlier failed attempts of this trial stay on record in trial.json.
+    failed_path = Path(output).parent / FAILED_FILE
+    earlier = previous_failures(failed_path)
     write_json(output, {"trial": trial, "settings": params, "summary": summary["row"],
                         "identities": summary["identities"], "arm": arm, "generator": gen,
-                        "capture": capture, "agent": gathered})
+                        "capture": capture, "agent": gathered, "previous_failures": earlier})
+    failed_path.unlink(missing_ok=True)
     row = summary["row"]
+    if earlier:
+        log(f"this trial had failed {len(earlier)} time(s) before; the reasons are in trial.json "
+            f"(previous_failures)", echo=True)
     log(f"trial {trial_id(trial)}: sent {row['sent']}, nic_rx {row['nic_rx']}, xdp_matched "
         f"{row['xdp_matched']}, tcpdump_captured {row['tcpdump_captured']}, lost {row['lost']}, "
         f"unexplained {row['unexplained']}", echo=True)
