@@ -7,9 +7,10 @@
  * it exports one `struct xdplab_feature` record through a BPF ring buffer.
  *
  * Compiled by workflow/xdplab/agent.py with
- *     cflags = ["-I<bpf dir>", "-DXDPLAB_PORT=<port>"]
- * The port is a load-time constant rather than a map lookup, so the hot path
- * has no extra map access; the agent compiles once per port.
+ *     cflags = ["-I<bpf dir>", "-DXDPLAB_PORT=<port>"
+ *               (, "-DXDPLAB_RING_PAGES=<pages>" when a session asks for it)]
+ * Both are load-time constants rather than map lookups, so the hot path has
+ * no extra map access; the agent compiles once per session.
  *
  * Shared definitions (payload header, feature record, counter indices) live
  * in xdplab.h and nowhere else.
@@ -30,14 +31,23 @@
 #error "XDPLAB_PORT must be a UDP port number, 1..65535"
 #endif
 
-/* Ring size: a record is 40 bytes plus the ring's 8-byte header, 48 bytes.
- * 1<<11 pages (8 MiB on 4 KiB pages) hold ~174k records, i.e. ~1.7 s at
- * 100k pps with no consumer at all.  The agent consumes every ~2 ms, so in
- * steady state only a few hundred records are in flight; the headroom covers
- * a consumer stalled by the GIL or the scheduler for well over a second.
- * Must be a power of two pages.  Reserve failures are counted
- * (XDPLAB_RINGBUF_FULL), never silent. */
+/* Ring size in pages: a record is 40 bytes plus the ring's 8-byte header, 48
+ * bytes.  The default 1<<11 pages (8 MiB on 4 KiB pages) hold ~174k records,
+ * i.e. ~1.7 s at 100k pps with no consumer at all.  The agent consumes every
+ * ~2 ms, so in steady state only a few hundred records are in flight; the
+ * headroom covers a consumer stalled by the GIL or the scheduler for well
+ * over a second.  A session may ask for another size (the agent passes
+ * -DXDPLAB_RING_PAGES); the tests use a tiny ring to make a stalled consumer
+ * overflow it.  Reserve failures are counted (XDPLAB_RINGBUF_FULL), never
+ * silent. */
+#ifndef XDPLAB_RING_PAGES
 #define XDPLAB_RING_PAGES (1 << 11)
+#endif
+
+#if XDPLAB_RING_PAGES < 1 || XDPLAB_RING_PAGES > 16384 || \
+	(XDPLAB_RING_PAGES & (XDPLAB_RING_PAGES - 1)) != 0
+#error "XDPLAB_RING_PAGES must be a power of two, 1..16384"
+#endif
 
 BPF_PERCPU_ARRAY(counters, u64, XDPLAB_NR_COUNTERS);
 BPF_RINGBUF_OUTPUT(events, XDPLAB_RING_PAGES);

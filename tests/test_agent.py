@@ -8,11 +8,12 @@ listens.  IPv6 is off on the test link and neighbours are static, so the only
 frames xlt-ad0 receives are the ones a test sends: counts can be exact.
 
 Needs root, /usr/bin/python3 with bcc, tcpdump and iproute2; skips otherwise.
-Run: /tmp/pv/bin/python -m pytest tests/test_agent.py -v
+Run: .venv/bin/python -m pytest tests/test_agent.py -v
 """
 
 import fcntl
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import types
 from pathlib import Path
 
 import pytest
@@ -72,6 +74,12 @@ def xdp_on_dut():
     """The `xdp` object of `ip -d link` for xlt-ad0, or None when nothing is attached."""
     out = sh("ip", "-n", NS_DUT, "-j", "-d", "link", "show", "dev", IF_DUT).stdout
     return json.loads(out)[0].get("xdp")
+
+
+def xdp_in_ip_link():
+    """Whether plain `ip -j link` shows an XDP program on xlt-ad0."""
+    out = sh("ip", "-n", NS_DUT, "-j", "link", "show", "dev", IF_DUT).stdout
+    return "xdp" in json.loads(out)[0]
 
 
 def nic_rx_packets():
@@ -307,6 +315,10 @@ def test_health_requires_token(agent):
     assert h["interfaces"] == [IF_DUT]
     assert h["session"] is None
     assert h["boot_id"] and h["kernel"] and h["bcc_version"]
+    assert h["pid"] == agent.proc.pid
+    assert len(h["agent_instance"]) == 16 and int(h["agent_instance"], 16) >= 0
+    assert 0 < h["started_monotonic_ns"] < time.monotonic_ns()
+    assert isinstance(h["stale_files_removed"], list)
 
 
 def test_build_reports_program(agent, built):
@@ -334,6 +346,9 @@ def test_trial_counts_are_exact(agent, built, mode):
     assert arm["prog_tag"] == built["prog_tag"]
     assert arm["prog_id"] > 0 and arm["link_id"] > 0
     assert arm["deadline_monotonic_ns"] > arm["armed_monotonic_ns"]
+    assert arm["ringbuf_pages"] == 2048 and arm["ringbuf_pages_requested"] is None
+    assert arm["ringbuf_bytes"] == 2048 * os.sysconf("SC_PAGE_SIZE")
+    assert arm["agent_instance"] == agent.get("/health").json()["agent_instance"]
     x = xdp_on_dut()
     assert x and x["prog"]["id"] == arm["prog_id"]
     assert agent.get("/health").json()["session"]["session"] == sid
@@ -355,6 +370,7 @@ def test_trial_counts_are_exact(agent, built, mode):
     res = r.json()
     assert xdp_on_dut() is None
     assert res["session"] == sid and res["watchdog"] is False and res["run_id"] == 4242
+    assert res["agent_instance"] == arm["agent_instance"] and res["ringbuf_pages"] == 2048
     assert res["nic"]["rx_packets"] == n
     assert nic_rx_packets() - rx0 == n
     xdp = res["xdp"]
@@ -460,20 +476,98 @@ def _tcpdumps_for(session_id):
     return pids
 
 
-def test_sigkill_detaches_within_1s(agent):
+def test_sigkill_while_armed_with_traffic(agent):
+    """Fault 1: the agent is SIGKILLed mid-trial.  Nothing of it may stay behind
+    but its pcap, which the next agent removes; the next agent is recognisably
+    another one, does not know the old session, and arms fine."""
+    h0 = agent.get("/health").json()
     r = agent.post("/sessions", arm_body())
     assert r.status_code == 201, r.text
-    sid = r.json()["session"]
-    assert xdp_on_dut() is not None
+    arm = r.json()
+    sid = arm["session"]
+    assert arm["agent_instance"] == h0["agent_instance"]
+    assert xdp_in_ip_link()
     assert _tcpdumps_for(sid)
-    agent.proc.send_signal(signal.SIGKILL)
-    agent.proc.wait(5)
-    t0 = time.monotonic()
-    assert wait_for(lambda: xdp_on_dut() is None, 1.0, step=0.02), "XDP still attached after 1 s"
-    sys.stderr.write("detached %.3f s after SIGKILL\n" % (time.monotonic() - t0))
-    assert wait_for(lambda: not _tcpdumps_for(sid), 2.0), "tcpdump outlived the agent"
+    pcap = agent.state_dir / (sid + ".pcap")
+    rx0 = nic_rx_packets()
+    flood = subprocess.Popen(["ip", "netns", "exec", NS_SRC, SYS_PY, "-c", SENDER, "500000",
+                              "4242", str(TEST_PORT), "100", DUT_ADDR],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: nic_rx_packets() > rx0 + 500, 20), "no traffic arrived"
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.proc.wait(5)
+        t0 = time.monotonic()
+        assert wait_for(lambda: not xdp_in_ip_link(), 1.0, step=0.02), \
+            "XDP still attached 1 s after SIGKILL"
+        sys.stderr.write("detached %.3f s after SIGKILL\n" % (time.monotonic() - t0))
+        assert flood.poll() is None, "traffic had stopped before the check"
+        assert wait_for(lambda: not _tcpdumps_for(sid), 2.0), "tcpdump outlived the agent"
+        assert pcap.is_file()   # what the killed agent could not clean up
+    finally:
+        flood.kill()
+        flood.wait()
+        time.sleep(0.2)   # frames still in the veth reach the DUT before the next test
     agent.restart()
-    assert agent.get("/health").json()["session"] is None
+    h1 = agent.get("/health").json()
+    assert h1["session"] is None
+    assert h1["agent_instance"] != h0["agent_instance"]
+    assert h1["pid"] != h0["pid"] and h1["started_monotonic_ns"] > h0["started_monotonic_ns"]
+    assert sid + ".pcap" in [f["file"] for f in h1["stale_files_removed"]]
+    assert not pcap.exists()
+    assert "removed stale capture %s" % pcap in agent.log()
+    r = agent.get("/sessions/" + sid)
+    assert r.status_code == 404 and sid in r.json()["error"]
+    r = agent.post("/sessions", arm_body())
+    assert r.status_code == 201, r.text
+    assert r.json()["agent_instance"] == h1["agent_instance"]
+    r = agent.post("/sessions/%s/disarm" % r.json()["session"])
+    assert r.status_code == 200, r.text
+    assert not xdp_in_ip_link()
+
+
+def test_second_agent_on_the_same_state_dir_is_refused(agent):
+    r = sh("ip", "netns", "exec", NS_DUT, SYS_PY, str(AGENT_PY),
+           "--listen", "%s:%d" % (AGENT_ADDR, AGENT_PORT + 1), "--token-file", str(agent.token_file),
+           "--bpf-dir", str(BPF_DIR), "--allow-interface", IF_DUT,
+           "--state-dir", str(agent.state_dir), check=False, timeout=60)
+    assert r.returncode == 1, r.stderr
+    assert "in use by another agent (pid %d)" % agent.proc.pid in r.stderr
+    assert agent.get("/health").status_code == 200
+
+
+def _agent_module():
+    spec = importlib.util.spec_from_file_location("xdplab_agent_under_test", AGENT_PY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_forgotten_sessions_and_stale_files_lose_their_pcap(tmp_path):
+    m = _agent_module()
+    a = m.Agent.__new__(m.Agent)   # only the session bookkeeping, no BPF
+    ids = ["s%03d" % i for i in range(m.MAX_KEPT_SESSIONS + 3)]
+    a.sessions = {}
+    for sid in ids:
+        path = tmp_path / (sid + ".pcap")
+        path.write_bytes(b"pcap")
+        a.sessions[sid] = types.SimpleNamespace(id=sid, state="disarmed", pcap_path=str(path))
+    armed = tmp_path / "armed.pcap"
+    armed.write_bytes(b"pcap")
+    a.sessions["armed"] = types.SimpleNamespace(id="armed", state="armed", pcap_path=str(armed))
+    a._forget_old_sessions()
+    assert sorted(a.sessions) == sorted(ids[3:] + ["armed"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [sid + ".pcap" for sid in ids[3:]] + ["armed.pcap"])
+
+    # At start: only <session>.pcap regular files go; nothing else is touched.
+    (tmp_path / "notes.txt").write_text("keep")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link.pcap").symlink_to(tmp_path / "notes.txt")
+    removed = m.remove_stale_pcaps(str(tmp_path))
+    assert sorted(r["file"] for r in removed) == sorted(
+        [sid + ".pcap" for sid in ids[3:]] + ["armed.pcap"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link.pcap", "notes.txt"]
 
 
 def test_sigterm_disarms_and_exits_0(agent):
@@ -485,6 +579,7 @@ def test_sigterm_disarms_and_exits_0(agent):
     assert xdp_on_dut() is None
     assert not _tcpdumps_for(sid)
     assert "session %s disarmed" % sid in agent.log()
+    assert not list(agent.state_dir.glob("*.pcap"))   # nobody could fetch them any more
     agent.restart()
 
 
@@ -496,10 +591,64 @@ def test_watchdog_disarms_at_deadline(agent):
     assert wait_for(lambda: agent.get("/sessions/" + sid).json()["state"] == "disarmed", 6)
     assert xdp_on_dut() is None
     assert agent.get("/health").json()["session"] is None
-    res = agent.post("/sessions/%s/disarm" % sid).json()
+    # Fault 2, DUT side: nobody called disarm; the results are still there.
+    s = agent.get("/sessions/" + sid).json()
+    assert s["watchdog"] is True and s["result"]["watchdog"] is True
+    r = agent.post("/sessions/%s/capture/stop" % sid)
+    assert r.status_code == 200, r.text
+    cap = r.json()
+    assert cap["captured"] == 10 and cap["dropped_by_kernel"] == 0
+    r = agent.post("/sessions/%s/disarm" % sid)
+    assert r.status_code == 200, r.text
+    res = r.json()
     assert res["watchdog"] is True
     assert res["xdp"]["matched"] == 10 and res["features"]["unique_seqs"] == 10
     assert res["tcpdump"]["captured"] == 10
+    assert res == s["result"]
+    r = agent.get("/sessions/%s/capture.pcap" % sid)
+    assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == cap["pcap_sha256"]
+
+
+def test_stalled_consumer_counts_drops_and_accounting_closes(agent, built):
+    """Fault 6: the ring-buffer consumer stops (the whole agent is SIGSTOPped)
+    while packets arrive.  A 4-page ring overflows; every drop is counted and
+    the trial's books still close."""
+    from xdplab import accounting   # tests/conftest.py puts workflow/ on sys.path
+
+    n = 3000
+    r = agent.post("/sessions", arm_body(ringbuf_pages=4, expected_tag=built["prog_tag"],
+                                         expected_packets=n))
+    assert r.status_code == 201, r.text
+    arm = r.json()
+    sid = arm["session"]
+    assert arm["ringbuf_pages"] == arm["ringbuf_pages_requested"] == 4
+    assert arm["ringbuf_bytes"] == 4 * os.sysconf("SC_PAGE_SIZE")
+    assert arm["prog_tag"] == built["prog_tag"]   # the ring size is not in the program's tag
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        send(n)
+        time.sleep(0.2)
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    r = agent.post("/sessions/%s/capture/stop" % sid)
+    assert r.status_code == 200, r.text
+    cap = r.json()
+    r = agent.post("/sessions/%s/disarm" % sid)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    xdp, f = res["xdp"], res["features"]
+    assert res["ringbuf_pages"] == 4
+    assert xdp["matched"] == n
+    assert xdp["ringbuf_full"] > 0
+    assert xdp["matched"] == f["received"] + xdp["ringbuf_full"]
+    assert xdp["features"] == f["received"] == f["unique_seqs"]
+    assert f["drained"] is True
+    assert cap["captured"] == n and cap["dropped_by_kernel"] == 0   # tcpdump still saw all
+    ids = accounting.identities({"sent": n}, {"tcpdump": cap}, res)
+    assert {i["name"]: i["residual"] for i in ids} == {
+        "nic_vs_xdp": 0, "xdp_vs_features": 0, "passed_vs_tcpdump": 0, "matched_over_sent": 0}
+    sys.stderr.write("stalled consumer: %d matched, %d records, %d ring-buffer drops\n"
+                     % (xdp["matched"], f["received"], xdp["ringbuf_full"]))
 
 
 @pytest.mark.parametrize("field,value", [
@@ -513,6 +662,8 @@ def test_watchdog_disarms_at_deadline(agent):
     ("deadline_s", 0), ("deadline_s", -1), ("deadline_s", 86401), ("deadline_s", "10"),
     ("deadline_s", False),
     ("expected_packets", -1), ("expected_packets", "many"),
+    ("ringbuf_pages", 0), ("ringbuf_pages", 3), ("ringbuf_pages", 32768), ("ringbuf_pages", "4"),
+    ("ringbuf_pages", True), ("ringbuf_pages", 4.0), ("ringbuf_pages", -4),
     ("bogus", 1),
 ])
 def test_arm_rejects_bad_input(agent, field, value):
@@ -538,6 +689,8 @@ def test_missing_field_and_bad_bodies(agent):
     assert r.status_code == 400 and r.json()["error"].startswith("port:")
     r = agent.post("/build", {})
     assert r.status_code == 400 and r.json()["error"].startswith("port:")
+    r = agent.post("/build", {"port": TEST_PORT, "ringbuf_pages": 6})
+    assert r.status_code == 400 and r.json()["error"].startswith("ringbuf_pages:")
 
 
 def test_unknown_session_is_404(agent):

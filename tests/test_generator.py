@@ -229,6 +229,7 @@ def test_port_unreachable_does_not_stop_sends():
     (["--dst", "10.0.0.300"], "--dst"),
     (["--src", "nowhere"], "--src"),
     (["--progress-s", "-1"], "--progress-s"),
+    (["--progress-s", "2"], "--progress-s"),   # at most 1 s: a broken SSH session shows quickly
     (["--pps", "1000000000", "--duration", "10"], "seq is a u32"),
 ])
 def test_bad_arguments_exit_2_naming_the_argument(args, name):
@@ -290,6 +291,77 @@ def test_signal_stops_and_still_reports(python, signame, pps):
     assert res["sent"] == sum(t["sent"] for t in res["per_thread"])
     assert len(packets) == res["sent"]
     assert len({gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets}) == res["sent"]
+
+
+def _start_and_wait_for_traffic(python, rx, progress_s):
+    """The generator on pipes, sending for (at most) 60 s; returns once packets arrive."""
+    cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", "1000",
+           "--size", "64", "--duration", "60", "--threads", "2", "--run-id", "9",
+           "--progress-s", str(progress_s)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            universal_newlines=True)
+    deadline = time.monotonic() + 30
+    while not rx.packets:
+        assert proc.poll() is None, proc.stderr.read()
+        assert time.monotonic() < deadline, "no packet within 30 s"
+        time.sleep(0.02)
+    return proc
+
+
+@pytest.mark.parametrize("python", PYTHONS)
+@pytest.mark.parametrize("progress_s", [0.1, 0])   # 0: no progress writes, only the poll check
+def test_controller_gone_stops_sending(python, progress_s):
+    # What a broken SSH session looks like to the generator: stdout and stderr
+    # lose their reader; no signal comes.  It must stop and exit 3.
+    rx = Receiver()
+    proc = _start_and_wait_for_traffic(python, rx, progress_s)
+    try:
+        proc.stdout.close()
+        proc.stderr.close()
+        # Generous: the run itself would last 60 s.
+        assert proc.wait(timeout=15) == gen.EXIT_CONTROLLER_GONE == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    # Loopback delivers inside sendto(): what the generator sent is queued by
+    # now.  Nothing more may come: no thread of it is left sending.
+    at_exit = len(rx.packets)
+    time.sleep(0.5)
+    packets = rx.close()
+    assert len(packets) == at_exit
+    assert 0 < at_exit < 60000
+
+
+def test_stderr_gone_still_reports_on_stdout():
+    rx = Receiver()
+    proc = _start_and_wait_for_traffic(sys.executable, rx, 0.1)
+    try:
+        proc.stderr.close()
+        out = proc.stdout.read()
+        assert proc.wait(timeout=15) == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    packets = rx.close()
+    res = json.loads(out)
+    assert res["interrupted"] is True
+    assert 0 < res["sent"] < res["scheduled"] == 60000
+    assert len(packets) == res["sent"]
+
+
+def test_no_client_value_reaches_a_shell():
+    # The agent takes values from REST clients, the generator from the command
+    # line the controller builds: neither may hand anything to a shell.
+    for path in (GENERATOR, REPO / "workflow" / "xdplab" / "agent.py"):
+        text = path.read_text()
+        assert "subprocess" in text or path == GENERATOR, "not looking at the right file"
+        for needle in ("shell=True", "os.system", "os.popen", "subprocess.getoutput",
+                       "subprocess.getstatusoutput", "commands.getoutput"):
+            assert needle not in text, "%s uses %s" % (path.name, needle)
+        # Also spelled with spaces: shell = True
+        assert not re.search(r"shell\s*=\s*True", text), path.name
 
 
 def _header_defines():

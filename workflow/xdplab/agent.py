@@ -18,8 +18,15 @@ Usage:
         http://10.201.2.2:7717/health
 
 Logs go to stderr with timestamps.  SIGTERM, SIGINT and SIGHUP disarm any
-armed session, then exit 0.  The state directory holds one pcap file per
-session (<session>.pcap); nothing there is deleted by the agent.
+armed session, delete the session pcaps, then exit 0.  The state directory
+holds one pcap file per session the agent remembers (<session>.pcap); a pcap
+is deleted when its session is forgotten (the agent keeps the last 64), when
+arming fails, and at exit.  Pcaps left by a killed predecessor are deleted at
+start (and logged).  One agent at a time may use a state directory (flock on
+the directory); a second one exits with status 1 naming the first.  Nothing
+is pinned: the program, its maps and its bpf_link live only in this process's
+file descriptors, and tcpdump gets a parent-death signal, so even SIGKILL
+leaves neither behind.
 
 This file is self-contained (standard library + bcc) so it can be copied to a
 DUT on its own; it needs the bpf/ directory (--bpf-dir).
@@ -29,6 +36,7 @@ import argparse
 import atexit
 import ctypes as ct
 import errno
+import fcntl
 import hashlib
 import hmac
 import json
@@ -66,12 +74,14 @@ XDP_FLAGS = {"generic": 2, "native": 4}   # XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MO
 XDP_ATTACHED = {1: "native", 2: "generic", 3: "offload", 4: "multi"}
 SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}
 PR_SET_PDEATHSIG = 1
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 # --- limits on client input ----------------------------------------------------
 
 SNAPLEN_MIN, SNAPLEN_MAX = 42, 262144
 DEADLINE_MAX_S = 86400
 EXPECTED_PACKETS_MAX = 1 << 32        # seq is a u32
+RINGBUF_PAGES_MAX = 16384             # XDPLAB_RING_PAGES limit in collector.bpf.c
 BITMAP_MAX_BYTES = 1 << 24            # 16 MiB = 134M seqs; seqs above go to a set
 MAX_BODY_BYTES = 1 << 20
 MAX_KEPT_SESSIONS = 64                # finished sessions remembered in memory
@@ -88,6 +98,8 @@ DRAIN_TIMEOUT_S = 1.0
 SOFTIRQ_INTERVAL_S = 0.1
 SINK_RCVBUF_BYTES = 4096
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PCAP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\.pcap$")   # <session>.pcap
+SHUTDOWN_ARMING_WAIT_S = 60.0         # a compile + attach in flight finishes first
 HEX16_RE = re.compile(r"^[0-9a-f]{16}$")
 
 
@@ -264,6 +276,64 @@ def nearest_rank(sorted_vals, pct):
     return sorted_vals[max(1, math.ceil(pct / 100.0 * n)) - 1]
 
 
+def lock_state_dir(path):
+    """flock the state directory for this agent's lifetime; returns the fd.
+
+    Two agents on one state directory would delete each other's captures (a
+    starting agent removes the pcaps a killed predecessor left).  The lock
+    goes away with the process, also on SIGKILL."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)   # O_CLOEXEC: children do not hold it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        ino = os.fstat(fd).st_ino
+        os.close(fd)
+        holders = []
+        for line in _read_text("/proc/locks", "").splitlines():
+            cols = line.split()
+            if len(cols) >= 6 and cols[1] == "FLOCK" and cols[5].rsplit(":", 1)[-1] == str(ino):
+                holders.append(cols[4])
+        raise SystemExit("state dir %s is in use by another agent (pid %s); stop it first"
+                         % (path, ", ".join(holders) or "unknown"))
+    return fd
+
+
+def remove_stale_pcaps(state_dir):
+    """Delete <session>.pcap files in the state directory: at start they can
+    only be a killed predecessor's, whose sessions nobody can fetch any more.
+    Returns [{"file", "bytes"}] of what was removed."""
+    removed = []
+    for name in sorted(os.listdir(state_dir)):
+        if not PCAP_NAME_RE.match(name):
+            continue
+        path = os.path.join(state_dir, name)
+        try:
+            st = os.lstat(path)
+            if not (st.st_mode & 0o170000) == 0o100000:   # regular files only, no symlinks
+                continue
+            os.unlink(path)
+        except OSError as e:
+            log.warning("could not remove stale capture %s: %s", path, e)
+            continue
+        removed.append({"file": name, "bytes": st.st_size})
+        log.warning("removed stale capture %s (%d bytes) left by an earlier agent",
+                    path, st.st_size)
+    return removed
+
+
+def get_ring_pages(body):
+    """The optional ringbuf_pages field: None (the compiled default) or a power of two."""
+    v = body.get("ringbuf_pages")
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= RINGBUF_PAGES_MAX \
+            or v & (v - 1):
+        raise ApiError(400, "ringbuf_pages: must be a power of two from 1 to %d (or null for "
+                            "the collector's default), got %s"
+                       % (RINGBUF_PAGES_MAX, json.dumps(v)[:40]))
+    return v
+
+
 # --- BPF plumbing ----------------------------------------------------------------
 
 class _LinkCreateOpts(ct.Structure):
@@ -340,8 +410,10 @@ class Compiled:
     """One BCC compile + verifier load of the collector (not attached)."""
 
     def __init__(self, bpf, fn, info, cflags, compile_s, source_sha256, header_sha256,
-                 insn_count):
+                 insn_count, ring_bytes):
         self.bpf = bpf
+        self.ring_bytes = ring_bytes      # max_entries of the ring map, as the kernel has it
+        self.ring_pages = ring_bytes // PAGE_SIZE if ring_bytes else None
         self.fn = fn
         self.info = info
         self.cflags = cflags
@@ -376,13 +448,16 @@ class Spawner:
 
     def __init__(self):
         self._q = queue.Queue()
+        self._parent = os.getpid()
         self._thread = threading.Thread(target=self._run, name="spawner", daemon=True)
         self._thread.start()
 
-    @staticmethod
-    def _preexec():
-        # Only async-signal-safe work here: one prctl through a resolved symbol.
+    def _preexec(self):
+        # Only async-signal-safe work here: prctl and getppid.  If the agent
+        # died between fork and prctl, the signal will never come: leave now.
         _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != self._parent:
+            os._exit(1)
 
     def _run(self):
         while True:
@@ -620,6 +695,8 @@ class Session:
         self.sink_inode = None
         self.armed_ns = None
         self.deadline_ns = None
+        self.ringbuf_pages_requested = req.get("ringbuf_pages")
+        self.agent_instance = None
 
     # consumer thread: polls the ring buffer; the program submits with
     # BPF_RB_NO_WAKEUP, so epoll would never wake up (ring_buffer_poll is useless).
@@ -693,6 +770,7 @@ class Session:
 
     def summary(self):
         d = dict(self.arm_reply or {"session": self.id, "trial": self.trial})
+        d["agent_instance"] = self.agent_instance
         d["state"] = self.state
         d["watchdog"] = self.watchdog_fired
         d["features_received"] = self.features.received if self.result is None \
@@ -710,6 +788,13 @@ class Agent:
         self.allowed = list(dict.fromkeys(args.allow_interface))
         self.state_dir = os.path.abspath(args.state_dir)
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+        # Who this agent is: a controller compares it with the one it armed
+        # with, to tell that the agent was restarted (and the session lost).
+        self.instance = secrets.token_hex(8)
+        self.pid = os.getpid()
+        self.started_ns = time.monotonic_ns()
+        self.state_lock_fd = lock_state_dir(self.state_dir)
+        self.stale_removed = remove_stale_pcaps(self.state_dir)
         with open(args.token_file) as f:
             self.token = f.read().strip()
         if not self.token:
@@ -730,7 +815,7 @@ class Agent:
         self.spawner = Spawner()
 
     # --- build -------------------------------------------------------------------
-    def compile(self, port):
+    def compile(self, port, ring_pages=None):
         from bcc import BPF, libbcc
         with self.compile_lock:
             with open(self.source_path, "rb") as f:
@@ -738,6 +823,8 @@ class Agent:
             with open(self.header_path, "rb") as f:
                 hdr = f.read()
             cflags = ["-I" + self.bpf_dir, "-DXDPLAB_PORT=%d" % port]
+            if ring_pages is not None:
+                cflags.append("-DXDPLAB_RING_PAGES=%d" % ring_pages)
             t0 = time.monotonic()
             try:
                 b = BPF(text=src, cflags=cflags)
@@ -747,6 +834,7 @@ class Agent:
                 fn = b.load_func(PROG_NAME, BPF.XDP)
             except Exception as e:
                 b.cleanup()
+                atexit.unregister(b.cleanup)
                 raise ApiError(500, "loading %s through the verifier failed: %s" % (PROG_NAME, e))
             compile_s = time.monotonic() - t0
             try:
@@ -754,14 +842,21 @@ class Agent:
             except Exception:
                 insn_count = len(b.dump_func(PROG_NAME)) // 8
             info = fdinfo(fn.fd)
+            try:
+                ring_bytes = fdinfo(b["events"].map_fd).get("max_entries")
+            except Exception as e:
+                b.cleanup()
+                atexit.unregister(b.cleanup)
+                raise ApiError(500, "reading the ring buffer map of %s failed: %s"
+                               % (PROG_NAME, e))
             return Compiled(b, fn, info, cflags, compile_s, hashlib.sha256(src).hexdigest(),
-                            hashlib.sha256(hdr).hexdigest(), insn_count)
+                            hashlib.sha256(hdr).hexdigest(), insn_count, ring_bytes)
 
     def build(self, body):
         body = require_object(body)
-        check_fields(body, {"port"})
+        check_fields(body, {"port", "ringbuf_pages"})
         port = get_int(body, "port", 1, 65535)
-        c = self.compile(port)
+        c = self.compile(port, get_ring_pages(body))
         try:
             return {
                 "source_sha256": c.source_sha256,
@@ -774,6 +869,8 @@ class Agent:
                 "kernel_release": platform.release(),
                 "cflags": c.cflags,
                 "compile_s": round(c.compile_s, 3),
+                "ringbuf_pages": c.ring_pages,
+                "ringbuf_bytes": c.ring_bytes,
             }
         finally:
             c.close()
@@ -785,13 +882,16 @@ class Agent:
         return {"ok": True, "agent": AGENT, "hostname": socket.gethostname(),
                 "kernel": platform.release(), "bcc_version": self.bcc_version,
                 "boot_id": boot_id(), "interfaces": self.allowed,
+                "agent_instance": self.instance, "pid": self.pid,
+                "started_monotonic_ns": self.started_ns,
+                "stale_files_removed": self.stale_removed,
                 "session": s.summary() if s else None}
 
     # --- arm -------------------------------------------------------------------------
     def validate_arm(self, body):
         body = require_object(body)
         check_fields(body, {"trial", "run_id", "interface", "xdp_mode", "port", "expected_tag",
-                            "snaplen", "deadline_s", "expected_packets"})
+                            "snaplen", "deadline_s", "expected_packets", "ringbuf_pages"})
         req = {}
         trial = body.get("trial")
         if not isinstance(trial, str) or not (1 <= len(trial) <= 512) or \
@@ -823,6 +923,7 @@ class Agent:
             raise ApiError(400, "deadline_s: must be a number > 0 and <= %d" % DEADLINE_MAX_S)
         req["deadline_s"] = float(dl)
         req["expected_packets"] = get_int(body, "expected_packets", 0, EXPECTED_PACKETS_MAX)
+        req["ringbuf_pages"] = get_ring_pages(body)
         return req
 
     def arm(self, body):
@@ -843,10 +944,12 @@ class Agent:
                 raise ApiError(400, "interface: %s does not exist on the DUT" % req["interface"])
             sid = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(4)
             s = Session(sid, req, ifindex)
+            s.agent_instance = self.instance
             try:
                 self._arm(s)
             except BaseException:
                 self._teardown(s)
+                self._remove_pcap(s)   # the session never existed for a client
                 raise
             with self.lock:
                 self.sessions[sid] = s
@@ -872,7 +975,7 @@ class Agent:
                              for p in foreign["progs"]) or "unknown program"
             raise ApiError(409, "interface %s already has an XDP program attached (%s mode: %s); "
                                 "left in place" % (s.interface, foreign["mode"], desc))
-        s.compiled = c = self.compile(s.port)
+        s.compiled = c = self.compile(s.port, s.ringbuf_pages_requested)
         tag = c.info.get("prog_tag")
         if s.expected_tag is not None and tag != s.expected_tag:
             raise ApiError(422, "prog_tag %s of the compiled program differs from expected_tag %s"
@@ -935,7 +1038,10 @@ class Agent:
             "prog_id": pinfo.get("prog_id"), "prog_tag": tag, "link_id": s.link_id,
             "insn_count": c.insn_count, "verified_insns": pinfo.get("verified_insns"),
             "port": s.port, "snaplen": s.snaplen, "expected_packets": s.expected_packets,
+            "ringbuf_pages": c.ring_pages, "ringbuf_bytes": c.ring_bytes,
+            "ringbuf_pages_requested": s.ringbuf_pages_requested,
             "armed_monotonic_ns": armed_ns, "deadline_monotonic_ns": s.deadline_ns,
+            "agent_instance": s.agent_instance,
         }
 
     def read_counters(self, c):
@@ -945,7 +1051,20 @@ class Agent:
     def _forget_old_sessions(self):
         done = [sid for sid, s in self.sessions.items() if s.state == "disarmed"]
         for sid in done[:max(0, len(done) - MAX_KEPT_SESSIONS)]:
-            del self.sessions[sid]
+            self._remove_pcap(self.sessions.pop(sid))
+
+    def _remove_pcap(self, s):
+        """Delete a session's capture file (never raises)."""
+        path = s.pcap_path
+        if not path:
+            return
+        try:
+            os.unlink(path)
+            log.info("session %s: removed its capture %s", s.id, path)
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            log.error("session %s: could not remove its capture %s: %s", s.id, path, e)
 
     def _watchdog(self, s):
         while not s.disarmed.is_set():
@@ -1044,7 +1163,8 @@ class Agent:
             "interface": s.interface, "port": s.port,
             "xdp_mode_in_effect": s.arm_reply["xdp_mode_in_effect"],
             "prog_id": s.arm_reply["prog_id"], "prog_tag": s.arm_reply["prog_tag"],
-            "link_id": s.link_id,
+            "link_id": s.link_id, "agent_instance": s.agent_instance,
+            "ringbuf_pages": s.arm_reply["ringbuf_pages"],
             "window": {"armed_monotonic_ns": s.armed_ns, "disarmed_monotonic_ns": disarmed_ns},
             "nic": {k: nic[k] - base["nic"][k] for k in nic},
             "xdp": xdp,
@@ -1104,14 +1224,25 @@ class Agent:
         return {"disarmed": out}
 
     def shutdown(self):
+        """Disarm, then delete every capture: after exit nobody can fetch them."""
         with self.lock:
             self.closing = True
+        deadline = time.monotonic() + SHUTDOWN_ARMING_WAIT_S
+        while time.monotonic() < deadline:   # an arm in flight disarms itself (closing)
+            with self.lock:
+                if not self.arming:
+                    break
+            time.sleep(0.05)
         try:
             r = self.reset()
             if r["disarmed"]:
                 log.info("disarmed on shutdown: %s", r["disarmed"])
         except Exception as e:
             log.error("disarm on shutdown failed: %s", e)
+        with self.lock:
+            sessions = list(self.sessions.values())
+        for s in sessions:
+            self._remove_pcap(s)
 
 
 # --- input validation helpers --------------------------------------------------------
@@ -1303,8 +1434,9 @@ def main(argv=None):
     agent = Agent(args)
     server = Server(args.listen, Handler)
     server.agent = agent
-    log.info("%s listening on %s:%d (bcc %s, interfaces %s, bpf dir %s)", AGENT,
-             args.listen[0], args.listen[1], agent.bcc_version, agent.allowed, agent.bpf_dir)
+    log.info("%s listening on %s:%d (instance %s, pid %d, bcc %s, interfaces %s, bpf dir %s, "
+             "state dir %s)", AGENT, args.listen[0], args.listen[1], agent.instance, agent.pid,
+             agent.bcc_version, agent.allowed, agent.bpf_dir, agent.state_dir)
     t = threading.Thread(target=server.serve_forever, name="http", daemon=True)
     t.start()
     try:

@@ -22,13 +22,23 @@ that is due, then sleeps until its next one; when it is behind it does not
 sleep at all, and ``max_lag_us`` and ``achieved_pps`` show by how much it
 could not keep up.
 
-Progress goes to stderr every ``--progress-s`` seconds (0 turns it off):
-``progress t=3.0s sent=30000 pps=10000``, where ``pps`` is the rate over the
-last interval, summed over threads.  At the end one JSON object goes to
-stdout and the exit status is 0.  SIGTERM, SIGINT and SIGHUP stop the sending
-within a packet (or 0.1 s of sleep); the JSON is still printed, with
-``"interrupted": true``, and the exit status is 128 + the signal number.
-Bad arguments: one line on stderr naming the argument, exit status 2.
+Progress goes to stderr every ``--progress-s`` seconds (at most 1; 0 turns
+it off): ``progress t=3.0s sent=30000 pps=10000``, where ``pps`` is the rate
+over the last interval, summed over threads.  At the end one JSON object goes
+to stdout.  SIGTERM, SIGINT and SIGHUP stop the sending within a packet (or
+0.1 s of sleep); the JSON is still printed, with ``"interrupted": true``.
+
+The generator must not outlive its controller.  Over SSH without a terminal
+a broken session sends no SIGHUP: the only sign is that the pipes to sshd
+lose their reader.  So a failed write of a progress line (EPIPE, EIO, a
+closed stream), or stdout/stderr reporting an error or hang-up when polled
+(every 50 ms, which also covers ``--progress-s 0``), means "the controller is
+gone": sending stops at once.
+
+Exit status: 0 all scheduled packets were offered; 128 + N stopped by signal
+N; 1 a sending thread crashed (after the JSON); 2 bad arguments (one line on
+stderr naming the argument) or an unbindable ``--src``; 3 the controller is
+gone (stdout or stderr broken; the JSON is still attempted).
 
 Each thread has its own unconnected UDP socket and uses ``sendto``.  A
 connected socket's ``send`` is ~15% faster in CPython, but once the
@@ -49,6 +59,7 @@ import json
 import math
 import os
 import platform
+import select
 import signal
 import socket
 import struct
@@ -65,6 +76,9 @@ MAX_FAILED_SEQS = 1000
 START_DELAY_S = 0.05  # lead time so every thread is waiting before packet 0 is due
 MAX_SLEEP_S = 0.1  # a sleeping thread looks at the stop flag at least this often
 SNDBUF_BYTES = 4 << 20
+MAX_PROGRESS_S = 1.0  # a broken SSH session is noticed within about this long
+WATCH_S = 0.05  # the main thread checks signals, threads and its output streams this often
+EXIT_CONTROLLER_GONE = 3
 
 
 class _Parser(argparse.ArgumentParser):
@@ -99,7 +113,8 @@ def parse_args(argv=None):
     p.add_argument("--run-id", required=True, type=int, help="run identifier written into every packet (0..65535)")
     p.add_argument("--src", type=_ipv4, default=None, help="source IPv4 address to bind to")
     p.add_argument("--progress-s", type=float, default=1.0,
-                   help="seconds between progress lines on stderr; 0 turns them off (default 1)")
+                   help="seconds between progress lines on stderr, at most %g; 0 turns them "
+                   "off (default 1)" % MAX_PROGRESS_S)
     a = p.parse_args(argv)
 
     if not 1 <= a.port <= 65535:
@@ -114,8 +129,9 @@ def parse_args(argv=None):
         p.error("--threads must be 1..256, got %d" % a.threads)
     if not 0 <= a.run_id <= 0xFFFF:
         p.error("--run-id must be 0..65535 (it is a u16 in the header), got %d" % a.run_id)
-    if not (a.progress_s >= 0 and math.isfinite(a.progress_s)):
-        p.error("--progress-s must be 0 or a positive number of seconds, got %s" % a.progress_s)
+    if not (0 <= a.progress_s <= MAX_PROGRESS_S):
+        p.error("--progress-s must be 0 (off) or a number of seconds up to %g, got %s"
+                % (MAX_PROGRESS_S, a.progress_s))
     # Packets i with i/pps < duration; the epsilon keeps 10000 * 0.3 from becoming 3001.
     a.scheduled = int(math.ceil(a.pps * a.duration - 1e-9))
     if a.scheduled < 1:
@@ -221,17 +237,61 @@ def _open_socket(src):
 
 
 def _write(stream, text):
-    """Write and flush; a closed pipe (SSH gone after SIGHUP) is not an error here."""
+    """Write and flush; True when it worked.  A failure (EPIPE, EIO, a closed
+    stream) means whoever reads us is gone; the caller decides what that means."""
     try:
         stream.write(text)
         stream.flush()
         return True
     except (OSError, ValueError):
-        try:  # so that the interpreter's own flush at exit does not fail again
-            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-        except (OSError, ValueError):
-            pass
+        _silence(stream)
         return False
+
+
+def _silence(stream):
+    """Point a broken stream at /dev/null, so later writes and the interpreter's
+    own flush at exit do not fail again."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, stream.fileno())
+        os.close(fd)
+    except (OSError, ValueError):
+        pass
+
+
+class _StreamWatch(object):
+    """Tells whether stdout/stderr lost their reader, without writing to them.
+
+    poll() with no requested events still reports POLLERR (a pipe without
+    readers) and POLLHUP (a socket or terminal hung up); regular files and
+    /dev/null report neither."""
+
+    def __init__(self, streams):
+        self.poll = None
+        self.fds = {}
+        if not hasattr(select, "poll"):
+            return
+        self.poll = select.poll()
+        for name, stream in streams:
+            try:
+                fd = stream.fileno()
+            except (OSError, ValueError, AttributeError):
+                continue
+            self.fds[fd] = name
+            self.poll.register(fd, 0)
+
+    def broken(self):
+        """The name of a broken stream, or None."""
+        if not self.poll:
+            return None
+        try:
+            events = self.poll.poll(0)
+        except OSError:
+            return None
+        for fd, ev in events:
+            if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                return self.fds.get(fd, "fd %d" % fd)
+        return None
 
 
 def run(args):
@@ -277,18 +337,27 @@ def run(args):
     progress = args.progress_s > 0
     next_report = start + args.progress_s
     last_t, last_sent = start, 0
+    watch = _StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
+    gone = None  # why we think the controller is gone
     while any(w.is_alive() for w in workers):
         now = time.perf_counter()
-        if progress and now >= next_report:
+        if gone is None:
+            broken = watch.broken()
+            if broken:
+                gone = "%s lost its reader" % broken
+        if gone is None and progress and now >= next_report:
             sent = sum(st.attempted - st.errors for st in states)
             rate = (sent - last_sent) / (now - last_t) if now > last_t else 0.0
-            progress = _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n"
-                              % (now - start, sent, rate))
+            if not _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n"
+                          % (now - start, sent, rate)):
+                gone = "writing a progress line to stderr failed"
             last_t, last_sent = now, sent
             next_report += args.progress_s
             while next_report <= now:
                 next_report += args.progress_s
-        wait = 0.05
+        if gone is not None and not stop[0]:
+            stop[0] = True  # every thread stops within a packet or MAX_SLEEP_S
+        wait = WATCH_S
         if progress:
             wait = min(wait, max(next_report - now, 0.001))
         time.sleep(wait)  # a signal interrupts the sleep and its handler runs at once
@@ -312,7 +381,7 @@ def run(args):
     end_pc = max(st.end_pc for st in states if st.end_pc is not None)
     elapsed = max(end_pc - start, 0.0)
     attempted = sum(st.attempted for st in states)
-    interrupted = bool(caught) or attempted < args.scheduled
+    interrupted = bool(caught) or gone is not None or attempted < args.scheduled
 
     def mono_at(pc):
         return mono0 + int(round((pc - pc0) * 1e9))
@@ -353,6 +422,10 @@ def run(args):
     }
     if caught:
         status = 128 + caught[0]
+    elif gone is not None:
+        status = EXIT_CONTROLLER_GONE
+        _write(sys.stderr, "generator.py: error: stopped sending, the controller is gone (%s)\n"
+               % gone)
     elif crashed:
         status = 1
     else:
@@ -363,7 +436,8 @@ def run(args):
 def main(argv=None):
     args = parse_args(argv)
     result, status = run(args)
-    _write(sys.stdout, json.dumps(result) + "\n")
+    if not _write(sys.stdout, json.dumps(result) + "\n") and status == 0:
+        status = EXIT_CONTROLLER_GONE  # nobody received the report
     return status
 
 
