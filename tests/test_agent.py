@@ -557,16 +557,17 @@ def test_forgotten_sessions_and_stale_files_lose_their_pcap(tmp_path):
     a.sessions["armed"] = types.SimpleNamespace(id="armed", state="armed", pcap_path=str(armed))
     a._forget_old_sessions()
     assert sorted(a.sessions) == sorted(ids[3:] + ["armed"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [sid + ".pcap" for sid in ids[3:]] + ["armed.pcap"])
+    # Captures live in RAM (/run): only the newest finished sessions keep theirs.
+    kept = [sid + ".pcap" for sid in ids[-m.MAX_KEPT_CAPTURES:]] + ["armed.pcap"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    assert a.sessions[ids[3]].pcap_path is None
 
     # At start: only <session>.pcap regular files go; nothing else is touched.
     (tmp_path / "notes.txt").write_text("keep")
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "link.pcap").symlink_to(tmp_path / "notes.txt")
     removed = m.remove_stale_pcaps(str(tmp_path))
-    assert sorted(r["file"] for r in removed) == sorted(
-        [sid + ".pcap" for sid in ids[3:]] + ["armed.pcap"])
+    assert sorted(r["file"] for r in removed) == sorted(kept)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link.pcap", "notes.txt"]
 
 

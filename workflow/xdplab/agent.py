@@ -85,6 +85,10 @@ RINGBUF_PAGES_MAX = 16384             # XDPLAB_RING_PAGES limit in collector.bpf
 BITMAP_MAX_BYTES = 1 << 24            # 16 MiB = 134M seqs; seqs above go to a set
 MAX_BODY_BYTES = 1 << 20
 MAX_KEPT_SESSIONS = 64                # finished sessions remembered in memory
+# The state directory is usually on /run (RAM): a 60 s trial at 100k pps is
+# ~0.5 GB of pcap.  The controller downloads a capture before it disarms, so
+# only the newest finished sessions keep theirs.
+MAX_KEPT_CAPTURES = 2
 TCPDUMP_LISTEN_TIMEOUT_S = 5.0
 TCPDUMP_STOP_TIMEOUT_S = 10.0
 # tcpdump opens the capture with a 1000 ms buffer timeout; with TPACKET_V3 a
@@ -1052,12 +1056,16 @@ class Agent:
         done = [sid for sid, s in self.sessions.items() if s.state == "disarmed"]
         for sid in done[:max(0, len(done) - MAX_KEPT_SESSIONS)]:
             self._remove_pcap(self.sessions.pop(sid))
+        for sid in done[:max(0, len(done) - MAX_KEPT_CAPTURES)]:
+            if sid in self.sessions:
+                self._remove_pcap(self.sessions[sid])
 
     def _remove_pcap(self, s):
         """Delete a session's capture file (never raises)."""
         path = s.pcap_path
         if not path:
             return
+        s.pcap_path = None
         try:
             os.unlink(path)
             log.info("session %s: removed its capture %s", s.id, path)
@@ -1372,6 +1380,9 @@ class Handler(BaseHTTPRequestHandler):
             if s.capture_result is None:
                 raise ApiError(409, "session %s: capture is still running; stop it first" % s.id)
             path = s.pcap_path
+        if path is None:
+            raise ApiError(410, "session %s: its capture was removed (the agent keeps the captures "
+                                "of the last %d finished sessions)" % (s.id, MAX_KEPT_CAPTURES))
         try:
             f = open(path, "rb")
         except OSError as e:
