@@ -7,11 +7,11 @@ rule build_collector:
     input:
         source="bpf/collector.bpf.c",
         header="bpf/xdplab.h",
-        connectivity=ancient(CONNECTIVITY),
     output:
         "results/build/collector_port~{port}.json",
     params:
         port=lambda w: int(w.port),
+        testbed=TESTBED_SETTINGS,
     log:
         "results/build/logs/collector_port~{port}.log",
     script:

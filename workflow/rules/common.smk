@@ -1,7 +1,9 @@
 # Validated configuration, the list of trials, and paths shared by the rules.
 
 import hashlib
+import os
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
@@ -25,7 +27,9 @@ RESULTS = f"results/{EXP}"
 TRIAL = RESULTS + "/trials/pps~{pps}/size~{size}/rep~{rep}"
 TRIAL_LOG = RESULTS + "/logs/{step}/pps~{pps}/size~{size}/rep~{rep}.log"
 STATE = "results/.xdplab"
-CONNECTIVITY = f"{STATE}/connectivity.json"
+# This invocation's id: the first step that needs the testbed brings it up and checks
+# it, and records the result under this id; later steps reuse it (steps.connectivity).
+os.environ["XDPLAB_INVOCATION"] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
 
 TRIALS = [
     {"pps": p, "size": s, "rep": r}
@@ -73,6 +77,9 @@ TRIAL_SETTINGS = {
     k: S[k]
     for k in ("duration_s", "threads", "port", "xdp_mode", "testbed", "src_iface", "dut_iface", "mtu", "source_python")
 }
+
+# The testbed as the steps need it (the build needs it too, but not the trial's numbers).
+TESTBED_SETTINGS = {k: S[k] for k in ("testbed", "src_iface", "dut_iface", "mtu", "source_python")}
 
 # Partial trials left by an interrupted invocation are discarded, not continued.
 for _note in housekeeping.discard_partial_trials(RESULTS, TRIALS):

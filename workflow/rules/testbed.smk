@@ -1,32 +1,7 @@
-# The embedded testbed (two network namespaces on this machine) and the
-# connectivity check.  Both outputs are temp(): they describe this invocation's
-# testbed, and consumers take them as ancient() so a fresh testbed never makes
-# finished trials look outdated.
-
-
-rule testbed_up:
-    output:
-        temp(f"{STATE}/testbed.json"),
-    params:
-        src_iface=S["src_iface"],
-        dut_iface=S["dut_iface"],
-        mtu=S["mtu"],
-        source_python=S["source_python"],
-    log:
-        f"{STATE}/logs/testbed_up.log",
-    script:
-        "../scripts/testbed_up.py"
-
-
-rule check_connectivity:
-    input:
-        testbed=rules.testbed_up.output[0],
-    output:
-        temp(CONNECTIVITY),
-    log:
-        f"{STATE}/logs/check_connectivity.log",
-    script:
-        "../scripts/check_connectivity.py"
+# The embedded testbed is brought up and checked by the first step of an
+# invocation that needs it (steps.connectivity), not by a rule: as a rule's
+# output it made Snakemake rerun every finished trial whenever it was fresh.
+# Here: what happens around the rules, at the start and at the end of a run.
 
 
 # Snakemake's own SIGTERM handler only waits for running jobs; ours passes the

@@ -143,6 +143,9 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
             reason = " ".join(str(f.get("reason", "?")).split())
             print(f"xdplab: trial {f.get('trial')} FAILED in {f.get('step')} at {f.get('time')}: "
                   f"{reason}", file=sys.stderr)
+    # This invocation's record of the testbed (steps.connectivity) ends with it.
+    for name in ("connectivity.json", "testbed.json"):
+        Path(results).parent.joinpath(".xdplab", name).unlink(missing_ok=True)
     if settings["testbed"] == "embedded":
         from .testbed import EmbeddedTestbed, TestbedError
 
