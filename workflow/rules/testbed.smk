@@ -4,11 +4,15 @@
 # Here: what happens around the rules, at the start and at the end of a run.
 
 
+# Before the first job: results/<experiment> must be writable, else stop here.
 # Snakemake's own SIGTERM handler only waits for running jobs; ours passes the
 # signal on to the running step first, so an interrupted trial stops at once
 # (the step disarms the agent and stops the generator), then the run ends.
 onstart:
-    housekeeping.forward_stop_signals()
+    try:
+        housekeeping.on_start(S, RESULTS)
+    except housekeeping.ResultsNotWritable as e:
+        raise WorkflowError(str(e)) from None
 
 
 onsuccess:

@@ -123,6 +123,45 @@ def forward_stop_signals() -> None:
         signal.signal(sig, handler)
 
 
+# -- start of run ------------------------------------------------------------------
+
+class ResultsNotWritable(RuntimeError):
+    pass
+
+
+def check_writable(results: str) -> None:
+    """Fail before anything runs if results/<experiment> cannot be written (read-only,
+    full, no permission), naming the path and the OS's reason."""
+    probe = Path(results, f".xdplab-write-test-{os.getpid()}")
+    try:
+        Path(results).mkdir(parents=True, exist_ok=True)
+        with open(probe, "w") as f:
+            f.write("xdplab\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise ResultsNotWritable(f"xdplab: cannot write {e.filename or probe}: {e.strerror or e}") from None
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+
+
+_RUN = {"ended": False}
+
+
+def on_start(settings: dict, results: str) -> None:
+    """Run by Snakemake before the first job (not on a dry run)."""
+    check_writable(results)
+    forward_stop_signals()
+    # Some failures skip Snakemake's onerror (an output directory that cannot be made,
+    # an error in the scheduler): end the run in order anyway, at exit.
+    import atexit
+
+    atexit.register(lambda: _RUN["ended"] or end_of_run(settings, results, failed=True))
+
+
 # -- end of run ----------------------------------------------------------------------
 
 def failed_trials(results: str) -> list[dict]:
@@ -138,6 +177,9 @@ def failed_trials(results: str) -> list[dict]:
 def end_of_run(settings: dict, results: str, failed: bool) -> None:
     """Run by Snakemake when the workflow ends: leave nothing armed or running, tear
     down (or keep) the testbed, say why trials failed, show the table."""
+    if _RUN["ended"]:
+        return
+    _RUN["ended"] = True
     if failed:
         for f in failed_trials(results):
             reason = " ".join(str(f.get("reason", "?")).split())
