@@ -225,7 +225,9 @@ def test_agent_sigkilled_during_a_trial_fails_it_and_the_next_run_works(workdir)
     failure = failure_of(workdir, exp, 4000)
     assert failure["step"] == "launch_generator", failure
     assert failure["trial"] == f"{exp}/pps~4000/size~1458/rep~0"
-    assert "DUT agent" in failure["reason"] and failure["time"], failure
+    assert failure["reason"].startswith("the DUT agent stopped answering while the generator ran"), failure
+    assert "10.201.2.2:7717" in failure["reason"] and "progress" not in failure["reason"], failure
+    assert failure["time"], failure
     assert f"xdplab launch_generator: {failure['reason'].splitlines()[0]}" in out
     assert f"trial {exp}/pps~4000/size~1458/rep~0 FAILED in launch_generator" in out
     assert not (trial_dir(workdir, exp, 4000) / "trial.json").exists()
@@ -274,6 +276,7 @@ def test_generator_or_ssh_session_dies_fails_the_trial_and_leaves_nothing(workdi
     failure = failure_of(workdir, exp, 4000)
     assert failure["step"] == "launch_generator", failure
     assert "source host root@10.201.1.2:22" in failure["reason"], failure
+    assert ("killed by a signal" if victim == "generator" else "SSH session broke") in failure["reason"]
     assert f"xdplab launch_generator: {failure['reason'].splitlines()[0]}" in out
     # The controller disarmed the trial's session; the testbed stays (keep_testbed) and idle.
     assert any(n.startswith("disarm session") for n in failure["cleanup"]), failure

@@ -144,10 +144,11 @@ def stop_generators(source: dict, run_id: int | None = None,
     return procs
 
 
-def _exit_reason(code) -> str:
+def _exit_reason(code, session_alive: bool = True) -> str:
     if code is None or code < 0:
-        return ("the generator ended without an exit status (killed by a signal, or the SSH "
-                "session to it broke)")
+        if not session_alive:
+            return "the SSH session broke while the generator ran"
+        return "the generator ended without an exit status (killed by a signal)"
     if code > 128 and code - 128 in signal.Signals._value2member_map_:
         return f"the generator was stopped by {signal.Signals(code - 128).name} (exit {code})"
     return f"the generator exited with {code}"
@@ -167,6 +168,7 @@ def run_generator(source: dict, args: dict, *, timeout_s: float, err_stream) -> 
             c.put(str(GENERATOR), remote)
             r = c.run(generator_command(py, remote, args), hide="stdout", warn=True,
                       err_stream=err_stream, timeout=timeout_s)
+            session_alive = bool(c.transport and c.transport.is_active())
             if not r.failed:
                 c.run(remote_cmd("rm", "-f", remote), hide=True, warn=True, timeout=10)
     except BaseException as e:
@@ -178,7 +180,10 @@ def run_generator(source: dict, args: dict, *, timeout_s: float, err_stream) -> 
         raise
     if r.failed:
         _stop_after_failure(source, args["run_id"], err_stream)
-        raise SourceError(f"{where(source)}: {_exit_reason(r.exited)}: {r.stderr.strip()[-500:]}")
+        # The generator's own last words, without its progress lines.
+        said = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("progress ")]
+        last = f": {' / '.join(said[-3:])[-500:]}" if said else ""
+        raise SourceError(f"{where(source)}: {_exit_reason(r.exited, session_alive)}{last}")
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as e:

@@ -528,7 +528,7 @@ def launch_generator(trial: dict, params: dict, arm_path: str, output: str, log:
                                       timeout_s=params["duration_s"] + 60, err_stream=log)
     except source.SourceError as e:
         if watch.problem:
-            raise StepError(f"{watch.problem}; the generator was stopped ({e})") from e
+            raise StepError(f"{watch.problem}; the generator was stopped") from e
         raise
     finally:
         watch.stop()
