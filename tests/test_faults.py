@@ -106,7 +106,7 @@ def trial_dir(workdir, exp, pps, size=1458, rep=0):
 
 
 def step_log(workdir, exp, step, pps, size=1458, rep=0):
-    return workdir / "results" / exp / "logs" / step / f"pps~{pps}" / f"size~{size}" / f"rep~{rep}.log"
+    return workdir / "results" / exp / "trials" / f"pps~{pps}" / f"size~{size}" / f"rep~{rep}" / "logs" / f"{step}.log"
 
 
 def generator_running(workdir, exp, pps, run=None):

@@ -82,7 +82,7 @@ def test_bad_config_stops_before_anything_privileged(workdir):
     assert run.returncode != 0
     err = run.stdout + run.stderr
     assert "target_pps: 0 is out of range" in err and "did you mean 'packet_size'" in err, err
-    assert not (workdir / "results/.xdplab").exists()
+    assert not (workdir / "results/build").exists()
     assert_nothing_left()
 
 

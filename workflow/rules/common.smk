@@ -1,9 +1,7 @@
 # Validated configuration, the list of trials, and paths shared by the rules.
 
 import hashlib
-import os
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
@@ -25,11 +23,8 @@ workflow.register_resource("testbed", 1)
 EXP = S["experiment"]
 RESULTS = f"results/{EXP}"
 TRIAL = RESULTS + "/trials/pps~{pps}/size~{size}/rep~{rep}"
-TRIAL_LOG = RESULTS + "/logs/{step}/pps~{pps}/size~{size}/rep~{rep}.log"
-STATE = "results/.xdplab"
-# This invocation's id: the first step that needs the testbed brings it up and checks
-# it, and records the result under this id; later steps reuse it (steps.connectivity).
-os.environ["XDPLAB_INVOCATION"] = f"{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}"
+TRIAL_LOG = TRIAL + "/logs/{step}.log"
+BUILD = "results/build/port~{port}"
 
 TRIALS = [
     {"pps": p, "size": s, "rep": r}
@@ -44,6 +39,8 @@ wildcard_constraints:
     size=r"\d+",
     rep=r"\d+",
     port=r"\d+",
+    # Where a testbed_up/check_connectivity pair works for: one trial, or the build.
+    stage=r"results/(build/port~\d+|[^/]+/trials/pps~\d+/size~\d+/rep~\d+)",
 
 
 def trial_of(wildcards):
@@ -78,9 +75,10 @@ TRIAL_SETTINGS = {
     for k in ("duration_s", "threads", "port", "xdp_mode", "testbed", "src_iface", "dut_iface", "mtu", "source_python")
 }
 
-# The testbed as the steps need it (the build needs it too, but not the trial's numbers).
+# The testbed as testbed_up needs it.
 TESTBED_SETTINGS = {k: S[k] for k in ("testbed", "src_iface", "dut_iface", "mtu", "source_python")}
 
-# Partial trials left by an interrupted invocation are discarded, not continued.
+# Partial trials left by an interrupted invocation are discarded, not continued;
+# so are testbed records (testbed.json, connectivity.json) an invocation left.
 for _note in housekeeping.discard_partial_trials(RESULTS, TRIALS):
     print(f"xdplab: {_note}", file=sys.stderr)

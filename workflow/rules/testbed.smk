@@ -1,7 +1,39 @@
-# The embedded testbed is brought up and checked by the first step of an
-# invocation that needs it (steps.connectivity), not by a rule: as a rule's
-# output it made Snakemake rerun every finished trial whenever it was fresh.
-# Here: what happens around the rules, at the start and at the end of a run.
+# Testbed up and check connectivity, once for the build and once before each
+# trial ({stage}: results/build/port~N or a trial's directory).  Their outputs are
+# temp() and belong to one stage only: a fresh testbed for a new trial never makes
+# a finished trial look outdated, and a check runs right before the trial it
+# vouches for.  Bringing the testbed up is idempotent: a healthy one is reused.
+
+
+rule testbed_up:
+    output:
+        testbed=temp("{stage}/testbed.json"),
+    params:
+        testbed=TESTBED_SETTINGS,
+    resources:
+        testbed=1,
+    priority: 8
+    log:
+        "{stage}/logs/testbed_up.log",
+    script:
+        "../scripts/testbed_up.py"
+
+
+rule check_connectivity:
+    input:
+        testbed=rules.testbed_up.output.testbed,
+    output:
+        connectivity=temp("{stage}/connectivity.json"),
+    resources:
+        testbed=1,
+    priority: 9
+    log:
+        "{stage}/logs/check_connectivity.log",
+    script:
+        "../scripts/check_connectivity.py"
+
+
+# What happens around the rules, at the start and at the end of a run.
 
 
 # Before the first job: results/<experiment> must be writable, else stop here.

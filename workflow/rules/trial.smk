@@ -1,8 +1,7 @@
 # One trial: arm the collector, launch the generator, verify the capture,
-# gather the results.  The testbed is not an input: the first step of an
-# invocation that needs it brings it up and checks it (steps.connectivity), so a
-# fresh testbed never makes a finished trial look outdated.  The four steps hold a session on the DUT agent between
-# them, so they share the `testbed` resource (limit 1, common.smk) and later
+# gather the results.  They read the testbed's description from the trial's own
+# connectivity check (testbed.smk).  The four steps hold a session on the DUT
+# agent between them, so they share the `testbed` resource (limit 1, common.smk) and later
 # steps have higher priority: once a trial is armed, its own next step always
 # wins over arming another trial.
 
@@ -10,6 +9,7 @@
 rule arm_collector:
     input:
         build=f"results/build/collector_port~{S['port']}.json",
+        connectivity=TRIAL + "/connectivity.json",
     output:
         arm=TRIAL + "/arm.json",
     params:
@@ -28,6 +28,7 @@ rule arm_collector:
 rule launch_generator:
     input:
         arm=rules.arm_collector.output.arm,
+        connectivity=TRIAL + "/connectivity.json",
     output:
         generator=TRIAL + "/generator.json",
     params:
@@ -46,6 +47,7 @@ rule verify_capture:
     input:
         arm=rules.arm_collector.output.arm,
         generator=rules.launch_generator.output.generator,
+        connectivity=TRIAL + "/connectivity.json",
     output:
         capture=TRIAL + "/capture.json",
         pcap=TRIAL + "/capture.pcap",
@@ -66,6 +68,7 @@ rule gather_results:
         arm=rules.arm_collector.output.arm,
         generator=rules.launch_generator.output.generator,
         capture=rules.verify_capture.output.capture,
+        connectivity=TRIAL + "/connectivity.json",
     output:
         trial=TRIAL + "/trial.json",
     params:

@@ -7,4 +7,4 @@ from xdplab import steps  # noqa: E402
 
 steps.run_step(snakemake, lambda sm, log: steps.gather_results(
     sm.params.trial, sm.params.settings, sm.input.arm, sm.input.generator, sm.input.capture,
-    sm.output.trial, log))
+    sm.input.connectivity, sm.output.trial, log))

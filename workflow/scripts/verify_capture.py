@@ -6,5 +6,5 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xdplab import steps  # noqa: E402
 
 steps.run_step(snakemake, lambda sm, log: steps.verify_capture(
-    sm.params.trial, sm.params.settings, sm.input.arm, sm.input.generator,
+    sm.params.trial, sm.params.settings, sm.input.arm, sm.input.generator, sm.input.connectivity,
     sm.output.capture, sm.output.pcap, log))

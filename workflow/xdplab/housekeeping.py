@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 STEP_FILES = ("arm.json", "generator.json", "capture.json", "capture.pcap")
+# temp() outputs of testbed_up and check_connectivity: true only for the invocation
+# that made them (the next one may find the testbed torn down).
+TESTBED_RECORDS = ("testbed.json", "connectivity.json")
 FAILED_FILE = "failed.json"   # steps.FAILED_FILE: why the trial's last attempt failed
 # Step scripts run by Snakemake: `python <workdir>/.snakemake/scripts/tmpXXXX.<name>.py`.
 STEP_SCRIPT_MARK = "/.snakemake/scripts/"
@@ -40,8 +43,13 @@ def discard_partial_trials(results: str, trials: list[dict]) -> list[str]:
     if another_invocation_running(Path(".")):
         return []
     notes = []
+    for d in Path(results).parent.glob("build/port~*"):
+        for f in TESTBED_RECORDS:
+            (d / f).unlink(missing_ok=True)
     for t in trials:
         d = Path(results, "trials", f"pps~{t['pps']}", f"size~{t['size']}", f"rep~{t['rep']}")
+        for f in TESTBED_RECORDS:
+            (d / f).unlink(missing_ok=True)
         if (d / "trial.json").exists():
             continue
         present = [f for f in STEP_FILES if (d / f).exists()]
@@ -185,9 +193,6 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
             reason = " ".join(str(f.get("reason", "?")).split())
             print(f"xdplab: trial {f.get('trial')} FAILED in {f.get('step')} at {f.get('time')}: "
                   f"{reason}", file=sys.stderr)
-    # This invocation's record of the testbed (steps.connectivity) ends with it.
-    for name in ("connectivity.json", "testbed.json"):
-        Path(results).parent.joinpath(".xdplab", name).unlink(missing_ok=True)
     if settings["testbed"] == "embedded":
         from .testbed import EmbeddedTestbed, TestbedError
 
@@ -206,8 +211,8 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
                 print(f"xdplab: tearing down the testbed failed: {e}; run `make clean-testbed`",
                       file=sys.stderr)
     if failed:
-        print("xdplab: the run failed (reasons above; logs under "
-              f"{results}/logs/). Run the same command again: finished trials are kept, "
+        print("xdplab: the run failed (reasons above; each trial's logs are in its directory, "
+              f"{results}/trials/.../logs/). Run the same command again: finished trials are kept, "
               "failed or interrupted ones run again.", file=sys.stderr)
     table = Path(results, "summary.md")
     if not failed and table.exists():

@@ -248,8 +248,11 @@ def agent_for(connectivity: dict) -> AgentClient:
 # -- testbed and connectivity ------------------------------------------------
 
 def testbed_up(params: dict, output: str, log: Log) -> None:
+    """Bring the embedded testbed up (idempotent: a healthy one is reused) and describe it."""
     from .testbed import EmbeddedTestbed
 
+    if params["testbed"] != "embedded":
+        raise StepError(f"testbed: {params['testbed']!r} is not supported yet (only 'embedded')")
     tb = EmbeddedTestbed(src_iface=params["src_iface"], dut_iface=params["dut_iface"], mtu=params["mtu"])
     log("bringing up the embedded testbed", echo=True)
     desc = tb.up()
@@ -263,50 +266,7 @@ def testbed_up(params: dict, output: str, log: Log) -> None:
     log(f"testbed up: {json.dumps(desc)}")
 
 
-STATE_DIR = "results/.xdplab"
-# Set by the Snakefile for each invocation (common.smk); step scripts inherit it.
-INVOCATION_ENV = "XDPLAB_INVOCATION"
-
-
-@contextlib.contextmanager
-def _state_lock():
-    import fcntl
-
-    Path(STATE_DIR).mkdir(parents=True, exist_ok=True)
-    with open(Path(STATE_DIR, ".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def connectivity(settings: dict, log: Log) -> dict:
-    """This invocation's testbed description and connectivity record.
-
-    The first step of an invocation that needs the testbed brings it up (embedded
-    testbed) and checks connectivity; later steps of the same invocation reuse the
-    record.  The testbed is an environment, not a Snakemake input: as a DAG input, a
-    fresh testbed made Snakemake rerun every finished trial."""
-    invocation = os.environ.get(INVOCATION_ENV)
-    path = Path(STATE_DIR, "connectivity.json")
-    with _state_lock():
-        if invocation:
-            with contextlib.suppress(OSError, ValueError):
-                record = read_json(path)
-                if record.get("invocation") == invocation:
-                    return record
-        testbed_path = str(Path(STATE_DIR, "testbed.json"))
-        if settings["testbed"] == "embedded":
-            testbed_up(settings, testbed_path, log)
-        else:
-            raise StepError(f"testbed: {settings['testbed']!r} is not supported yet (only 'embedded')")
-        check_connectivity(testbed_path, str(path), log, invocation=invocation)
-        return read_json(path)
-
-
-def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: float = 5.0,
-                       invocation: str | None = None) -> None:
+def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: float = 5.0) -> None:
     """Ping over the test link, SSH to the source, the agent's health: name what is
     unreachable.  What an earlier, crashed run left on the hosts (an armed session on
     the agent, a generator on the source) is cleared here, and said so."""
@@ -345,7 +305,7 @@ def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: floa
     if problems:
         raise StepError("connectivity check failed:\n  " + "\n  ".join(problems))
     write_json(output, {"testbed": desc, "agent": health, "source": src,
-                        "checked_unix_s": time.time(), "invocation": invocation})
+                        "checked_unix_s": time.time()})
     log(f"testbed reachable: agent {desc['dut']['agent_url']}, {source.where(desc['source'])}, "
         f"test link {link['src_addr']} -> {link['dut_addr']}", echo=True)
 
@@ -367,11 +327,11 @@ def _ping_over_test_link(desc: dict, timeout_s: float):
 
 # -- build ---------------------------------------------------------------------
 
-def build_collector(source_path: str, header_path: str, testbed: dict, port: int,
+def build_collector(source_path: str, header_path: str, connectivity_path: str, port: int,
                     output: str, log: Log) -> None:
     import hashlib
 
-    conn = connectivity(testbed, log)
+    conn = read_json(connectivity_path)
     agent = agent_for(conn)
     log(f"building the collector for port {port} on the DUT agent", echo=True)
     manifest = agent.build(port)
@@ -411,8 +371,9 @@ def _disarm_on_failure(conn: dict, trial: str, session_id: str | None = None):
     return cleanup
 
 
-def arm_collector(trial: dict, params: dict, build_path: str, output: str, log: Log) -> None:
-    conn = connectivity(params, log)
+def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path: str,
+                  output: str, log: Log) -> None:
+    conn = read_json(connectivity_path)
     build = read_json(build_path)
     agent = agent_for(conn)
     health = agent.health()
@@ -507,8 +468,9 @@ class _AgentWatch(threading.Thread):
                 return
 
 
-def launch_generator(trial: dict, params: dict, arm_path: str, output: str, log: Log) -> None:
-    conn = connectivity(params, log)
+def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path: str,
+                     output: str, log: Log) -> None:
+    conn = read_json(connectivity_path)
     arm = read_json(arm_path)
     agent = agent_for(conn)
     state = _live_session(agent, arm, arm_path, "launch_generator")
@@ -540,8 +502,8 @@ def launch_generator(trial: dict, params: dict, arm_path: str, output: str, log:
 
 
 def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str,
-                   output: str, pcap_out: str, log: Log) -> None:
-    conn = connectivity(params, log)
+                   connectivity_path: str, output: str, pcap_out: str, log: Log) -> None:
+    conn = read_json(connectivity_path)
     arm = read_json(arm_path)
     gen = read_json(generator_path)
     agent = agent_for(conn)
@@ -571,8 +533,8 @@ def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str
 
 
 def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str, capture_path: str,
-                   output: str, log: Log) -> None:
-    conn = connectivity(params, log)
+                   connectivity_path: str, output: str, log: Log) -> None:
+    conn = read_json(connectivity_path)
     arm = read_json(arm_path)
     gen = read_json(generator_path)
     capture = read_json(capture_path)
