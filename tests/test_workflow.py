@@ -76,6 +76,14 @@ def test_one_trial_end_to_end_then_nothing_to_do(workdir):
     assert "Nothing to be done" in again.stdout + again.stderr
     assert_nothing_left()
 
+    # A new rate needs the testbed again; the finished trial must not rerun for that.
+    more = snakemake(workdir, "-n", "--cores", "1", "--config", "target_pps=[10000,2000]",
+                     "duration_s=5", "experiment=e2e")
+    assert more.returncode == 0, more.stderr
+    planned = [line.split() for line in (more.stdout + more.stderr).splitlines()]
+    assert ["arm_collector", "1"] in planned, more.stdout
+    assert "pps~10000" not in "".join(l for l in more.stdout.splitlines() if "output:" in l)
+
 
 def test_bad_config_stops_before_anything_privileged(workdir):
     run = snakemake(workdir, "--cores", "1", "--config", "target_pps=0", "pakcet_size=64")

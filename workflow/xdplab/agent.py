@@ -176,15 +176,14 @@ def link_xdp_info(ifname):
     xdp = info[0].get("xdp")
     if not xdp:
         return None
-    progs = []
-    if "prog" in xdp:
-        progs.append(xdp["prog"])
-    for att in xdp.get("attached", []):
-        if "prog" in att:
-            progs.append(att["prog"])
+    # iproute2 reports a single program both as "prog" and under "attached"
+    # (which lists one entry per mode when several are attached): once each.
+    progs = {}
+    for p in [xdp.get("prog")] + [att.get("prog") for att in xdp.get("attached", [])]:
+        if p and p.get("id") not in progs:
+            progs[p.get("id")] = {"id": p.get("id"), "name": p.get("name"), "tag": p.get("tag")}
     return {"mode": XDP_ATTACHED.get(xdp.get("mode"), str(xdp.get("mode"))),
-            "progs": [{"id": p.get("id"), "name": p.get("name"), "tag": p.get("tag")}
-                      for p in progs]}
+            "progs": list(progs.values())}
 
 
 def nic_stats(ifname):
