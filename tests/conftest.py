@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -18,35 +17,30 @@ sys.path.insert(0, str(REPO / "workflow"))
 # Namespace prefixes used by this project's tests and testbed (xlt-: test-only).
 OUR_NETNS_PREFIXES = ("xdplab", "xlt-")
 
-# Until workflow/xdplab/agent.py exists, the testbed fixture starts this
-# stand-in: same command line, answers GET /health with the token.
-STAND_IN_AGENT = textwrap.dedent('''\
-    import argparse, json, http.server
-    p = argparse.ArgumentParser()
-    p.add_argument("--listen"); p.add_argument("--token-file"); p.add_argument("--bpf-dir")
-    p.add_argument("--allow-interface", action="append"); p.add_argument("--state-dir")
-    a = p.parse_args()
-    token = open(a.token_file).read().strip()
-    class H(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            ok = self.headers.get("X-Xdplab-Token") == token
-            body = json.dumps({"ok": True, "agent": "stand-in", "interfaces": a.allow_interface}
-                              if ok else {"error": "bad token"}).encode()
-            self.send_response(200 if ok else 401)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-    host, port = a.listen.rsplit(":", 1)
-    http.server.HTTPServer((host, int(port)), H).serve_forever()
-    ''')
-
-
 def _netns_names():
     if shutil.which("ip") is None:
         return []
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+# Processes of ours, by what their command line says: the agent, the testbed's
+# sshd, tcpdump writing an agent's capture, the generator uploaded to the source.
+OUR_PROCESS_MARKS = ("xdplab/agent.py", "sshd_config", "xdplab-generator", ".pcap")
+
+
+def _our_processes():
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if any(m in cmd for m in OUR_PROCESS_MARKS) and "pytest" not in cmd:
+            found.append(f"{proc.name}: {cmd.strip()[:160]}")
+    return found
 
 
 def _root_xdp_programs():
@@ -69,14 +63,17 @@ def nothing_leaked():
     about (another developer's run on the same machine, or an earlier crash)."""
     ns_before = {ns for ns in _netns_names() if ns.startswith(OUR_NETNS_PREFIXES)}
     xdp_before = set(_root_xdp_programs())
+    procs_before = {p.split(":")[0] for p in _our_processes()}
     if ns_before or xdp_before:
         warnings.warn(f"before the tests: namespaces {sorted(ns_before)}, root-namespace XDP "
                       f"programs {sorted(xdp_before)}; not counted as leaks of this session")
     yield
     leaked = [ns for ns in _netns_names() if ns.startswith(OUR_NETNS_PREFIXES) and ns not in ns_before]
     xdp = [p for p in _root_xdp_programs() if p not in xdp_before]
-    assert not leaked and not xdp, (
-        f"tests left behind namespaces {leaked} and/or root-namespace XDP programs {xdp}")
+    procs = [p for p in _our_processes() if p.split(":")[0] not in procs_before]
+    assert not leaked and not xdp and not procs, (
+        f"tests left behind namespaces {leaked}, root-namespace XDP programs {xdp}, "
+        f"processes {procs}")
 
 
 def skip_unless_root():
@@ -90,22 +87,10 @@ def skip_unless_root():
             pytest.skip(f"needs {path} (run `make setup`)")
 
 
-def testbed_repo_root(tmp_dir: Path) -> Path:
-    """The repository, or, while agent.py is not written yet, a stand-in
-    repository whose agent.py is STAND_IN_AGENT."""
-    if (REPO / "workflow" / "xdplab" / "agent.py").is_file():
-        return REPO
-    fake = tmp_dir / "stand-in-repo"
-    (fake / "workflow" / "xdplab").mkdir(parents=True, exist_ok=True)
-    (fake / "bpf").mkdir(exist_ok=True)
-    (fake / "workflow" / "xdplab" / "agent.py").write_text(STAND_IN_AGENT)
-    return fake
-
-
 def make_testbed(tmp_dir: Path, **kwargs):
     from xdplab.testbed import EmbeddedTestbed
 
-    return EmbeddedTestbed(repo_root=testbed_repo_root(tmp_dir), **kwargs)
+    return EmbeddedTestbed(repo_root=REPO, **kwargs)
 
 
 @pytest.fixture(scope="module")
