@@ -104,3 +104,13 @@ def embedded_testbed(tmp_path_factory):
         yield tb, desc
     finally:
         tb.down()
+
+
+@pytest.fixture
+def workflow_copy(tmp_path):
+    """The repository copied into a temporary directory, as a user's clone: runs of the
+    workflow there keep their results and Snakemake's metadata out of the developer's."""
+    dest = tmp_path / "xdplab"
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+        ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
+    return dest

@@ -191,10 +191,8 @@ def failure_of(workdir, exp, pps):
 
 
 @pytest.fixture
-def workdir(tmp_path):
-    dest = tmp_path / "xdplab"
-    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
-        ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
+def workdir(workflow_copy):
+    dest = workflow_copy
     yield dest
     # Whatever happened: no snakemake of ours running, no generator, no testbed.
     for pid in generator_pids():

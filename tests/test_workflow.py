@@ -8,7 +8,6 @@ with the developer's own.
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,10 +21,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespace
 
 
 @pytest.fixture
-def workdir(tmp_path):
-    dest = tmp_path / "xdplab"
-    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
-        ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
+def workdir(workflow_copy):
+    dest = workflow_copy
     yield dest
     # Whatever happened, leave no testbed behind.
     subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=dest,
