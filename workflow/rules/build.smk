@@ -7,12 +7,12 @@ rule build_collector:
     input:
         source="bpf/collector.bpf.c",
         header="bpf/xdplab.h",
-        connectivity=BUILD + "/connectivity.json",
+        connectivity=f"{BUILD}/connectivity.json",
     output:
         "results/build/collector_port~{port}.json",
     params:
         port=lambda w: int(w.port),
     log:
-        BUILD + "/logs/build_collector.log",
+        f"{BUILD}/logs/build_collector.log",
     script:
         "../scripts/build_collector.py"

@@ -22,8 +22,8 @@ workflow.register_resource("testbed", 1)
 
 EXP = S["experiment"]
 RESULTS = f"results/{EXP}"
-TRIAL = RESULTS + "/trials/pps~{pps}/size~{size}/rep~{rep}"
-TRIAL_LOG = TRIAL + "/logs/{step}.log"
+TRIAL = f"{RESULTS}/trials/pps~{{pps}}/size~{{size}}/rep~{{rep}}"
+TRIAL_LOG = f"{TRIAL}/logs/{{step}}.log"
 BUILD = "results/build/port~{port}"
 
 TRIALS = [

@@ -5,11 +5,11 @@ rule figures:
     input:
         csv=rules.aggregate.output.csv,
     output:
-        svg=report(RESULTS + "/summary.svg", caption="../report/summary.rst", category="Summary"),
-        png=RESULTS + "/summary.png",
+        svg=report(f"{RESULTS}/summary.svg", caption="../report/summary.rst", category="Summary"),
+        png=f"{RESULTS}/summary.png",
     params:
         experiment=EXP,
     log:
-        RESULTS + "/logs/figures.log",
+        f"{RESULTS}/logs/figures.log",
     script:
         "../scripts/figures.py"

@@ -4,14 +4,14 @@
 rule aggregate:
     input:
         trials=expand(
-            TRIAL + "/trial.json", zip, pps=[t["pps"] for t in TRIALS], size=[t["size"] for t in TRIALS], rep=[t["rep"] for t in TRIALS]
+            f"{TRIAL}/trial.json", zip, pps=[t["pps"] for t in TRIALS], size=[t["size"] for t in TRIALS], rep=[t["rep"] for t in TRIALS]
         ),
     output:
-        csv=RESULTS + "/summary.csv",
-        md=RESULTS + "/summary.md",
+        csv=f"{RESULTS}/summary.csv",
+        md=f"{RESULTS}/summary.md",
     params:
         experiment=EXP,
     log:
-        RESULTS + "/logs/aggregate.log",
+        f"{RESULTS}/logs/aggregate.log",
     script:
         "../scripts/aggregate.py"

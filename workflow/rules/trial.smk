@@ -9,9 +9,9 @@
 rule arm_collector:
     input:
         build=f"results/build/collector_port~{S['port']}.json",
-        connectivity=TRIAL + "/connectivity.json",
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
-        arm=TRIAL + "/arm.json",
+        arm=f"{TRIAL}/arm.json",
     params:
         trial=trial_of,
         settings=TRIAL_SETTINGS,
@@ -28,9 +28,9 @@ rule arm_collector:
 rule launch_generator:
     input:
         arm=rules.arm_collector.output.arm,
-        connectivity=TRIAL + "/connectivity.json",
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
-        generator=TRIAL + "/generator.json",
+        generator=f"{TRIAL}/generator.json",
     params:
         trial=trial_of,
         settings=TRIAL_SETTINGS,
@@ -47,10 +47,10 @@ rule verify_capture:
     input:
         arm=rules.arm_collector.output.arm,
         generator=rules.launch_generator.output.generator,
-        connectivity=TRIAL + "/connectivity.json",
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
-        capture=TRIAL + "/capture.json",
-        pcap=TRIAL + "/capture.pcap",
+        capture=f"{TRIAL}/capture.json",
+        pcap=f"{TRIAL}/capture.pcap",
     params:
         trial=trial_of,
         settings=TRIAL_SETTINGS,
@@ -68,9 +68,9 @@ rule gather_results:
         arm=rules.arm_collector.output.arm,
         generator=rules.launch_generator.output.generator,
         capture=rules.verify_capture.output.capture,
-        connectivity=TRIAL + "/connectivity.json",
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
-        trial=TRIAL + "/trial.json",
+        trial=f"{TRIAL}/trial.json",
     params:
         trial=trial_of,
         settings=TRIAL_SETTINGS,
