@@ -12,6 +12,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES_FILE="$REPO/envs/debian-packages.txt"
 REQUIREMENTS_FILE="$REPO/envs/controller.txt"
+LOCK_FILE="$REPO/envs/controller.lock"   # every resolved version, used as constraints
 VENV="$REPO/.venv"
 STAMP="$VENV/.xdplab-requirements.sha256"
 SYSTEM_PYTHON=/usr/bin/python3
@@ -171,11 +172,11 @@ if ! venv_ok; then
     fi
     rm -f "$STAMP"
 fi
-want="$(sha256sum "$REQUIREMENTS_FILE" | cut -d' ' -f1)"
+want="$(cat "$REQUIREMENTS_FILE" "$LOCK_FILE" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ] || [ ! -x "$VENV/bin/snakemake" ]; then
     say "installing controller packages into .venv from envs/controller.txt"
     "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -qq -r "$REQUIREMENTS_FILE" \
-        || die "pip install -r envs/controller.txt failed (output above)"
+        -c "$LOCK_FILE" || die "pip install -r envs/controller.txt -c envs/controller.lock failed (output above)"
     echo "$want" >"$STAMP"
 fi
 "$VENV/bin/python" -c 'import bcc' 2>/dev/null \
