@@ -375,13 +375,8 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
                   output: str, log: Log) -> None:
     conn = read_json(connectivity_path)
     build = read_json(build_path)
+    # check_connectivity, right before this step, disarmed any session an earlier run left.
     agent = agent_for(conn)
-    health = agent.health()
-    if health.get("session"):
-        stale = health["session"]
-        log(f"found an armed session from an earlier invocation ({stale.get('session')}, trial "
-            f"{stale.get('trial')}): disarming it", echo=True)
-        agent.reset()
     run_id = random.SystemRandom().randrange(1, 65536)
     duration = params["duration_s"]
     request = {
@@ -402,8 +397,9 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
         f"prog {armed.get('prog_id')} tag {armed.get('prog_tag')}", echo=True)
 
 
-def _live_session(agent: AgentClient, arm: dict, arm_path: str, step: str) -> dict:
-    """The agent's view of the session this trial armed; a stale record is removed."""
+def _continue_session(conn: dict, agent: AgentClient, arm: dict, arm_path: str, step: str) -> dict:
+    """The agent's view of the session this trial armed (a stale record is removed and the
+    step fails); from here on, a failure of the step disarms that session."""
     try:
         state = agent.session(arm["session"])
     except AgentError as e:
@@ -422,6 +418,8 @@ def _live_session(agent: AgentClient, arm: dict, arm_path: str, step: str) -> di
         raise StepError(f"{step}: the agent has no session {arm['session']} for trial "
                         f"{arm['request']['trial']} ({why}); "
                         f"removed {arm_path} so that the next run repeats the whole trial")
+    on_failure(f"disarm session {arm['session']}", _disarm_on_failure(conn, arm["request"]["trial"],
+                                                                      arm["session"]))
     return state
 
 
@@ -473,9 +471,7 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
     conn = read_json(connectivity_path)
     arm = read_json(arm_path)
     agent = agent_for(conn)
-    state = _live_session(agent, arm, arm_path, "launch_generator")
-    on_failure(f"disarm session {arm['session']}", _disarm_on_failure(conn, arm["request"]["trial"],
-                                                                      arm["session"]))
+    state = _continue_session(conn, agent, arm, arm_path, "launch_generator")
     if state.get("state") != "armed":
         raise StepError(f"launch_generator: session {arm['session']} is {state.get('state')}, not armed")
     args = {"dst": conn["testbed"]["test_link"]["dut_addr"], "port": params["port"],
@@ -507,9 +503,7 @@ def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str
     arm = read_json(arm_path)
     gen = read_json(generator_path)
     agent = agent_for(conn)
-    _live_session(agent, arm, arm_path, "verify_capture")
-    on_failure(f"disarm session {arm['session']}", _disarm_on_failure(conn, arm["request"]["trial"],
-                                                                      arm["session"]))
+    _continue_session(conn, agent, arm, arm_path, "verify_capture")
     stats = agent.stop_capture(arm["session"])
     # The capture lands under a temporary name and becomes capture.pcap only when whole
     # and checked: a full disk never leaves a truncated capture.pcap behind.
@@ -539,9 +533,7 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
     gen = read_json(generator_path)
     capture = read_json(capture_path)
     agent = agent_for(conn)
-    _live_session(agent, arm, arm_path, "gather_results")
-    on_failure(f"disarm session {arm['session']}", _disarm_on_failure(conn, arm["request"]["trial"],
-                                                                      arm["session"]))
+    _continue_session(conn, agent, arm, arm_path, "gather_results")
     gathered = agent.disarm(arm["session"])
     log(f"disarmed session {arm['session']}")
     summary = accounting.summarize(params, trial, arm, gen, capture, gathered)
