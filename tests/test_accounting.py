@@ -1,4 +1,5 @@
-"""Closing the books on a trial: identities, residuals, lost and unexplained."""
+"""Closing the books on a trial: identities, residuals, lost, where it was lost, and
+traffic that was not ours.  Pure arithmetic on synthetic step records (no root)."""
 
 import sys
 from pathlib import Path
@@ -6,74 +7,169 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
 from xdplab import accounting  # noqa: E402
 
-SETTINGS = {"duration_s": 5, "threads": 2}
+SETTINGS = {"duration_s": 5, "threads": 2, "testbed": "embedded"}
 TRIAL = {"experiment": "t", "target_pps": 10000, "packet_size": 1458, "repeat": 0}
+RUN = 7
 
 
-def records(sent=50000, nic=50000, seen=50000, matched=50000, features=50000, rb_full=0,
-            captured=50000, dropped=0, same_clock=True):
-    gen = {"sent": sent, "scheduled": 50000, "send_errors": 50000 - sent, "achieved_pps": sent / 5.0,
-           "max_lag_us": 100.0, "boot_id": "b1"}
-    arm = {"run_id": 7, "prog_tag": "abc", "xdp_mode_in_effect": "native"}
-    capture = {"tcpdump": {"captured": captured, "dropped_by_kernel": dropped, "received_by_filter": captured},
-               "check": {"missing": 0, "duplicated": 0, "reordered": 0}}
-    gathered = {"boot_id": "b1" if same_clock else "b2", "xdp_mode_in_effect": "native",
-                "nic": {"rx_packets": nic},
-                "xdp": {"seen": seen, "matched": matched, "features": features, "ringbuf_full": rb_full,
-                        "ns_per_pkt": 210.04},
-                "features": {"received": features, "for_run": features,
-                             "latency_ns": {"count": features, "p50": 31000, "p99": 95500}},
+def gen(sent=50000, scheduled=50000, pps=10000, errors=None, counters=None, **over):
+    g = {"sent": sent, "scheduled": scheduled, "send_errors": scheduled - sent if errors is None else errors,
+         "target_pps": pps, "achieved_pps": sent / 5.0, "max_lag_us": 100.0, "boot_id": "b1",
+         "source_counters": {"delta": counters or {}}}
+    g.update(over)
+    return g
+
+
+def iface(matched=50000, seen=None, nic=None, features=None, rb_full=0, captured=None, dropped=0,
+          foreign=(0, 0, 0), parse_errors=0, by_run=None, nic_drops=None, lat=(31000, 95500)):
+    seen = matched + sum(foreign) + parse_errors if seen is None else seen
+    features = matched - rb_full if features is None else features
+    return {
+        "xdp_mode_in_effect": "native",
+        "nic": dict({"rx_packets": seen if nic is None else nic}, **(nic_drops or {})),
+        "xdp": {"seen": seen, "matched": matched, "features": features, "ringbuf_full": rb_full,
+                "parse_errors": parse_errors, "foreign_arp": foreign[0], "foreign_port": foreign[1],
+                "foreign_other": foreign[2], "run_time_ns": seen * 210, "run_cnt": seen,
+                "ns_per_pkt": 210.0},
+        "matched_by_run": by_run if by_run is not None else {str(RUN): matched},
+        "features": {"received": features, "for_run": features,
+                     "latency_ns": {"count": features, "p50": lat[0], "p99": lat[1],
+                                    "histogram": {"counts": [[lat[0], features // 2 + 1],
+                                                             [lat[1], features // 2]]}},
+                     "gap_ns": {"count": features, "p50": 100000, "p99": 180000}},
+        "tcpdump": {"captured": matched - dropped if captured is None else captured,
+                    "dropped_by_kernel": dropped},
+    }
+
+
+SRC = {"name": "src0", "host": "10.201.1.2", "address": "10.201.0.1", "dut_iface": "xl-dut0"}
+
+
+def summarize(gens=None, ifaces=None, sources=None, checks=None, boot="b1"):
+    gens = gens or [gen()]
+    sources = sources or [SRC]
+    ifaces = ifaces or {"xl-dut0": iface()}
+    if checks is None:
+        checks = []
+        for k, s in enumerate(sources):
+            m = sum((b["matched_by_run"] or {}).get(str(RUN + k), 0) for b in ifaces.values())
+            dropped = ifaces[s["dut_iface"]]["tcpdump"]["dropped_by_kernel"]
+            checks.append({"source": s["name"], "interface": s["dut_iface"], "matched": m - dropped,
+                           "unique": m - dropped, "missing": 0, "duplicated": 0, "reordered": 0})
+    arm = {"run_id": RUN, "prog_tag": "abc"}
+    gathered = {"boot_id": boot, "collector": "features", "interfaces": ifaces,
                 "softirq": {"cpu_pct": 1.234}}
-    return arm, gen, capture, gathered
-
-
-def summarize(**kw):
-    return accounting.summarize(SETTINGS, TRIAL, *records(**kw))
+    return accounting.summarize(SETTINGS, TRIAL, arm, sources, gens, {"checks": checks}, gathered)
 
 
 def test_a_clean_trial_closes_with_nothing_lost_or_unexplained():
-    row = summarize()["row"]
+    out = summarize()
+    row = out["row"]
     assert list(row) == accounting.COLUMNS
     assert (row["sent"], row["nic_rx"], row["xdp_matched"], row["tcpdump_captured"]) == (50000,) * 4
-    assert row["lost"] == 0 and row["unexplained"] == 0
+    assert row["lost"] == 0 and row["unexplained"] == 0 and row["loss_where"] == ""
     assert row["achieved_pps"] == 10000.0 and row["rate_error_pct"] == 0.0
+    assert row["rate_sustained"] is True and row["status"] == "ok"
     assert (row["latency_p50_us"], row["latency_p99_us"]) == (31.0, 95.5)
+    assert (row["gap_p50_us"], row["gap_p99_us"], row["ideal_gap_us"]) == (100.0, 180.0, 100.0)
     assert row["throughput_payload_mbps"] == 116.64
     assert row["throughput_wire_mbps"] == round(10000 * (1458 + 66) * 8 / 1e6, 3)
+    assert [list(r) for r in out["sources"]] == [accounting.SOURCE_COLUMNS]
+    assert [list(r) for r in out["interfaces"]] == [accounting.INTERFACE_COLUMNS]
 
 
-def test_network_loss_is_lost_not_unexplained():
-    row = summarize(nic=49000, seen=49000, matched=49000, features=49000, captured=49000)["row"]
+def test_network_loss_is_lost_not_unexplained_and_unlocated_without_counters():
+    row = summarize(ifaces={"xl-dut0": iface(matched=49000)})["row"]
     assert row["lost"] == 1000 and row["unexplained"] == 0
+    assert row["lost_unlocated"] == 1000 and row["loss_where"] == "unlocated 1000"
+
+
+def test_loss_is_located_in_path_order_without_double_counting():
+    # The qdisc dropped 300 (Udp SndbufErrors counts them too), the source NIC 200,
+    # the DUT NIC 100; 50 went nowhere a counter sees.
+    g = gen(counters={"qdisc_drops": 300, "udp_sndbuf_errors": 500, "nic_tx_dropped": 200,
+                      "arp_unresolved_discards": 0})
+    ifs = {"xl-dut0": iface(matched=50000 - 650, nic_drops={"rx_dropped": 100})}
+    out = summarize(gens=[g], ifaces=ifs)
+    row = out["row"]
+    assert row["lost"] == 650
+    assert (row["lost_src_stack"], row["lost_src_qdisc"], row["lost_src_nic"], row["lost_dut_nic"],
+            row["lost_unlocated"], row["located_excess"]) == (0, 300, 200, 100, 50, 0)
+    assert row["loss_where"] == "src_qdisc 300, src_nic 200, dut_nic 100, unlocated 50"
+    assert out["sources"][0]["lost_src_qdisc"] == 300
+
+
+def test_counters_that_saw_more_than_was_lost_are_said_not_hidden():
+    g = gen(counters={"nic_tx_dropped": 1299})
+    ifs = {"xl-dut0": iface(matched=50000 - 1299, nic_drops={"rx_dropped": 1299})}
+    row = summarize(gens=[g], ifaces=ifs)["row"]
+    assert row["lost_src_nic"] == 1299 and row["lost_dut_nic"] == 0
+    assert row["lost_unlocated"] == 0 and row["located_excess"] == 1299
+
+
+def test_neighbour_drops_are_the_source_stack():
+    g = gen(counters={"arp_unresolved_discards": 40, "udp_sndbuf_errors": 0})
+    row = summarize(gens=[g], ifaces={"xl-dut0": iface(matched=50000 - 40)})["row"]
+    assert row["lost_src_stack"] == 40 and row["lost_unlocated"] == 0
+
+
+def test_foreign_traffic_is_reported_not_unexplained():
+    row = summarize(ifaces={"xl-dut0": iface(foreign=(2, 300, 5))})["row"]
+    assert (row["foreign_rx"], row["foreign_arp"], row["foreign_port"], row["foreign_other"]) == (307, 2, 300, 5)
+    assert row["unexplained"] == 0 and row["lost"] == 0
 
 
 def test_ring_buffer_drops_close_the_feature_identity():
-    row = summarize(features=45000, rb_full=5000)["row"]
+    row = summarize(ifaces={"xl-dut0": iface(rb_full=5000)})["row"]
     assert row["ringbuf_drops"] == 5000 and row["unexplained"] == 0
 
 
 def test_tcpdump_drops_close_the_capture_identity():
-    row = summarize(captured=40000, dropped=10000)["row"]
+    row = summarize(ifaces={"xl-dut0": iface(dropped=10000)})["row"]
     assert row["unexplained"] == 0
 
 
 def test_what_does_not_close_is_reported_per_identity():
-    out = summarize(nic=50003, captured=49990)
+    checks = [{"source": "src0", "interface": "xl-dut0", "matched": 49990, "unique": 49990,
+               "missing": 10, "duplicated": 0, "reordered": 0}]
+    out = summarize(ifaces={"xl-dut0": iface(nic=50010, captured=49990)}, checks=checks)
     row = out["row"]
-    assert row["unexplained_nic_vs_xdp"] == 3 and row["unexplained_passed_vs_tcpdump"] == 10
-    assert row["unexplained"] == 13
-    assert {i["name"] for i in out["identities"]} >= {"nic_vs_xdp", "passed_vs_tcpdump"}
+    assert row["unexplained_nic_vs_xdp"] == 10 and row["unexplained_passed_vs_tcpdump"] == 10
+    assert row["unexplained"] == 30  # and the source's capture is 10 short of XDP
+    assert out["sources"][0]["unexplained_xdp_vs_capture"] == 10
 
 
-def test_more_matched_than_sent_is_unexplained():
-    row = summarize(sent=49990)["row"]
-    assert row["lost"] == 0 and row["unexplained_matched_over_sent"] == 10
+def test_a_source_that_could_not_keep_up_is_marked():
+    g = gen(sent=40000, errors=0, achieved_pps=8000.0, not_offered=10000, rate_sustained=False)
+    row = summarize(gens=[g], ifaces={"xl-dut0": iface(matched=40000)})["row"]
+    assert row["rate_sustained"] is False and row["status"] == "source_limited"
+    assert row["not_offered"] == 10000 and row["lost"] == 0
 
 
-def test_latency_is_not_reported_across_clocks():
-    row = summarize(same_clock=False)["row"]
-    assert row["latency_p50_us"] is None and "not available" in row["latency_method"]
+def test_latency_is_empty_without_a_shared_clock():
+    row = summarize(boot="other")["row"]
+    assert row["latency_p50_us"] is None and "do not share a clock" in row["latency_method"]
 
 
-def test_wire_bytes_pads_small_frames():
-    assert accounting.wire_bytes(18) == 84 and accounting.wire_bytes(1458) == 1524
+def test_two_sources_two_interfaces_close_per_source_and_per_interface():
+    sources = [SRC, dict(SRC, name="src1", host="10.204.1.6", address="10.204.0.5", dut_iface="xl-dut1")]
+    gens = [gen(sent=25000, scheduled=25000, pps=5000), gen(sent=25000, scheduled=25000, pps=5000)]
+    ifaces = {"xl-dut0": iface(matched=25000, by_run={str(RUN): 25000}),
+              "xl-dut1": iface(matched=24990, by_run={str(RUN + 1): 24990}, foreign=(1, 0, 0))}
+    out = summarize(gens=gens, ifaces=ifaces, sources=sources)
+    row = out["row"]
+    assert (row["sent"], row["xdp_matched"], row["lost"], row["unexplained"]) == (50000, 49990, 10, 0)
+    assert (row["sources"], row["interfaces"], row["foreign_rx"]) == (2, 2, 1)
+    assert [s["lost"] for s in out["sources"]] == [0, 10]
+    assert [i["sent"] for i in out["interfaces"]] == [25000, 25000]
+    assert [i["unexplained"] for i in out["interfaces"]] == [0, 0]
+    # Percentiles over both interfaces come from the merged histograms.
+    assert row["latency_p50_us"] == 31.0
+
+
+def test_merged_percentile_is_nearest_rank():
+    h1 = {"counts": [[10, 1], [20, 1]]}
+    h2 = {"counts": [[30, 2]]}
+    assert accounting.merged_percentile([h1, h2], 50) == 20
+    assert accounting.merged_percentile([h1, h2], 99) == 30
+    assert accounting.merged_percentile([], 50) is None

@@ -12,6 +12,7 @@ rule build_collector:
         "results/build/collector_port~{port}.json",
     params:
         port=lambda w: int(w.port),
+        collector="features",
     log:
         f"{BUILD}/logs/build_collector.log",
     script:

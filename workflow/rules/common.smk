@@ -57,26 +57,30 @@ def trial_log(step):
 
 
 def code_digest(paths):
-    """sha256 over the code that decides a trial's numbers: a change reruns the trial."""
+    """sha256 over the code that decides a trial's numbers: a change reruns the trial.
+    A directory stands for the .py files in it."""
     h = hashlib.sha256()
-    for p in sorted(paths):
-        h.update(Path(workflow.basedir, p).read_bytes())
+    files = []
+    for p in paths:
+        path = Path(workflow.basedir, p)
+        files += sorted(path.rglob("*.py")) if path.is_dir() else [path] if path.exists() else []
+    for f in sorted(files):
+        h.update(f.read_bytes())
     return h.hexdigest()
 
 
 TRIAL_CODE = code_digest(
     [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
     + [f"workflow/xdplab/{m}.py" for m in ("steps", "agent", "generator", "pcapcheck", "accounting", "source", "agentclient")]
+    + ["workflow/xdplab/agent"]
 )
 
 # Everything a trial's numbers depend on; a change reruns the trial from arm on.
-TRIAL_SETTINGS = {
-    k: S[k]
-    for k in ("duration_s", "threads", "port", "xdp_mode", "testbed", "src_iface", "dut_iface", "mtu", "source_python")
-}
+TESTBED_KEYS = ("testbed", "src_iface", "dut_iface", "mtu", "source_python") if S["testbed"] == "embedded" else ("testbed", "lab", "mtu")
+TRIAL_SETTINGS = {k: S[k] for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path") + TESTBED_KEYS}
 
 # The testbed as testbed_up needs it.
-TESTBED_SETTINGS = {k: S[k] for k in ("testbed", "src_iface", "dut_iface", "mtu", "source_python")}
+TESTBED_SETTINGS = {k: S[k] for k in TESTBED_KEYS}
 
 # Partial trials left by an interrupted invocation are discarded, not continued;
 # so are testbed records (testbed.json, connectivity.json) an invocation left.

@@ -9,6 +9,8 @@ rule aggregate:
     output:
         csv=f"{RESULTS}/summary.csv",
         md=f"{RESULTS}/summary.md",
+        sources=f"{RESULTS}/sources.csv",
+        ifaces=f"{RESULTS}/ifaces.csv",
     params:
         experiment=EXP,
     log:

@@ -49,8 +49,9 @@ rule verify_capture:
         generator=rules.launch_generator.output.generator,
         connectivity=f"{TRIAL}/connectivity.json",
     output:
+        # The captures (capture.pcap, or capture-<if>.pcap per DUT interface) are kept
+        # beside it unless keep_pcap=false; they are not outputs, so that they may go.
         capture=f"{TRIAL}/capture.json",
-        pcap=f"{TRIAL}/capture.pcap",
     params:
         trial=trial_of,
         settings=TRIAL_SETTINGS,

@@ -7,4 +7,4 @@ from xdplab import steps  # noqa: E402
 
 steps.run_step(snakemake, lambda sm, log: steps.verify_capture(
     sm.params.trial, sm.params.settings, sm.input.arm, sm.input.generator, sm.input.connectivity,
-    sm.output.capture, sm.output.pcap, log))
+    sm.output.capture, log))

@@ -1,10 +1,21 @@
-"""Close the books on one trial: every packet the generator sent is accounted for.
+"""Close the books on one trial: every packet the generators sent is accounted for.
 
-Inputs are the four step records of a trial (arm, generator, capture
-verification, gathered agent results).  The output is one summary row with the
-columns README.md documents, plus the accounting identities with both sides
-shown.  A side that does not match its other side is never hidden: each
-residual is reported, and their absolute sum is `unexplained`.
+Pure functions (no I/O).  Inputs are a trial's step records: the arm reply, the
+resolved sources (connectivity), each source's generator report, the capture
+verification, and the agent's results at disarm (one block per DUT interface).
+Outputs are one summary row per trial (the columns README.md documents), one row
+per (trial, source) and per (trial, interface), and the accounting identities with
+both sides shown.  A side that does not match its other side is never hidden:
+each residual is reported, and their absolute sum is `unexplained`.
+
+Where a lost packet went is read from each host's own counters, deltas over the
+trial: the source's (read by the generator before sending and after its traffic
+drained) and the DUT interface's (read by the agent at arm and disarm).  Loss is
+assigned in the order a packet travels (source stack, source qdisc, source NIC,
+DUT NIC): each place gets at most what is left, so a loss counted at both ends of
+a link is not counted twice; whatever the counters saw beyond `lost` (others'
+packets, double counting) is `located_excess`, and what no counter saw is
+`lost_unlocated`.
 """
 
 from __future__ import annotations
@@ -18,18 +29,55 @@ COLUMNS = [
     "nic_rx", "xdp_matched", "features_received", "ringbuf_drops",
     "tcpdump_captured", "tcpdump_dropped", "lost", "unexplained",
     "xdp_ns_per_pkt", "latency_p50_us", "latency_p99_us", "softirq_cpu_pct",
+    # Where loss happened, and traffic that was not ours.
+    "rate_sustained", "not_offered", "loss_where",
+    "lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
+    "located_excess",
+    "foreign_rx", "foreign_arp", "foreign_port", "foreign_other",
     # More detail, same trial.
-    "status", "xdp_mode", "threads", "scheduled", "send_errors", "max_lag_us",
+    "status", "testbed", "sources", "interfaces", "xdp_mode", "threads", "scheduled",
+    "send_errors", "max_lag_us",
+    "gap_p50_us", "gap_p99_us", "ideal_gap_us",
     "throughput_payload_mbps", "throughput_wire_mbps",
     "xdp_seen", "features_for_run", "capture_missing", "capture_duplicated", "capture_reordered",
-    "unexplained_nic_vs_xdp", "unexplained_xdp_vs_features", "unexplained_passed_vs_tcpdump",
-    "unexplained_matched_over_sent", "latency_method", "run_id", "prog_tag",
+    "unexplained_nic_vs_xdp", "unexplained_seen_vs_classified", "unexplained_xdp_vs_features",
+    "unexplained_passed_vs_tcpdump", "unexplained_matched_over_sent",
+    "latency_method", "run_id", "prog_tag",
+]
+
+SOURCE_COLUMNS = [
+    "experiment", "target_pps", "packet_size", "repeat", "source", "host", "address",
+    "dut_iface", "run_id", "source_pps", "scheduled", "sent", "send_errors", "not_offered",
+    "achieved_pps", "rate_error_pct", "rate_sustained", "xdp_matched", "lost", "loss_where",
+    "lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
+    "located_excess", "capture_matched", "capture_unique", "capture_missing",
+    "capture_duplicated", "capture_reordered", "unexplained",
+    "unexplained_matched_over_sent", "unexplained_xdp_vs_capture",
+]
+
+INTERFACE_COLUMNS = [
+    "experiment", "target_pps", "packet_size", "repeat", "interface", "xdp_mode", "sent",
+    "nic_rx", "xdp_seen", "xdp_matched", "features_received", "ringbuf_drops",
+    "tcpdump_captured", "tcpdump_dropped", "lost", "lost_dut_nic",
+    "foreign_rx", "foreign_arp", "foreign_port", "foreign_other", "xdp_ns_per_pkt",
+    "unexplained", "unexplained_nic_vs_xdp", "unexplained_seen_vs_classified",
+    "unexplained_xdp_vs_features", "unexplained_passed_vs_tcpdump",
+    "unexplained_matched_over_sent",
 ]
 
 # Bytes a frame occupies on an Ethernet wire beyond the UDP payload:
 # UDP 8 + IPv4 20 + Ethernet header 14 + FCS 4 + preamble/SFD 8 + inter-frame gap 12.
 WIRE_OVERHEAD_BYTES = 66
 MIN_WIRE_FRAME_BYTES = 84  # 64-byte minimum frame + preamble + gap
+
+# A rate counts as sustained when the achieved rate falls short of the target by at
+# most this much (the generator decides; this is the fallback for old reports).
+SUSTAINED_TOLERANCE_PCT = 0.1
+
+# Where a packet can be lost, in the order it travels, with the counters read there.
+LOSS_PLACES = ("src_stack", "src_qdisc", "src_nic", "dut_nic")
+DUT_NIC_DROP_COUNTERS = ("rx_dropped", "rx_missed_errors", "rx_errors")
+SRC_NIC_DROP_COUNTERS = ("nic_tx_dropped", "nic_tx_errors")
 
 
 def wire_bytes(payload: int) -> int:
@@ -40,100 +88,343 @@ def _round(x, nd=3):
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else round(x, nd)
 
 
-def identities(gen: dict, capture: dict, gathered: dict) -> list[dict]:
-    """Each identity that must hold for the trial, with both sides and the residual."""
-    xdp = gathered["xdp"]
-    feats = gathered["features"]
-    tcpd = capture["tcpdump"]
-    sent = gen["sent"]
-    rows = [
-        # Every frame the interface counted went through the XDP hook.
-        {"name": "nic_vs_xdp", "left": "nic_rx", "left_value": gathered["nic"]["rx_packets"],
-         "right": "xdp_seen", "right_value": xdp["seen"]},
+def _n(x) -> int:
+    """A counter that may be missing (None) as a number."""
+    return int(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else 0
+
+
+def _achieved(gen: dict) -> float:
+    return float(gen.get("achieved_pps") or 0.0)
+
+
+def rate_sustained(gen: dict) -> bool:
+    if "rate_sustained" in gen:
+        return bool(gen["rate_sustained"])
+    target = gen.get("target_pps") or 0
+    return target <= 0 or _achieved(gen) >= target * (1 - SUSTAINED_TOLERANCE_PCT / 100)
+
+
+def not_offered(gen: dict) -> int:
+    if gen.get("not_offered") is not None:
+        return int(gen["not_offered"])
+    return max(0, gen["scheduled"] - gen["sent"] - gen["send_errors"])
+
+
+# -- loss location -----------------------------------------------------------------
+
+def source_loss_counters(gen: dict) -> dict:
+    """Packets the source host's own counters say it did not transmit, by place.
+
+    A UDP send that the qdisc or the driver drops still returns success to the
+    sender, and the kernel counts it in Udp SndbufErrors too; so the stack's share is
+    SndbufErrors beyond the qdisc's and the NIC's drops, plus packets dropped while
+    waiting for neighbour resolution."""
+    d = (gen.get("source_counters") or {}).get("delta") or {}
+    qdisc = _n(d.get("qdisc_drops"))
+    nic = sum(_n(d.get(k)) for k in SRC_NIC_DROP_COUNTERS)
+    stack = _n(d.get("arp_unresolved_discards")) + max(0, _n(d.get("udp_sndbuf_errors")) - qdisc - nic)
+    return {"src_stack": stack, "src_qdisc": qdisc, "src_nic": nic}
+
+
+def dut_loss_counter(nic: dict) -> int:
+    """Frames the DUT interface dropped or refused before XDP ran."""
+    return sum(_n(nic.get(k)) for k in DUT_NIC_DROP_COUNTERS)
+
+
+def locate(lost: int, counted: dict) -> dict:
+    """Assign `lost` packets to the places on their path, in order, each at most what its
+    counter says and at most what is left; the rest is unlocated, and what the counters
+    said beyond `lost` is located_excess."""
+    left = max(0, int(lost))
+    out = {}
+    for place in LOSS_PLACES:
+        take = min(left, max(0, _n(counted.get(place))))
+        out[f"lost_{place}"] = take
+        left -= take
+    out["lost_unlocated"] = left
+    assigned = max(0, int(lost)) - left
+    out["located_excess"] = max(0, sum(max(0, _n(counted.get(p))) for p in LOSS_PLACES) - assigned)
+    return out
+
+
+def loss_where(located: dict) -> str:
+    """One readable cell: where the loss is, e.g. 'src_nic 1299' or 'unlocated 10, dut_nic 2'."""
+    parts = [(located[f"lost_{p}"], p) for p in LOSS_PLACES] + [(located["lost_unlocated"], "unlocated")]
+    return ", ".join(f"{name} {n}" for n, name in sorted(parts, key=lambda x: -x[0]) if n > 0)
+
+
+# -- percentiles from histograms ----------------------------------------------------
+
+def merged_percentile(hists: list, pct: float):
+    """The pct-th percentile (nearest rank) of several sparse histograms
+    {"counts": [[value, count], ...]} added together; None without counts."""
+    counts: dict = {}
+    for h in hists:
+        for value, count in (h or {}).get("counts") or []:
+            counts[value] = counts.get(value, 0) + count
+    total = sum(counts.values())
+    if total == 0:
+        return None
+    rank, seen = max(1, math.ceil(pct / 100.0 * total)), 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= rank:
+            return value
+    return None
+
+
+def _percentile(blocks: list, key: str, pct_key: str, pct: float):
+    """pct of a distribution over interfaces: the interface's own figure with one, the
+    merged histograms with several."""
+    blocks = [b for b in blocks if b and b.get("count")]
+    if not blocks:
+        return None
+    if len(blocks) == 1:
+        return blocks[0].get(pct_key)
+    return merged_percentile([b.get("histogram") for b in blocks], pct)
+
+
+# -- identities ---------------------------------------------------------------------
+
+def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
+    """Each identity that must hold on one DUT interface, with both sides and the residual."""
+    xdp, feats, tcpd = iface.get("xdp") or {}, iface.get("features") or {}, iface.get("tcpdump") or {}
+    nic_rx = _n((iface.get("nic") or {}).get("rx_packets"))
+    rows = []
+    if collector != "off":
+        rows += [
+            # Every frame the interface counted went through the XDP hook.
+            {"name": "nic_vs_xdp", "left": "nic_rx", "left_value": nic_rx,
+             "right": "xdp_seen", "right_value": _n(xdp.get("seen"))},
+            # Every frame XDP saw was ours, foreign, or unparsable.
+            {"name": "seen_vs_classified", "left": "xdp_seen", "left_value": _n(xdp.get("seen")),
+             "right": "xdp_matched + foreign_arp + foreign_port + foreign_other + parse_errors",
+             "right_value": sum(_n(xdp.get(k)) for k in ("matched", "foreign_arp", "foreign_port",
+                                                          "foreign_other", "parse_errors"))},
+        ]
+    if collector == "features":
         # Every matched packet either produced a record user space got, or a ring-buffer drop.
-        {"name": "xdp_vs_features", "left": "xdp_matched", "left_value": xdp["matched"],
-         "right": "features_received + ringbuf_drops",
-         "right_value": feats["received"] + xdp["ringbuf_full"]},
-        # The collector returns XDP_PASS for every matched packet: tcpdump saw or dropped each.
-        {"name": "passed_vs_tcpdump", "left": "xdp_matched (passed up)", "left_value": xdp["matched"],
-         "right": "tcpdump_captured + tcpdump_dropped",
-         "right_value": tcpd["captured"] + tcpd["dropped_by_kernel"]},
-        # More matched than sent means packets we did not send matched (or were duplicated).
-        {"name": "matched_over_sent", "left": "xdp_matched beyond sent",
-         "left_value": max(0, xdp["matched"] - sent), "right": "0", "right_value": 0},
-    ]
+        rows.append({"name": "xdp_vs_features", "left": "xdp_matched", "left_value": _n(xdp.get("matched")),
+                     "right": "features_received + ringbuf_drops",
+                     "right_value": _n(feats.get("received")) + _n(xdp.get("ringbuf_full"))})
+    if collector != "off":
+        rows += [
+            # The collector passes every packet up: tcpdump (filtered on our header) saw or dropped each.
+            {"name": "passed_vs_tcpdump", "left": "xdp_matched (passed up)",
+             "left_value": _n(xdp.get("matched")), "right": "tcpdump_captured + tcpdump_dropped",
+             "right_value": _n(tcpd.get("captured")) + _n(tcpd.get("dropped_by_kernel"))},
+            # More matched than sent means packets we did not send matched (or were duplicated).
+            {"name": "matched_over_sent", "left": "xdp_matched beyond sent",
+             "left_value": max(0, _n(xdp.get("matched")) - sent), "right": "0", "right_value": 0},
+        ]
     for r in rows:
         r["residual"] = r["left_value"] - r["right_value"]
     return rows
 
 
-def summarize(settings: dict, trial: dict, arm: dict, gen: dict, capture: dict, gathered: dict) -> dict:
-    """One summary row (dict keyed by COLUMNS) and the identities behind `unexplained`."""
-    xdp = gathered["xdp"]
-    feats = gathered["features"]
-    tcpd = capture["tcpdump"]
-    check = capture["check"]
-    target = trial["target_pps"]
+def _residuals(rows: list[dict]) -> dict:
+    return {r["name"]: r["residual"] for r in rows}
+
+
+# -- the trial ------------------------------------------------------------------------
+
+def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens: list[dict],
+              capture: dict, gathered: dict) -> dict:
+    """{"row": summary row (COLUMNS), "sources": [SOURCE_COLUMNS rows], "interfaces":
+    [INTERFACE_COLUMNS rows], "identities": [every identity, tagged with its interface or
+    source]}."""
+    collector = gathered.get("collector") or arm.get("collector") or "features"
     size = trial["packet_size"]
-    sent = gen["sent"]
-    achieved = gen["achieved_pps"]
+    target = trial["target_pps"]
+    duration = settings["duration_s"]
+    base_run = arm["run_id"]
+    key = {"experiment": trial["experiment"], "target_pps": target, "packet_size": size,
+           "repeat": trial["repeat"]}
+    ifaces = gathered.get("interfaces") or {}
+    checks = capture.get("checks") or []
 
-    ids = identities(gen, capture, gathered)
-    residual = {r["name"]: r["residual"] for r in ids}
-    lost = max(0, sent - xdp["matched"])
+    # -- per interface
+    sent_to = {}
+    for src, gen in zip(sources, gens):
+        sent_to[src["dut_iface"]] = sent_to.get(src["dut_iface"], 0) + gen["sent"]
+    iface_rows, identities = [], []
+    for name, blk in ifaces.items():
+        xdp, feats = blk.get("xdp") or {}, blk.get("features") or {}
+        tcpd, nic = blk.get("tcpdump") or {}, blk.get("nic") or {}
+        sent = sent_to.get(name, 0)
+        ids = interface_identities(blk, sent, collector)
+        for r in ids:
+            identities.append(dict(r, interface=name))
+        res = _residuals(ids)
+        matched = xdp.get("matched")
+        foreign = {k: xdp.get(k) for k in ("foreign_arp", "foreign_port", "foreign_other")}
+        iface_rows.append({
+            **key, "interface": name, "xdp_mode": blk.get("xdp_mode_in_effect"), "sent": sent,
+            "nic_rx": nic.get("rx_packets"), "xdp_seen": xdp.get("seen"), "xdp_matched": matched,
+            "features_received": feats.get("received"), "ringbuf_drops": xdp.get("ringbuf_full"),
+            "tcpdump_captured": tcpd.get("captured"), "tcpdump_dropped": tcpd.get("dropped_by_kernel"),
+            "lost": max(0, sent - _n(matched)) if matched is not None else None,
+            "lost_dut_nic": dut_loss_counter(nic),
+            "foreign_rx": (_n(xdp.get("seen")) - _n(matched)) if matched is not None else None,
+            **foreign,
+            "xdp_ns_per_pkt": _round(xdp.get("ns_per_pkt"), 1),
+            "unexplained": sum(abs(v) for v in res.values()),
+            **{f"unexplained_{n}": res.get(n) for n in ("nic_vs_xdp", "seen_vs_classified",
+                                                          "xdp_vs_features", "passed_vs_tcpdump",
+                                                          "matched_over_sent")},
+        })
 
-    same_clock = bool(gen.get("boot_id")) and gen.get("boot_id") == gathered.get("boot_id")
-    lat = feats.get("latency_ns") or {}
-    if same_clock and lat.get("count"):
-        p50, p99 = lat["p50"] / 1000.0, lat["p99"] / 1000.0
+    # -- per source
+    source_rows = []
+    by_iface_dut_loss = {r["interface"]: r["lost_dut_nic"] for r in iface_rows}
+    sources_per_iface = {}
+    for src in sources:
+        sources_per_iface[src["dut_iface"]] = sources_per_iface.get(src["dut_iface"], 0) + 1
+    for k, (src, gen) in enumerate(zip(sources, gens)):
+        run = base_run + k
+        matched = sum(_n((blk.get("matched_by_run") or {}).get(str(run))) for blk in ifaces.values())
+        lost = max(0, gen["sent"] - matched) if collector != "off" else None
+        counted = source_loss_counters(gen)
+        # The DUT interface's drops belong to this source only when it is the interface's only one.
+        if sources_per_iface.get(src["dut_iface"]) == 1:
+            counted["dut_nic"] = by_iface_dut_loss.get(src["dut_iface"], 0)
+        located = locate(lost or 0, counted)
+        check = next((c for c in checks if c.get("source") == src["name"]), {})
+        dropped = _n((ifaces.get(src["dut_iface"], {}).get("tcpdump") or {}).get("dropped_by_kernel"))
+        diff = matched - _n(check.get("matched"))
+        res = {"matched_over_sent": max(0, matched - gen["sent"]),
+               # tcpdump's own drops on the interface may explain a capture short of XDP
+               "xdp_vs_capture": max(0, diff - dropped) if diff > 0 else diff}
+        if collector == "off":
+            res = {"matched_over_sent": 0, "xdp_vs_capture": 0}
+        achieved = _achieved(gen)
+        src_target = gen.get("target_pps") or 0
+        source_rows.append({
+            **key, "source": src["name"], "host": src["host"], "address": src.get("address"),
+            "dut_iface": src["dut_iface"], "run_id": run, "source_pps": src_target,
+            "scheduled": gen["scheduled"], "sent": gen["sent"], "send_errors": gen["send_errors"],
+            "not_offered": not_offered(gen), "achieved_pps": _round(achieved, 1),
+            "rate_error_pct": _round((achieved - src_target) / src_target * 100.0, 3) if src_target else None,
+            "rate_sustained": rate_sustained(gen), "xdp_matched": matched if collector != "off" else None,
+            "lost": lost, "loss_where": loss_where(located) if lost else "",
+            **located,
+            "capture_matched": check.get("matched"), "capture_unique": check.get("unique"),
+            "capture_missing": check.get("missing"), "capture_duplicated": check.get("duplicated"),
+            "capture_reordered": check.get("reordered"),
+            "unexplained": sum(abs(v) for v in res.values()),
+            "unexplained_matched_over_sent": res["matched_over_sent"],
+            "unexplained_xdp_vs_capture": res["xdp_vs_capture"],
+        })
+        for name, value in res.items():
+            identities.append({"name": name, "source": src["name"], "residual": value})
+
+    row = _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, checks, collector,
+                     key, duration, size, target)
+    return {"row": row, "sources": source_rows, "interfaces": iface_rows, "identities": identities}
+
+
+def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, checks, collector,
+               key, duration, size, target) -> dict:
+    def total(rows, col):
+        vals = [r[col] for r in rows if r.get(col) is not None]
+        return sum(vals) if vals else None
+
+    sent = sum(g["sent"] for g in gens)
+    achieved = sum(_achieved(g) for g in gens)
+    ifaces = gathered.get("interfaces") or {}
+    xdps = [b.get("xdp") or {} for b in ifaces.values()]
+    run_time = sum(_n(x.get("run_time_ns")) for x in xdps)
+    run_cnt = sum(_n(x.get("run_cnt")) for x in xdps)
+    feats = [b.get("features") or {} for b in ifaces.values()]
+
+    same_clock = bool(gens) and all(g.get("boot_id") and g.get("boot_id") == gathered.get("boot_id")
+                                    for g in gens)
+    lat_blocks = [f.get("latency_ns") for f in feats]
+    p50 = _percentile(lat_blocks, "latency_ns", "p50", 50)
+    p99 = _percentile(lat_blocks, "latency_ns", "p99", 99)
+    if same_clock and p50 is not None:
         method = ("send timestamp in the payload (CLOCK_MONOTONIC before sendto on the source) to "
-                  "bpf_ktime_get_ns() in XDP on the DUT; one kernel, one clock")
+                  "bpf_ktime_get_ns() in XDP on the DUT; one kernel, one clock; percentiles from a "
+                  "log-linear histogram (3 significant digits)")
+        p50, p99 = p50 / 1000.0, p99 / 1000.0
     else:
         p50 = p99 = None
         method = ("not available: the source and the DUT do not share a clock" if not same_clock
-                  else "not available: no feature records received")
+                  else "not available: no feature records received" if collector == "features"
+                  else f"not available: collector {collector} exports no records")
+    gap_blocks = [f.get("gap_ns") for f in feats]
+    g50, g99 = _percentile(gap_blocks, "gap_ns", "p50", 50), _percentile(gap_blocks, "gap_ns", "p99", 99)
 
+    lost = total(source_rows, "lost")
+    located = {c: total(source_rows, c) or 0 for c in
+               ("lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
+                "located_excess")}
+    # A DUT interface shared by several sources: its drops are located at the trial level.
+    shared = [r for r in iface_rows if sum(1 for s in source_rows if s["dut_iface"] == r["interface"]) > 1]
+    if shared and lost:
+        extra = min(located["lost_unlocated"], sum(r["lost_dut_nic"] for r in shared))
+        located["lost_dut_nic"] += extra
+        located["lost_unlocated"] -= extra
+    residual = {}
+    for r in iface_rows:
+        for n in ("nic_vs_xdp", "seen_vs_classified", "xdp_vs_features", "passed_vs_tcpdump",
+                  "matched_over_sent"):
+            if r.get(f"unexplained_{n}") is not None:
+                residual[n] = residual.get(n, 0) + r[f"unexplained_{n}"]
+    unexplained = (sum(r["unexplained"] for r in iface_rows)
+                   + sum(abs(s["unexplained_xdp_vs_capture"] or 0) for s in source_rows))
+    modes = sorted({r["xdp_mode"] for r in iface_rows if r.get("xdp_mode")})
     row = {
-        "experiment": trial["experiment"],
-        "target_pps": target,
-        "packet_size": size,
-        "repeat": trial["repeat"],
-        "duration_s": settings["duration_s"],
+        **{k: key[k] for k in ("experiment", "target_pps", "packet_size", "repeat")},
+        "duration_s": duration,
         "sent": sent,
         "achieved_pps": _round(achieved, 1),
         "rate_error_pct": _round((achieved - target) / target * 100.0, 3),
-        "nic_rx": gathered["nic"]["rx_packets"],
-        "xdp_matched": xdp["matched"],
-        "features_received": feats["received"],
-        "ringbuf_drops": xdp["ringbuf_full"],
-        "tcpdump_captured": tcpd["captured"],
-        "tcpdump_dropped": tcpd["dropped_by_kernel"],
+        "nic_rx": total(iface_rows, "nic_rx"),
+        "xdp_matched": total(iface_rows, "xdp_matched"),
+        "features_received": total(iface_rows, "features_received"),
+        "ringbuf_drops": total(iface_rows, "ringbuf_drops"),
+        "tcpdump_captured": total(iface_rows, "tcpdump_captured"),
+        "tcpdump_dropped": total(iface_rows, "tcpdump_dropped"),
         "lost": lost,
-        "unexplained": sum(abs(v) for v in residual.values()),
-        "xdp_ns_per_pkt": _round(xdp.get("ns_per_pkt"), 1),
+        "unexplained": unexplained,
+        "xdp_ns_per_pkt": _round(run_time / run_cnt, 1) if run_cnt else None,
         "latency_p50_us": _round(p50, 2),
         "latency_p99_us": _round(p99, 2),
-        "softirq_cpu_pct": _round(gathered["softirq"].get("cpu_pct"), 2),
-        "status": "ok",
-        "xdp_mode": gathered.get("xdp_mode_in_effect", arm.get("xdp_mode_in_effect")),
+        "softirq_cpu_pct": _round((gathered.get("softirq") or {}).get("cpu_pct"), 2),
+        "rate_sustained": all(s["rate_sustained"] for s in source_rows),
+        "not_offered": sum(s["not_offered"] for s in source_rows),
+        "loss_where": loss_where(located) if lost else "",
+        **located,
+        "foreign_rx": total(iface_rows, "foreign_rx"),
+        "foreign_arp": total(iface_rows, "foreign_arp"),
+        "foreign_port": total(iface_rows, "foreign_port"),
+        "foreign_other": total(iface_rows, "foreign_other"),
+        "status": "ok" if all(s["rate_sustained"] for s in source_rows) else "source_limited",
+        "testbed": settings.get("testbed", "embedded"),
+        "sources": len(source_rows),
+        "interfaces": len(iface_rows),
+        "xdp_mode": "/".join(modes) or None,
         "threads": settings["threads"],
-        "scheduled": gen["scheduled"],
-        "send_errors": gen["send_errors"],
-        "max_lag_us": _round(gen.get("max_lag_us"), 1),
+        "scheduled": sum(g["scheduled"] for g in gens),
+        "send_errors": sum(g["send_errors"] for g in gens),
+        "max_lag_us": _round(max((g.get("max_lag_us") or 0) for g in gens), 1),
+        "gap_p50_us": _round(g50 / 1000.0, 2) if g50 is not None else None,
+        "gap_p99_us": _round(g99 / 1000.0, 2) if g99 is not None else None,
+        "ideal_gap_us": _round(1e6 / target, 3),
         "throughput_payload_mbps": _round(achieved * size * 8 / 1e6, 3),
         "throughput_wire_mbps": _round(achieved * wire_bytes(size) * 8 / 1e6, 3),
-        "xdp_seen": xdp["seen"],
-        "features_for_run": feats["for_run"],
-        "capture_missing": check["missing"],
-        "capture_duplicated": check["duplicated"],
-        "capture_reordered": check["reordered"],
-        "unexplained_nic_vs_xdp": residual["nic_vs_xdp"],
-        "unexplained_xdp_vs_features": residual["xdp_vs_features"],
-        "unexplained_passed_vs_tcpdump": residual["passed_vs_tcpdump"],
-        "unexplained_matched_over_sent": residual["matched_over_sent"],
+        "xdp_seen": total(iface_rows, "xdp_seen"),
+        "features_for_run": sum(_n(f.get("for_run")) for f in feats) if collector == "features" else None,
+        "capture_missing": sum(_n(c.get("missing")) for c in checks),
+        "capture_duplicated": sum(_n(c.get("duplicated")) for c in checks),
+        "capture_reordered": sum(_n(c.get("reordered")) for c in checks),
+        **{f"unexplained_{n}": residual.get(n) for n in ("nic_vs_xdp", "seen_vs_classified",
+                                                           "xdp_vs_features", "passed_vs_tcpdump",
+                                                           "matched_over_sent")},
         "latency_method": method,
         "run_id": arm["run_id"],
         "prog_tag": arm.get("prog_tag"),
     }
     assert list(row) == COLUMNS, "summary row and COLUMNS disagree"
-    return {"row": row, "identities": ids}
+    return row

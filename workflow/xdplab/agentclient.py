@@ -55,8 +55,9 @@ class AgentClient:
     def health(self, timeout_s: float | None = None) -> dict:
         return self._call("GET", "/health", timeout_s=timeout_s).json()
 
-    def build(self, port: int) -> dict:
-        return self._call("POST", "/build", json={"port": port}, timeout_s=120).json()
+    def build(self, port: int, collector: str = "features") -> dict:
+        return self._call("POST", "/build", json={"port": port, "collector": collector},
+                          timeout_s=120).json()
 
     def arm(self, request: dict) -> dict:
         return self._call("POST", "/sessions", json=request, timeout_s=120).json()
@@ -67,13 +68,20 @@ class AgentClient:
     def stop_capture(self, session_id: str) -> dict:
         return self._call("POST", f"/sessions/{session_id}/capture/stop", timeout_s=60).json()
 
-    def download_capture(self, session_id: str, dest: Path) -> int:
-        r = self._call("GET", f"/sessions/{session_id}/capture.pcap", timeout_s=300, stream=True)
-        size = 0
+    def download_capture(self, session_id: str, dest: Path, interface: str | None = None) -> str:
+        """Stream the capture of one interface to `dest`; return its sha256 (hex)."""
+        import hashlib
+
+        path = f"/sessions/{session_id}/capture.pcap"
+        if interface is not None:
+            path += f"?interface={interface}"
+        r = self._call("GET", path, timeout_s=300, stream=True)
+        size, h = 0, hashlib.sha256()
         with open(dest, "wb") as f:
             try:
                 for chunk in r.iter_content(1 << 20):
                     f.write(chunk)
+                    h.update(chunk)
                     size += len(chunk)
             except requests.RequestException as e:
                 raise AgentError(f"DUT agent at {self.url}: the capture download of session "
@@ -84,7 +92,7 @@ class AgentClient:
         if expected is not None and expected.isdigit() and int(expected) != size:
             raise AgentError(f"DUT agent at {self.url}: the capture of session {session_id} has "
                              f"{expected} bytes, received {size}")
-        return size
+        return h.hexdigest()
 
     def disarm(self, session_id: str, timeout_s: float = 60) -> dict:
         return self._call("POST", f"/sessions/{session_id}/disarm", timeout_s=timeout_s).json()

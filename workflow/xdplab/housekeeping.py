@@ -16,7 +16,8 @@ import signal
 import sys
 from pathlib import Path
 
-STEP_FILES = ("arm.json", "generator.json", "capture.json", "capture.pcap")
+STEP_FILES = ("arm.json", "generator.json", "capture.json")
+CAPTURE_GLOB = "capture*.pcap"   # capture.pcap, or capture-<if>.pcap per DUT interface
 # temp() outputs of testbed_up and check_connectivity: true only for the invocation
 # that made them (the next one may find the testbed torn down).
 TESTBED_RECORDS = ("testbed.json", "connectivity.json")
@@ -53,6 +54,7 @@ def discard_partial_trials(results: str, trials: list[dict]) -> list[str]:
         if (d / "trial.json").exists():
             continue
         present = [f for f in STEP_FILES if (d / f).exists()]
+        present += sorted(p.name for p in d.glob(CAPTURE_GLOB)) if d.is_dir() else []
         # Temporary files of a write that never finished (.arm.json.tmp123, ...).
         present += sorted(p.name for p in d.glob(".*.tmp*")) if d.is_dir() else []
         if present:
@@ -199,7 +201,7 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
         tb = EmbeddedTestbed(src_iface=settings["src_iface"], dut_iface=settings["dut_iface"],
                              mtu=settings["mtu"])
         if settings["keep_testbed"]:
-            for note in _quiesce(tb):
+            for note in _quiesce(_embedded_description(tb, settings)):
                 print(f"xdplab: {note}", file=sys.stderr)
             print("xdplab: the testbed is left up (keep_testbed=true); remove it with "
                   "`make clean-testbed`", file=sys.stderr)
@@ -210,6 +212,11 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
             except TestbedError as e:
                 print(f"xdplab: tearing down the testbed failed: {e}; run `make clean-testbed`",
                       file=sys.stderr)
+    elif settings["testbed"] == "lab" and failed and settings.get("lab"):
+        # The steps clean up after themselves; this is the last word on a failed lab run.
+        lab = settings["lab"]
+        for note in _quiesce({"sources": lab["sources"], "dut": lab["dut"]}):
+            print(f"xdplab: {note}", file=sys.stderr)
     if failed:
         print("xdplab: the run failed (reasons above; each trial's logs are in its directory, "
               f"{results}/trials/.../logs/). Run the same command again: finished trials are kept, "
@@ -220,15 +227,23 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
         print(f"Results: {results}/summary.csv (one row per trial; columns explained in README.md)")
 
 
-def _quiesce(tb) -> list[str]:
-    """On a testbed that stays up: disarm any session and stop any generator of ours, so
-    that it is reusable.  Best effort, bounded; returns what it did."""
+def _embedded_description(tb, settings: dict) -> dict | None:
+    from .steps import describe_embedded
+
+    try:
+        raw = json.loads(Path(tb.state_dir, "testbed.json").read_text())
+        return describe_embedded(raw, settings["source_python"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _quiesce(desc: dict | None) -> list[str]:
+    """On hosts that stay up: disarm any session and stop any generator of ours, so that
+    they are reusable.  Best effort, bounded; returns what it did."""
     from .agentclient import AgentClient, AgentError
 
     notes = []
-    try:
-        desc = json.loads(Path(tb.state_dir, "testbed.json").read_text())
-    except (OSError, ValueError):
+    if not desc:
         return notes
     try:
         disarmed = AgentClient.from_description(desc["dut"], timeout_s=10).reset().get("disarmed")
@@ -236,11 +251,12 @@ def _quiesce(tb) -> list[str]:
             notes.append(f"disarmed session(s) {', '.join(disarmed)} on the DUT agent")
     except (OSError, KeyError, AgentError) as e:
         notes.append(f"could not disarm the DUT agent: {e}")
-    try:
-        from . import source
+    from . import source
 
-        for proc in source.stop_generators(desc["source"]):
-            notes.append(f"stopped a generator on the source host: {proc}")
-    except Exception as e:  # noqa: BLE001 - best effort at the very end
-        notes.append(f"could not check the source host for generators: {e}")
+    for src in desc.get("sources") or []:
+        try:
+            for proc in source.stop_generators(src):
+                notes.append(f"stopped a generator on the {source.where(src)}: {proc}")
+        except Exception as e:  # noqa: BLE001 - best effort at the very end
+            notes.append(f"could not check the {source.where(src)} for generators: {e}")
     return notes

@@ -9,11 +9,14 @@ shlex.quote; no configuration value reaches a shell as is.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shlex
 import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 import paramiko
@@ -49,34 +52,41 @@ def _pattern(path_prefix: str) -> str:
 
 
 def connect(source: dict, timeout_s: float = 5.0) -> Connection:
-    """A fabric Connection to the source host described by `source` (testbed description)."""
-    client_kwargs = {
-        "key_filename": source["key_file"],
-        "look_for_keys": False,
-        "allow_agent": False,
-        "banner_timeout": timeout_s,
-        "auth_timeout": timeout_s,
-    }
-    conn = Connection(source["host"], user=source.get("user", "root"), port=int(source.get("port", 22)),
+    """A fabric Connection to a source host described by `source`.
+
+    With `key_file`, only that key is offered (no agent, no default keys), so a wrong
+    key is named as such; without it, ~/.ssh/config, the SSH agent and the default
+    keys apply as for `ssh`.  With `known_hosts`, only the host key recorded there is
+    accepted; without it, the user's known_hosts (fabric's default policy)."""
+    client_kwargs = {"banner_timeout": timeout_s, "auth_timeout": timeout_s}
+    if source.get("key_file"):
+        client_kwargs.update(key_filename=source["key_file"], look_for_keys=False, allow_agent=False)
+    conn = Connection(source["host"], user=source.get("user"),
+                      port=int(source["port"]) if source.get("port") else None,
                       connect_timeout=timeout_s, connect_kwargs=client_kwargs)
     known_hosts = source.get("known_hosts")
     if known_hosts:
-        # The embedded testbed generated the host key: accept only that one.
         conn.client.load_host_keys(known_hosts)
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
     return conn
 
 
 def where(source: dict) -> str:
-    return f"source host {source.get('user', 'root')}@{source['host']}:{source.get('port', 22)}"
+    user = f"{source['user']}@" if source.get("user") else ""
+    port = f":{source['port']}" if source.get("port") else ""
+    name = f" ({source['name']})" if source.get("name") else ""
+    return f"source host {user}{source['host']}{port}{name}"
 
 
 def _ssh_failure(source: dict, e: BaseException, timeout_s: float) -> SourceError:
     """One sentence naming the host and what failed, for an exception of connecting."""
     if isinstance(e, paramiko.AuthenticationException):
-        return SourceError(f"{where(source)}: SSH login refused with key {source['key_file']} ({e})")
+        key = f"with key {source['key_file']}" if source.get("key_file") else "with the default keys"
+        return SourceError(f"{where(source)}: SSH login refused {key} ({e})")
     if isinstance(e, paramiko.BadHostKeyException):
         return SourceError(f"{where(source)}: host key does not match {source.get('known_hosts')}")
+    if isinstance(e, paramiko.SSHException) and "not found in known_hosts" in str(e):
+        return SourceError(f"{where(source)}: its host key is not in {source.get('known_hosts')}")
     if isinstance(e, paramiko.SSHException):
         return SourceError(f"{where(source)}: SSH failed ({e})")
     if isinstance(e, (socket.timeout, TimeoutError)):
@@ -84,14 +94,53 @@ def _ssh_failure(source: dict, e: BaseException, timeout_s: float) -> SourceErro
     return SourceError(f"{where(source)}: cannot connect over SSH ({e})")
 
 
-def check(source: dict, timeout_s: float = 5.0) -> dict:
-    """Log in and ask the source host what it is; raise SourceError naming the host on failure."""
-    py = source.get("python", "python3")
+# Runs on the source host (any python3 >= 3.8, Linux or macOS): what the host is and
+# what its test interface has.  Prints one JSON object.
+_FACTS = r"""
+import json, os, platform, re, socket, subprocess, sys
+iface = sys.argv[1]
+out = {"hostname": platform.node(), "python": sys.version.split()[0], "system": platform.system(),
+       "iface": iface, "exists": False, "ipv4": [], "mac": None}
+try:
+    socket.if_nametoindex(iface)
+    out["exists"] = True
+except OSError:
+    pass
+if out["exists"]:
+    try:
+        r = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", iface],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5)
+        for link in json.loads(r.stdout or b"[]"):
+            for a in link.get("addr_info", []):
+                out["ipv4"].append("%s/%s" % (a["local"], a["prefixlen"]))
+        with open("/sys/class/net/%s/address" % iface) as f:
+            out["mac"] = f.read().strip()
+    except (OSError, ValueError, subprocess.SubprocessError):
+        try:
+            r = subprocess.run(["ifconfig", iface], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, timeout=5)
+            text = r.stdout.decode("utf-8", "replace")
+            for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+) netmask (0x[0-9a-f]+|[\d.]+)", text):
+                mask = m.group(2)
+                bits = bin(int(mask, 16)).count("1") if mask.startswith("0x") else                     sum(bin(int(x)).count("1") for x in mask.split("."))
+                out["ipv4"].append("%s/%d" % (m.group(1), bits))
+            m = re.search(r"ether ([0-9a-f:]{17})", text)
+            out["mac"] = m.group(1) if m else None
+        except (OSError, subprocess.SubprocessError):
+            pass
+print(json.dumps(out))
+"""
+
+
+def facts(source: dict, timeout_s: float = 5.0) -> dict:
+    """Log in and ask the source host what it is and what its test interface has
+    (hostname, python version, system, the interface's IPv4 addresses and MAC); raise
+    SourceError naming the host on failure."""
+    py = source.get("python") or "python3"
+    iface = source.get("iface") or "lo"
     try:
         with connect(source, timeout_s) as c:
-            r = c.run(remote_cmd(py, "-c", "import platform,sys; print(platform.node()); "
-                                           "print(sys.version.split()[0])"),
-                      hide=True, warn=True, timeout=timeout_s * 2)
+            r = c.run(remote_cmd(py, "-c", _FACTS, iface), hide=True, warn=True, timeout=timeout_s * 2)
     except CommandTimedOut as e:
         raise SourceError(f"{where(source)}: '{py}' did not answer within {timeout_s * 2:g} s") from e
     except (paramiko.SSHException, OSError) as e:
@@ -99,8 +148,32 @@ def check(source: dict, timeout_s: float = 5.0) -> dict:
     if r.failed:
         raise SourceError(f"{where(source)}: '{py}' does not run there (exit {r.exited}): "
                           f"{r.stderr.strip()[:300]}")
-    hostname, version = (r.stdout.split() + ["?", "?"])[:2]
-    return {"hostname": hostname, "python": version}
+    try:
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError) as e:
+        raise SourceError(f"{where(source)}: '{py}' printed no facts: {r.stdout[-200:]!r}") from e
+
+
+def resolve_address(source: dict, found: dict) -> str:
+    """The IPv4 address the source sends from: its configured one, which must be on its
+    test interface, or (auto) the interface's first IPv4 address."""
+    iface, addrs = source.get("iface"), [a.split("/")[0] for a in found.get("ipv4", [])]
+    if not found.get("exists"):
+        raise SourceError(f"{where(source)}: has no interface {iface!r}")
+    if source.get("address", "auto") == "auto":
+        if not addrs:
+            raise SourceError(f"{where(source)}: interface {iface} has no IPv4 address (address: auto)")
+        return addrs[0]
+    if source["address"] not in addrs:
+        raise SourceError(f"{where(source)}: address {source['address']} is not on interface {iface} "
+                          f"(it has {', '.join(addrs) or 'no IPv4 address'})")
+    return source["address"]
+
+
+def check(source: dict, timeout_s: float = 5.0) -> dict:
+    """Log in and ask the source host what it is (facts() without an interface)."""
+    f = facts(source, timeout_s)
+    return {"hostname": f["hostname"], "python": f["python"], "system": f.get("system")}
 
 
 def generator_command(python: str, remote_path: str, args: dict) -> str:
@@ -154,47 +227,111 @@ def _exit_reason(code, session_alive: bool = True) -> str:
     return f"the generator exited with {code}"
 
 
-def run_generator(source: dict, args: dict, *, timeout_s: float, err_stream) -> dict:
-    """Upload generator.py, run it with `args`, return its JSON report.
+class _Prefixed:
+    """A stream that puts the source's name before each line (several sources at once)."""
 
-    `err_stream` receives the generator's progress lines as they come.  On any
-    failure or interruption the generator is stopped over a fresh connection (the
-    one it ran on may be what broke) before the exception goes on.
-    """
-    remote = remote_generator_path(args["run_id"])
-    py = source.get("python", "python3")
+    def __init__(self, stream, prefix: str):
+        self.stream, self.prefix = stream, prefix
+
+    def write(self, text: str):
+        for line in text.splitlines():
+            if line.strip():
+                self.stream.write(f"{self.prefix}{line}\n")
+
+    def flush(self):
+        self.stream.flush()
+
+
+def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 0.05) -> list[dict]:
+    """Run the generator on every source at once and return their JSON reports in order.
+
+    `jobs` is a list of (source, args).  Every source is connected and given the
+    generator first, then all are started back to back, so they begin within
+    milliseconds of each other.  The wait is this function's own loop (not the SSH
+    library's, which would wait for the remote command before letting an exception
+    through): a signal raised in it (Ctrl-C, SIGTERM: steps.Interrupted) stops at
+    once.  On any failure every SSH session is closed (a generator stops within ~50 ms
+    when its output loses its reader) and each generator is stopped over a fresh
+    connection before the exception goes on.  `err_stream` gets the progress lines,
+    prefixed with the source's name when there are several."""
+    conns, promises = [], []
+    current = jobs[0][0]   # the source being talked to, for an error message
     try:
-        with connect(source) as c:
-            c.put(str(GENERATOR), remote)
-            r = c.run(generator_command(py, remote, args), hide="stdout", warn=True,
-                      err_stream=err_stream, timeout=timeout_s)
-            session_alive = bool(c.transport and c.transport.is_active())
-            if not r.failed:
-                c.run(remote_cmd("rm", "-f", remote), hide=True, warn=True, timeout=10)
+        for src, args in jobs:
+            current = src
+            conns.append(connect(src))
+            conns[-1].put(str(GENERATOR), remote_generator_path(args["run_id"]))
+        for (src, args), c in zip(jobs, conns):
+            current = src
+            stream = _Prefixed(err_stream, f"{src.get('name', src['host'])}: ") if len(jobs) > 1 \
+                else err_stream
+            promises.append(c.run(generator_command(src.get("python") or "python3",
+                                                    remote_generator_path(args["run_id"]), args),
+                                  hide="stdout", warn=True, err_stream=stream, timeout=timeout_s,
+                                  asynchronous=True))
+        current = None
+        while not all(p.runner.process_is_finished or p.runner.has_dead_threads for p in promises):
+            time.sleep(poll_s)
+        results = []
+        for (src, _), p, c in zip(jobs, promises, conns):
+            current = src
+            r = p.join()
+            results.append((r, bool(c.transport and c.transport.is_active())))
     except BaseException as e:
-        _stop_after_failure(source, args["run_id"], err_stream)
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
+        _stop_after_failure(jobs, err_stream)
+        who = where(current) if current else ", ".join(where(src) for src, _ in jobs)
         if isinstance(e, CommandTimedOut):
-            raise SourceError(f"{where(source)}: the generator did not finish within {timeout_s:g} s") from e
+            raise SourceError(f"{who}: the generator did not finish within {timeout_s:g} s") from e
         if isinstance(e, (paramiko.SSHException, OSError)):
-            raise SourceError(f"{where(source)}: SSH session failed while the generator ran ({e})") from e
+            if current is not None and not promises:
+                raise _ssh_failure(current, e, 5.0) from e
+            raise SourceError(f"{who}: SSH session failed while the generator ran ({e})") from e
         raise
-    if r.failed:
-        _stop_after_failure(source, args["run_id"], err_stream)
-        # The generator's own last words, without its progress lines.
-        said = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("progress ")]
-        last = f": {' / '.join(said[-3:])[-500:]}" if said else ""
-        raise SourceError(f"{where(source)}: {_exit_reason(r.exited, session_alive)}{last}")
-    try:
-        return json.loads(r.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError) as e:
-        raise SourceError(f"{where(source)}: generator printed no JSON report: {r.stdout[-300:]!r}") from e
+    reports, problems = [], []
+    for (src, args), c, (r, alive) in zip(jobs, conns, results):
+        if r.failed:
+            # The generator's own last words, without its progress lines.
+            said = [line for line in r.stderr.splitlines() if line.strip() and not line.startswith("progress ")]
+            last = f": {' / '.join(said[-3:])[-500:]}" if said else ""
+            problems.append(f"{where(src)}: {_exit_reason(r.exited, alive)}{last}")
+            continue
+        try:
+            reports.append(json.loads(r.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError):
+            problems.append(f"{where(src)}: generator printed no JSON report: {r.stdout[-300:]!r}")
+        with contextlib.suppress(Exception):
+            c.run(remote_cmd("rm", "-f", remote_generator_path(args["run_id"])), hide=True, warn=True,
+                  timeout=10)
+    for c in conns:
+        with contextlib.suppress(Exception):
+            c.close()
+    if problems:
+        _stop_after_failure(jobs, err_stream)
+        raise SourceError("; ".join(problems))
+    return reports
 
 
-def _stop_after_failure(source: dict, run_id: int, err_stream) -> None:
-    """Best effort, bounded: leave no generator of this run on the source host."""
-    try:
-        stopped = stop_generators(source, run_id)
-        if stopped:
-            err_stream.write(f"stopped the generator left on the {where(source)}: {'; '.join(stopped)}\n")
-    except SourceError as e:
-        err_stream.write(f"could not stop the generator: {e}\n")
+def run_generator(source: dict, args: dict, *, timeout_s: float, err_stream) -> dict:
+    """One source: run_generators() for a single job."""
+    return run_generators([(source, args)], timeout_s=timeout_s, err_stream=err_stream)[0]
+
+
+def _stop_after_failure(jobs: list, err_stream) -> None:
+    """Best effort, bounded, all sources at once: leave no generator of these runs behind."""
+    def stop(src, run_id):
+        try:
+            stopped = stop_generators(src, run_id)
+            if stopped:
+                err_stream.write(f"stopped the generator left on the {where(src)}: {'; '.join(stopped)}\n")
+        except SourceError as e:
+            err_stream.write(f"could not stop the generator: {e}\n")
+
+    threads = [threading.Thread(target=stop, args=(src, args["run_id"]), daemon=True)
+               for src, args in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(CLEANUP_TIMEOUT_S * 4)

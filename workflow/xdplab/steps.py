@@ -246,33 +246,90 @@ def agent_for(connectivity: dict) -> AgentClient:
 
 
 # -- testbed and connectivity ------------------------------------------------
+#
+# A testbed description (testbed.json) is the same for the embedded testbed and a lab:
+#   {"mode": "embedded"|"lab",
+#    "sources": [{"name", "host", "port", "user", "key_file", "known_hosts", "python",
+#                 "iface", "address" ("auto" or IPv4), "dut_iface"}, ...],
+#    "dut": {"agent_url", "token_file", "ifaces": ["<if>", ...]}}
+# check_connectivity resolves it (addresses, MACs) into connectivity.json:
+#   {"testbed": <description>, "sources": [<source> + "address", "mac", "dut_address",
+#    "dut_mac"], "dut": {"agent_url", "token_file", "ifaces": {"<if>": {"address", "mac"}}},
+#    "agent": <health>, ...}
+
+def describe_embedded(desc: dict, source_python: str) -> dict:
+    """The embedded testbed's own description (xdplab.testbed) as a testbed description."""
+    if desc.get("sources"):
+        sources = [dict(s, name=s.get("name") or f"src{i}", python=source_python)
+                   for i, s in enumerate(desc["sources"])]
+        ifaces = [i["name"] if isinstance(i, dict) else i for i in desc["dut"].get("ifaces", [])]
+    else:  # one source, one DUT interface
+        link = desc["test_link"]
+        sources = [dict(desc["source"], name="src0", python=source_python, iface=link["src_iface"],
+                        address=link["src_addr"], dut_iface=link["dut_iface"])]
+        ifaces = [link["dut_iface"]]
+    return {"mode": "embedded", "sources": sources,
+            "dut": {"agent_url": desc["dut"]["agent_url"], "token_file": desc["dut"]["token_file"],
+                    "ifaces": ifaces or [desc["dut"]["iface"]]},
+            "embedded": {k: desc.get(k) for k in ("name", "state_dir", "cleared", "created")}}
+
 
 def testbed_up(params: dict, output: str, log: Log) -> None:
-    """Bring the embedded testbed up (idempotent: a healthy one is reused) and describe it."""
+    """Bring the embedded testbed up (idempotent: a healthy one is reused), or take a lab's
+    hosts from the configuration; write the testbed description."""
+    if params["testbed"] == "lab":
+        lab = params["lab"]
+        desc = {"mode": "lab", "sources": lab["sources"], "dut": lab["dut"]}
+        write_json(output, desc)
+        log(f"lab: {len(desc['sources'])} source host(s) "
+            f"({', '.join(source.where(s) for s in desc['sources'])}), DUT agent "
+            f"{desc['dut']['agent_url']} on {', '.join(desc['dut']['ifaces'])}")
+        return
     from .testbed import EmbeddedTestbed
 
-    if params["testbed"] != "embedded":
-        raise StepError(f"testbed: {params['testbed']!r} is not supported yet (only 'embedded')")
     tb = EmbeddedTestbed(src_iface=params["src_iface"], dut_iface=params["dut_iface"], mtu=params["mtu"])
     log("bringing up the embedded testbed", echo=True)
-    desc = tb.up()
-    for item in desc.get("cleared", []):
+    raw = tb.up()
+    for item in raw.get("cleared", []):
         log(f"cleared leftover: {item}", echo=True)
-    if not desc.get("created"):
+    if not raw.get("created"):
         log("reusing the testbed that is already up (left by an earlier run or by "
             "`python -m xdplab.testbed up`)", echo=True)
-    desc["source"]["python"] = params["source_python"]
+    desc = describe_embedded(raw, params["source_python"])
     write_json(output, desc)
     log(f"testbed up: {json.dumps(desc)}")
 
 
+def _dut_ifaces(health: dict, wanted: list[str]) -> tuple[dict, list[str]]:
+    """{"<if>": {"address", "mac"}} for the DUT interfaces, from the agent's health."""
+    found, problems = {}, []
+    known = health.get("interfaces") or {}
+    for name in wanted:
+        info = known.get(name) if isinstance(known, dict) else None
+        if info is None:
+            problems.append(f"DUT: the agent was not started with --interface {name} (it has "
+                            f"{', '.join(known) if known else 'none'})")
+            continue
+        if not info.get("exists", True):
+            problems.append(f"DUT: interface {name} does not exist")
+            continue
+        addrs = [a.split("/")[0] for a in info.get("ipv4") or []]
+        if not addrs:
+            problems.append(f"DUT: interface {name} has no IPv4 address")
+            continue
+        found[name] = {"address": addrs[0], "mac": info.get("mac")}
+    return found, problems
+
+
 def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: float = 5.0) -> None:
-    """Ping over the test link, SSH to the source, the agent's health: name what is
-    unreachable.  What an earlier, crashed run left on the hosts (an armed session on
-    the agent, a generator on the source) is cleared here, and said so."""
+    """The agent's health (and the DUT interfaces' addresses), SSH to every source (and its
+    address), a ping from each source to its DUT interface: name what is unreachable.  What
+    an earlier, crashed run left on the hosts (an armed session on the agent, a generator
+    on a source) is cleared here, and said so."""
     desc = read_json(testbed_path)
     problems = []
     agent = AgentClient.from_description(desc["dut"], timeout_s=timeout_s)
+    dut_ifaces = {}
     try:
         health = agent.health(timeout_s=timeout_s)
         log(f"agent healthy: {health.get('hostname')} kernel {health.get('kernel')} "
@@ -283,64 +340,106 @@ def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: floa
             log(f"cleared leftover: session {stale.get('session')} (trial {stale.get('trial')}, "
                 f"{stale.get('state')}) was armed on the DUT agent by an earlier run: disarmed",
                 echo=True)
+        dut_ifaces, bad = _dut_ifaces(health, desc["dut"]["ifaces"])
+        problems += [f"DUT agent at {desc['dut']['agent_url']}: {p}" for p in bad]
     except AgentError as e:
         health = None
         problems.append(str(e))
-    try:
-        src = source.check(desc["source"], timeout_s=timeout_s)
-        log(f"source host reachable over SSH: {src}")
-    except source.SourceError as e:
-        src = None
-        problems.append(str(e))
-    link = desc["test_link"]
-    if src is not None:
-        for proc in source.stop_generators(desc["source"], timeout_s=timeout_s):
-            log(f"cleared leftover: generator still running on the {source.where(desc['source'])} "
+
+    def check_source(src):
+        found = source.facts(src, timeout_s=timeout_s)
+        address = source.resolve_address(src, found)
+        stopped = source.stop_generators(src, timeout_s=timeout_s)
+        return found, address, stopped
+
+    resolved = []
+    for src, outcome in zip(desc["sources"], _in_parallel(check_source, desc["sources"])):
+        if isinstance(outcome, source.SourceError):
+            problems.append(str(outcome))
+            continue
+        if isinstance(outcome, BaseException):
+            raise outcome
+        found, address, stopped = outcome
+        for proc in stopped:
+            log(f"cleared leftover: generator still running on the {source.where(src)} "
                 f"from an earlier run: stopped ({proc})", echo=True)
-        ping = _ping_over_test_link(desc, timeout_s)
-        if ping is not None:
-            problems.append(ping)
-        else:
-            log(f"ping {link['src_addr']} -> {link['dut_addr']} over the test link: ok")
+        log(f"{source.where(src)} reachable over SSH: {found['hostname']}, python {found['python']}, "
+            f"{found.get('system')}; {src['iface']} has {address}")
+        dut = dut_ifaces.get(src["dut_iface"], {})
+        resolved.append(dict(src, address=address, mac=found.get("mac"), system=found.get("system"),
+                             hostname=found.get("hostname"), python_version=found.get("python"),
+                             dut_address=dut.get("address"), dut_mac=dut.get("mac")))
+    if not problems:
+        for src, outcome in zip(resolved, _in_parallel(lambda s: _ping(s, timeout_s), resolved)):
+            if outcome is not None:
+                problems.append(str(outcome))
+            else:
+                log(f"ping {src['address']} ({src['name']}, {src['iface']}) -> {src['dut_address']} "
+                    f"({src['dut_iface']}) over the test link: ok")
     if problems:
         raise StepError("connectivity check failed:\n  " + "\n  ".join(problems))
-    write_json(output, {"testbed": desc, "agent": health, "source": src,
+    write_json(output, {"testbed": desc, "sources": resolved,
+                        "dut": dict(desc["dut"], ifaces=dut_ifaces), "agent": health,
                         "checked_unix_s": time.time()})
-    log(f"testbed reachable: agent {desc['dut']['agent_url']}, {source.where(desc['source'])}, "
-        f"test link {link['src_addr']} -> {link['dut_addr']}", echo=True)
+    log(f"testbed reachable: agent {desc['dut']['agent_url']}; " + "; ".join(
+        f"{source.where(s)} {s['address']} -> {s['dut_iface']} {s['dut_address']}" for s in resolved),
+        echo=True)
 
 
-def _ping_over_test_link(desc: dict, timeout_s: float):
-    link = desc["test_link"]
+def _in_parallel(fn, items) -> list:
+    """fn(item) for every item at once (threads); each result, or the exception it raised."""
+    out = [None] * len(items)
+
+    def run(i, item):
+        try:
+            out[i] = fn(item)
+        except BaseException as e:  # handed back to the caller, who decides
+            out[i] = e
+
+    threads = [threading.Thread(target=run, args=(i, item), daemon=True) for i, item in enumerate(items)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def _ping(src: dict, timeout_s: float):
+    """None if the source reaches its DUT interface over the test link, else the problem.
+    The ping also leaves the DUT's address resolved in the source's neighbour table: a
+    sender whose neighbour is unresolved has its packets dropped while sendto succeeds."""
+    where = source.where(src)
+    via = ["-S", src["address"]] if src.get("system") == "Darwin" else ["-I", src["iface"]]
     try:
-        with source.connect(desc["source"], timeout_s) as c:
-            r = c.run(source.remote_cmd("ping", "-c", 3, "-i", 0.2, "-W", 1, "-I", link["src_iface"],
-                                        link["dut_addr"]),
+        with source.connect(src, timeout_s) as c:
+            r = c.run(source.remote_cmd("ping", "-c", 3, "-i", 0.2, "-W", 1, *via, src["dut_address"]),
                       hide=True, warn=True, timeout=timeout_s * 2)
     except Exception as e:  # the SSH login worked a moment ago; name what broke now
-        return f"test link: could not run ping on the {source.where(desc['source'])}: {e}"
+        return f"test link: could not run ping on the {where}: {e}"
     if r.failed:
-        return (f"test link: ping from the source host ({link['src_iface']}, {link['src_addr']}) to the "
-                f"DUT ({link['dut_addr']}) failed: {r.stdout.strip().splitlines()[-1:]}")
+        return (f"test link: ping from the {where} ({src['iface']}, {src['address']}) to the DUT "
+                f"({src['dut_iface']}, {src['dut_address']}) failed: "
+                f"{(r.stdout.strip().splitlines() or [r.stderr.strip()])[-1:]}")
     return None
 
 
 # -- build ---------------------------------------------------------------------
 
 def build_collector(source_path: str, header_path: str, connectivity_path: str, port: int,
-                    output: str, log: Log) -> None:
+                    output: str, log: Log, collector: str = "features") -> None:
     import hashlib
 
     conn = read_json(connectivity_path)
     agent = agent_for(conn)
-    log(f"building the collector for port {port} on the DUT agent", echo=True)
-    manifest = agent.build(port)
+    log(f"building the collector ({collector}) for port {port} on the DUT agent", echo=True)
+    manifest = agent.build(port, collector)
     ours = {"source_sha256": hashlib.sha256(Path(source_path).read_bytes()).hexdigest(),
             "header_sha256": hashlib.sha256(Path(header_path).read_bytes()).hexdigest()}
     for key, value in ours.items():
         if manifest.get(key) != value:
             raise StepError(f"the DUT agent compiled a different {key.split('_')[0]} file than this "
-                            f"workflow's ({manifest.get(key)} != {value}): copy bpf/ to the DUT again")
+                            f"workflow's ({manifest.get(key)} != {value}): deploy this workflow's "
+                            f"dist/xdplab-agent.pyz (make agent) to the DUT")
     manifest["port"] = port
     write_json(output, manifest)
     log(f"built: tag {manifest['prog_tag']}, {manifest['insn_count']} instructions, "
@@ -353,7 +452,7 @@ def _disarm_on_failure(conn: dict, trial: str, session_id: str | None = None):
     """A cleanup: disarm this trial's session (by id, or whichever session the agent has
     armed for this trial), with short timeouts; returns what it did."""
     def cleanup():
-        agent = AgentClient.from_description(conn["testbed"]["dut"], timeout_s=CLEANUP_AGENT_TIMEOUT_S)
+        agent = AgentClient.from_description(conn["dut"], timeout_s=CLEANUP_AGENT_TIMEOUT_S)
         sid = session_id
         if sid is None:
             armed = agent.health().get("session") or {}
@@ -371,20 +470,30 @@ def _disarm_on_failure(conn: dict, trial: str, session_id: str | None = None):
     return cleanup
 
 
+def source_shares(total_pps: int, n: int) -> list[int]:
+    """Each source's share of the offered rate: equal parts, the remainder spread over the
+    first ones, summing to the total."""
+    base, extra = divmod(int(total_pps), n)
+    return [base + (1 if k < extra else 0) for k in range(n)]
+
+
 def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path: str,
                   output: str, log: Log) -> None:
     conn = read_json(connectivity_path)
     build = read_json(build_path)
     # check_connectivity, right before this step, disarmed any session an earlier run left.
     agent = agent_for(conn)
-    run_id = random.SystemRandom().randrange(1, 65536)
+    nsrc = len(conn["sources"])
+    run_id = random.SystemRandom().randrange(1, 65536 - nsrc)
     duration = params["duration_s"]
+    shares = source_shares(trial["target_pps"], nsrc)
     request = {
-        "trial": trial_id(trial), "run_id": run_id,
-        "interface": conn["testbed"]["dut"]["iface"], "xdp_mode": params["xdp_mode"],
+        "trial": trial_id(trial), "run_id": run_id, "run_ids": nsrc,
+        "interfaces": list(conn["dut"]["ifaces"]), "xdp_mode": params["xdp_mode"],
         "port": params["port"], "expected_tag": build["prog_tag"], "snaplen": SNAPLEN_BYTES,
         "deadline_s": duration + DEADLINE_MARGIN_S,
-        "expected_packets": trial["target_pps"] * duration,
+        "expected_packets": max(shares) * duration,
+        "collector": params.get("collector", "features"),
     }
     # Interrupted while the agent arms, or arm.json not written: leave nothing armed.
     on_failure("disarm the trial's session", _disarm_on_failure(conn, request["trial"]))
@@ -393,8 +502,9 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     armed["request"] = request
     armed["run_id"] = run_id
     write_json(output, armed)
-    log(f"armed session {armed['session']}: {armed['xdp_mode_in_effect']} mode, "
-        f"prog {armed.get('prog_id')} tag {armed.get('prog_tag')}", echo=True)
+    modes = sorted({i.get("xdp_mode_in_effect") for i in armed.get("interfaces", {}).values()} - {None})
+    log(f"armed session {armed['session']} on {', '.join(request['interfaces'])}: "
+        f"{'/'.join(modes) or 'no XDP'} mode, tag {armed.get('prog_tag')}", echo=True)
 
 
 def _continue_session(conn: dict, agent: AgentClient, arm: dict, arm_path: str, step: str) -> dict:
@@ -424,14 +534,14 @@ def _continue_session(conn: dict, agent: AgentClient, arm: dict, arm_path: str, 
 
 
 class _AgentWatch(threading.Thread):
-    """While the generator runs: ask the agent every second whether the trial's session
+    """While the generators run: ask the agent every second whether the trial's session
     is still armed.  If the agent is gone (killed, restarted) or the session was disarmed,
-    stop the generator on the source host, so that the trial fails now and not after its
+    stop the generators on the source hosts, so that the trial fails now and not after its
     whole duration, and keep the reason."""
 
-    def __init__(self, conn: dict, arm: dict, run_id: int, log: Log):
+    def __init__(self, conn: dict, arm: dict, log: Log):
         super().__init__(name="agent-watch", daemon=True)
-        self.conn, self.arm, self.run_id, self.log = conn, arm, run_id, log
+        self.conn, self.arm, self.log = conn, arm, log
         self.problem: str | None = None
         self._stop_event = threading.Event()
 
@@ -439,7 +549,7 @@ class _AgentWatch(threading.Thread):
         self._stop_event.set()
 
     def run(self):
-        agent = AgentClient.from_description(self.conn["testbed"]["dut"], timeout_s=WATCH_INTERVAL_S * 2)
+        agent = AgentClient.from_description(self.conn["dut"], timeout_s=WATCH_INTERVAL_S * 2)
         sid, misses = self.arm["session"], 0
         while not self._stop_event.wait(WATCH_INTERVAL_S):
             problem = None
@@ -459,11 +569,34 @@ class _AgentWatch(threading.Thread):
             if problem and not self._stop_event.is_set():
                 self.problem = problem
                 self.log(f"{problem}: stopping the generator", echo=True)
-                try:
-                    source.stop_generators(self.conn["testbed"]["source"], self.run_id)
-                except source.SourceError as e:
-                    self.log(f"could not stop the generator: {e}", echo=True)
+                for k, src in enumerate(self.conn["sources"]):
+                    try:
+                        source.stop_generators(src, self.arm["run_id"] + k)
+                    except source.SourceError as e:
+                        self.log(f"could not stop the generator: {e}", echo=True)
                 return
+
+
+def generator_jobs(trial: dict, params: dict, conn: dict, run_id: int) -> list:
+    """(source, generator arguments) for every source of the trial: its share of the rate,
+    its own run id (run_id + k), sent from its address to its DUT interface's."""
+    shares = source_shares(trial["target_pps"], len(conn["sources"]))
+    jobs = []
+    for k, (src, pps) in enumerate(zip(conn["sources"], shares)):
+        args = {"dst": src["dut_address"], "port": params["port"], "pps": pps,
+                "size": trial["packet_size"], "duration": params["duration_s"],
+                "threads": params["threads"], "run_id": run_id + k, "src": src["address"]}
+        args.update(_generator_options(params, src))
+        jobs.append((src, args))
+    return jobs
+
+
+def _generator_options(params: dict, src: dict) -> dict:
+    """Generator options beyond the basic ones (send path, counters interface)."""
+    opts = {"iface": src["iface"]}
+    if params.get("send_path", "udp") == "packet":
+        opts.update(send_path="packet", dst_mac=src.get("dut_mac"))
+    return opts
 
 
 def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path: str,
@@ -474,16 +607,13 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
     state = _continue_session(conn, agent, arm, arm_path, "launch_generator")
     if state.get("state") != "armed":
         raise StepError(f"launch_generator: session {arm['session']} is {state.get('state')}, not armed")
-    args = {"dst": conn["testbed"]["test_link"]["dut_addr"], "port": params["port"],
-            "pps": trial["target_pps"], "size": trial["packet_size"], "duration": params["duration_s"],
-            "threads": params["threads"], "run_id": arm["run_id"]}
-    log(f"launching the generator on {source.where(conn['testbed']['source'])}: {json.dumps(args)}",
-        echo=True)
-    watch = _AgentWatch(conn, arm, arm["run_id"], log)
+    jobs = generator_jobs(trial, params, conn, arm["run_id"])
+    for src, args in jobs:
+        log(f"launching the generator on the {source.where(src)}: {json.dumps(args)}", echo=True)
+    watch = _AgentWatch(conn, arm, log)
     watch.start()
     try:
-        report = source.run_generator(conn["testbed"]["source"], args,
-                                      timeout_s=params["duration_s"] + 60, err_stream=log)
+        reports = source.run_generators(jobs, timeout_s=params["duration_s"] + 60, err_stream=log)
     except source.SourceError as e:
         if watch.problem:
             raise StepError(f"{watch.problem}; the generator was stopped") from e
@@ -492,56 +622,89 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
         watch.stop()
     if watch.problem:
         raise StepError(f"{watch.problem}; the generator was stopped")
-    write_json(output, report)
-    log(f"generator: sent {report['sent']} of {report['scheduled']} in {report['elapsed_s']:.3f} s "
-        f"({report['achieved_pps']:.1f} pps), {report['send_errors']} send errors", echo=True)
+    for (src, _), report in zip(jobs, reports):
+        report["source"] = src["name"]
+    write_json(output, {"sources": reports})
+    for (src, _), r in zip(jobs, reports):
+        log(f"generator on {src['name']}: sent {r['sent']} of {r['scheduled']} "
+            f"({r['achieved_pps']:.1f} pps), {r['send_errors']} send errors"
+            + ("" if r.get("rate_sustained", True) else "; the source could not sustain the rate"),
+            echo=True)
 
 
 def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str,
-                   connectivity_path: str, output: str, pcap_out: str, log: Log) -> None:
+                   connectivity_path: str, output: str, log: Log) -> None:
+    """Stop the captures, download each interface's, check it against the sha256 the agent
+    computed and against each of its sources' sequence numbers."""
     conn = read_json(connectivity_path)
     arm = read_json(arm_path)
-    gen = read_json(generator_path)
+    gens = read_json(generator_path)["sources"]
     agent = agent_for(conn)
     _continue_session(conn, agent, arm, arm_path, "verify_capture")
     stats = agent.stop_capture(arm["session"])
-    # The capture lands under a temporary name and becomes capture.pcap only when whole
-    # and checked: a full disk never leaves a truncated capture.pcap behind.
-    tmp = Path(pcap_out).with_name(f".{Path(pcap_out).name}.tmp{os.getpid()}")
-    try:
-        with writing(pcap_out):
-            agent.download_capture(arm["session"], tmp)
-        check = pcapcheck.verify_capture(tmp, run_id=arm["run_id"], port=params["port"],
-                                         scheduled=gen["scheduled"], threads=params["threads"],
-                                         failed_seqs=gen.get("failed_seqs", []),
-                                         send_errors=gen["send_errors"])
-        with writing(pcap_out):
-            os.replace(tmp, pcap_out)
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    write_json(output, {"tcpdump": stats, "check": check})
-    log(f"tcpdump: captured {stats['captured']}, dropped by kernel {stats['dropped_by_kernel']}; "
-        f"capture vs generator: {check['unique']} unique, {check['missing']} missing, "
-        f"{check['duplicated']} duplicated, {check['reordered']} reordered", echo=True)
+    trial_dir = Path(output).parent
+    ifaces = list(conn["dut"]["ifaces"])
+    checks = []
+    for iface in ifaces:
+        pcap_out = trial_dir / capture_name(iface, ifaces)
+        # The capture lands under a temporary name and becomes its own name only when whole
+        # and checked: a full disk never leaves a truncated capture behind.
+        tmp = pcap_out.with_name(f".{pcap_out.name}.tmp{os.getpid()}")
+        try:
+            with writing(pcap_out):
+                sha = agent.download_capture(arm["session"], tmp, iface)
+            expected = (stats.get(iface) or {}).get("pcap_sha256")
+            if expected and sha != expected:
+                raise StepError(f"the capture of {iface} downloaded from the DUT agent has sha256 {sha}, "
+                                f"the agent computed {expected}: the download was corrupted")
+            for k, (src, gen) in enumerate(zip(conn["sources"], gens)):
+                if src["dut_iface"] != iface:
+                    continue
+                check = pcapcheck.verify_capture(tmp, run_id=arm["run_id"] + k, port=params["port"],
+                                                 scheduled=gen["scheduled"], threads=params["threads"],
+                                                 failed_seqs=gen.get("failed_seqs", []),
+                                                 send_errors=gen["send_errors"])
+                checks.append(dict(check, source=src["name"], interface=iface))
+            if params.get("keep_pcap", True):
+                with writing(pcap_out):
+                    os.replace(tmp, pcap_out)
+        finally:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+    write_json(output, {"tcpdump": stats, "checks": checks, "kept": bool(params.get("keep_pcap", True))})
+    for iface in ifaces:
+        st = stats.get(iface) or {}
+        log(f"tcpdump on {iface}: captured {st.get('captured')}, dropped by kernel "
+            f"{st.get('dropped_by_kernel')}", echo=True)
+    for c in checks:
+        log(f"capture vs generator ({c['source']} on {c['interface']}): {c['unique']} unique, "
+            f"{c['missing']} missing, {c['duplicated']} duplicated, {c['reordered']} reordered", echo=True)
+
+
+def capture_name(iface: str, ifaces: list) -> str:
+    """capture.pcap with one DUT interface; capture-<if>.pcap with several."""
+    return "capture.pcap" if len(ifaces) == 1 else f"capture-{iface}.pcap"
 
 
 def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str, capture_path: str,
                    connectivity_path: str, output: str, log: Log) -> None:
     conn = read_json(connectivity_path)
     arm = read_json(arm_path)
-    gen = read_json(generator_path)
+    gens = read_json(generator_path)["sources"]
     capture = read_json(capture_path)
     agent = agent_for(conn)
     _continue_session(conn, agent, arm, arm_path, "gather_results")
     gathered = agent.disarm(arm["session"])
     log(f"disarmed session {arm['session']}")
-    summary = accounting.summarize(params, trial, arm, gen, capture, gathered)
+    summary = accounting.summarize(params, trial, arm, conn["sources"], gens, capture, gathered)
     # Earlier failed attempts of this trial stay on record in trial.json.
     failed_path = Path(output).parent / FAILED_FILE
     earlier = previous_failures(failed_path)
     write_json(output, {"trial": trial, "settings": params, "summary": summary["row"],
-                        "identities": summary["identities"], "arm": arm, "generator": gen,
+                        "sources": summary["sources"], "interfaces": summary["interfaces"],
+                        "identities": summary["identities"], "arm": arm, "generators": gens,
+                        "testbed": {"mode": conn["testbed"]["mode"], "sources": conn["sources"],
+                                    "dut": conn["dut"]},
                         "capture": capture, "agent": gathered, "previous_failures": earlier})
     failed_path.unlink(missing_ok=True)
     row = summary["row"]
@@ -549,5 +712,6 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
         log(f"this trial had failed {len(earlier)} time(s) before; the reasons are in trial.json "
             f"(previous_failures)", echo=True)
     log(f"trial {trial_id(trial)}: sent {row['sent']}, nic_rx {row['nic_rx']}, xdp_matched "
-        f"{row['xdp_matched']}, tcpdump_captured {row['tcpdump_captured']}, lost {row['lost']}, "
+        f"{row['xdp_matched']}, tcpdump_captured {row['tcpdump_captured']}, lost {row['lost']}"
+        f"{' (' + row['loss_where'] + ')' if row.get('loss_where') else ''}, "
         f"unexplained {row['unexplained']}", echo=True)

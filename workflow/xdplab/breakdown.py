@@ -1,0 +1,40 @@
+"""Per-source and per-interface tables of an experiment: sources.csv and ifaces.csv.
+
+One row per (trial, source) and per (trial, interface), taken from each trial's
+trial.json (accounting.summarize wrote them there), so a lab with several source
+hosts or several DUT interfaces shows where each part of a trial's total came from.
+The same identities close on every row (README.md, "Result columns").
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from .accounting import INTERFACE_COLUMNS, SOURCE_COLUMNS
+
+ORDER = ["target_pps", "packet_size", "repeat"]
+
+
+def _rows(trial_paths, key: str) -> list[dict]:
+    rows = []
+    for p in trial_paths:
+        with open(p) as f:
+            rows += json.load(f).get(key) or []
+    return rows
+
+
+def _write(df: pd.DataFrame, out: str) -> None:
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(out).with_suffix(".csv.tmp")
+    df.to_csv(tmp, index=False)
+    tmp.replace(out)
+
+
+def write_breakdown(trial_paths, sources_csv: str, ifaces_csv: str) -> None:
+    src = pd.DataFrame(_rows(trial_paths, "sources"), columns=SOURCE_COLUMNS)
+    _write(src.sort_values(ORDER + ["source"], kind="stable"), sources_csv)
+    ifs = pd.DataFrame(_rows(trial_paths, "interfaces"), columns=INTERFACE_COLUMNS)
+    _write(ifs.sort_values(ORDER + ["interface"], kind="stable"), ifaces_csv)
