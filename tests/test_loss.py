@@ -1,0 +1,151 @@
+"""Where every lost packet went, and traffic that is not ours: loss injected at known
+places on the embedded testbed, each checked to the packet where the kernel counts it.
+
+Each test brings the embedded testbed up first (the workflow reuses a healthy one),
+changes the test link the way a real network would misbehave, runs one short trial
+with the snakemake command line, and reads the trial's row.  The testbed is torn down
+afterwards, whatever happened.
+"""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+SRC_NS, DUT_NS, SRC_IF, DUT_IF = "xdplab-src", "xdplab-dut", "xl-src0", "xl-dut0"
+DUT_ADDR = "10.201.0.2"
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, XDP, sshd")
+
+
+def _env(workdir):
+    return {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}",
+            "PYTHONPATH": str(workdir / "workflow")}
+
+
+def sh(*argv, check=True, timeout=60):
+    r = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    assert not check or r.returncode == 0, (argv, r.stderr)
+    return r
+
+
+@pytest.fixture
+def workdir(workflow_copy):
+    r = subprocess.run([sys.executable, "-m", "xdplab.testbed", "up"], cwd=workflow_copy,
+                       env=_env(workflow_copy), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    try:
+        yield workflow_copy
+    finally:
+        subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workflow_copy,
+                       env=_env(workflow_copy), capture_output=True, timeout=120)
+
+
+def start(workdir, *config):
+    out = open(workdir / f"run-{time.monotonic_ns()}.log", "w+")
+    proc = subprocess.Popen([str(SNAKEMAKE), "--cores", "1", "--config", *config, "keep_testbed=true"],
+                            cwd=workdir, env=_env(workdir), stdout=out, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL)
+    return proc, out
+
+
+def finish(proc, out, timeout=300):
+    rc = proc.wait(timeout=timeout)
+    out.seek(0)
+    text = out.read()
+    assert rc == 0, text[-4000:]
+    return text
+
+
+def run(workdir, *config):
+    return finish(*start(workdir, *config))
+
+
+def row(workdir, exp):
+    with open(workdir / "results" / exp / "summary.csv") as f:
+        (r,) = list(csv.DictReader(f))
+    return r
+
+
+def n(r, col):
+    return int(float(r[col]))
+
+
+def test_a_rate_limit_on_the_source_is_lost_at_the_source_qdisc(workdir):
+    # 10,000 pps of 1,500-byte packets is ~120 Mbit/s; the qdisc lets 40 through.
+    sh("tc", "-n", SRC_NS, "qdisc", "add", "dev", SRC_IF, "root", "tbf", "rate", "40mbit",
+       "burst", "6000", "limit", "12000")
+    run(workdir, "target_pps=10000", "duration_s=2", "experiment=tbf")
+    r = row(workdir, "tbf")
+    stats = json.loads(sh("tc", "-n", SRC_NS, "-s", "-j", "qdisc", "show", "dev", SRC_IF).stdout)
+    drops = sum(q.get("drops", 0) for q in stats)
+    assert n(r, "lost") > 0 and n(r, "lost") == drops, (r, stats)
+    assert n(r, "lost_src_qdisc") == drops and n(r, "lost_unlocated") == 0, r
+    assert n(r, "unexplained") == 0 and r["loss_where"] == f"src_qdisc {drops}", r
+
+
+def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
+    run(workdir, "target_pps=600000", "duration_s=2", "packet_size=18", "threads=2",
+        "experiment=overrun")
+    r = row(workdir, "overrun")
+    trial = json.loads(next((workdir / "results/overrun/trials").glob("*/*/*/trial.json")).read_text())
+    (gen,) = trial["generators"]
+    tx_dropped = gen["source_counters"]["delta"]["nic_tx_dropped"]
+    # veth drops what the DUT's receive ring has no room for when it transmits: the
+    # source end's tx_dropped counts exactly the packets lost.
+    assert n(r, "lost") > 0, r
+    assert n(r, "lost") == tx_dropped == n(r, "lost_src_nic"), (r, gen["source_counters"])
+    assert n(r, "lost_unlocated") == 0 and n(r, "unexplained") == 0, r
+
+
+def test_a_drop_no_counter_sees_is_lost_unlocated(workdir):
+    rules = (f'table netdev xlt {{ chain c {{ type filter hook egress device "{SRC_IF}" priority 0; '
+             f'udp dport 12345 numgen inc mod 100 == 0 drop; }} }}')
+    sh("ip", "netns", "exec", SRC_NS, "nft", rules)
+    run(workdir, "target_pps=5000", "duration_s=2", "experiment=nft")
+    r = row(workdir, "nft")
+    assert n(r, "lost") == n(r, "sent") // 100, r
+    assert n(r, "lost_unlocated") == n(r, "lost"), r
+    assert sum(n(r, c) for c in ("lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic")) == 0, r
+    assert n(r, "unexplained") == 0 and r["loss_where"] == f"unlocated {n(r, 'lost')}", r
+
+
+FOREIGN = r"""
+import socket, struct, sys
+dst = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(300):                      # to the measured port, without our header
+    s.sendto(b"not xdplab" + bytes(50), (dst, 12345))
+for i in range(7):                        # to another port
+    s.sendto(b"x" * 20, (dst, 9999))
+raw = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+raw.bind(("xl-src0", 0))
+mac = open("/sys/class/net/xl-src0/address").read().strip()
+src = bytes.fromhex(mac.replace(":", ""))
+arp = (b"\xff" * 6 + src + b"\x08\x06" + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) + src
+       + socket.inet_aton("10.201.0.1") + bytes(6) + socket.inet_aton(dst))
+for i in range(3):                        # ARP requests
+    raw.send(arp)
+"""
+
+
+def test_foreign_traffic_is_reported_and_never_unexplained(workdir):
+    proc, out = start(workdir, "target_pps=5000", "duration_s=4", "experiment=foreign")
+    log = workdir / "results/foreign/trials/pps~5000/size~1458/rep~0/logs/launch_generator.log"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and "progress t=" in log.read_text(errors="replace")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the generator never ran"
+        time.sleep(0.1)
+    sh("ip", "netns", "exec", SRC_NS, "/usr/bin/python3", "-c", FOREIGN, DUT_ADDR)
+    finish(proc, out)
+    r = row(workdir, "foreign")
+    assert n(r, "foreign_port") == 300 and n(r, "foreign_arp") == 3 and n(r, "foreign_other") >= 7, r
+    assert n(r, "foreign_rx") == n(r, "xdp_seen") - n(r, "xdp_matched"), r
+    assert n(r, "unexplained") == 0 and n(r, "lost") == 0, r
+    assert n(r, "tcpdump_captured") == n(r, "xdp_matched") == n(r, "sent"), r
