@@ -94,55 +94,107 @@ def _ssh_failure(source: dict, e: BaseException, timeout_s: float) -> SourceErro
     return SourceError(f"{where(source)}: cannot connect over SSH ({e})")
 
 
-# Runs on the source host (any python3 >= 3.8, Linux or macOS): what the host is and
-# what its test interface has.  Prints one JSON object.
-_FACTS = r"""
-import json, os, platform, re, socket, subprocess, sys
-iface = sys.argv[1]
+# Runs on the source host (any python3 >= 3.8, Linux or macOS), in one SSH command:
+# what the host is and what its test interface has, generators of ours left running
+# by an earlier run (stopped), and a ping to the DUT over the test link (which also
+# leaves the DUT's address resolved in the neighbour table: a sender whose neighbour
+# is unresolved sees every sendto succeed while the kernel drops the packets).
+# Prints one JSON object.
+_PREFLIGHT = r"""
+import glob, json, os, platform, re, signal, socket, subprocess, sys, time
+iface, dut, prefix, address = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 out = {"hostname": platform.node(), "python": sys.version.split()[0], "system": platform.system(),
-       "iface": iface, "exists": False, "ipv4": [], "mac": None}
+       "iface": iface, "exists": False, "ipv4": [], "mac": None, "stopped": [], "ping": None}
+
+def run(argv):
+    try:
+        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
+        return r.returncode, r.stdout.decode("utf-8", "replace")
+    except (OSError, subprocess.SubprocessError) as e:
+        return None, str(e)
+
 try:
     socket.if_nametoindex(iface)
     out["exists"] = True
 except OSError:
     pass
-if out["exists"]:
+if out["exists"] and os.path.isdir("/sys/class/net"):
+    code, text = run(["ip", "-j", "-4", "addr", "show", "dev", iface])
+    if code == 0:
+        for link in json.loads(text or "[]"):
+            out["ipv4"] += ["%s/%s" % (a["local"], a["prefixlen"]) for a in link.get("addr_info", [])]
     try:
-        r = subprocess.run(["ip", "-j", "-4", "addr", "show", "dev", iface],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5)
-        for link in json.loads(r.stdout or b"[]"):
-            for a in link.get("addr_info", []):
-                out["ipv4"].append("%s/%s" % (a["local"], a["prefixlen"]))
         with open("/sys/class/net/%s/address" % iface) as f:
             out["mac"] = f.read().strip()
-    except (OSError, ValueError, subprocess.SubprocessError):
-        try:
-            r = subprocess.run(["ifconfig", iface], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, timeout=5)
-            text = r.stdout.decode("utf-8", "replace")
-            for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+) netmask (0x[0-9a-f]+|[\d.]+)", text):
-                mask = m.group(2)
-                bits = bin(int(mask, 16)).count("1") if mask.startswith("0x") else                     sum(bin(int(x)).count("1") for x in mask.split("."))
-                out["ipv4"].append("%s/%d" % (m.group(1), bits))
-            m = re.search(r"ether ([0-9a-f:]{17})", text)
-            out["mac"] = m.group(1) if m else None
-        except (OSError, subprocess.SubprocessError):
-            pass
+    except OSError:
+        pass
+elif out["exists"]:
+    code, text = run(["ifconfig", iface])
+    for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+) netmask (0x[0-9a-f]+)", text):
+        out["ipv4"].append("%s/%d" % (m.group(1), bin(int(m.group(2), 16)).count("1")))
+    m = re.search(r"ether ([0-9a-f:]{17})", text)
+    out["mac"] = m.group(1) if m else None
+
+code, text = run(["ps", "-axo", "pid=,command="])
+ours = []
+for line in text.splitlines():
+    pid, _, cmd = line.strip().partition(" ")
+    if prefix in cmd and pid.isdigit() and int(pid) != os.getpid():
+        ours.append((int(pid), cmd.strip()))
+for pid, cmd in ours:
+    try:
+        os.kill(pid, signal.SIGTERM)
+        out["stopped"].append("%d %s" % (pid, cmd))
+    except OSError:
+        pass
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except OSError:
+        return False
+
+deadline = time.time() + 2
+while ours and time.time() < deadline:
+    ours = [(p, c) for p, c in ours if alive(p)]
+    if ours:
+        time.sleep(0.1)
+for pid, cmd in ours:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+for path in glob.glob(prefix + "*.py"):
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+if dut:
+    if out["system"] == "Darwin":
+        argv = ["ping", "-c", "1", "-t", "2"] + (["-S", address] if address != "auto" else []) + [dut]
+    else:
+        argv = ["ping", "-c", "1", "-W", "2", "-I", iface, dut]
+    code, text = run(argv)
+    lines = [l for l in text.splitlines() if l.strip()]
+    out["ping"] = {"ok": code == 0, "argv": argv, "said": lines[-2:]}
 print(json.dumps(out))
 """
 
 
-def facts(source: dict, timeout_s: float = 5.0) -> dict:
-    """Log in and ask the source host what it is and what its test interface has
-    (hostname, python version, system, the interface's IPv4 addresses and MAC); raise
-    SourceError naming the host on failure."""
+def preflight(source: dict, dut_address: str | None, timeout_s: float = 5.0) -> dict:
+    """One SSH command on the source host: its facts (hostname, python, system, the test
+    interface's IPv4 addresses and MAC), generators of ours stopped, a ping to
+    `dut_address` from the test interface.  Raises SourceError naming the host when it
+    cannot be reached or its python does not run."""
     py = source.get("python") or "python3"
-    iface = source.get("iface") or "lo"
+    argv = [py, "-c", _PREFLIGHT, source.get("iface") or "lo", dut_address or "", REMOTE_PREFIX,
+            source.get("address") or "auto"]
     try:
         with connect(source, timeout_s) as c:
-            r = c.run(remote_cmd(py, "-c", _FACTS, iface), hide=True, warn=True, timeout=timeout_s * 2)
+            r = c.run(remote_cmd(*argv), hide=True, warn=True, timeout=timeout_s * 3)
     except CommandTimedOut as e:
-        raise SourceError(f"{where(source)}: '{py}' did not answer within {timeout_s * 2:g} s") from e
+        raise SourceError(f"{where(source)}: '{py}' did not answer within {timeout_s * 3:g} s") from e
     except (paramiko.SSHException, OSError) as e:
         raise _ssh_failure(source, e, timeout_s) from e
     if r.failed:
@@ -151,7 +203,7 @@ def facts(source: dict, timeout_s: float = 5.0) -> dict:
     try:
         return json.loads(r.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError) as e:
-        raise SourceError(f"{where(source)}: '{py}' printed no facts: {r.stdout[-200:]!r}") from e
+        raise SourceError(f"{where(source)}: '{py}' printed nothing readable: {r.stdout[-200:]!r}") from e
 
 
 def resolve_address(source: dict, found: dict) -> str:
@@ -168,12 +220,6 @@ def resolve_address(source: dict, found: dict) -> str:
         raise SourceError(f"{where(source)}: address {source['address']} is not on interface {iface} "
                           f"(it has {', '.join(addrs) or 'no IPv4 address'})")
     return source["address"]
-
-
-def check(source: dict, timeout_s: float = 5.0) -> dict:
-    """Log in and ask the source host what it is (facts() without an interface)."""
-    f = facts(source, timeout_s)
-    return {"hostname": f["hostname"], "python": f["python"], "system": f.get("system")}
 
 
 def generator_command(python: str, remote_path: str, args: dict) -> str:

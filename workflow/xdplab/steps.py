@@ -347,35 +347,38 @@ def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: floa
         problems.append(str(e))
 
     def check_source(src):
-        found = source.facts(src, timeout_s=timeout_s)
-        address = source.resolve_address(src, found)
-        stopped = source.stop_generators(src, timeout_s=timeout_s)
-        return found, address, stopped
+        dut = dut_ifaces.get(src["dut_iface"], {})
+        return source.preflight(src, dut.get("address"), timeout_s=timeout_s)
 
     resolved = []
-    for src, outcome in zip(desc["sources"], _in_parallel(check_source, desc["sources"])):
-        if isinstance(outcome, source.SourceError):
-            problems.append(str(outcome))
+    for src, found in zip(desc["sources"], _in_parallel(check_source, desc["sources"])):
+        if isinstance(found, source.SourceError):
+            problems.append(str(found))
             continue
-        if isinstance(outcome, BaseException):
-            raise outcome
-        found, address, stopped = outcome
-        for proc in stopped:
+        if isinstance(found, BaseException):
+            raise found
+        for proc in found.get("stopped", []):
             log(f"cleared leftover: generator still running on the {source.where(src)} "
                 f"from an earlier run: stopped ({proc})", echo=True)
+        try:
+            address = source.resolve_address(src, found)
+        except source.SourceError as e:
+            problems.append(str(e))
+            continue
         log(f"{source.where(src)} reachable over SSH: {found['hostname']}, python {found['python']}, "
             f"{found.get('system')}; {src['iface']} has {address}")
         dut = dut_ifaces.get(src["dut_iface"], {})
+        ping = found.get("ping")
+        if ping is not None and not ping.get("ok"):
+            problems.append(f"test link: ping from the {source.where(src)} ({src['iface']}, {address}) "
+                            f"to the DUT ({src['dut_iface']}, {dut.get('address')}) failed: "
+                            f"{' / '.join(ping.get('said') or [])}")
+        elif ping is not None:
+            log(f"ping {address} ({src['name']}, {src['iface']}) -> {dut.get('address')} "
+                f"({src['dut_iface']}) over the test link: ok")
         resolved.append(dict(src, address=address, mac=found.get("mac"), system=found.get("system"),
                              hostname=found.get("hostname"), python_version=found.get("python"),
                              dut_address=dut.get("address"), dut_mac=dut.get("mac")))
-    if not problems:
-        for src, outcome in zip(resolved, _in_parallel(lambda s: _ping(s, timeout_s), resolved)):
-            if outcome is not None:
-                problems.append(str(outcome))
-            else:
-                log(f"ping {src['address']} ({src['name']}, {src['iface']}) -> {src['dut_address']} "
-                    f"({src['dut_iface']}) over the test link: ok")
     if problems:
         raise StepError("connectivity check failed:\n  " + "\n  ".join(problems))
     write_json(output, {"testbed": desc, "sources": resolved,
@@ -402,25 +405,6 @@ def _in_parallel(fn, items) -> list:
     for t in threads:
         t.join()
     return out
-
-
-def _ping(src: dict, timeout_s: float):
-    """None if the source reaches its DUT interface over the test link, else the problem.
-    The ping also leaves the DUT's address resolved in the source's neighbour table: a
-    sender whose neighbour is unresolved has its packets dropped while sendto succeeds."""
-    where = source.where(src)
-    via = ["-S", src["address"]] if src.get("system") == "Darwin" else ["-I", src["iface"]]
-    try:
-        with source.connect(src, timeout_s) as c:
-            r = c.run(source.remote_cmd("ping", "-c", 3, "-i", 0.2, "-W", 1, *via, src["dut_address"]),
-                      hide=True, warn=True, timeout=timeout_s * 2)
-    except Exception as e:  # the SSH login worked a moment ago; name what broke now
-        return f"test link: could not run ping on the {where}: {e}"
-    if r.failed:
-        return (f"test link: ping from the {where} ({src['iface']}, {src['address']}) to the DUT "
-                f"({src['dut_iface']}, {src['dut_address']}) failed: "
-                f"{(r.stdout.strip().splitlines() or [r.stderr.strip()])[-1:]}")
-    return None
 
 
 # -- build ---------------------------------------------------------------------
