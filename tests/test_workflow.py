@@ -64,7 +64,7 @@ def test_one_trial_end_to_end_then_nothing_to_do(workdir):
     assert "| offered pps |" in run.stdout, "the summary table is printed at the end"
     assert (workdir / "results/e2e/summary.svg").stat().st_size > 0
     trial = json.loads((workdir / "results/e2e/trials/pps~10000/size~1458/rep~0/trial.json").read_text())
-    manifest = json.loads((workdir / "results/build/collector_port~12345.json").read_text())
+    manifest = json.loads((workdir / "results/build/embedded/collector_port~12345.json").read_text())
     assert trial["arm"]["prog_tag"] == manifest["prog_tag"]
     assert_nothing_left()
 

@@ -7,9 +7,9 @@ rule build_collector:
     input:
         source="bpf/collector.bpf.c",
         header="bpf/xdplab.h",
-        connectivity=f"{BUILD}/connectivity.json",
+        connectivity=ancient(f"{BUILD}/connectivity.json"),
     output:
-        "results/build/collector_port~{port}.json",
+        MANIFEST,
     params:
         port=lambda w: int(w.port),
         collector="features",

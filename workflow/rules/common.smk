@@ -24,7 +24,19 @@ EXP = S["experiment"]
 RESULTS = f"results/{EXP}"
 TRIAL = f"{RESULTS}/trials/pps~{{pps}}/size~{{size}}/rep~{{rep}}"
 TRIAL_LOG = f"{TRIAL}/logs/{{step}}.log"
-BUILD = "results/build/port~{port}"
+# The build and the testbed check belong to the DUT they ran on: the embedded
+# testbed, or a lab's agent (its URL's digest).
+TESTBED_ID = (
+    "embedded"
+    if S["testbed"] == "embedded"
+    else "lab-" + hashlib.sha256(S["lab"]["dut"]["agent_url"].encode()).hexdigest()[:8]
+)
+BUILD = f"results/build/{TESTBED_ID}/port~{{port}}"
+MANIFEST = f"results/build/{TESTBED_ID}/collector_port~{{port}}.json"
+# The testbed is brought up and checked once per invocation that runs trials (temp);
+# a trial takes it as ancient(), so a fresh check never makes a finished trial look
+# outdated.
+CONNECTIVITY = f"results/build/{TESTBED_ID}/port~{S['port']}/connectivity.json"
 
 TRIALS = [
     {"pps": p, "size": s, "rep": r}
@@ -39,8 +51,8 @@ wildcard_constraints:
     size=r"\d+",
     rep=r"\d+",
     port=r"\d+",
-    # Where a testbed_up/check_connectivity pair works for: one trial, or the build.
-    stage=r"results/(build/port~\d+|[^/]+/trials/pps~\d+/size~\d+/rep~\d+)",
+    # Where a testbed_up/check_connectivity pair works for: the testbed of a build.
+    stage=r"results/build/[^/]+/port~\d+",
 
 
 def trial_of(wildcards):

@@ -1,8 +1,9 @@
-# Testbed up and check connectivity, once for the build and once before each
-# trial ({stage}: results/build/port~N or a trial's directory).  Their outputs are
-# temp() and belong to one stage only: a fresh testbed for a new trial never makes
-# a finished trial look outdated, and a check runs right before the trial it
-# vouches for.  Bringing the testbed up is idempotent: a healthy one is reused.
+# Testbed up and check connectivity, once per invocation that has trials to run
+# ({stage}: results/build/<testbed>/port~N).  Their outputs are temp(): the next
+# invocation checks again (the testbed may be gone), and the rules that use the
+# check take it as ancient(), so a fresh check never makes a finished trial look
+# outdated.  Bringing the embedded testbed up is idempotent: a healthy one is
+# reused; in lab mode testbed_up only writes the lab's description.
 
 
 rule testbed_up:

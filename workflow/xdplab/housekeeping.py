@@ -44,7 +44,7 @@ def discard_partial_trials(results: str, trials: list[dict]) -> list[str]:
     if another_invocation_running(Path(".")):
         return []
     notes = []
-    for d in Path(results).parent.glob("build/port~*"):
+    for d in Path(results).parent.glob("build/*/port~*"):
         for f in TESTBED_RECORDS:
             (d / f).unlink(missing_ok=True)
     for t in trials:
