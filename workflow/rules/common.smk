@@ -29,7 +29,7 @@ TRIAL_LOG = f"{TRIAL}/logs/{{step}}.log"
 TESTBED_ID = (
     "embedded"
     if S["testbed"] == "embedded"
-    else "lab-" + hashlib.sha256(S["lab"]["dut"]["agent_url"].encode()).hexdigest()[:8]
+    else f"lab-{hashlib.sha256(S['lab']['dut']['agent_url'].encode()).hexdigest()[:8]}"
 )
 BUILD = f"results/build/{TESTBED_ID}/port~{{port}}"
 MANIFEST = f"results/build/{TESTBED_ID}/collector_port~{{port}}.json"
@@ -88,7 +88,11 @@ TRIAL_CODE = code_digest(
 )
 
 # Everything a trial's numbers depend on; a change reruns the trial from arm on.
-TESTBED_KEYS = ("testbed", "src_iface", "dut_iface", "mtu", "source_python") if S["testbed"] == "embedded" else ("testbed", "lab", "mtu")
+TESTBED_KEYS = (
+    ("testbed", "src_iface", "dut_iface", "mtu", "source_python")
+    if S["testbed"] == "embedded"
+    else ("testbed", "lab", "mtu")
+)
 TRIAL_SETTINGS = {k: S[k] for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path") + TESTBED_KEYS}
 
 # The testbed as testbed_up needs it.
