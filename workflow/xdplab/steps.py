@@ -461,12 +461,58 @@ def source_shares(total_pps: int, n: int) -> list[int]:
     return [base + (1 if k < extra else 0) for k in range(n)]
 
 
+# Bytes a trial writes per packet: a pcap record header and the captured bytes (at most
+# the snaplen: Ethernet + IPv4 + UDP + the payload header); JSON records are small.
+PCAP_RECORD_HEADER_BYTES = 16
+PCAP_FILE_HEADER_BYTES = 24
+FIXED_TRIAL_BYTES = 1 << 20     # step records, logs
+DISK_MARGIN = 1.25              # the estimate is refused when it would leave less than this
+
+
+def disk_estimate(trial: dict, params: dict, nsrc: int) -> dict:
+    """What a trial will write, in bytes, on the DUT (its captures, while it runs) and in
+    results/ (the captures again if kept, the records)."""
+    packets = trial["target_pps"] * params["duration_s"]
+    frame = min(SNAPLEN_BYTES, 14 + 28 + trial["packet_size"])
+    pcap = PCAP_FILE_HEADER_BYTES + packets * (PCAP_RECORD_HEADER_BYTES + frame)
+    return {"expected_packets": packets, "pcap_bytes_per_packet": PCAP_RECORD_HEADER_BYTES + frame,
+            "dut_bytes": pcap, "results_bytes": FIXED_TRIAL_BYTES
+            + (pcap if params.get("keep_pcap", True) else 0)}
+
+
+def check_disk(estimate: dict, results_dir: str, dut_free: int | None, dut_dir: str | None) -> None:
+    """Refuse a trial whose files would not fit, before any traffic, naming the path, the
+    estimate and the free space."""
+    def mib(n):
+        return f"{n / (1 << 20):,.1f} MiB"
+
+    st = os.statvfs(results_dir)
+    free = st.f_bavail * st.f_frsize
+    need = int(estimate["results_bytes"] * DISK_MARGIN)
+    if need > free:
+        raise StepError(f"not enough space in {results_dir}: the trial will write about "
+                        f"{mib(estimate['results_bytes'])} ({estimate['expected_packets']:,} packets x "
+                        f"{estimate['pcap_bytes_per_packet']} bytes of capture, keep_pcap="
+                        f"{'true' if estimate['results_bytes'] > FIXED_TRIAL_BYTES else 'false'}), "
+                        f"{mib(free)} are free; free space, shorten the trial, or set keep_pcap=false")
+    if dut_free is not None and int(estimate["dut_bytes"] * DISK_MARGIN) > dut_free:
+        raise StepError(f"not enough space on the DUT in {dut_dir}: the trial's captures need about "
+                        f"{mib(estimate['dut_bytes'])} ({estimate['expected_packets']:,} packets x "
+                        f"{estimate['pcap_bytes_per_packet']} bytes), {mib(dut_free)} are free")
+
+
 def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path: str,
                   output: str, log: Log) -> None:
     conn = read_json(connectivity_path)
     build = read_json(build_path)
-    # check_connectivity, right before this step, disarmed any session an earlier run left.
+    # check_connectivity, at the start of the invocation, disarmed any session an earlier
+    # run left; the agent's health is asked again here (it may have gone since).
     agent = agent_for(conn)
+    health = agent.health()
+    estimate = disk_estimate(trial, params, len(conn["sources"]))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    check_disk(estimate, str(Path(output).parent), health.get("state_dir_free_bytes"),
+               health.get("state_dir"))
     nsrc = len(conn["sources"])
     run_id = random.SystemRandom().randrange(1, 65536 - nsrc)
     duration = params["duration_s"]
@@ -485,6 +531,7 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     armed = agent.arm(request)
     armed["request"] = request
     armed["run_id"] = run_id
+    armed["disk_estimate"] = estimate
     write_json(output, armed)
     modes = sorted({i.get("xdp_mode_in_effect") for i in armed.get("interfaces", {}).values()} - {None})
     log(f"armed session {armed['session']} on {', '.join(request['interfaces'])}: "
@@ -684,7 +731,13 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
     # Earlier failed attempts of this trial stay on record in trial.json.
     failed_path = Path(output).parent / FAILED_FILE
     earlier = previous_failures(failed_path)
-    write_json(output, {"trial": trial, "settings": params, "summary": summary["row"],
+    disk = {"estimate": arm.get("disk_estimate"),
+            "actual": {"dut_bytes": sum(int(st.get("pcap_bytes") or 0)
+                                        for st in (capture.get("tcpdump") or {}).values()
+                                        if isinstance(st, dict)),
+                       "results_bytes": sum(p.stat().st_size for p in Path(output).parent.rglob("*")
+                                            if p.is_file())}}
+    write_json(output, {"trial": trial, "settings": params, "summary": summary["row"], "disk": disk,
                         "sources": summary["sources"], "interfaces": summary["interfaces"],
                         "identities": summary["identities"], "arm": arm, "generators": gens,
                         "testbed": {"mode": conn["testbed"]["mode"], "sources": conn["sources"],
