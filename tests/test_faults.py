@@ -469,16 +469,51 @@ def mounts():
         subprocess.run(["umount", "-l", str(target)], capture_output=True)
 
 
-def test_disk_full_names_the_path_and_leaves_no_half_trial(workdir, mounts):
-    exp = "diskfull"
+def test_a_trial_that_would_not_fit_is_refused_before_any_traffic(workdir, mounts):
+    exp = "nofit"
     results = workdir / "results" / exp
     results.mkdir(parents=True)
-    mounts(results, "size=200k")
+    mounts(results, "size=2m")
     rc, out = snakemake(workdir, "--cores", "1", "--config", "target_pps=10000", "duration_s=3",
                         f"experiment={exp}")
     assert rc != 0, out[-3000:]
-    pcap = f"results/{exp}/trials/pps~10000/size~1458/rep~0/capture.pcap"
-    assert f"cannot write {pcap}: No space left on device" in out, out[-4000:]
+    failure = failure_of(workdir, exp, 10000)
+    assert failure["step"] == "arm_collector", failure
+    d = f"results/{exp}/trials/pps~10000/size~1458/rep~0"
+    # 30,000 packets x (16 + 64) bytes of capture + 1 MiB of records
+    assert failure["reason"].startswith(f"not enough space in {d}: the trial will write about 3.3 MiB "
+                                        f"(30,000 packets x 80 bytes of capture"), failure
+    assert "MiB are free" in failure["reason"], failure
+    present = sorted(p.name for p in trial_dir(workdir, exp, 10000).iterdir())
+    assert "arm.json" not in present and "generator.json" not in present, present
+    assert "launch_generator" not in out, "the generator was launched"
+    assert_nothing_left()
+
+
+def test_disk_filled_during_a_trial_names_the_path_and_leaves_no_half_trial(workdir, mounts):
+    exp = "diskfull"
+    results = workdir / "results" / exp
+    results.mkdir(parents=True)
+    mounts(results, "size=8m")
+    run = Run(workdir, "--cores", "1", "--config", "target_pps=10000", "duration_s=3",
+              f"experiment={exp}")
+    try:
+        wait_for(lambda: generator_running(workdir, exp, 10000, run), 120, "the generator to run")
+        # Another program fills the disk while packets flow.
+        with open(results / "filler", "wb") as f:
+            try:
+                while True:
+                    f.write(bytes(1 << 16))
+                    f.flush()
+            except OSError:
+                pass
+        rc = run.wait()
+    finally:
+        run.kill()
+    out = run.output
+    assert rc != 0, out[-3000:]
+    d = f"results/{exp}/trials/pps~10000/size~1458/rep~0/"
+    assert re.search(rf"cannot write {re.escape(d)}\S+: No space left on device", out), out[-4000:]
     d = trial_dir(workdir, exp, 10000)
     present = sorted(p.name for p in d.iterdir())
     assert "trial.json" not in present and "capture.pcap" not in present, present
