@@ -1,0 +1,108 @@
+"""Statistics over the repeats of each grid point: mean, standard deviation and a 95 %
+confidence interval (Student t), with n, for the figures a paper reports.
+
+Pure functions on the summary table; the standard library and pandas only (the
+archive's ./reaggregate runs this on a machine with nothing else installed).
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+# (column, label with unit) of the figures summarised per point.
+METRICS = [
+    ("achieved_pps", "achieved rate (packets/s)"),
+    ("loss_pct", "loss (%)"),
+    ("xdp_ns_per_pkt", "XDP run time per packet (ns)"),
+    ("latency_p50_us", "one-way latency p50 (µs)"),
+    ("latency_p99_us", "one-way latency p99 (µs)"),
+    ("softirq_cpu_pct", "softirq CPU (% of all CPUs)"),
+]
+POINT = ["target_pps", "packet_size"]
+
+# Two-sided 95 % quantiles of Student's t, t(0.975, df), for df = 1..30 (standard tables).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+         2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+         2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+# Beyond 30: linear in 1/df between tabulated points, to the normal quantile at infinity.
+_T975_TAIL = [(30, 2.042), (40, 2.021), (60, 2.000), (120, 1.980), (math.inf, 1.960)]
+
+
+def t975(df: int) -> float:
+    """t(0.975, df): the half-width of a 95 % CI is t975(n - 1) * sd / sqrt(n)."""
+    if df < 1:
+        raise ValueError("degrees of freedom must be at least 1")
+    if df <= 30:
+        return _T975[df - 1]
+    for (d0, t0), (d1, t1) in zip(_T975_TAIL, _T975_TAIL[1:]):
+        if df <= d1:
+            x0, x1, x = 1 / d0, (0.0 if d1 == math.inf else 1 / d1), 1 / df
+            return t0 + (t1 - t0) * (x0 - x) / (x0 - x1)
+    return 1.960
+
+
+def describe(values) -> dict:
+    """n, mean, sd (n - 1), and the 95 % CI of the mean; sd and CI need two values."""
+    xs = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(xs)
+    if n == 0:
+        return {"n": 0, "mean": None, "sd": None, "ci95_lo": None, "ci95_hi": None}
+    mean = sum(xs) / n
+    if n < 2:
+        return {"n": 1, "mean": mean, "sd": None, "ci95_lo": None, "ci95_hi": None}
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "sd": sd, "ci95_lo": mean - half, "ci95_hi": mean + half}
+
+
+def points(summary: pd.DataFrame, by=POINT) -> pd.DataFrame:
+    """One row per grid point: for each metric its n, mean, sd and 95 % CI over repeats."""
+    df = summary.copy()
+    df["loss_pct"] = [100.0 * l / s if s else None for l, s in zip(df["lost"], df["sent"])]
+    rows = []
+    for key, g in df.groupby(list(by), sort=True):
+        row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
+        row["repeats"] = len(g)
+        for col, _ in METRICS:
+            d = describe(g[col].tolist())
+            row.update({f"{col}_{k}": (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(mean, lo, hi, n) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if n < 2 or lo is None or (isinstance(lo, float) and math.isnan(lo)):
+        return f"{mean:.4g}"
+    return f"{mean:.4g} ± {(hi - lo) / 2:.2g}"
+
+
+def markdown(points_df: pd.DataFrame, by=POINT) -> str:
+    heads = list(by) + ["n"] + [label for _, label in METRICS]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" for _ in heads) + "|"]
+    for _, r in points_df.iterrows():
+        cells = [str(r[b]) for b in by] + [str(r["repeats"])]
+        cells += [_cell(r[f"{c}_mean"], r[f"{c}_ci95_lo"], r[f"{c}_ci95_hi"], r[f"{c}_n"]) for c, _ in METRICS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return ("\n".join(lines) + "\n\nmean ± half-width of the 95 % confidence interval of the mean "
+            "(Student t, n - 1 degrees of freedom) over the repeats of each point.\n")
+
+
+def latex(points_df: pd.DataFrame, by=POINT) -> str:
+    """A booktabs table (\\usepackage{booktabs}); mean ± CI half-width per cell."""
+    def esc(text):
+        return (str(text).replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%")
+                .replace("µ", "$\\mu$").replace("±", "$\\pm$"))
+
+    heads = [esc(b) for b in by] + ["$n$"] + [esc(label) for _, label in METRICS]
+    out = ["\\begin{tabular}{" + "r" * len(heads) + "}", "\\toprule", " & ".join(heads) + " \\\\", "\\midrule"]
+    for _, r in points_df.iterrows():
+        cells = [str(r[b]) for b in by] + [str(r["repeats"])]
+        cells += [esc(_cell(r[f"{c}_mean"], r[f"{c}_ci95_lo"], r[f"{c}_ci95_hi"], r[f"{c}_n"]))
+                  for c, _ in METRICS]
+        out.append(" & ".join(cells) + " \\\\")
+    out += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(out)
