@@ -43,7 +43,7 @@ rule check_connectivity:
 # (the step disarms the agent and stops the generator), then the run ends.
 onstart:
     try:
-        housekeeping.on_start(S, RESULTS)
+        housekeeping.on_start(S, RESULTS, [TRIAL.format(**t) for t in TRIALS])
     except housekeeping.ResultsNotWritable as e:
         raise WorkflowError(str(e)) from None
 

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 STEP_FILES = ("arm.json", "generator.json", "capture.json")
@@ -161,9 +162,19 @@ def check_writable(results: str) -> None:
 _RUN = {"ended": False}
 
 
-def on_start(settings: dict, results: str) -> None:
+PLAN_FILE = Path(".snakemake", "xdplab-plan.json")
+
+
+def write_plan(trial_dirs: list[str]) -> None:
+    """The trials of this invocation, in order, for the progress lines (steps.progress)."""
+    PLAN_FILE.parent.mkdir(parents=True, exist_ok=True)
+    PLAN_FILE.write_text(json.dumps({"trials": trial_dirs, "started_unix_s": time.time()}))
+
+
+def on_start(settings: dict, results: str, trial_dirs: list[str] = ()) -> None:
     """Run by Snakemake before the first job (not on a dry run)."""
     check_writable(results)
+    write_plan(list(trial_dirs))
     forward_stop_signals()
     # Some failures skip Snakemake's onerror (an output directory that cannot be made,
     # an error in the scheduler): end the run in order anyway, at exit.
