@@ -1,0 +1,141 @@
+"""What the workflow costs around the traffic, and what the DUT agent holds in memory
+(figures, no assertions).  Runs the snakemake command line on the embedded testbed in a
+copy of the repository.
+
+    .venv/bin/python benchmarks/bench_workflow.py [--json FILE] [--skip memory]
+
+1. Fixed cost per trial: a sweep of 6 trials of 2 s (3 rates x 2 sizes) with a
+   testbed already up and the collector already built; (wall time - 6 x 2 s) / 6.
+   Then the no-op rerun of a finished 12-point sweep (3 rates x 2 sizes x 2
+   repeats of 1 s): wall time of `snakemake` with nothing to do.
+2. Memory: trials of 1, 5 and 15 million packets (300,000 pps of 18-byte
+   payloads, send_path=packet when the generator has it) with keep_pcap=false; for
+   each, the DUT agent's peak resident memory during the trial (VmHWM, reset
+   before each trial through /proc/<pid>/clear_refs), the controller's (the
+   largest peak RSS of snakemake and the step processes it ran: ru_maxrss of
+   this process's waited-for children), and the bytes written per packet.
+
+Takes about 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+STATE = Path("/run/xdplab")
+
+
+def env(workdir: Path) -> dict:
+    return {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}",
+            "PYTHONPATH": str(workdir / "workflow")}
+
+
+def copy_repo() -> Path:
+    dest = Path(tempfile.mkdtemp(prefix="xdplab-bench-")) / "xdplab"
+    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+        ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
+    return dest
+
+
+def snakemake(workdir: Path, *config: str) -> tuple[float, str]:
+    t0 = time.monotonic()
+    r = subprocess.run([str(SNAKEMAKE), "--cores", "1", "--config", *config, "keep_testbed=true"],
+                       cwd=workdir, env=env(workdir), capture_output=True, text=True, timeout=3600)
+    took = time.monotonic() - t0
+    if r.returncode != 0:
+        raise SystemExit(f"snakemake failed:\n{(r.stdout + r.stderr)[-3000:]}")
+    return took, r.stdout + r.stderr
+
+
+def fixed_cost(workdir: Path) -> dict:
+    # Testbed up and collector built, as in the middle of a longer sweep.
+    snakemake(workdir, "target_pps=1000", "duration_s=1", "experiment=warm")
+    rates, sizes, duration = [2000, 5000, 10000], [64, 1458], 2
+    took, _ = snakemake(workdir, f"target_pps={rates}".replace(" ", ""),
+                        f"packet_size={sizes}".replace(" ", ""), f"duration_s={duration}",
+                        "experiment=fixedcost")
+    trials = len(rates) * len(sizes)
+    per_trial = (took - trials * duration) / trials
+    # A finished 12-point sweep, run again: nothing to do.
+    sweep = ["target_pps=[2000,5000,10000]", "packet_size=[64,1458]", "repeats=2", "duration_s=1",
+             "experiment=noop"]
+    snakemake(workdir, *sweep)
+    noop, out = snakemake(workdir, *sweep)
+    return {"trials": trials, "duration_s": duration, "sweep_wall_s": round(took, 2),
+            "fixed_cost_per_trial_s": round(per_trial, 2), "noop_rerun_12_points_s": round(noop, 2)}
+
+
+def agent_pid() -> int:
+    return int((STATE / "agent.pid").read_text().split()[0])
+
+
+def vm_hwm_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmHWM")
+
+
+def memory(workdir: Path, pps: int = 300000) -> list[dict]:
+    out = []
+    for millions in (1, 5, 15):
+        packets = millions * 1_000_000
+        duration = max(1, round(packets / pps))
+        pid = agent_pid()
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # reset the peak
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        exp = f"mem{millions}m"
+        took, _ = snakemake(workdir, f"target_pps={pps}", f"duration_s={duration}", "packet_size=18",
+                            "keep_pcap=false", f"experiment={exp}")
+        trial = json.loads(next((workdir / "results" / exp / "trials").glob("*/*/*/trial.json")).read_text())
+        row = trial["summary"]
+        written = sum(p.stat().st_size for p in (workdir / "results" / exp).rglob("*") if p.is_file())
+        out.append({"packets_scheduled": packets, "sent": row["sent"], "lost": row["lost"],
+                    "unexplained": row["unexplained"],
+                    "agent_vm_hwm_mib": round(vm_hwm_kib(pid) / 1024, 1),
+                    "controller_max_rss_mib": round(max(before, resource.getrusage(
+                        resource.RUSAGE_CHILDREN).ru_maxrss) / 1024, 1),
+                    "dut_capture_bytes": (trial.get("disk") or {}).get("actual", {}).get("dut_bytes"),
+                    "results_bytes_per_packet": round(written / max(1, row["sent"]), 2),
+                    "wall_s": round(took, 1)})
+        print(json.dumps(out[-1]), flush=True)
+    return out
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--json", help="also write the figures to this file")
+    p.add_argument("--skip", default="", help="comma-separated: fixed, memory")
+    args = p.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    workdir = copy_repo()
+    figures = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
+    try:
+        if "fixed" not in skip:
+            figures["fixed_cost"] = fixed_cost(workdir)
+            print(json.dumps(figures["fixed_cost"]), flush=True)
+        if "memory" not in skip:
+            figures["memory"] = memory(workdir)
+    finally:
+        subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workdir, env=env(workdir),
+                       capture_output=True)
+        shutil.rmtree(workdir.parent, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+    print(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
