@@ -93,7 +93,11 @@ TESTBED_KEYS = (
     if S["testbed"] == "embedded"
     else ("testbed", "lab", "mtu")
 )
-TRIAL_SETTINGS = {k: S[k] for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path") + TESTBED_KEYS}
+TRIAL_SETTINGS = {
+    k: S[k]
+    for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path", "watchdog_grace_s")
+    + TESTBED_KEYS
+}
 
 # The testbed as testbed_up needs it.
 TESTBED_SETTINGS = {k: S[k] for k in TESTBED_KEYS}

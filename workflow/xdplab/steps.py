@@ -545,7 +545,7 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
         "trial": trial_id(trial), "run_id": run_id, "run_ids": nsrc,
         "interfaces": list(conn["dut"]["ifaces"]), "xdp_mode": params["xdp_mode"],
         "port": params["port"], "expected_tag": build["prog_tag"], "snaplen": SNAPLEN_BYTES,
-        "deadline_s": duration + DEADLINE_MARGIN_S,
+        "deadline_s": duration + params.get("watchdog_grace_s", DEADLINE_MARGIN_S),
         "expected_packets": max(shares) * duration,
         "collector": params.get("collector", "features"),
     }
