@@ -19,9 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import paramiko
-from fabric import Connection
-from invoke.exceptions import CommandTimedOut
 
 GENERATOR = Path(__file__).resolve().parent / "generator.py"
 # The generator runs on the source host from /tmp/xdplab-generator-<run_id>.py;
@@ -33,6 +30,17 @@ CLEANUP_TIMEOUT_S = 5.0
 
 class SourceError(RuntimeError):
     pass
+
+
+def _ssh():
+    """paramiko, fabric's Connection and invoke's CommandTimedOut, imported when SSH is
+    first used: they take ~80 ms to import, which steps that never reach a source host
+    (arm, verify, gather) do without."""
+    import paramiko
+    from fabric import Connection
+    from invoke.exceptions import CommandTimedOut
+
+    return paramiko, Connection, CommandTimedOut
 
 
 def remote_cmd(*argv) -> str:
@@ -51,13 +59,14 @@ def _pattern(path_prefix: str) -> str:
     return f"[{escaped[0]}]{escaped[1:]}"
 
 
-def connect(source: dict, timeout_s: float = 5.0) -> Connection:
+def connect(source: dict, timeout_s: float = 5.0):
     """A fabric Connection to a source host described by `source`.
 
     With `key_file`, only that key is offered (no agent, no default keys), so a wrong
     key is named as such; without it, ~/.ssh/config, the SSH agent and the default
     keys apply as for `ssh`.  With `known_hosts`, only the host key recorded there is
     accepted; without it, the user's known_hosts (fabric's default policy)."""
+    paramiko, Connection, CommandTimedOut = _ssh()
     client_kwargs = {"banner_timeout": timeout_s, "auth_timeout": timeout_s}
     if source.get("key_file"):
         client_kwargs.update(key_filename=source["key_file"], look_for_keys=False, allow_agent=False)
@@ -80,6 +89,7 @@ def where(source: dict) -> str:
 
 def _ssh_failure(source: dict, e: BaseException, timeout_s: float) -> SourceError:
     """One sentence naming the host and what failed, for an exception of connecting."""
+    paramiko, Connection, CommandTimedOut = _ssh()
     if isinstance(e, paramiko.AuthenticationException):
         key = f"with key {source['key_file']}" if source.get("key_file") else "with the default keys"
         return SourceError(f"{where(source)}: SSH login refused {key} ({e})")
@@ -187,6 +197,7 @@ def preflight(source: dict, dut_address: str | None, timeout_s: float = 5.0) -> 
     interface's IPv4 addresses and MAC), generators of ours stopped, a ping to
     `dut_address` from the test interface.  Raises SourceError naming the host when it
     cannot be reached or its python does not run."""
+    paramiko, Connection, CommandTimedOut = _ssh()
     py = source.get("python") or "python3"
     argv = [py, "-c", _PREFLIGHT, source.get("iface") or "lo", dut_address or "", REMOTE_PREFIX,
             source.get("address") or "auto"]
@@ -237,6 +248,7 @@ def stop_generators(source: dict, run_id: int | None = None,
     """Stop the generator of run `run_id` (or every xdplab generator) on the source host
     over a fresh, short-timeout SSH connection and remove its file; return what was
     stopped ("<pid> <command line>").  Raises SourceError if the host cannot be reached."""
+    paramiko, Connection, CommandTimedOut = _ssh()
     path = remote_generator_path(run_id) if run_id is not None else REMOTE_PREFIX
     pattern = _pattern(path)
     try:
@@ -300,6 +312,7 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
     when its output loses its reader) and each generator is stopped over a fresh
     connection before the exception goes on.  `err_stream` gets the progress lines,
     prefixed with the source's name when there are several."""
+    paramiko, Connection, CommandTimedOut = _ssh()
     conns, promises = [], []
     current = jobs[0][0]   # the source being talked to, for an error message
     try:
