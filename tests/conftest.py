@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded testbed, and a check after the whole session
+"""Shared fixtures: the embedded testbed, the test namespace lab (labnet.py), and a check
 that no test leaked a namespace or left an XDP program attached."""
 
 import json
@@ -104,6 +104,25 @@ def embedded_testbed(tmp_path_factory):
         yield tb, desc
     finally:
         tb.down()
+
+
+@pytest.fixture(scope="module")
+def netns_lab(tmp_path_factory):
+    """labnet.Lab: the test namespace lab (two sources, a DUT with two test
+    interfaces; see tests/labnet.py) up for the module, with its workflow
+    config written to <tmp>/lab.yaml; always torn down after the module."""
+    import labnet
+
+    skip_unless_root()
+    base = tmp_path_factory.mktemp("netns-lab")
+    lab = labnet.make_lab(base / "state")
+    try:
+        desc = lab.up()
+        config_path = base / "lab.yaml"
+        config = labnet.write_lab_config(desc, config_path)
+        yield labnet.Lab(lab=lab, desc=desc, config_path=config_path, config=config)
+    finally:
+        lab.down()
 
 
 @pytest.fixture
