@@ -279,14 +279,14 @@ def _has_make_target(repo_root: Path, target: str) -> bool:
 
 
 def agent_script(repo_root: Path, build: bool = False) -> Path:
-    """The file the DUT agent is started from: dist/xdplab-agent.pyz (built
-    with `make agent` when missing and build is true), or the legacy agent.py
-    while the repository cannot build the pyz."""
+    """The file the DUT agent is started from: dist/xdplab-agent.pyz, or the
+    legacy agent.py while the repository has neither the pyz nor `make agent`.
+    With build, `make agent` runs first when the Makefile has it: it builds a
+    missing pyz and rebuilds one older than the agent's sources (a no-op
+    otherwise), so that a testbed never runs a stale agent."""
     pyz = repo_root / AGENT_PYZ
-    if pyz.is_file():
-        return pyz
     if not _has_make_target(repo_root, "agent"):
-        return _legacy_agent_script(repo_root)
+        return pyz if pyz.is_file() else _legacy_agent_script(repo_root)
     if build:
         proc = subprocess.run(["make", "-C", str(repo_root), "agent"], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=MAKE_AGENT_TIMEOUT_S)
@@ -366,7 +366,7 @@ class NamespaceLab:
     # --- paths --------------------------------------------------------------
     @property
     def agent_script(self) -> Path:
-        """The file the agent would be started from now (without building it)."""
+        """The file the agent is started from (without building it)."""
         return agent_script(self.repo_root, build=False)
 
     @property
@@ -496,14 +496,13 @@ class NamespaceLab:
             "description": description,
         }
 
-    def _reusable(self) -> dict | None:
+    def _reusable(self, script: Path) -> dict | None:
         """The running lab's description if it is whole, healthy and was made
         with the same parameters and the same agent file; else None."""
         st = self.status()
         d = st["description"]
         if not st["up"] or not d:
             return None
-        script = self.agent_script
         dut = d.get("dut") or {}
         same = (d.get("mode") == self.mode and d.get("name") == self.name
                 and d.get("layout") == self._layout_record()
@@ -521,7 +520,8 @@ class NamespaceLab:
         if os.geteuid() != 0:
             raise TestbedError(f"the {self.what} needs root (network namespaces, veth, sshd)")
         with self._lock():
-            existing = self._reusable()
+            script = agent_script(self.repo_root, build=True)
+            existing = self._reusable(script)
             if existing is not None:
                 return dict(existing, cleared=[], created=[])
             cleared = [f"found {item} from an earlier run: removed"
@@ -529,8 +529,7 @@ class NamespaceLab:
             self._down_locked()
             created: list[str] = []
             try:
-                self._check_prerequisites()
-                script = agent_script(self.repo_root, build=True)
+                self._check_prerequisites(script)
                 self._check_address_conflicts()
                 self._create_network(created)
                 desc = self._start_services(created, script)
@@ -545,16 +544,14 @@ class NamespaceLab:
             tmp.replace(self._p("testbed.json"))
             return desc
 
-    def _check_prerequisites(self) -> None:
+    def _check_prerequisites(self, script: Path) -> None:
         missing = [p for p in ("/usr/sbin/sshd", "/usr/bin/ssh-keygen", "/usr/bin/python3")
                    if not os.access(p, os.X_OK)]
         if missing:
             raise TestbedError(f"missing {', '.join(missing)}; run `make setup`")
-        legacy = _legacy_agent_script(self.repo_root)
-        if not (self.repo_root / AGENT_PYZ).is_file() and not legacy.is_file() \
-                and not _has_make_target(self.repo_root, "agent"):
-            raise TestbedError(f"the DUT agent: neither {self.repo_root / AGENT_PYZ} nor {legacy} "
-                               f"exists, and `make agent` cannot build it")
+        if not script.is_file():
+            raise TestbedError(f"the DUT agent {script} does not exist "
+                               f"(nor {self.repo_root / AGENT_PYZ}, which `make agent` builds)")
 
     def _check_address_conflicts(self) -> None:
         """Refuse when anything in the root namespace already uses the lab's network."""
