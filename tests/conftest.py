@@ -55,15 +55,38 @@ def _root_xdp_programs():
     return found
 
 
+# Root-namespace ends of our veths (testbed xl-msrc/xl-mdut, test-only xlt-*),
+# and the embedded testbed's state directory (keys, token, logs).
+OUR_LINK_PREFIXES = ("xl-", "xlt-")
+EMBEDDED_STATE_DIR = Path("/run/xdplab")
+
+
+def _root_links():
+    if shutil.which("ip") is None:
+        return []
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
+    return [link["ifname"] for link in json.loads(out or "[]")
+            if link["ifname"].startswith(OUR_LINK_PREFIXES)]
+
+
+def _state_files():
+    try:
+        return [str(p) for p in EMBEDDED_STATE_DIR.rglob("*")]
+    except OSError:
+        return []
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_leaked():
-    """After the whole session: no namespace of ours and no XDP program in the
-    root namespace may remain, or the suite fails.  What was already there
+    """After the whole session: no namespace, root-namespace veth, process or
+    XDP program of ours, and no file under /run/xdplab (keys, token, logs) may
+    remain, or the suite fails.  What was already there
     when the session started is not this session's leak: it is only warned
     about (another developer's run on the same machine, or an earlier crash)."""
     ns_before = {ns for ns in _netns_names() if ns.startswith(OUR_NETNS_PREFIXES)}
     xdp_before = set(_root_xdp_programs())
     procs_before = {p.split(":")[0] for p in _our_processes()}
+    links_before, state_before = set(_root_links()), set(_state_files())
     if ns_before or xdp_before:
         warnings.warn(f"before the tests: namespaces {sorted(ns_before)}, root-namespace XDP "
                       f"programs {sorted(xdp_before)}; not counted as leaks of this session")
@@ -71,9 +94,11 @@ def nothing_leaked():
     leaked = [ns for ns in _netns_names() if ns.startswith(OUR_NETNS_PREFIXES) and ns not in ns_before]
     xdp = [p for p in _root_xdp_programs() if p not in xdp_before]
     procs = [p for p in _our_processes() if p.split(":")[0] not in procs_before]
-    assert not leaked and not xdp and not procs, (
+    links = [i for i in _root_links() if i not in links_before]
+    state = [f for f in _state_files() if f not in state_before]
+    assert not leaked and not xdp and not procs and not links and not state, (
         f"tests left behind namespaces {leaked}, root-namespace XDP programs {xdp}, "
-        f"processes {procs}")
+        f"processes {procs}, root-namespace veths {links}, files under {EMBEDDED_STATE_DIR} {state}")
 
 
 def skip_unless_root():

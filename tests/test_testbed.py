@@ -294,6 +294,18 @@ def test_down_kills_everything_in_our_namespaces(tb, tmp_path):
     assert_nothing_of_ours(tb)
 
 
+def test_cli_down_keeps_the_logs_where_asked_and_removes_the_rest(tb, tmp_path):
+    tb.up()
+    r = subprocess.run([sys.executable, "-m", "xdplab.testbed", "down", "--keep-logs", str(tmp_path / "logs")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "workflow")},
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert sorted(out["logs_copied"]) == [str(tmp_path / "logs" / n) for n in ("agent.log", "sshd.log")]
+    assert "namespace xdplab-dut" in out["removed"]
+    assert_nothing_of_ours(tb)
+
+
 def test_down_twice_is_a_no_op(tb):
     assert tb.down() == []
     assert_nothing_of_ours(tb)
