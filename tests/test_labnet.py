@@ -73,6 +73,57 @@ def desc(netns_lab):
     return netns_lab.desc
 
 
+# --- layouts and the config, without root -------------------------------------------
+
+def test_embedded_layout_is_the_one_source_one_interface_lab():
+    from xdplab import testbed
+
+    lay = testbed.embedded_layout()
+    [s] = lay.sources
+    assert (s.netns, s.mgmt_root_iface, s.mgmt_root_addr, s.mgmt_addr, s.iface, s.address, s.mac,
+            s.dut_iface, s.state_subdir) == ("xdplab-src", "xl-msrc", "10.201.1.1", "10.201.1.2", "xl-src0",
+                                             "10.201.0.1", testbed.SRC_MAC, "xl-dut0", "")
+    assert (lay.dut_netns, lay.dut_mgmt_root_iface, lay.dut_mgmt_addr) == ("xdplab-dut", "xl-mdut", "10.201.2.2")
+    assert [(d.name, d.address, d.mac) for d in lay.dut_ifaces] == [("xl-dut0", "10.201.0.2", testbed.DUT_MAC)]
+
+
+def test_lab_layout_gives_each_source_its_own_link_and_management_address():
+    from xdplab import testbed
+
+    lay = testbed.lab_layout("xlt-lab", 3, dut_iface_of=[2, 0, 1])
+    assert [(s.address, s.dut_iface, s.mgmt_addr, s.mgmt_root_iface) for s in lay.sources] == [
+        ("10.204.0.1", "xl-dut2", "10.204.1.2", "xlt-lab-m0"),
+        ("10.204.0.5", "xl-dut0", "10.204.1.6", "xlt-lab-m1"),
+        ("10.204.0.9", "xl-dut1", "10.204.1.10", "xlt-lab-m2")]
+    # Each DUT interface holds the other end of its source's /30.
+    assert {d.name: d.address for d in lay.dut_ifaces} == {"xl-dut0": "10.204.0.6", "xl-dut1": "10.204.0.10",
+                                                           "xl-dut2": "10.204.0.2"}
+    assert all(len(i) <= 15 for i in lay.mgmt_root_ifaces)
+    with pytest.raises(ValueError, match="joined to exactly one source"):
+        testbed.lab_layout("xlt-lab", 2, dut_iface_of=[0, 0])
+    with pytest.raises(ValueError, match="bad interface name"):
+        testbed.lab_layout("xlt-a-very-long-lab", 2)
+
+
+def test_lab_config_is_the_contracts_lab_section():
+    from xdplab import testbed
+
+    desc = {"sources": [{"host": "192.0.2.20", "port": 22, "user": "root", "key_file": "/k0",
+                         "known_hosts": "/kh0", "python": "python3", "iface": "eth1",
+                         "address": "198.51.100.1", "mac": "02:00:00:00:00:01", "dut_iface": "enp5s0",
+                         "netns": "x"}],
+            "dut": {"agent_url": "http://192.0.2.10:7717", "token_file": "/t",
+                    "ifaces": [{"name": "enp5s0", "address": "198.51.100.2", "mac": "02:00:00:00:00:02"}]}}
+    assert testbed.lab_config(desc, auto_address=(0,)) == {"testbed": "lab", "lab": {
+        "sources": [{"host": "192.0.2.20", "user": "root", "port": 22, "key_file": "/k0",
+                     "known_hosts": "/kh0", "iface": "eth1", "address": "auto", "python": "python3",
+                     "dut_iface": "enp5s0"}],
+        "dut": {"agent": "http://192.0.2.10:7717", "token_file": "/t", "ifaces": ["enp5s0"]}}}
+
+
+# --- the lab, for real ---------------------------------------------------------------
+
+
 def test_the_lab_comes_up(netns_lab, desc):
     names = netns_names()
     assert {"xlt-lab-src0", "xlt-lab-src1", "xlt-lab-dut"} <= names
