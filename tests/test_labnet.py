@@ -2,8 +2,8 @@
 hosts and a DUT with two test interfaces, reached from the root namespace only
 through management addresses, as real machines are.
 
-Needs root; skips otherwise.  The tests share one lab (module fixture) and run
-in file order: the last one takes it down and checks that nothing is left.
+Needs root; skips otherwise.  The tests share one lab (module fixture); the one
+that takes it down to check that nothing is left brings it up again.
 """
 
 import json
@@ -223,3 +223,10 @@ def test_logs_are_copied_and_down_leaves_nothing(netns_lab, tmp_path):
     assert lab.find_leftovers() == []
     procs = subprocess.run(["pgrep", "-af", str(state)], capture_output=True, text=True).stdout
     assert procs.strip() == "", procs
+    # Up again for whatever test follows: new keys and token at the same paths,
+    # so the lab config written by the fixture still holds.
+    again = lab.up()
+    assert [s["key_file"] for s in again["sources"]] == [s["key_file"] for s in netns_lab.desc["sources"]]
+    assert again["dut"]["token_file"] == netns_lab.desc["dut"]["token_file"]
+    with ssh(again["sources"][1]) as c:
+        assert run(c, "true")[0] == 0
