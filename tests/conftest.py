@@ -1,4 +1,4 @@
-"""Shared fixtures: the embedded testbed, and a check after the whole session
+"""Shared fixtures: the embedded testbed, the test namespace lab (labnet.py), and a check
 that no test leaked a namespace or left an XDP program attached."""
 
 import json
@@ -26,7 +26,7 @@ def _netns_names():
 
 # Processes of ours, by what their command line says: the agent, the testbed's
 # sshd, tcpdump writing an agent's capture, the generator uploaded to the source.
-OUR_PROCESS_MARKS = ("xdplab/agent.py", "sshd_config", "xdplab-generator", ".pcap")
+OUR_PROCESS_MARKS = ("xdplab/agent.py", "xdplab-agent.pyz", "sshd_config", "xdplab-generator", ".pcap")
 
 
 def _our_processes():
@@ -55,15 +55,38 @@ def _root_xdp_programs():
     return found
 
 
+# Root-namespace ends of our veths (testbed xl-msrc/xl-mdut, test-only xlt-*),
+# and the embedded testbed's state directory (keys, token, logs).
+OUR_LINK_PREFIXES = ("xl-", "xlt-")
+EMBEDDED_STATE_DIR = Path("/run/xdplab")
+
+
+def _root_links():
+    if shutil.which("ip") is None:
+        return []
+    out = subprocess.run(["ip", "-j", "link", "show"], capture_output=True, text=True).stdout
+    return [link["ifname"] for link in json.loads(out or "[]")
+            if link["ifname"].startswith(OUR_LINK_PREFIXES)]
+
+
+def _state_files():
+    try:
+        return [str(p) for p in EMBEDDED_STATE_DIR.rglob("*")]
+    except OSError:
+        return []
+
+
 @pytest.fixture(scope="session", autouse=True)
 def nothing_leaked():
-    """After the whole session: no namespace of ours and no XDP program in the
-    root namespace may remain, or the suite fails.  What was already there
+    """After the whole session: no namespace, root-namespace veth, process or
+    XDP program of ours, and no file under /run/xdplab (keys, token, logs) may
+    remain, or the suite fails.  What was already there
     when the session started is not this session's leak: it is only warned
     about (another developer's run on the same machine, or an earlier crash)."""
     ns_before = {ns for ns in _netns_names() if ns.startswith(OUR_NETNS_PREFIXES)}
     xdp_before = set(_root_xdp_programs())
     procs_before = {p.split(":")[0] for p in _our_processes()}
+    links_before, state_before = set(_root_links()), set(_state_files())
     if ns_before or xdp_before:
         warnings.warn(f"before the tests: namespaces {sorted(ns_before)}, root-namespace XDP "
                       f"programs {sorted(xdp_before)}; not counted as leaks of this session")
@@ -71,9 +94,11 @@ def nothing_leaked():
     leaked = [ns for ns in _netns_names() if ns.startswith(OUR_NETNS_PREFIXES) and ns not in ns_before]
     xdp = [p for p in _root_xdp_programs() if p not in xdp_before]
     procs = [p for p in _our_processes() if p.split(":")[0] not in procs_before]
-    assert not leaked and not xdp and not procs, (
+    links = [i for i in _root_links() if i not in links_before]
+    state = [f for f in _state_files() if f not in state_before]
+    assert not leaked and not xdp and not procs and not links and not state, (
         f"tests left behind namespaces {leaked}, root-namespace XDP programs {xdp}, "
-        f"processes {procs}")
+        f"processes {procs}, root-namespace veths {links}, files under {EMBEDDED_STATE_DIR} {state}")
 
 
 def skip_unless_root():
@@ -104,6 +129,25 @@ def embedded_testbed(tmp_path_factory):
         yield tb, desc
     finally:
         tb.down()
+
+
+@pytest.fixture(scope="module")
+def netns_lab(tmp_path_factory):
+    """labnet.Lab: the test namespace lab (two sources, a DUT with two test
+    interfaces; see tests/labnet.py) up for the module, with its workflow
+    config written to <tmp>/lab.yaml; always torn down after the module."""
+    import labnet
+
+    skip_unless_root()
+    base = tmp_path_factory.mktemp("netns-lab")
+    lab = labnet.make_lab(base / "state")
+    try:
+        desc = lab.up()
+        config_path = base / "lab.yaml"
+        config = labnet.write_lab_config(desc, config_path)
+        yield labnet.Lab(lab=lab, desc=desc, config_path=config_path, config=config)
+    finally:
+        lab.down()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ Needs root; skips otherwise.  Tests run in file order and share one testbed
 it on purpose and check that up() repairs it and down() removes it.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -24,7 +25,6 @@ from xdplab import testbed as testbed_module
 MGMT_SRC_IFACE, MGMT_DUT_IFACE = testbed_module.MGMT_SRC_IFACE, testbed_module.MGMT_DUT_IFACE
 
 SRC_NS, DUT_NS = "xdplab-src", "xdplab-dut"
-REAL_AGENT = (REPO / "workflow" / "xdplab" / "agent.py").is_file()
 
 
 def ip_json(*args, netns=None):
@@ -81,12 +81,22 @@ def ssh(desc):
     return c
 
 
-def assert_nothing_of_ours(tb):
+def state_files(tb):
+    """Every file and directory left under the state directory, relative names."""
+    if not tb.state_dir.exists():
+        return set()
+    return {str(p.relative_to(tb.state_dir)) for p in tb.state_dir.rglob("*")}
+
+
+def assert_nothing_of_ours(tb, logs_kept=False):
+    """No namespace, veth or process of ours, and nothing under the state
+    directory: no key, host key, sshd_config, known_hosts, token, pid file or
+    log (only the logs, when up() failed and its message points to them)."""
     assert not netns_names() & {SRC_NS, DUT_NS}
     assert link(MGMT_SRC_IFACE) is None and link(MGMT_DUT_IFACE) is None
-    for name in ("sshd.pid", "agent.pid", "agent.token", "testbed.json"):
-        assert not (tb.state_dir / name).exists(), name
-    procs = subprocess.run(["pgrep", "-af", f"sshd -D -e -f {tb.state_dir}|agent.py.*{tb.state_dir}"],
+    left = state_files(tb)
+    assert left <= ({"agent.log", "sshd.log"} if logs_kept else set()), sorted(left)
+    procs = subprocess.run(["pgrep", "-af", f"sshd -D -e -f {tb.state_dir}|python3.*{tb.state_dir}"],
                            capture_output=True, text=True).stdout
     assert procs.strip() == "", procs
     assert tb.find_leftovers() == []
@@ -109,6 +119,10 @@ def test_up_describes_the_testbed(tb, desc):
     assert desc["source"]["host"] == "10.201.1.2" and desc["source"]["port"] == 22
     assert desc["source"]["user"] == "root" and desc["source"]["python"] == "python3"
     assert desc["dut"]["agent_url"] == "http://10.201.2.2:7717" and desc["dut"]["iface"] == "xl-dut0"
+    # The lab keys, for one source and one DUT interface.
+    assert desc["sources"] == [{**desc["source"], "iface": "xl-src0", "address": "10.201.0.1",
+                                "mac": "02:58:4c:00:00:01", "dut_iface": "xl-dut0"}]
+    assert desc["dut"]["ifaces"] == [{"name": "xl-dut0", "address": "10.201.0.2", "mac": "02:58:4c:00:00:02"}]
     tl = desc["test_link"]
     assert (tl["src_iface"], tl["dut_iface"], tl["src_addr"], tl["dut_addr"], tl["mtu"]) == \
         ("xl-src0", "xl-dut0", "10.201.0.1", "10.201.0.2", 1500)
@@ -169,12 +183,26 @@ def test_ping_over_the_test_link(desc):
 def test_agent_health(desc):
     status, body = agent_get(desc, "/health")
     assert status == 200
-    assert agent_get(desc, "/health", token=False)[0] == 401
-    if not REAL_AGENT:
-        pytest.skip("workflow/xdplab/agent.py does not exist yet; checked the stand-in only")
-    assert body["agent"] == "xdplab-agent/1" and body["ok"] is True
+    # Without the token: refused (agent/1) or only that it is alive (agent/2).
+    status, anon = agent_get(desc, "/health", token=False)
+    assert status == 401 or (status == 200 and set(anon) == {"ok", "agent"}), anon
+    assert body["agent"].startswith("xdplab-agent/") and body["ok"] is True
     assert "xl-dut0" in body["interfaces"]
-    assert desc["dut"]["agent"] == "xdplab-agent/1"
+    assert desc["dut"]["agent"] == body["agent"]
+
+
+def test_agent_runs_from_the_file_the_description_hashes(tb, desc):
+    """agent_script/agent_sha256, which decide reuse, name the file the agent
+    process was started from: the pyz when the repository has it or can build it."""
+    pid = tb.status()["processes"]["agent"]["pid"]
+    cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    script = Path(desc["dut"]["agent_script"])
+    assert cmd[0] == b"/usr/bin/python3" and cmd[1] == bytes(script), cmd
+    assert desc["dut"]["agent_sha256"] == hashlib.sha256(script.read_bytes()).hexdigest()
+    if script.name == "xdplab-agent.pyz":
+        args = [a.decode() for a in cmd[2:] if a]
+        assert args == ["--listen", "10.201.2.2:7717", "--token-file", desc["dut"]["token_file"],
+                        "--interface", "xl-dut0", "--state-dir", str(tb.state_dir / "agent")], args
 
 
 def test_cli_status(tb):
@@ -247,9 +275,16 @@ def test_down_sigkills_what_ignores_sigterm(tb, monkeypatch):
     tb.up()
 
 
-def test_down_kills_everything_in_our_namespaces(tb):
+def test_down_kills_everything_in_our_namespaces(tb, tmp_path):
     extra = subprocess.Popen(["ip", "netns", "exec", SRC_NS, "sleep", "600"])
     time.sleep(0.2)
+    secrets = {"id_ed25519", "ssh_host_ed25519_key", "sshd_config", "known_hosts", "authorized_keys",
+               "agent.token"}
+    assert secrets <= state_files(tb)
+    copied = tb.copy_logs(tmp_path / "logs")
+    assert sorted(p.name for p in copied) == ["agent.log", "sshd.log"]
+    assert "starting agent" in (tmp_path / "logs" / "agent.log").read_text()
+    assert "starting sshd" in (tmp_path / "logs" / "sshd.log").read_text()
     removed = tb.down()
     assert extra.wait(timeout=10) is not None
     text = "\n".join(removed)
@@ -257,7 +292,18 @@ def test_down_kills_everything_in_our_namespaces(tb):
     for item in ("namespace xdplab-src", "namespace xdplab-dut", "veth xl-msrc", "veth xl-mdut"):
         assert item in removed, text
     assert_nothing_of_ours(tb)
-    assert (tb.state_dir / "sshd.log").exists() and (tb.state_dir / "agent.log").exists(), "logs are kept"
+
+
+def test_cli_down_keeps_the_logs_where_asked_and_removes_the_rest(tb, tmp_path):
+    tb.up()
+    r = subprocess.run([sys.executable, "-m", "xdplab.testbed", "down", "--keep-logs", str(tmp_path / "logs")],
+                       capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "workflow")},
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert sorted(out["logs_copied"]) == [str(tmp_path / "logs" / n) for n in ("agent.log", "sshd.log")]
+    assert "namespace xdplab-dut" in out["removed"]
+    assert_nothing_of_ours(tb)
 
 
 def test_down_twice_is_a_no_op(tb):
@@ -334,4 +380,27 @@ def test_agent_that_does_not_come_up_is_reported_and_torn_down(tb, tmp_path, age
     with pytest.raises(testbed_module.TestbedError) as e:
         broken.up()
     assert expected in str(e.value) and str(tb.state_dir / "agent.log") in str(e.value), str(e.value)
+    # The log the message points to is kept; every secret is gone.
+    assert_nothing_of_ours(tb, logs_kept=True)
+    tb.down()
+    assert_nothing_of_ours(tb)
+
+
+def test_agent_pyz_is_built_by_make_and_started_as_documented(tb, tmp_path):
+    """No dist/xdplab-agent.pyz but a `make agent` target: up() builds it and
+    starts it with the documented command line."""
+    from xdplab.testbed import EmbeddedTestbed
+
+    fake = tmp_path / "repo"
+    fake.mkdir()
+    (fake / "agent_src.py").write_text("import sys; sys.exit('fake agent: ' + ' '.join(sys.argv[1:]))\n")
+    (fake / "Makefile").write_text("agent:\n\tmkdir -p dist && cp agent_src.py dist/xdplab-agent.pyz\n")
+    broken = EmbeddedTestbed(repo_root=fake, state_dir=tb.state_dir)
+    with pytest.raises(testbed_module.TestbedError) as e:
+        broken.up()
+    assert (fake / "dist" / "xdplab-agent.pyz").is_file()
+    sd = tb.state_dir
+    assert (f"fake agent: --listen 10.201.2.2:7717 --token-file {sd / 'agent.token'} "
+            f"--interface xl-dut0 --state-dir {sd / 'agent'}") in str(e.value), str(e.value)
+    tb.down()
     assert_nothing_of_ours(tb)

@@ -1,0 +1,52 @@
+"""A namespace lab for tests, met the way a user meets real machines: two
+source hosts and a DUT with two test interfaces, each in its own namespace,
+reached from the root namespace (the controller) only through their
+management addresses.  Each source runs its own sshd with its own host key and
+accepts only its own client key; the DUT runs the agent by its documented
+command with a token.  write_lab_config() writes the workflow's `testbed: lab`
+configuration (contract, section 3) for it, which is all the workflow knows.
+
+    source 0  xlt-lab-src0  mgmt 10.204.1.2  xl-src0 10.204.0.1/30 <-> xl-dut0 10.204.0.2/30
+    source 1  xlt-lab-src1  mgmt 10.204.1.6  xl-src1 10.204.0.5/30 <-> xl-dut1 10.204.0.6/30
+    DUT       xlt-lab-dut   mgmt 10.204.2.2  agent http://10.204.2.2:7717
+    root namespace: xlt-lab-m0 10.204.1.1, xlt-lab-m1 10.204.1.5, xlt-lab-md 10.204.2.1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+LAB_NAME = "xlt-lab"            # namespace prefix; xlt-: test-only (conftest's leak check)
+LAB_NET = "10.204.0.0/16"
+LAB_SOURCES = 2
+AGENT_PORT = 7717
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Lab:
+    lab: object          # xdplab.testbed.NamespaceLab: up(), down(), status(), copy_logs(dir)
+    desc: dict           # its description (testbed.json): sources[...], dut.ifaces[...], ...
+    config_path: Path    # the workflow's lab config: snakemake --configfile <config_path>
+    config: dict         # the same, parsed
+
+
+def make_lab(state_dir: Path, repo_root: Path = REPO):
+    from xdplab.testbed import NamespaceLab, lab_layout
+
+    return NamespaceLab(lab_layout(LAB_NAME, LAB_SOURCES, LAB_NET), state_dir,
+                        repo_root=repo_root, agent_port=AGENT_PORT)
+
+
+def write_lab_config(desc: dict, path: Path) -> dict:
+    """The lab as a user describes real machines: source 0 with `address: auto`
+    (found on its iface), source 1 with its address written out."""
+    import yaml
+
+    from xdplab.testbed import lab_config
+
+    config = lab_config(desc, auto_address=(0,))
+    path.write_text("# xdplab lab config for the test namespace lab (tests/labnet.py)\n"
+                    + yaml.safe_dump(config, sort_keys=False))
+    return config
