@@ -45,7 +45,7 @@ def assert_nothing_left():
     assert "xdplab" not in ns, ns
     links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
     assert " xdp" not in links and "prog/xdp" not in links, links
-    procs = subprocess.run(["pgrep", "-af", "agent.py --listen 10.201.|xdplab-generator|sshd -D -e -f /run/xdplab"],
+    procs = subprocess.run(["pgrep", "-af", "agent.py --listen 10.201.|xdplab-agent.pyz|xdplab-generator|sshd -D -e -f /run/xdplab"],
                            capture_output=True, text=True).stdout
     assert procs.strip() == "", procs
 
