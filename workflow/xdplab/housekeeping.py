@@ -220,10 +220,12 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
             try:
                 # The testbed's own logs (agent, sshd) go next to the results; down()
                 # removes everything else it made, keys and token included.
-                copied = tb.copy_logs(Path(results, "logs", "testbed"))
-                if copied:
-                    print(f"xdplab: testbed logs kept in {Path(results, 'logs', 'testbed')}/",
-                          file=sys.stderr)
+                try:
+                    if tb.copy_logs(Path(results, "logs", "testbed")):
+                        print(f"xdplab: testbed logs kept in {Path(results, 'logs', 'testbed')}/",
+                              file=sys.stderr)
+                except OSError as e:
+                    print(f"xdplab: could not keep the testbed's logs: {e}", file=sys.stderr)
                 for item in tb.down():
                     print(f"xdplab: testbed down: {item}", file=sys.stderr)
             except TestbedError as e:
