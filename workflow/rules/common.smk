@@ -95,7 +95,8 @@ TESTBED_KEYS = (
 )
 TRIAL_SETTINGS = {
     k: S[k]
-    for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path", "watchdog_grace_s")
+    for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path", "pattern", "burst_size",
+              "seed", "watchdog_grace_s")
     + TESTBED_KEYS
 }
 

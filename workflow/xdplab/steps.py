@@ -651,8 +651,13 @@ def generator_jobs(trial: dict, params: dict, conn: dict, run_id: int) -> list:
 
 
 def _generator_options(params: dict, src: dict) -> dict:
-    """Generator options beyond the basic ones (send path, counters interface)."""
-    opts = {"iface": src["iface"]}
+    """Generator options beyond the basic ones: pattern, send path, the interface whose
+    counters locate loss on the source."""
+    opts = {"iface": src["iface"], "pattern": params.get("pattern", "constant")}
+    if opts["pattern"] == "burst":
+        opts["burst_size"] = params.get("burst_size")
+    elif opts["pattern"] == "poisson":
+        opts["seed"] = params.get("seed")
     if params.get("send_path", "udp") == "packet":
         opts.update(send_path="packet", dst_mac=src.get("dut_mac"))
     return opts
