@@ -95,9 +95,10 @@ TESTBED_KEYS = (
 )
 TRIAL_SETTINGS = {
     k: S[k]
-    for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path", "pattern", "burst_size",
-              "seed", "watchdog_grace_s")
+    for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path", "pattern", "watchdog_grace_s")
     + TESTBED_KEYS
+    # a pattern's own knob only where it changes the traffic
+    + {"burst": ("burst_size",), "poisson": ("seed",)}.get(S["pattern"], ())
 }
 
 # The testbed as testbed_up needs it.
