@@ -169,7 +169,7 @@ def test_two_sources_two_interfaces_close_per_source_and_per_interface():
 
 def test_merged_percentile_is_nearest_rank():
     h1 = {"counts": [[10, 1], [20, 1]]}
-    h2 = {"counts": [[30, 2]]}
+    h2 = {"buckets": [[29, 30, 2]]}
     assert accounting.merged_percentile([h1, h2], 50) == 20
     assert accounting.merged_percentile([h1, h2], 99) == 30
     assert accounting.merged_percentile([], 50) is None

@@ -156,11 +156,15 @@ def loss_where(located: dict) -> str:
 # -- percentiles from histograms ----------------------------------------------------
 
 def merged_percentile(hists: list, pct: float):
-    """The pct-th percentile (nearest rank) of several sparse histograms
-    {"counts": [[value, count], ...]} added together; None without counts."""
+    """The pct-th percentile (nearest rank) of several sparse histograms added together;
+    None without counts.  A histogram is the agent's {"buckets": [[lowest, highest,
+    count], ...]} (a bucket stands for its highest value, as the agent reports its own
+    percentiles) or {"counts": [[value, count], ...]}."""
     counts: dict = {}
     for h in hists:
-        for value, count in (h or {}).get("counts") or []:
+        h = h or {}
+        pairs = [(b[1], b[2]) for b in h.get("buckets") or []] + [tuple(c) for c in h.get("counts") or []]
+        for value, count in pairs:
             counts[value] = counts.get(value, 0) + count
     total = sum(counts.values())
     if total == 0:
