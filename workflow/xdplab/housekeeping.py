@@ -244,6 +244,28 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
     if not failed and table.exists():
         print("\n" + table.read_text())
         print(f"Results: {results}/summary.csv (one row per trial; columns explained in README.md)")
+    for line in source_limited(results):
+        print(line)
+
+
+def source_limited(results: str) -> list[str]:
+    """Lines saying which trials' sources could not sustain their rate (rate_sustained
+    false in summary.csv): their loss and rates measure the source, not the DUT."""
+    import csv
+
+    try:
+        with open(Path(results, "summary.csv")) as f:
+            rows = [r for r in csv.DictReader(f) if r.get("rate_sustained") == "False"]
+    except OSError:
+        return []
+    if not rows:
+        return []
+    out = [f"xdplab: the source was the limit in {len(rows)} trial(s): it could not offer the target "
+           f"rate within duration_s (rate_sustained=false; not_offered packets were never sent):"]
+    for r in rows:
+        out.append(f"xdplab:   {r['target_pps']} pps, {r['packet_size']} B, repeat {r['repeat']}: achieved "
+                   f"{r['achieved_pps']} pps, not offered {r['not_offered']}")
+    return out
 
 
 def _embedded_description(tb, settings: dict) -> dict | None:

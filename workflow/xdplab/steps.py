@@ -561,7 +561,8 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     armed["disk_estimate"] = estimate
     armed["armed_unix_s"] = time.time()
     write_json(output, armed)
-    modes = sorted({i.get("xdp_mode_in_effect") for i in armed.get("interfaces", {}).values()} - {None})
+    modes = sorted({(i or {}).get("xdp_mode_in_effect") for i in (armed.get("interfaces") or {}).values()}
+                   - {None})
     log(f"armed session {armed['session']} on {', '.join(request['interfaces'])}: "
         f"{'/'.join(modes) or 'no XDP'} mode, tag {armed.get('prog_tag')}", echo=True)
 
