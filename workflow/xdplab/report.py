@@ -168,17 +168,18 @@ _NOTHING_TO_BE_DONE = "Nothing to be done"
 
 
 class _TerminalQuiet(set):
-    """The terminal's quiet set, except that a dry run keeps Snakemake's progress
-    information: its "Job stats" table is what a dry run is for."""
+    """The terminal's quiet set with Snakemake's progress lines ("Finished jobid", "n of N
+    steps done", the job table) added, except on a dry run, whose job table is what it is
+    for.  Added here rather than in the profile: Snakemake does not even write progress
+    to its log file when the profile quiets it."""
 
     def __init__(self, quiet, dryrun):
         super().__init__(quiet)
         self.dryrun = dryrun
 
     def __contains__(self, item):
-        if getattr(item, "name", None) == "PROGRESS" and (self.dryrun() if callable(self.dryrun)
-                                                          else self.dryrun):
-            return False
+        if getattr(item, "name", None) == "PROGRESS":
+            return not (self.dryrun() if callable(self.dryrun) else self.dryrun)
         return super().__contains__(item)
 
 
@@ -189,9 +190,9 @@ def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
     - The log file (.snakemake/log/*.snakemake.log) keeps Snakemake's full output: the
       quiet options of the workflow profile (profiles/default) are meant for the
       terminal, but Snakemake applies them to its log file too.
-    - With those quiet options on, the terminal also leaves out the scheduler's
-      "Select jobs to execute..." / "Execute 1 jobs..." pair printed for every job, and
-      a dry run still shows its "Job stats" table (quieted with the progress lines).
+    - With those quiet options on, the terminal also leaves out Snakemake's progress
+      lines and the scheduler's "Select jobs to execute..." / "Execute 1 jobs..." pair
+      printed for every job; a dry run still shows its "Job stats" table.
     - A run with nothing to do prints the table and the results path again (Snakemake
       runs no onstart/onsuccess handler then), except on a dry run.  `dryrun`: a bool,
       or a function asked at that moment (Snakemake knows only then: `lambda:
