@@ -135,6 +135,16 @@ def test_terminal_is_short_log_file_is_full_and_nothing_to_do_prints_the_table(t
     assert "Nothing to be done" in out and "| 10000 |" not in out
 
 
+def test_a_failed_job_still_says_so_on_a_quiet_terminal(tmp_path):
+    (tmp_path / "Snakefile").write_text(TOY.format(workflow=str(REPO / "workflow")).replace(
+        'shell: "echo made > {output}"', 'log: "make_out.log"\n    shell: "echo boom > {log}; exit 3"'))
+    shutil.copytree(REPO / "profiles", tmp_path / "profiles")
+    run, out = snakemake(tmp_path)
+    assert run.returncode != 0
+    assert "Error in rule make_out" in out and "make_out.log" in out, out
+    assert "localrule make_out" not in out, out
+
+
 # -- the real thing: two `make run`s on the embedded testbed (root, under the lock) ----
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, XDP, sshd")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -183,6 +184,20 @@ class _TerminalQuiet(set):
         return super().__contains__(item)
 
 
+class _FailuresToo(logging.Filter):
+    """Snakemake's own terminal filter, except that job errors always pass."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def filter(self, record):
+        event = getattr(record, "event", None)
+        if getattr(event, "name", None) in ("JOB_ERROR", "GROUP_ERROR"):
+            return True
+        return self.inner.filter(record)
+
+
 def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
     """Called while Snakemake reads the workflow (workflow/rules/report.smk), after it set
     up its terminal and log-file handlers.  Returns what it changed (for tests).
@@ -192,7 +207,8 @@ def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
       terminal, but Snakemake applies them to its log file too.
     - With those quiet options on, the terminal also leaves out Snakemake's progress
       lines and the scheduler's "Select jobs to execute..." / "Execute 1 jobs..." pair
-      printed for every job; a dry run still shows its "Job stats" table.
+      printed for every job; a dry run still shows its "Job stats" table, and a failed
+      job's "Error in rule ..." still shows.
     - A run with nothing to do prints the table and the results path again (Snakemake
       runs no onstart/onsuccess handler then), except on a dry run.  `dryrun`: a bool,
       or a function asked at that moment (Snakemake knows only then: `lambda:
@@ -202,8 +218,6 @@ def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
     DefaultStreamHandler, whose DefaultFilter/DefaultFormatter carry a `quiet` set);
     tests/test_make.py checks it against the pinned version.  If these names are not
     there, nothing is changed."""
-    import logging
-
     try:
         from snakemake.logging import logger
     except ImportError:
@@ -222,9 +236,13 @@ def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
         elif name == "DefaultStreamHandler":
             quiet_terminal = any(getattr(f, "quiet", None) for f in handler.filters)
             if quiet_terminal:
-                for f in handler.filters:
+                for f in list(handler.filters):
                     if getattr(f, "quiet", None):
                         f.quiet = _TerminalQuiet(f.quiet, dryrun)
+                        # A failed job's "Error in rule ..." (with its log's path) is
+                        # quieted with the job banners: let it through.
+                        handler.removeFilter(f)
+                        handler.addFilter(_FailuresToo(f))
                 handler.addFilter(lambda r: not (isinstance(r.msg, str)
                                                  and _SCHEDULER_CHATTER.match(r.msg)))
                 changed.append("terminal: no scheduler chatter")
