@@ -114,3 +114,15 @@ def test_print_results(tmp_path, capsys):
     assert report.print_results(str(tmp_path / "results/p")) is True
     out = capsys.readouterr().out
     assert "| offered pps |" in out and "Results: " in out and "results/p/summary.csv" in out
+
+
+def test_trial_progress_counts_finished_trials(tmp_path):
+    s = validate_config({"experiment": "t", "target_pps": [1000, 2000], "packet_size": [18, 1458],
+                         "repeats": 3, "duration_s": 10}).values
+    res = tmp_path / "results" / "t"
+    point = {"target_pps": 1000, "packet_size": 18, "repeat": 0}
+    assert report.trial_progress(str(res), s, point, overhead_s=5).startswith(
+        "xdplab: trial 1 of 12: 1000 pps, 18 B payload, repeat 1 (about 3 min left)")
+    for rep in range(3):
+        fake_trial(res / "trials/pps~1000/size~18" / f"rep~{rep}", "t", 1000, 18, rep)
+    assert "trial 4 of 12" in report.trial_progress(str(res), s, {**point, "packet_size": 1458})
