@@ -85,7 +85,12 @@ def config_as_run(settings: dict, experiment: str) -> str:
     head = (f"# xdplab experiment '{experiment}': the configuration as run (config/config.yaml,\n"
             "# then --config values, then defaults from workflow/schemas/config.schema.yaml).\n"
             f"# Same configuration again: snakemake --configfile results/{experiment}/config.yaml ...\n")
-    return head + yaml.safe_dump(dict(settings), sort_keys=False, default_flow_style=None)
+    from .config import load_schema
+
+    order = list(load_schema()["properties"])
+    ordered = {k: settings[k] for k in order if k in settings}
+    ordered.update({k: v for k, v in settings.items() if k not in ordered})
+    return head + yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None)
 
 
 def write_summary(trial_paths, csv_out: str, md_out: str, experiment: str,
