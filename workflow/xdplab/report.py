@@ -197,17 +197,21 @@ _NOTHING_TO_BE_DONE = "Nothing to be done"
 
 class _TerminalQuiet(set):
     """The terminal's quiet set with Snakemake's progress lines ("Finished jobid", "n of N
-    steps done", the job table) added, except on a dry run, whose job table is what it is
-    for.  Added here rather than in the profile: Snakemake does not even write progress
-    to its log file when the profile quiets it."""
+    steps done") added.  Added here rather than in the profile: Snakemake does not even
+    write progress to its log file when the profile quiets it.  A dry run is left as
+    Snakemake prints it (the plan, job by job, and the job table): that is what it is
+    for."""
 
     def __init__(self, quiet, dryrun):
         super().__init__(quiet)
         self.dryrun = dryrun
 
     def __contains__(self, item):
-        if getattr(item, "name", None) == "PROGRESS":
-            return not (self.dryrun() if callable(self.dryrun) else self.dryrun)
+        name = getattr(item, "name", None)
+        if name in ("PROGRESS", "RULES") and (self.dryrun() if callable(self.dryrun) else self.dryrun):
+            return False
+        if name == "PROGRESS":
+            return True
         return super().__contains__(item)
 
 
@@ -234,8 +238,8 @@ def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
       terminal, but Snakemake applies them to its log file too.
     - With those quiet options on, the terminal also leaves out Snakemake's progress
       lines and the scheduler's "Select jobs to execute..." / "Execute 1 jobs..." pair
-      printed for every job; a dry run still shows its "Job stats" table, and a failed
-      job's "Error in rule ..." still shows.
+      printed for every job; a failed job's "Error in rule ..." still shows, and a dry
+      run shows its plan as Snakemake prints it.
     - A run with nothing to do prints the table and the results path again (Snakemake
       runs no onstart/onsuccess handler then), except on a dry run.  `dryrun`: a bool,
       or a function asked at that moment (Snakemake knows only then: `lambda:
