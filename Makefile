@@ -37,7 +37,7 @@ $(error xdplab: make does not know $(foreach v,$(UNKNOWN),'$(v)=$($(v))'); confi
 endif
 
 comma := ,
-# Commas would split $(call ...) arguments: hide them first.
+# Commas renamed, so that the patterns below can name a trailing one.
 nocomma = $(subst $(comma),:comma:,$(1))
 digits = $(strip $(subst 0,,$(subst 1,,$(subst 2,,$(subst 3,,$(subst 4,,$(subst 5,,$(subst 6,,$(subst 7,,$(subst 8,,$(subst 9,,$(1))))))))))))
 # A word the shell cut off a list written with spaces: '[1000,', '2000]', '2000,', '2000'.
