@@ -64,7 +64,8 @@ def _category_axis(ax, pts: pd.DataFrame, width_px: float) -> None:
     n = len(pts)
     every = max(1, math.ceil(n * LABEL_PX / max(width_px, 1)))
     ticks = list(range(0, n, every))
-    rotate = n > 6
+    # Horizontal while the labels fit side by side (about 5.8 px per character at 8 pt).
+    rotate = n * max(len(t) for t in pts["label"]) * 5.8 > width_px * 0.9
     ax.set_xticks(ticks, [pts["label"][i] for i in ticks], rotation=90 if rotate else 0,
                   fontsize=7 if rotate else 8)
     ax.set_xlim(-0.6, n - 0.4)
@@ -132,7 +133,7 @@ def draw_summary(df: pd.DataFrame, experiment: str):
         ax.bar(x, s["mean"], bar_w, label=label, color=f"C{i}",
                yerr=_errbars(s) if max(reps) > 1 else None, capsize=2 if n_points < 20 else 0,
                error_kw={"elinewidth": 0.8})
-    ax.set_ylim(0, _top([_num(df, c) for c, _ in STAGES]))
+    ax.set_ylim(0, _top([_num(df, c) for c, _ in STAGES]) * 1.15)   # room for the legend
     ax.set_ylabel("packets per trial")
     ax.set_title("Accounting: packets counted at each stage (linear; small differences are in "
                  "the panel below)", fontsize=10)
@@ -164,7 +165,7 @@ def draw_summary(df: pd.DataFrame, experiment: str):
         ax.text(0.5, 0.5, "every packet accounted for: these counts are 0 in every trial",
                 ha="center", va="center", transform=ax.transAxes)
     ax.set_yscale("symlog", linthresh=1)
-    ax.set_ylim(0, _top(tops, floor=10) * 3)
+    ax.set_ylim(0, _top(tops, floor=10) * 30)   # a decade and a half for the legend
     ax.set_ylabel("packets per trial (symlog)")
     ax.set_title("Loss and what does not add up (0 = every packet accounted for)", fontsize=10)
     _category_axis(ax, pts, width_px)
@@ -185,7 +186,7 @@ def draw_summary(df: pd.DataFrame, experiment: str):
     ax.set_ylim(max(lo, 1e-9) if lo else 0, hi)
     ax.set_ylabel("achieved rate (packets/s)")
     ax.set_title("Offered vs achieved rate (generator)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")
 
     # One-way latency.
     ax = fig.add_subplot(grid[2, 1])
@@ -194,7 +195,7 @@ def draw_summary(df: pd.DataFrame, experiment: str):
         _by_size(ax, lat, "latency_p50_us", "p50")
         _by_size(ax, lat, "latency_p99_us", "p99", marker="s", linestyle="--")
         ax.set_ylim(0, _top([_num(lat, "latency_p50_us"), _num(lat, "latency_p99_us")]))
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     else:
         ax.text(0.5, 0.5, "latency not available\n(source and DUT do not share a clock)",
                 ha="center", va="center", transform=ax.transAxes)
@@ -205,7 +206,7 @@ def draw_summary(df: pd.DataFrame, experiment: str):
     # Collector cost.
     ax = fig.add_subplot(grid[2, 2])
     if _by_size(ax, df, "xdp_ns_per_pkt", ""):
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="best")
     ax.set_ylim(0, _top([_num(df, "xdp_ns_per_pkt")]))
     _rate_axis(ax, df)
     ax.set_ylabel("XDP run time per packet (ns)")
