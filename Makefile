@@ -1,18 +1,89 @@
 # xdplab: `make setup` prepares the machine, `make run` measures, `make test` checks.
-# Override on the command line, e.g.  make run CONFIG="duration_s=60"  or  make run TARGET_PPS=20000
+#
+# Any configuration key (config/config.yaml, README "Configuration") can be given as it
+# is written there:   make run target_pps=20000 duration_s=3
+#                     make run target_pps=1000,10000 packet_size=18,1458 repeats=3
+#                     make run 'target_pps=[1000, 10000]'      (a list with spaces: quote it)
+# make run sends traffic for duration_s=10 unless told otherwise; every other key comes
+# from config/config.yaml.  A variable make does not know is refused, never ignored.
 SHELL := /bin/bash
 VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= 1
-TARGET_PPS ?= 10000
-DURATION_S ?= 10
-# extra key=value pairs appended to --config (later keys win)
+# Older spellings, still accepted: TARGET_PPS=, DURATION_S= (same as target_pps=, duration_s=)
+TARGET_PPS ?=
+DURATION_S ?=
+# extra key=value pairs appended to --config (later keys win); quote lists with spaces
 CONFIG ?=
 # extra Snakemake command-line arguments, e.g. SNAKEMAKE_ARGS="-n"
 SNAKEMAKE_ARGS ?=
+# VERBOSE=1: Snakemake's full output on the terminal (job banners and all), as without
+# the workflow profile profiles/default; the full log is in .snakemake/log/ either way
+VERBOSE ?=
 # extra pytest arguments, e.g. PYTEST_ARGS="-k testbed"
 PYTEST_ARGS ?=
+
+# -- the command line, checked before anything runs --------------------------------------
+
+# The configuration keys, read from the schema (top-level properties).
+CONFIG_KEYS := $(shell awk '/^properties:/{p=1;next} p&&/^[^ \#]/{p=0} \
+	p&&/^  [a-z_]+:[ ]*$$/{sub(/^  /,"");sub(/:.*/,"");print}' workflow/schemas/config.schema.yaml)
+MAKE_VARIABLES := CORES TARGET_PPS DURATION_S CONFIG SNAKEMAKE_ARGS VERBOSE PYTEST_ARGS
+GIVEN := $(strip $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+UNKNOWN := $(strip $(filter-out $(CONFIG_KEYS) $(MAKE_VARIABLES),$(GIVEN)))
+ifneq ($(UNKNOWN),)
+$(error xdplab: make does not know $(foreach v,$(UNKNOWN),'$(v)=$($(v))'); configuration keys: $(CONFIG_KEYS); make variables: $(MAKE_VARIABLES) (README.md, "Configuration"))
+endif
+
+comma := ,
+# Commas renamed, so that the patterns below can name a trailing one.
+nocomma = $(subst $(comma),:comma:,$(1))
+digits = $(strip $(subst 0,,$(subst 1,,$(subst 2,,$(subst 3,,$(subst 4,,$(subst 5,,$(subst 6,,$(subst 7,,$(subst 8,,$(subst 9,,$(1))))))))))))
+# A word the shell cut off a list written with spaces: '[1000,', '2000]', '2000,', '2000'.
+list_piece = $(or $(findstring [,$(1)),$(findstring ],$(1)),$(filter %:comma:,$(1)),$(if $(call digits,$(1)),,x))
+QUOTE_HINT := a list with spaces must be quoted, e.g. make run 'target_pps=[1000, 2000]', or written without spaces: target_pps=1000,2000
+SPLIT_GOALS := $(strip $(foreach g,$(MAKECMDGOALS),$(if $(call list_piece,$(call nocomma,$(g))),$(g))))
+ifneq ($(SPLIT_GOALS),)
+$(error xdplab: '$(firstword $(SPLIT_GOALS))' is not a make target: the shell split a list; $(QUOTE_HINT))
+endif
+# key=value with unbalanced brackets or a trailing comma: the rest of the list was cut off.
+unbalanced = $(if $(findstring [,$(1)),$(if $(findstring ],$(1)),,x),$(findstring ],$(1)))$(filter %:comma:,$(lastword $(1)))
+SPLIT_VALUES := $(strip $(foreach k,$(filter $(CONFIG_KEYS),$(GIVEN)),$(if $(call unbalanced,$(call nocomma,$($(k)))),$(k))))
+ifneq ($(SPLIT_VALUES),)
+$(error xdplab: $(firstword $(SPLIT_VALUES))=$($(firstword $(SPLIT_VALUES))) is cut off: the shell split a list; $(QUOTE_HINT))
+endif
+# CONFIG goes to the shell as written: without quotes in it, each word must be key=value.
+ifeq ($(findstring ',$(CONFIG))$(findstring ",$(CONFIG)),)
+SPLIT_CONFIG := $(strip $(foreach w,$(call nocomma,$(CONFIG)),$(if $(findstring =,$(w)),$(if $(call unbalanced,$(w)),$(w)),$(w))))
+ifneq ($(SPLIT_CONFIG),)
+$(error xdplab: CONFIG holds '$(subst :comma:,$(comma),$(firstword $(SPLIT_CONFIG)))', not key=value: a list with spaces must be quoted inside CONFIG, e.g. CONFIG="'target_pps=[1000, 2000]'", or written without spaces: target_pps=1000,2000)
+endif
+endif
+
+# The older spellings, unless they disagree with the keys.
+ifneq ($(TARGET_PPS),)
+ifneq ($(filter target_pps,$(GIVEN)),)
+ifneq ($(TARGET_PPS),$(target_pps))
+$(error xdplab: TARGET_PPS=$(TARGET_PPS) and target_pps=$(target_pps) disagree; give one)
+endif
+endif
+target_pps := $(TARGET_PPS)
+endif
+ifneq ($(DURATION_S),)
+ifneq ($(filter duration_s,$(GIVEN)),)
+ifneq ($(DURATION_S),$(duration_s))
+$(error xdplab: DURATION_S=$(DURATION_S) and duration_s=$(duration_s) disagree; give one)
+endif
+endif
+duration_s := $(DURATION_S)
+endif
+duration_s ?= 10
+
+# 'key=value' for every key given (and duration_s), quoted for the shell.
+shell_quote = '$(subst ','\'',$(1))'
+RUN_CONFIG := $(strip $(foreach k,$(CONFIG_KEYS),$(if $(filter command line file override,$(origin $(k))),$(call shell_quote,$(k)=$($(k))))))
+RUN_ARGS := $(strip --cores $(CORES) $(if $(VERBOSE),--workflow-profile none) $(SNAKEMAKE_ARGS) --config $(RUN_CONFIG) $(CONFIG))
 
 .PHONY: setup run test bench clean-testbed
 
@@ -20,8 +91,8 @@ setup:
 	@bash envs/setup.sh
 
 run: setup
-	PATH=$(VENV)/bin:$$PATH $(SNAKEMAKE) --cores $(CORES) $(SNAKEMAKE_ARGS) \
-		--config target_pps=$(TARGET_PPS) duration_s=$(DURATION_S) $(CONFIG)
+	@echo "snakemake $(RUN_ARGS)"
+	@PATH=$(VENV)/bin:$$PATH $(SNAKEMAKE) $(RUN_ARGS)
 
 test: setup
 	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) -m pytest -v $(PYTEST_ARGS) tests

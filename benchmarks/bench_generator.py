@@ -1,6 +1,9 @@
 """Figures for the traffic generator and the capture checker on this machine (no assertions).
 
-    /tmp/pv/bin/python benchmarks/bench_generator.py      (any python3 >= 3.8 works)
+    make bench                                         (runs every benchmarks/bench_*.py)
+    python3 benchmarks/bench_generator.py [PYTHON]     (any python3 >= 3.8; PYTHON: the
+                                                        interpreter that runs the generator,
+                                                        default: the one running this file)
 
 1. generator.py as a subprocess, 2 s per case, sending to a UDP socket on
    127.0.0.1 that nobody reads (its queue fills and the kernel drops the rest,

@@ -26,3 +26,17 @@ def test_the_two_commands_come_first():
     first_block = README.split("```sh", 1)[1].split("```", 1)[0]
     assert "make run" in first_block and "make test" in first_block
     assert "make test" in (REPO / ".ci/run").read_text()
+
+
+def test_config_readme_explains_every_key_without_sending_the_reader_back():
+    text = (REPO / "config/README.md").read_text()
+    missing = [k for k in load_schema()["properties"] if f"| `{k}` |" not in text]
+    assert not missing, missing
+    assert "config/README.md" in (REPO / "config/config.yaml").read_text()
+
+
+def test_no_reference_to_files_the_repository_does_not_have():
+    for name in ("TWO_MACHINE_TEST_APPROACH.md",):
+        assert name not in README
+    for path in (REPO / "benchmarks").glob("*.py"):
+        assert "/tmp/pv/" not in path.read_text(), path

@@ -5,7 +5,7 @@ rule figures:
     input:
         csv=rules.aggregate.output.csv,
     output:
-        svg=report(f"{RESULTS}/summary.svg", caption="../report/summary.rst", category="Summary"),
+        svg=report(f"{RESULTS}/summary.svg", caption="../report/summary.rst", category=REPORT_CATEGORY, subcategory="Summary figure"),
         png=f"{RESULTS}/summary.png",
     params:
         experiment=EXP,

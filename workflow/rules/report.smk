@@ -1,4 +1,18 @@
-# Aggregate every trial of the experiment into summary.csv and summary.md.
+# Aggregate every trial of the experiment into summary.csv, summary.md, summary.html and
+# the configuration as run (config.yaml); the last three and the figure (figures.smk)
+# are what `snakemake --report report.html` gathers, under the experiment's name.
+
+# The terminal shows xdplab's own lines (the workflow profile, profiles/default, quiets
+# Snakemake's job banners); the log file in .snakemake/log/ keeps everything; a run with
+# nothing to do prints the table again.
+from xdplab import report as xdplab_report  # noqa: E402
+
+xdplab_report.tune_snakemake_logging(RESULTS, dryrun=lambda: workflow.dryrun)
+
+REPORT_CATEGORY = f"Experiment {EXP}"
+
+
+report: "../report/workflow.rst"
 
 
 rule aggregate:
@@ -7,12 +21,18 @@ rule aggregate:
             f"{TRIAL}/trial.json", zip, pps=[t["pps"] for t in TRIALS], size=[t["size"] for t in TRIALS], rep=[t["rep"] for t in TRIALS]
         ),
     output:
-        csv=f"{RESULTS}/summary.csv",
+        csv=report(f"{RESULTS}/summary.csv", caption="../report/summary_csv.rst", category=REPORT_CATEGORY, subcategory="Summary table"),
         md=f"{RESULTS}/summary.md",
         sources=f"{RESULTS}/sources.csv",
         ifaces=f"{RESULTS}/ifaces.csv",
+        html=report(f"{RESULTS}/summary.html", caption="../report/summary_table.rst", category=REPORT_CATEGORY, subcategory="Summary table"),
+        config=report(f"{RESULTS}/config.yaml", caption="../report/config.rst", category=REPORT_CATEGORY, subcategory="Configuration as run"),
+        points=f"{RESULTS}/points.csv",
+        points_md=f"{RESULTS}/points.md",
+        points_tex=f"{RESULTS}/points.tex",
     params:
         experiment=EXP,
+        settings=S,
     log:
         f"{RESULTS}/logs/aggregate.log",
     script:

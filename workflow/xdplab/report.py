@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -47,10 +49,60 @@ def markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_summary(trial_paths, csv_out: str, md_out: str, experiment: str) -> pd.DataFrame:
+def _write(path: str, text: str) -> None:
+    """Write under a temporary name, then rename: a reader never sees half a file."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def html_summary(df: pd.DataFrame, experiment: str) -> str:
+    """summary.html, the table as `snakemake --report` shows it: the same columns as
+    summary.md, one row per trial."""
+    table = df[[c for c, _ in TABLE]].rename(columns=dict(TABLE))
+    body = table.to_html(index=False, na_rep="n/a", border=0, classes="xdplab-summary",
+                         float_format=lambda v: f"{v:g}")
+    methods = sorted(set(df["latency_method"].dropna()))
+    notes = "".join(f"<p>latency: {m}</p>\n" for m in methods)
+    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">"
+            f"<title>xdplab experiment {experiment}: summary</title>\n"
+            "<style>table{border-collapse:collapse;font:13px sans-serif}"
+            "td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}</style>"
+            f"</head><body>\n<h3>xdplab experiment <code>{experiment}</code>: {len(df)} trial(s)</h3>\n"
+            f"{body}\n<p>lost = sent - xdp_matched; unexplained = sum of the residuals of the "
+            "accounting identities (README.md, 'Result columns'). Every column of summary.csv "
+            "is explained in README.md.</p>\n"
+            f"{notes}</body></html>\n")
+
+
+def config_as_run(settings: dict, experiment: str) -> str:
+    """config.yaml beside the results: every key's value as the run used it (defaults
+    filled in, command-line values applied).  `--configfile results/<experiment>/config.yaml`
+    gives the same configuration again, e.g. for `snakemake --report`."""
+    import yaml
+
+    head = (f"# xdplab experiment '{experiment}': the configuration as run (config/config.yaml,\n"
+            "# then --config values, then defaults from workflow/schemas/config.schema.yaml).\n"
+            f"# Same configuration again: snakemake --configfile results/{experiment}/config.yaml ...\n")
+    from .config import load_schema
+
+    order = list(load_schema()["properties"])
+    ordered = {k: settings[k] for k in order if k in settings}
+    ordered.update({k: v for k, v in settings.items() if k not in ordered})
+    return head + yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None)
+
+
+def write_summary(trial_paths, csv_out: str, md_out: str, experiment: str,
+                  html_out: str | None = None, config_out: str | None = None,
+                  settings: dict | None = None) -> pd.DataFrame:
     df = load_rows(trial_paths)
     for out in (csv_out, md_out):
         Path(out).parent.mkdir(parents=True, exist_ok=True)
+    if html_out:
+        _write(html_out, html_summary(df, experiment))
+    if config_out:
+        _write(config_out, config_as_run(settings or {}, experiment))
     tmp = Path(csv_out).with_suffix(".csv.tmp")
     df.to_csv(tmp, index=False)
     tmp.replace(csv_out)
@@ -63,3 +115,177 @@ def write_summary(trial_paths, csv_out: str, md_out: str, experiment: str) -> pd
     tmp.write_text(text)
     tmp.replace(md_out)
     return df
+
+
+# -- what a person sees on the terminal ----------------------------------------------
+
+def results_text(results_dir: str) -> str | None:
+    """The experiment's table (summary.md) and where the full results are; None before the
+    first complete run."""
+    table = Path(results_dir, "summary.md")
+    try:
+        text = table.read_text()
+    except OSError:
+        return None
+    return (f"\n{text}\nResults: {results_dir}/summary.csv (one row per trial; columns "
+            "explained in README.md)")
+
+
+def print_results(results_dir: str, file=None) -> bool:
+    """Print the table and the results path; False (and nothing printed) when there is no
+    table yet.  Printed at the end of a run that measured, and again by a run that had
+    nothing to do."""
+    import sys
+
+    text = results_text(results_dir)
+    if text is None:
+        return False
+    print(text, file=file or sys.stdout, flush=True)
+    return True
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds // 3600} h {round(seconds % 3600 / 60):02d} min"
+
+
+def trial_banner(n: int, total: int, point: dict, eta_s: float | None = None) -> str:
+    """One line announcing a trial: 'xdplab: trial 3 of 12: 10000 pps, 1458 B payload,
+    repeat 1 (about 2 min left)'.  `point` holds target_pps, packet_size and repeat (as in
+    summary.csv; repeat counts from 0 and is shown from 1).  eta_s: the estimated time left
+    for the whole run, including this trial; omitted when unknown."""
+    parts = [f"{point['target_pps']} pps"]
+    if point.get("packet_size") is not None:
+        parts.append(f"{point['packet_size']} B payload")
+    if point.get("repeat") is not None:
+        parts.append(f"repeat {int(point['repeat']) + 1}")
+    left = f" (about {_duration(eta_s)} left)" if eta_s is not None and eta_s >= 0 else ""
+    return f"xdplab: trial {n} of {total}: {', '.join(parts)}{left}"
+
+
+# Seconds a trial takes beyond its traffic (testbed check, arm, capture check, gather),
+# measured on the embedded testbed: 2-second trials took 6.5-7.5 s each.
+TRIAL_OVERHEAD_S = 5.0
+
+
+def trial_progress(results_dir: str, settings: dict, point: dict,
+                   overhead_s: float = TRIAL_OVERHEAD_S) -> str:
+    """trial_banner for the trial about to start, from what is on disk: N is every trial
+    the configuration asks for, n counts the finished ones (trial.json) plus this one, so
+    a resumed sweep says "trial 7 of 12"; the time left assumes duration_s + overhead_s
+    per trial still to run.  `settings`: the validated configuration (target_pps and
+    packet_size as lists, repeats, duration_s); the trial directories are laid out as
+    in workflow/rules/common.smk (TRIAL)."""
+    trials = [(p, s, r) for p in settings["target_pps"] for s in settings["packet_size"]
+              for r in range(settings["repeats"])]
+    done = sum(Path(results_dir, "trials", f"pps~{p}", f"size~{s}", f"rep~{r}", "trial.json").exists()
+               for p, s, r in trials)
+    left = max(len(trials) - done, 1)
+    return trial_banner(min(done + 1, len(trials)), len(trials), point,
+                        left * (settings["duration_s"] + overhead_s))
+
+
+# Snakemake's scheduler chatter, one pair of lines per job: left out of the terminal
+# (not out of the log file) when the workflow profile quiets the job banners.
+_SCHEDULER_CHATTER = re.compile(r"Select jobs to execute\.\.\.$|Execute \d+ jobs\.\.\.$")
+_NOTHING_TO_BE_DONE = "Nothing to be done"
+
+
+class _TerminalQuiet(set):
+    """The terminal's quiet set with Snakemake's progress lines ("Finished jobid", "n of N
+    steps done") added.  Added here rather than in the profile: Snakemake does not even
+    write progress to its log file when the profile quiets it.  A dry run is left as
+    Snakemake prints it (the plan, job by job, and the job table): that is what it is
+    for."""
+
+    def __init__(self, quiet, dryrun):
+        super().__init__(quiet)
+        self.dryrun = dryrun
+
+    def __contains__(self, item):
+        name = getattr(item, "name", None)
+        if name in ("PROGRESS", "RULES") and (self.dryrun() if callable(self.dryrun) else self.dryrun):
+            return False
+        if name == "PROGRESS":
+            return True
+        return super().__contains__(item)
+
+
+class _FailuresToo(logging.Filter):
+    """Snakemake's own terminal filter, except that job errors always pass."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def filter(self, record):
+        event = getattr(record, "event", None)
+        if getattr(event, "name", None) in ("JOB_ERROR", "GROUP_ERROR"):
+            return True
+        return self.inner.filter(record)
+
+
+def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
+    """Called while Snakemake reads the workflow (workflow/rules/report.smk), after it set
+    up its terminal and log-file handlers.  Returns what it changed (for tests).
+
+    - The log file (.snakemake/log/*.snakemake.log) keeps Snakemake's full output: the
+      quiet options of the workflow profile (profiles/default) are meant for the
+      terminal, but Snakemake applies them to its log file too.
+    - With those quiet options on, the terminal also leaves out Snakemake's progress
+      lines and the scheduler's "Select jobs to execute..." / "Execute 1 jobs..." pair
+      printed for every job; a failed job's "Error in rule ..." still shows, and a dry
+      run shows its plan as Snakemake prints it.
+    - A run with nothing to do prints the table and the results path again (Snakemake
+      runs no onstart/onsuccess handler then), except on a dry run.  `dryrun`: a bool,
+      or a function asked at that moment (Snakemake knows only then: `lambda:
+      workflow.dryrun`).
+
+    Relies on Snakemake 9's logging (handlers named DefaultLogFileHandler and
+    DefaultStreamHandler, whose DefaultFilter/DefaultFormatter carry a `quiet` set);
+    tests/test_make.py checks it against the pinned version.  If these names are not
+    there, nothing is changed."""
+    try:
+        from snakemake.logging import logger
+    except ImportError:
+        return []
+    changed = []
+    quiet_terminal = False
+    for handler in list(logger.handlers):
+        name = getattr(handler, "name", None)
+        if name == "DefaultLogFileHandler":
+            for f in handler.filters:
+                if getattr(f, "quiet", None):
+                    f.quiet = set()
+                    changed.append("log file: full")
+            if getattr(handler.formatter, "quiet", None):
+                handler.formatter.quiet = set()
+        elif name == "DefaultStreamHandler":
+            quiet_terminal = any(getattr(f, "quiet", None) for f in handler.filters)
+            if quiet_terminal:
+                for f in list(handler.filters):
+                    if getattr(f, "quiet", None):
+                        f.quiet = _TerminalQuiet(f.quiet, dryrun)
+                        # A failed job's "Error in rule ..." (with its log's path) is
+                        # quieted with the job banners: let it through.
+                        handler.removeFilter(f)
+                        handler.addFilter(_FailuresToo(f))
+                handler.addFilter(lambda r: not (isinstance(r.msg, str)
+                                                 and _SCHEDULER_CHATTER.match(r.msg)))
+                changed.append("terminal: no scheduler chatter")
+
+    class NothingToDo(logging.Handler):
+        def emit(self, record):
+            if isinstance(record.msg, str) and record.msg.startswith(_NOTHING_TO_BE_DONE):
+                logger.removeHandler(self)
+                if not (dryrun() if callable(dryrun) else dryrun):
+                    print_results(results_dir)
+
+    if not any(type(h).__name__ == "NothingToDo" for h in logger.handlers):
+        logger.addHandler(NothingToDo(level=logging.INFO))
+        changed.append("nothing to do: print the table")
+    return changed

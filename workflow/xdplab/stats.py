@@ -106,3 +106,15 @@ def latex(points_df: pd.DataFrame, by=POINT) -> str:
         out.append(" & ".join(cells) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}", ""]
     return "\n".join(out)
+
+
+def write_points(summary: pd.DataFrame, csv_out: str, md_out: str, tex_out: str) -> pd.DataFrame:
+    """points.csv, points.md and points.tex from the summary table, each written whole."""
+    from pathlib import Path
+
+    p = points(summary)
+    for out, text in ((csv_out, p.to_csv(index=False)), (md_out, markdown(p)), (tex_out, latex(p))):
+        tmp = Path(out).with_name(f".{Path(out).name}.tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+    return p

@@ -1,0 +1,128 @@
+"""What `snakemake --report` holds and what the terminal shows around the table, without
+running a trial: the summary table, the configuration as run and the experiment's name
+are in the report; trial_banner and print_results say what they should."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "workflow"))
+from xdplab import figures, report  # noqa: E402
+from xdplab.accounting import COLUMNS  # noqa: E402
+from xdplab.config import validate_config  # noqa: E402
+
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+
+
+def fake_trial(path: Path, experiment: str, pps: int, size: int, rep: int) -> None:
+    row = dict.fromkeys(COLUMNS, 0)
+    row.update(experiment=experiment, target_pps=pps, packet_size=size, repeat=rep, sent=pps * 2,
+               achieved_pps=pps * 0.999, nic_rx=pps * 2, xdp_matched=pps * 2,
+               features_received=pps * 2, tcpdump_captured=pps * 2, xdp_ns_per_pkt=240.5,
+               latency_p50_us=4.2, latency_p99_us=9.9, latency_method="one kernel, one clock")
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "trial.json").write_text(json.dumps({"summary": row}))
+
+
+def fake_results(root: Path, raw_config: dict) -> dict:
+    """results/<experiment>/ as a finished run leaves it (trial.json files, the summary, the
+    figure, the configuration as run), made without the testbed."""
+    s = validate_config(raw_config).values
+    exp = s["experiment"]
+    res = root / "results" / exp
+    paths = []
+    for pps in s["target_pps"]:
+        for size in s["packet_size"]:
+            for rep in range(s["repeats"]):
+                d = res / "trials" / f"pps~{pps}" / f"size~{size}" / f"rep~{rep}"
+                fake_trial(d, exp, pps, size, rep)
+                paths.append(d / "trial.json")
+    report.write_summary(paths, str(res / "summary.csv"), str(res / "summary.md"), exp,
+                         html_out=str(res / "summary.html"), config_out=str(res / "config.yaml"),
+                         settings=s)
+    figures.plot_summary(str(res / "summary.csv"), [str(res / "summary.svg"), str(res / "summary.png")], exp)
+    return s
+
+
+def embedded(html: str) -> dict:
+    """The files a Snakemake report embeds: {filename: decoded text}."""
+    found = {}
+    for m in re.finditer(r"data:([a-z/+.-]+);charset=utf8;filename=([^;]+);base64,([A-Za-z0-9+/=]+)", html):
+        if m.group(2) != "logo.svg":
+            found[m.group(2)] = base64.b64decode(m.group(3)).decode(errors="replace")
+    return found
+
+
+def snakemake(workdir, *args):
+    env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
+    return subprocess.run([str(SNAKEMAKE), *args], cwd=workdir, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_write_summary_writes_the_table_as_html_and_the_configuration_as_run(tmp_path):
+    s = fake_results(tmp_path, {"experiment": "e1", "target_pps": [1000, 2000], "duration_s": 7})
+    res = tmp_path / "results" / "e1"
+    html = (res / "summary.html").read_text()
+    assert "xdplab experiment <code>e1</code>: 2 trial(s)" in html
+    assert "offered pps" in html and "unexplained" in html and "2000" in html
+    as_run = yaml.safe_load((res / "config.yaml").read_text())
+    assert as_run == s   # every key, defaults filled in
+    assert "--configfile results/e1/config.yaml" in (res / "config.yaml").read_text()
+    # Read back as a configuration, it gives the same settings.
+    assert validate_config(as_run).values == s
+
+
+def test_the_report_holds_the_table_the_configuration_and_the_experiment(workflow_copy):
+    raw = {"experiment": "night_sweep", "target_pps": [1000, 2000], "repeats": 2, "duration_s": 3}
+    fake_results(workflow_copy, raw)
+    # As the README says: the configuration as run selects the experiment to report.
+    run = snakemake(workflow_copy, "--report", "report.html",
+                    "--configfile", "results/night_sweep/config.yaml")
+    assert run.returncode == 0, run.stderr[-3000:]
+    html = (workflow_copy / "report.html").read_text()
+    files = embedded(html)
+    assert {"summary.html", "summary.csv", "config.yaml", "summary.svg"} <= set(files), set(files)
+    assert "night_sweep" in files["summary.html"] and "offered pps" in files["summary.html"]
+    assert yaml.safe_load(files["config.yaml"])["repeats"] == 2
+    assert "Experiment night_sweep" in html          # the category
+    assert "xdplab experiment" in html               # the report's own description
+    # The configuration's caption lists the values as run.
+    assert "duration_s" in html and "xdp_mode" in html
+
+
+def test_trial_banner():
+    point = {"target_pps": 10000, "packet_size": 1458, "repeat": 0}
+    assert report.trial_banner(3, 12, point, eta_s=125) == (
+        "xdplab: trial 3 of 12: 10000 pps, 1458 B payload, repeat 1 (about 2 min left)")
+    assert report.trial_banner(1, 1, point) == "xdplab: trial 1 of 1: 10000 pps, 1458 B payload, repeat 1"
+    assert report.trial_banner(1, 60, point, eta_s=3 * 3600 + 600).endswith("(about 3 h 10 min left)")
+    assert report.trial_banner(1, 2, point, eta_s=40).endswith("(about 40 s left)")
+
+
+def test_print_results(tmp_path, capsys):
+    assert report.print_results(str(tmp_path / "results/none")) is False
+    assert capsys.readouterr().out == ""
+    fake_results(tmp_path, {"experiment": "p", "target_pps": 1000})
+    assert report.print_results(str(tmp_path / "results/p")) is True
+    out = capsys.readouterr().out
+    assert "| offered pps |" in out and "Results: " in out and "results/p/summary.csv" in out
+
+
+def test_trial_progress_counts_finished_trials(tmp_path):
+    s = validate_config({"experiment": "t", "target_pps": [1000, 2000], "packet_size": [18, 1458],
+                         "repeats": 3, "duration_s": 10}).values
+    res = tmp_path / "results" / "t"
+    point = {"target_pps": 1000, "packet_size": 18, "repeat": 0}
+    assert report.trial_progress(str(res), s, point, overhead_s=5).startswith(
+        "xdplab: trial 1 of 12: 1000 pps, 18 B payload, repeat 1 (about 3 min left)")
+    for rep in range(3):
+        fake_trial(res / "trials/pps~1000/size~18" / f"rep~{rep}", "t", 1000, 18, rep)
+    assert "trial 4 of 12" in report.trial_progress(str(res), s, {**point, "packet_size": 1458})
