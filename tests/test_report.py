@@ -15,7 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from xdplab import figures, report  # noqa: E402
+from xdplab import figures, progress, report  # noqa: E402
 from xdplab.accounting import COLUMNS  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
 
@@ -100,11 +100,11 @@ def test_the_report_holds_the_table_the_configuration_and_the_experiment(workflo
 
 def test_trial_banner():
     point = {"target_pps": 10000, "packet_size": 1458, "repeat": 0}
-    assert report.trial_banner(3, 12, point, eta_s=125) == (
+    assert progress.trial_banner(3, 12, point, eta_s=125) == (
         "xdplab: trial 3 of 12: 10000 pps, 1458 B payload, repeat 1 (about 2 min left)")
-    assert report.trial_banner(1, 1, point) == "xdplab: trial 1 of 1: 10000 pps, 1458 B payload, repeat 1"
-    assert report.trial_banner(1, 60, point, eta_s=3 * 3600 + 600).endswith("(about 3 h 10 min left)")
-    assert report.trial_banner(1, 2, point, eta_s=40).endswith("(about 40 s left)")
+    assert progress.trial_banner(1, 1, point) == "xdplab: trial 1 of 1: 10000 pps, 1458 B payload, repeat 1"
+    assert progress.trial_banner(1, 60, point, eta_s=3 * 3600 + 600).endswith("(about 3 h 10 min left)")
+    assert progress.trial_banner(1, 2, point, eta_s=40).endswith("(about 40 s left)")
 
 
 def test_print_results(tmp_path, capsys):
@@ -116,13 +116,3 @@ def test_print_results(tmp_path, capsys):
     assert "| offered pps |" in out and "Results: " in out and "results/p/summary.csv" in out
 
 
-def test_trial_progress_counts_finished_trials(tmp_path):
-    s = validate_config({"experiment": "t", "target_pps": [1000, 2000], "packet_size": [18, 1458],
-                         "repeats": 3, "duration_s": 10}).values
-    res = tmp_path / "results" / "t"
-    point = {"target_pps": 1000, "packet_size": 18, "repeat": 0}
-    assert report.trial_progress(str(res), s, point, overhead_s=5).startswith(
-        "xdplab: trial 1 of 12: 1000 pps, 18 B payload, repeat 1 (about 3 min left)")
-    for rep in range(3):
-        fake_trial(res / "trials/pps~1000/size~18" / f"rep~{rep}", "t", 1000, 18, rep)
-    assert "trial 4 of 12" in report.trial_progress(str(res), s, {**point, "packet_size": 1458})

@@ -162,11 +162,10 @@ def check_writable(results: str) -> None:
 _RUN = {"ended": False}
 
 
-PLAN_FILE = Path(".snakemake", "xdplab-plan.json")
-
-
 def write_plan(trial_dirs: list[str]) -> None:
-    """The trials of this invocation, in order, for the progress lines (steps.progress)."""
+    """The trials of this invocation, in order, for the progress lines (progress.banner)."""
+    from .progress import PLAN_FILE
+
     PLAN_FILE.parent.mkdir(parents=True, exist_ok=True)
     PLAN_FILE.write_text(json.dumps({"trials": trial_dirs, "started_unix_s": time.time()}))
 

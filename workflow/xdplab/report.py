@@ -144,51 +144,6 @@ def print_results(results_dir: str, file=None) -> bool:
     return True
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 90:
-        return f"{seconds} s"
-    if seconds < 90 * 60:
-        return f"{round(seconds / 60)} min"
-    return f"{seconds // 3600} h {round(seconds % 3600 / 60):02d} min"
-
-
-def trial_banner(n: int, total: int, point: dict, eta_s: float | None = None) -> str:
-    """One line announcing a trial: 'xdplab: trial 3 of 12: 10000 pps, 1458 B payload,
-    repeat 1 (about 2 min left)'.  `point` holds target_pps, packet_size and repeat (as in
-    summary.csv; repeat counts from 0 and is shown from 1).  eta_s: the estimated time left
-    for the whole run, including this trial; omitted when unknown."""
-    parts = [f"{point['target_pps']} pps"]
-    if point.get("packet_size") is not None:
-        parts.append(f"{point['packet_size']} B payload")
-    if point.get("repeat") is not None:
-        parts.append(f"repeat {int(point['repeat']) + 1}")
-    left = f" (about {_duration(eta_s)} left)" if eta_s is not None and eta_s >= 0 else ""
-    return f"xdplab: trial {n} of {total}: {', '.join(parts)}{left}"
-
-
-# Seconds a trial takes beyond its traffic (testbed check, arm, capture check, gather),
-# measured on the embedded testbed: 2-second trials took 6.5-7.5 s each.
-TRIAL_OVERHEAD_S = 5.0
-
-
-def trial_progress(results_dir: str, settings: dict, point: dict,
-                   overhead_s: float = TRIAL_OVERHEAD_S) -> str:
-    """trial_banner for the trial about to start, from what is on disk: N is every trial
-    the configuration asks for, n counts the finished ones (trial.json) plus this one, so
-    a resumed sweep says "trial 7 of 12"; the time left assumes duration_s + overhead_s
-    per trial still to run.  `settings`: the validated configuration (target_pps and
-    packet_size as lists, repeats, duration_s); the trial directories are laid out as
-    in workflow/rules/common.smk (TRIAL)."""
-    trials = [(p, s, r) for p in settings["target_pps"] for s in settings["packet_size"]
-              for r in range(settings["repeats"])]
-    done = sum(Path(results_dir, "trials", f"pps~{p}", f"size~{s}", f"rep~{r}", "trial.json").exists()
-               for p, s, r in trials)
-    left = max(len(trials) - done, 1)
-    return trial_banner(min(done + 1, len(trials)), len(trials), point,
-                        left * (settings["duration_s"] + overhead_s))
-
-
 # Snakemake's scheduler chatter, one pair of lines per job: left out of the terminal
 # (not out of the log file) when the workflow profile quiets the job banners.
 _SCHEDULER_CHATTER = re.compile(r"Select jobs to execute\.\.\.$|Execute \d+ jobs\.\.\.$")

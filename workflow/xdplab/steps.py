@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import accounting, pcapcheck, source
+from . import accounting, pcapcheck, progress, source
 from .agentclient import AgentClient, AgentError
 
 # tcpdump keeps the first bytes of every frame: Ethernet 14 + IPv4 20 + UDP 8 +
@@ -501,30 +501,6 @@ def check_disk(estimate: dict, results_dir: str, dut_free: int | None, dut_dir: 
                         f"{estimate['pcap_bytes_per_packet']} bytes), {mib(dut_free)} are free")
 
 
-def progress(trial_dir: str, duration_s: float) -> str | None:
-    """'trial n of N' for this invocation's plan, with an estimate of the time left from the
-    wall time of the trials finished so far (trial.json's "wall"); None without a plan."""
-    try:
-        plan = read_json(".snakemake/xdplab-plan.json")
-    except (OSError, ValueError):
-        return None
-    dirs = plan.get("trials") or []
-    if trial_dir not in dirs:
-        return None
-    done = [d for d in dirs if Path(d, "trial.json").exists()]
-    walls = []
-    for d in done:
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            w = read_json(str(Path(d, "trial.json")))["wall"]
-            if w["gathered_unix_s"] >= plan.get("started_unix_s", 0):
-                walls.append(w["gathered_unix_s"] - w["armed_unix_s"])
-    per_trial = sum(walls) / len(walls) if walls else duration_s + 2.0
-    left = (len(dirs) - len(done)) * per_trial
-    eta = (f"~{left / 60:.0f} min left" if left >= 120 else f"~{left:.0f} s left") + \
-        ("" if walls else " (estimated)")
-    return f"trial {len(done) + 1} of {len(dirs)}, {eta}"
-
-
 def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path: str,
                   output: str, log: Log) -> None:
     conn = read_json(connectivity_path)
@@ -549,9 +525,10 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
         "expected_packets": max(shares) * duration,
         "collector": params.get("collector", "features"),
     }
-    where = progress(str(Path(output).parent), duration)
-    log(f"{where + ': ' if where else ''}{trial['target_pps']} pps, {trial['packet_size']} B payload, "
-        f"repeat {trial['repeat']}, {duration} s", echo=True)
+    banner = progress.banner(str(Path(output).parent), trial, duration)
+    if banner:
+        log(banner)
+        print(banner, file=sys.stderr, flush=True)
     # Interrupted while the agent arms, or arm.json not written: leave nothing armed.
     on_failure("disarm the trial's session", _disarm_on_failure(conn, request["trial"]))
     log(f"arming: {json.dumps(request)}")
