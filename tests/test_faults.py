@@ -367,7 +367,10 @@ def test_interrupted_run_stops_cleanly_and_keeps_finished_trials(workdir, how):
         assert "reusing the testbed that is already up" in out, out[-3000:]
     reasons = "\n".join(line for line in out.splitlines() if "reason:" in line or "rule " in line)
     assert (trial_dir(workdir, exp, finished) / "trial.json").read_bytes() == trial_bytes, reasons
-    assert f"pps~{finished}/size~1458/rep~0/arm.json" not in out, "the finished trial ran again"
+    # The terminal is quiet about jobs; Snakemake's log file names every job it ran.
+    full_log = max((workdir / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
+    assert f"pps~{interrupted}/size~1458/rep~0/arm.json" in full_log.read_text(), "the log names no job"
+    assert f"pps~{finished}/size~1458/rep~0/arm.json" not in full_log.read_text(), "the finished trial ran again"
     redone = json.loads((trial_dir(workdir, exp, interrupted) / "trial.json").read_text())
     assert [f["reason"] for f in redone["previous_failures"]] == [failure["reason"]]
     summary = (workdir / "results" / exp / "summary.csv").read_text().splitlines()
