@@ -45,3 +45,19 @@ def test_a_sweep_plans_every_step_once_per_trial(workflow_copy):
     assert jobs["build_collector"] == jobs["aggregate"] == jobs["figures"] == 1, jobs
     # Nothing was done for a dry run: no testbed, no results.
     assert not (workflow_copy / "results").exists()
+
+
+def test_partial_trials_are_discarded_only_by_runs_that_execute_jobs(workflow_copy):
+    sys.path.insert(0, str(workflow_copy / "workflow"))
+    from xdplab.housekeeping import executes_jobs
+
+    assert executes_jobs(["snakemake", "--cores", "1", "--config", "target_pps=1000"])
+    for argv in (["-n"], ["-np"], ["--dry-run"], ["--lint"], ["--report", "r.html"], ["--report=r.html"],
+                 ["--list-changes", "params"], ["--summary"], ["--unlock"], ["-D"]):
+        assert not executes_jobs(["snakemake", "--cores", "1", *argv]), argv
+    partial = workflow_copy / "results/default/trials/pps~10000/size~1458/rep~0"
+    partial.mkdir(parents=True)
+    (partial / "arm.json").write_text("{}")
+    for args in (["-n", "--cores", "1"], ["--lint"]):
+        snakemake(workflow_copy, *args)
+        assert (partial / "arm.json").exists(), args

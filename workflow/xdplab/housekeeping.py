@@ -40,8 +40,39 @@ def _failure_of(trial_dir: Path) -> dict | None:
     return failure if isinstance(failure, dict) else None
 
 
-def discard_partial_trials(results: str, trials: list[dict]) -> list[str]:
-    """Remove step records of trials without trial.json; return what was removed."""
+# Snakemake options under which an invocation runs no job: it plans, lints, reports,
+# lists or draws.  The Snakefile is read before Snakemake knows which executor it will
+# use, so this is read off the command line.
+NON_EXECUTING_OPTIONS = {
+    "--dry-run", "--dryrun", "--lint", "--report", "--summary", "--detailed-summary",
+    "--dag", "--rulegraph", "--filegraph", "--d3dag", "--list-rules", "--list-target-rules",
+    "--list-changes", "--lc", "--list-code-changes", "--list-input-changes",
+    "--list-params-changes", "--list-untracked", "--archive", "--unlock", "--cleanup-metadata",
+    "--containerize", "--export-cwl", "--print-compilation", "--touch", "--delete-all-output",
+    "--delete-temp-output", "--generate-unit-tests", "--cleanup-shadow", "--version", "--help",
+}
+NON_EXECUTING_SHORT = set("nStDlh")   # -n, -S, -t, -D, -l, -h, also inside clusters like -np
+
+
+def executes_jobs(argv: list[str]) -> bool:
+    """Whether a snakemake command line runs jobs (not -n, --lint, --report, ...)."""
+    for arg in argv[1:]:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name in NON_EXECUTING_OPTIONS:
+            return False
+        if arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) & NON_EXECUTING_SHORT \
+                and arg[1:].isalpha():
+            return False
+    return True
+
+
+def discard_partial_trials(results: str, trials: list[dict], argv: list[str] | None = None) -> list[str]:
+    """Remove step records of trials without trial.json; return what was removed.  Only on
+    an invocation that runs jobs: a dry run, a lint or a report changes nothing."""
+    if not executes_jobs(sys.argv if argv is None else argv):
+        return []
     if another_invocation_running(Path(".")):
         return []
     notes = []
