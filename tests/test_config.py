@@ -160,3 +160,15 @@ def test_lab_mode_needs_a_lab_and_a_lab_needs_lab_mode(tmp_path):
     raw = _lab(tmp_path)
     raw["testbed"] = "embedded"
     assert "set testbed: lab" in problems(raw)[0]
+
+
+def test_the_schema_is_standard_json_schema():
+    import jsonschema
+
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    text = (REPO / "workflow/schemas/config.schema.yaml").read_text()
+    assert "x-list" not in text and "x-ifname" not in text and "x-lab" not in text
+    # The defaults pass the schema as snakemake.utils.validate sees them.
+    values = validate_config({}).values
+    assert not list(jsonschema.Draft202012Validator(schema).iter_errors(dict(values, lab=None)))

@@ -76,8 +76,33 @@ def _coerce_bool(key: str, value: Any) -> bool:
     raise ValueError(f"{key}: expected true or false, got {_show(value)}")
 
 
+IFNAME_REF = "#/$defs/ifname"
+
+
+def _resolve(spec: dict, schema: dict) -> dict:
+    """A property's spec with a local $ref ("#/$defs/name") replaced by what it names (its
+    own keys, such as default and description, win)."""
+    ref = spec.get("$ref")
+    if not ref:
+        return spec
+    target = schema
+    for part in ref.lstrip("#/").split("/"):
+        target = target[part]
+    return {**target, **{k: v for k, v in spec.items() if k != "$ref"}, "x-ref": ref}
+
+
+def item_spec(spec: dict, schema: dict) -> tuple[dict, bool]:
+    """(the spec of one value, whether a list of such values is allowed): a list-or-scalar
+    is oneOf [a scalar, an array of that scalar]."""
+    branches = spec.get("oneOf")
+    if branches and len(branches) == 2 and any(b.get("type") == "array" for b in branches):
+        scalar = next(b for b in branches if b.get("type") != "array")
+        return {**_resolve(scalar, schema), **{k: v for k, v in spec.items() if k != "oneOf"}}, True
+    return _resolve(spec, schema), False
+
+
 def _check_one(key: str, spec: dict, value: Any, bounds: dict) -> Any:
-    kind = spec["type"]
+    kind = spec.get("type")
     if kind == "integer":
         value = _coerce_int(key, value)
         lo = spec.get("minimum")
@@ -89,14 +114,12 @@ def _check_one(key: str, spec: dict, value: Any, bounds: dict) -> Any:
         return value
     if kind == "boolean":
         return _coerce_bool(key, value)
-    if spec.get("x-lab"):
-        return value  # checked as a whole by check_lab()
     if kind == "string":
         if not isinstance(value, str):
             raise ValueError(f"{key}: expected text, got {_show(value)}")
         if "enum" in spec and value not in spec["enum"]:
             raise ValueError(f"{key}: {_show(value)} is not allowed; choose one of: {', '.join(spec['enum'])}")
-        if spec.get("x-ifname") and (not IFNAME_RE.match(value) or value in (".", "..")):
+        if spec.get("x-ref") == IFNAME_REF and (not IFNAME_RE.match(value) or value in (".", "..")):
             raise ValueError(f"{key}: {_show(value)} is not valid; allowed: {IFNAME_RULE}")
         if "pattern" in spec and not re.fullmatch(spec["pattern"], value):
             raise ValueError(f"{key}: {_show(value)} is not valid; allowed: {spec['description'].strip()}")
@@ -129,9 +152,9 @@ class Settings:
             raise AttributeError(name) from e
 
 
-def validate_config(raw: dict, schema: dict | None = None) -> Settings:
+def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
     """Coerce and check `raw` (Snakemake's `config`); raise ConfigError listing every mistake."""
-    schema = schema or load_schema()
+    schema = load_schema(schema_path)
     props: dict = schema["properties"]
     problems: list[str] = []
 
@@ -148,12 +171,14 @@ def validate_config(raw: dict, schema: dict | None = None) -> Settings:
     # Keys others depend on first (packet_size's maximum comes from mtu).
     order = sorted(props, key=lambda k: "x-maximum-from" in props[k])
     for key in order:
-        spec = props[key]
+        if key == "lab":
+            continue  # a whole structure: check_lab(), below
+        spec, listable = item_spec(props[key], schema)
         bounds = {}
         if "x-maximum-from" in spec and isinstance(values.get("mtu"), int):
             bounds[key] = values["mtu"] - IPV4_UDP_HEADERS
         try:
-            if spec.get("x-list"):
+            if listable:
                 items = _as_list(key, merged[key])
                 checked = [_check_one(key, spec, v, bounds) for v in items]
                 if len(set(checked)) != len(checked):
@@ -179,6 +204,17 @@ def validate_config(raw: dict, schema: dict | None = None) -> Settings:
                         "use them (or remove lab)")
     if problems:
         raise ConfigError(problems)
+    # Last, the standard check against the schema itself, of the coerced values (and the
+    # lab as given): the messages above are the ones a user reads; this one only speaks
+    # if the schema and the checks above ever disagree.
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    as_given = dict(values, lab=merged.get("lab") if values.get("testbed") == "lab" else None)
+    try:
+        validate(as_given, str(schema_path), set_default=False)
+    except WorkflowError as e:
+        raise ConfigError([f"the configuration does not match {SCHEMA_PATH.name}: {e}"]) from None
     return Settings(values)
 
 
