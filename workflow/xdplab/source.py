@@ -147,9 +147,10 @@ elif out["exists"]:
 
 code, text = run(["ps", "-axo", "pid=,command="])
 ours = []
+generator = re.compile(r"(^|\s)" + re.escape(prefix) + r"\d+\.py(\s|$)")   # not this script's own line
 for line in text.splitlines():
     pid, _, cmd = line.strip().partition(" ")
-    if prefix in cmd and pid.isdigit() and int(pid) != os.getpid():
+    if generator.search(cmd) and pid.isdigit() and int(pid) != os.getpid():
         ours.append((int(pid), cmd.strip()))
 for pid, cmd in ours:
     try:
