@@ -346,3 +346,33 @@ def test_agent_package_imports_nothing_else_from_xdplab():
         text = path.read_text()
         assert not re.search(r"^\s*(from|import)\s+xdplab\b(?!\.agent)", text, re.M), path.name
         assert not re.search(r"shell\s*=\s*True|os\.system|os\.popen", text), path.name
+
+
+# --- where the bpf files come from ------------------------------------------------------------
+
+def test_unzipped_package_reads_the_repositorys_bpf_files():
+    s = bpfsrc.Sources.load()
+    assert Path(s.source_origin) == REPO / "bpf" / "collector.bpf.c"
+    assert s.source == (REPO / "bpf" / "collector.bpf.c").read_bytes()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs /usr/bin/python3")
+def test_pyz_carries_the_bpf_files_and_runs_help_without_bcc():
+    import subprocess
+    r = subprocess.run(["make", "-s", "agent"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pyz = REPO / "dist" / "xdplab-agent.pyz"
+    code = ("import sys, json; sys.path.insert(0, sys.argv[1]); "
+            "from xdplab.agent import bpfsrc; s = bpfsrc.Sources.load(); "
+            "print(json.dumps([s.source_origin, s.source_sha256, s.header_sha256]))")
+    r = subprocess.run(["/usr/bin/python3", "-S", "-c", code, str(pyz)], capture_output=True,
+                       text=True, cwd="/")
+    assert r.returncode == 0, r.stderr
+    origin, src_sha, hdr_sha = json.loads(r.stdout)
+    assert origin.startswith("package:")
+    import hashlib
+    assert src_sha == hashlib.sha256((REPO / "bpf" / "collector.bpf.c").read_bytes()).hexdigest()
+    assert hdr_sha == hashlib.sha256((REPO / "bpf" / "xdplab.h").read_bytes()).hexdigest()
+    r = subprocess.run(["/usr/bin/python3", "-S", str(pyz), "--help"], capture_output=True,
+                       text=True, cwd="/")
+    assert r.returncode == 0 and "--interface" in r.stdout, r.stderr

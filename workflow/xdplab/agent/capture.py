@@ -10,6 +10,7 @@ or the file stopped growing for STOP_QUIET_S, within STOP_BOUND_S.  The old
 fixed 1.25 s wait is gone.
 """
 
+import collections
 import hashlib
 import logging
 import os
@@ -134,7 +135,7 @@ class Tcpdump:
         self.argv = ["tcpdump", "-p", "-n", "--immediate-mode", "-U", "-i", ifname,
                      "-s", str(snaplen), "-B", "8192", "-Z", "root", "-w", path, bpf_filter]
         self.path = path
-        self.lines = []
+        self.lines = collections.deque(maxlen=100)   # bounded; the statistics come last
         self.listening = threading.Event()
         self.counter = PcapCounter(path)
         self.result = None
@@ -147,8 +148,7 @@ class Tcpdump:
     def _read_stderr(self):
         for raw in self.proc.stderr:
             line = raw.decode("utf-8", "replace").rstrip("\n")
-            if len(self.lines) < 100:        # bounded: tcpdump says little
-                self.lines.append(line)
+            self.lines.append(line)
             if "listening on" in line:
                 self.listening.set()
         self.proc.stderr.close()

@@ -169,10 +169,11 @@ class Session:
                                           record_cls)
                     prog.on_record = i.features.on_record
                     st.callback(setattr, prog, "on_record", None)
-            st.callback(self._stop_consumer)
-            self.consumer = threading.Thread(target=self._consume, name="ringbuf-" + self.id,
-                                             daemon=True)
-            self.consumer.start()
+            if self.collector == "features":
+                st.callback(self._stop_consumer)
+                self.consumer = threading.Thread(target=self._consume,
+                                                 name="ringbuf-" + self.id, daemon=True)
+                self.consumer.start()
             stats_fd = enable_run_time_stats()
             st.callback(os.close, stats_fd)
         self.sampler = sysstats.SoftirqSampler(self.id)
@@ -224,7 +225,7 @@ class Session:
             if not i.tcpdump.wait_listening():
                 raise ApiError(500, "tcpdump on %s did not report listening within %.0f s: %s"
                                % (i.name, capture.LISTEN_TIMEOUT_S,
-                                  " | ".join(i.tcpdump.lines[-5:])))
+                                  " | ".join(list(i.tcpdump.lines)[-5:])))
         self.armed_ns = time.monotonic_ns()
         self.deadline_ns = self.armed_ns + int(req["deadline_s"] * 1e9)
         self.state = "armed"
