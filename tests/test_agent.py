@@ -556,6 +556,7 @@ def test_build_reports_program_and_is_reused(agent, built):
     assert built["ringbuf_pages"] == 2048
     assert built["ringbuf_bytes"] == 2048 * os.sysconf("SC_PAGE_SIZE")
     assert xdp_on_dut() is None   # build never attaches
+    assert built["instances"] == 2        # one per --interface: arming never compiles
     again = agent.post("/build", {"port": TEST_PORT}).json()
     assert again["reused"] is True and again["compile_s"] == 0
     assert again["prog_tag"] == built["prog_tag"]
@@ -687,9 +688,10 @@ def test_several_run_ids(agent):
     assert cap["captured"] == 170
 
 
-def test_two_interfaces(agent):
+def test_two_interfaces(agent, built):
     a = arm(agent, interfaces=[IF_DUT, IF_DUT1], run_ids=2)
     sid = a["session"]
+    assert a["compile_s"] == 0       # /build loaded an instance per interface
     assert set(a["interfaces"]) == {IF_DUT, IF_DUT1}
     l0, l1 = a["interfaces"][IF_DUT], a["interfaces"][IF_DUT1]
     assert l0["prog_id"] != l1["prog_id"] and l0["link_id"] != l1["link_id"]
