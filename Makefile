@@ -85,7 +85,7 @@ shell_quote = '$(subst ','\'',$(1))'
 RUN_CONFIG := $(strip $(foreach k,$(CONFIG_KEYS),$(if $(filter command line file override,$(origin $(k))),$(call shell_quote,$(k)=$($(k))))))
 RUN_ARGS := $(strip --cores $(CORES) $(if $(VERBOSE),--workflow-profile none) $(SNAKEMAKE_ARGS) --config $(RUN_CONFIG) $(CONFIG))
 
-.PHONY: setup run test bench clean-testbed
+.PHONY: setup run test bench clean-testbed agent
 
 setup:
 	@bash envs/setup.sh
@@ -104,6 +104,24 @@ bench: setup
 		PYTHONPATH=$(CURDIR)/workflow $(PYTHON) "$$f"; \
 	done; \
 	[ $$found -eq 1 ] || echo "no benchmarks/bench_*.py to run"
+
+# The DUT agent as one file: the package plus bpf/collector.bpf.c and
+# bpf/xdplab.h inside (read with pkgutil, nothing is extracted).
+AGENT_PYZ := dist/xdplab-agent.pyz
+AGENT_SRC := $(wildcard workflow/xdplab/agent/*.py) workflow/xdplab/agent/API.md \
+	bpf/collector.bpf.c bpf/xdplab.h
+
+agent: $(AGENT_PYZ)
+
+$(AGENT_PYZ): $(AGENT_SRC)
+	@rm -rf dist/.agent-build && mkdir -p dist/.agent-build/xdplab/agent/bpf
+	@echo '# xdplab: only the DUT agent is in this archive' > dist/.agent-build/xdplab/__init__.py
+	cp workflow/xdplab/agent/*.py workflow/xdplab/agent/API.md dist/.agent-build/xdplab/agent/
+	cp bpf/collector.bpf.c bpf/xdplab.h dist/.agent-build/xdplab/agent/bpf/
+	/usr/bin/python3 -m zipapp dist/.agent-build -o $@.tmp -p /usr/bin/python3 \
+		-m xdplab.agent.__main__:main -c
+	@mv $@.tmp $@ && rm -rf dist/.agent-build
+	@echo "built $@ ($$(stat -c %s $@) bytes)"
 
 clean-testbed:
 	PYTHONPATH=$(CURDIR)/workflow $$( [ -x $(PYTHON) ] && echo $(PYTHON) || echo /usr/bin/python3 ) -m xdplab.testbed down

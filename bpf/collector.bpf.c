@@ -1,19 +1,23 @@
 /* collector.bpf.c - XDP collector of xdplab, compiled by BCC on the DUT.
  *
- * Runs on every frame the device under test receives on the measured
- * interface and always passes it on (XDP_PASS): it observes, never drops.
- * For each frame it counts what it saw in per-CPU counters; for each UDP
- * datagram to XDPLAB_PORT whose payload starts with the xdplab payload header
- * it exports one `struct xdplab_feature` record through a BPF ring buffer.
+ * Runs on every frame the device under test receives on a measured interface
+ * and always passes it on (XDP_PASS): it observes, never drops.  Every frame
+ * is counted once in per-CPU counters by what it is (see enum xdplab_counter
+ * in xdplab.h); for each UDP datagram to XDPLAB_PORT whose payload carries the
+ * xdplab magic and a run id of the armed session it exports one
+ * `struct xdplab_feature` record through a BPF ring buffer.
  *
- * Compiled by workflow/xdplab/agent.py with
- *     cflags = ["-I<bpf dir>", "-DXDPLAB_PORT=<port>"
- *               (, "-DXDPLAB_RING_PAGES=<pages>" when a session asks for it)]
- * Both are load-time constants rather than map lookups, so the hot path has
- * no extra map access; the agent compiles once per session.
+ * Compiled by the agent (workflow/xdplab/agent/bpf.py) with
+ *     cflags = ["-DXDPLAB_PORT=<port>"
+ *               (, "-DXDPLAB_RING_PAGES=<pages>" when asked for)
+ *               (, "-DXDPLAB_COUNT_ONLY" for collector "counters")]
+ * These are load-time constants, not map lookups.  The session's run-id range
+ * is the one thing that changes per session without a recompile: it is read
+ * from the `run_range` array map, and only for datagrams to the port (an
+ * array-map lookup, which the verifier inlines).
  *
- * Shared definitions (payload header, feature record, counter indices) live
- * in xdplab.h and nowhere else.
+ * Shared definitions (payload header, feature record, counter indices, run-id
+ * limit) live in xdplab.h and nowhere else.
  */
 #include <uapi/linux/bpf.h>
 #include <linux/in.h>
@@ -31,6 +35,12 @@
 #error "XDPLAB_PORT must be a UDP port number, 1..65535"
 #endif
 
+BPF_PERCPU_ARRAY(counters, u64, XDPLAB_NR_COUNTERS);
+BPF_PERCPU_ARRAY(matched_by_run, u64, XDPLAB_MAX_RUN_IDS);
+/* low 32 bits: first run id; high 32 bits: how many (0 = match nothing) */
+BPF_ARRAY(run_range, u64, 1);
+
+#ifndef XDPLAB_COUNT_ONLY
 /* Ring size in pages: a record is 40 bytes plus the ring's 8-byte header, 48
  * bytes.  The default 1<<11 pages (8 MiB on 4 KiB pages) hold ~174k records,
  * i.e. ~1.7 s at 100k pps with no consumer at all.  The agent consumes every
@@ -49,8 +59,8 @@
 #error "XDPLAB_RING_PAGES must be a power of two, 1..16384"
 #endif
 
-BPF_PERCPU_ARRAY(counters, u64, XDPLAB_NR_COUNTERS);
 BPF_RINGBUF_OUTPUT(events, XDPLAB_RING_PAGES);
+#endif /* XDPLAB_COUNT_ONLY */
 
 /* Per-CPU slot: only this CPU writes it while the program runs (XDP runs with
  * preemption/migration disabled), so a plain increment is safe. */
@@ -70,33 +80,41 @@ int xdplab_collect(struct xdp_md *ctx)
 	struct iphdr *iph;
 	struct udphdr *udph;
 	struct xdplab_payload_hdr *hdr;
-	struct xdplab_feature *rec;
-	u32 ihl_bytes;
+	u32 ihl_bytes, zero = 0, slot;
+	u64 *range, *by_run;
 
 	count(XDPLAB_SEEN);
 
-	/* A runt frame does not claim to be anything: not a parse error. */
-	if ((void *)(eth + 1) > data_end)
+	/* A runt frame does not claim to be anything: foreign, not a parse error. */
+	if ((void *)(eth + 1) > data_end) {
+		count(XDPLAB_FOREIGN_OTHER);
 		return XDP_PASS;
-	if (eth->h_proto != bpf_htons(ETH_P_IP))
+	}
+	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
+		count(XDPLAB_FOREIGN_ARP);
 		return XDP_PASS;
+	}
+	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
+		count(XDPLAB_FOREIGN_OTHER);
+		return XDP_PASS;
+	}
 
 	iph = (void *)(eth + 1);
 	if ((void *)(iph + 1) > data_end) {
 		count(XDPLAB_PARSE_ERRORS);
 		return XDP_PASS;
 	}
-	if (iph->protocol != IPPROTO_UDP)
-		return XDP_PASS;
 	/* ihl counts 32-bit words; options make the header longer than 20. */
 	ihl_bytes = iph->ihl * 4;
 	if (ihl_bytes < sizeof(*iph)) {
 		count(XDPLAB_PARSE_ERRORS);
 		return XDP_PASS;
 	}
-	/* Non-first fragments carry no UDP header. */
-	if (iph->frag_off & bpf_htons(0x1fff))
+	/* Other protocols, and non-first fragments (they carry no UDP header). */
+	if (iph->protocol != IPPROTO_UDP || (iph->frag_off & bpf_htons(0x1fff))) {
+		count(XDPLAB_FOREIGN_OTHER);
 		return XDP_PASS;
+	}
 
 	udph = (void *)iph + ihl_bytes;
 	if ((void *)(udph + 1) > data_end) {
@@ -105,34 +123,51 @@ int xdplab_collect(struct xdp_md *ctx)
 	}
 	count(XDPLAB_IPV4_UDP);
 
-	if (udph->dest != bpf_htons(XDPLAB_PORT))
-		return XDP_PASS;
-	hdr = (void *)(udph + 1);
-	if ((void *)hdr + XDPLAB_HDR_LEN > data_end)
-		return XDP_PASS;
-	if (hdr->magic != bpf_htonl(XDPLAB_MAGIC))
-		return XDP_PASS;
-	count(XDPLAB_MATCHED);
-
-	rec = events.ringbuf_reserve(sizeof(*rec));
-	if (!rec) {
-		count(XDPLAB_RINGBUF_FULL);
+	if (udph->dest != bpf_htons(XDPLAB_PORT)) {
+		count(XDPLAB_FOREIGN_OTHER);
 		return XDP_PASS;
 	}
-	rec->arrival_ns = bpf_ktime_get_ns();
-	rec->send_ns = __builtin_bswap64(hdr->send_ns);
-	rec->saddr = iph->saddr;
-	rec->daddr = iph->daddr;
-	rec->seq = bpf_ntohl(hdr->seq);
-	rec->sport = bpf_ntohs(udph->source);
-	rec->dport = bpf_ntohs(udph->dest);
-	rec->frame_len = (u16)(data_end - data);
-	rec->run_id = bpf_ntohs(hdr->run_id);
-	rec->cpu = bpf_get_smp_processor_id();
-	/* No wakeup: the agent polls every few ms.  Waking the consumer on every
-	 * submit cost ~2,500 ns/pkt on this machine versus ~220 ns without. */
-	events.ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
-	count(XDPLAB_FEATURES);
+	hdr = (void *)(udph + 1);
+	if ((void *)hdr + XDPLAB_HDR_LEN > data_end || hdr->magic != bpf_htonl(XDPLAB_MAGIC)) {
+		count(XDPLAB_FOREIGN_PORT);
+		return XDP_PASS;
+	}
+	range = run_range.lookup(&zero);
+	/* unsigned: a run id below the first wraps to a large slot */
+	slot = (u32)bpf_ntohs(hdr->run_id) - (u32)(range ? *range : 0);
+	if (!range || slot >= (u32)(*range >> 32) || slot >= XDPLAB_MAX_RUN_IDS) {
+		count(XDPLAB_FOREIGN_PORT);
+		return XDP_PASS;
+	}
+	count(XDPLAB_MATCHED);
+	by_run = matched_by_run.lookup(&slot);
+	if (by_run)
+		(*by_run)++;
 
+#ifndef XDPLAB_COUNT_ONLY
+	{
+		struct xdplab_feature *rec = events.ringbuf_reserve(sizeof(*rec));
+
+		if (!rec) {
+			count(XDPLAB_RINGBUF_FULL);
+			return XDP_PASS;
+		}
+		rec->arrival_ns = bpf_ktime_get_ns();
+		rec->send_ns = __builtin_bswap64(hdr->send_ns);
+		rec->saddr = iph->saddr;
+		rec->daddr = iph->daddr;
+		rec->seq = bpf_ntohl(hdr->seq);
+		rec->sport = bpf_ntohs(udph->source);
+		rec->dport = bpf_ntohs(udph->dest);
+		rec->frame_len = (u16)(data_end - data);
+		rec->run_id = bpf_ntohs(hdr->run_id);
+		rec->cpu = bpf_get_smp_processor_id();
+		/* No wakeup: the agent polls every few ms.  Waking the consumer on
+		 * every submit cost ~2,500 ns/pkt on this machine versus ~220 ns
+		 * without. */
+		events.ringbuf_submit(rec, BPF_RB_NO_WAKEUP);
+		count(XDPLAB_FEATURES);
+	}
+#endif
 	return XDP_PASS;
 }

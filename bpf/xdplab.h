@@ -1,9 +1,10 @@
 /* xdplab.h - what the XDP collector shares with user space, defined once.
  *
  * Included by bpf/collector.bpf.c (compiled by BCC on the device under test)
- * and read by the agent (workflow/xdplab/agent.py): BCC decodes ring-buffer
- * records from `struct xdplab_feature`, and the agent takes the counter
- * indices from `enum xdplab_counter` below.  The generator
+ * and read by the agent (workflow/xdplab/agent/bpfsrc.py): the agent decodes
+ * ring-buffer records from `struct xdplab_feature`, takes the counter indices
+ * from `enum xdplab_counter` and the run-id limit from XDPLAB_MAX_RUN_IDS
+ * below.  The agent inlines this header into the source it hands to BCC.  The generator
  * (workflow/xdplab/generator.py) runs on the source host with the Python
  * standard library only, so it mirrors the payload header layout; a unit test
  * checks the two agree.
@@ -47,15 +48,29 @@ struct xdplab_feature {
 	__u32 cpu;        /* CPU that ran the XDP program */
 };
 
+/* A session matches run ids first .. first+count-1 (count <= XDPLAB_MAX_RUN_IDS).
+ * The agent writes them into the one-entry `run_range` array map at arm as a
+ * u64: first in the low 32 bits, count in the high 32 bits (one lookup in
+ * the hot path, and no recompile per session).  `matched_by_run` is a per-CPU
+ * array of XDPLAB_MAX_RUN_IDS counters indexed by run_id - first. */
+#define XDPLAB_MAX_RUN_IDS 16
+
 /* Per-CPU counters, indices into the `counters` array.  Summed over all
- * possible CPUs in user space. */
+ * possible CPUs in user space.  Every frame lands in exactly one of
+ * MATCHED, FOREIGN_ARP, FOREIGN_PORT, FOREIGN_OTHER, PARSE_ERRORS, so
+ * SEEN = MATCHED + FOREIGN_ARP + FOREIGN_PORT + FOREIGN_OTHER + PARSE_ERRORS. */
 enum xdplab_counter {
 	XDPLAB_SEEN = 0,      /* every frame the program ran on */
-	XDPLAB_IPV4_UDP,      /* parsed as IPv4 + UDP */
-	XDPLAB_MATCHED,       /* UDP to the configured port carrying XDPLAB_MAGIC */
+	XDPLAB_IPV4_UDP,      /* parsed as IPv4 + UDP (first fragments included) */
+	XDPLAB_MATCHED,       /* UDP to the port, magic, run id in the session's range */
 	XDPLAB_FEATURES,      /* feature records submitted to the ring buffer */
 	XDPLAB_RINGBUF_FULL,  /* matched, but the ring buffer had no room: record dropped */
 	XDPLAB_PARSE_ERRORS,  /* claimed IPv4/UDP but a header ran past the frame's end */
+	XDPLAB_FOREIGN_ARP,   /* ARP frames */
+	XDPLAB_FOREIGN_PORT,  /* IPv4/UDP to the port: short payload, no magic, or a run id
+			       * outside the session's range */
+	XDPLAB_FOREIGN_OTHER, /* everything else: runts, other ethertypes (VLAN too), other
+			       * IP protocols, non-first fragments, other UDP ports */
 	XDPLAB_NR_COUNTERS,
 };
 

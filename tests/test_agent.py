@@ -1,28 +1,31 @@
-"""Tests of the DUT agent (workflow/xdplab/agent.py) on a real mini testbed.
+"""Tests of the DUT agent (workflow/xdplab/agent/) on a real mini testbed.
 
 The module builds its own testbed, separate from workflow/xdplab/testbed.py:
-namespaces xlt-agent-src / xlt-agent-dut joined by veth xlt-as0 (10.202.0.1/30)
-<-> xlt-ad0 (10.202.0.2/30), plus a management veth xlt-am (root namespace,
-10.202.1.1/30) <-> mgmt0 (dut namespace, 10.202.1.2/30) on which the agent
-listens.  IPv6 is off on the test link and neighbours are static, so the only
-frames xlt-ad0 receives are the ones a test sends: counts can be exact.
+namespaces xlt-agent-src / xlt-agent-dut joined by two veth pairs
+xlt-as0 (10.202.0.1/30) <-> xlt-ad0 (10.202.0.2/30) and
+xlt-as1 (10.202.0.5/30) <-> xlt-ad1 (10.202.0.6/30), plus a management veth
+xlt-am (root namespace, 10.202.1.1/30) <-> mgmt0 (dut namespace, 10.202.1.2/30)
+on which the agent listens.  IPv6 is off on the test links and neighbours are
+static, so the only frames the DUT interfaces receive are the ones a test
+sends: counts can be exact.
 
+The agent runs from dist/xdplab-agent.pyz (built by `make agent` here), with
+the contract's command line; one test runs it unzipped (python3 -m xdplab.agent).
 Needs root, /usr/bin/python3 with bcc, tcpdump and iproute2; skips otherwise.
-Run: .venv/bin/python -m pytest tests/test_agent.py -v
+Run: flock /tmp/xdplab-testbed.lock .venv/bin/python -m pytest tests/test_agent.py -x -q
 """
 
 import fcntl
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
-import types
 from pathlib import Path
 
 import pytest
@@ -30,14 +33,16 @@ import pytest
 requests = pytest.importorskip("requests")
 
 REPO = Path(__file__).resolve().parents[1]
-AGENT_PY = REPO / "workflow" / "xdplab" / "agent.py"
+PYZ = REPO / "dist" / "xdplab-agent.pyz"
 BPF_DIR = REPO / "bpf"
 SYS_PY = "/usr/bin/python3"
 
 NS_SRC, NS_DUT = "xlt-agent-src", "xlt-agent-dut"
-IF_SRC, IF_DUT = "xlt-as0", "xlt-ad0"
+LINKS = [("xlt-as0", "xlt-ad0", "10.202.0.1", "10.202.0.2"),
+         ("xlt-as1", "xlt-ad1", "10.202.0.5", "10.202.0.6")]
+IF_SRC, IF_DUT, SRC_ADDR, DUT_ADDR = LINKS[0]
+IF_SRC1, IF_DUT1, SRC_ADDR1, DUT_ADDR1 = LINKS[1]
 MGMT_ROOT, MGMT_DUT = "xlt-am", "mgmt0"
-SRC_ADDR, DUT_ADDR = "10.202.0.1", "10.202.0.2"
 MGMT_ROOT_ADDR, AGENT_ADDR = "10.202.1.1", "10.202.1.2"
 AGENT_PORT = 7717
 TEST_PORT = 12345
@@ -70,21 +75,19 @@ def sh(*argv, check=True, timeout=30):
     return r
 
 
-def xdp_on_dut():
-    """The `xdp` object of `ip -d link` for xlt-ad0, or None when nothing is attached."""
-    out = sh("ip", "-n", NS_DUT, "-j", "-d", "link", "show", "dev", IF_DUT).stdout
+def xdp_on(ifname=IF_DUT):
+    """The `xdp` object of `ip -d link` for a DUT interface, or None when nothing is attached."""
+    out = sh("ip", "-n", NS_DUT, "-j", "-d", "link", "show", "dev", ifname).stdout
     return json.loads(out)[0].get("xdp")
 
 
-def xdp_in_ip_link():
-    """Whether plain `ip -j link` shows an XDP program on xlt-ad0."""
-    out = sh("ip", "-n", NS_DUT, "-j", "link", "show", "dev", IF_DUT).stdout
-    return "xdp" in json.loads(out)[0]
+def xdp_on_dut():
+    return xdp_on(IF_DUT) or xdp_on(IF_DUT1)
 
 
-def nic_rx_packets():
+def nic_rx_packets(ifname=IF_DUT):
     return int(sh("ip", "netns", "exec", NS_DUT, "cat",
-                  "/sys/class/net/%s/statistics/rx_packets" % IF_DUT).stdout)
+                  "/sys/class/net/%s/statistics/rx_packets" % ifname).stdout)
 
 
 # --- testbed -------------------------------------------------------------------
@@ -93,7 +96,8 @@ def _teardown_testbed():
     for ns in (NS_SRC, NS_DUT):
         sh("ip", "netns", "del", ns, check=False)
     sh("ip", "link", "del", MGMT_ROOT, check=False)
-    sh("ip", "link", "del", IF_SRC, check=False)
+    for src, *_ in LINKS:
+        sh("ip", "link", "del", src, check=False)
 
 
 def _disable_ipv6(ns, *ifaces):
@@ -111,8 +115,7 @@ LOCK_PATH = "/run/lock/xdplab-test-agent.lock"
 
 @pytest.fixture(scope="module")
 def testbed_lock():
-    """Serializes concurrent runs of this module (say, `pytest tests/` started
-    by someone else meanwhile): they share the namespace names."""
+    """Serializes concurrent runs of this module: they share the namespace names."""
     f = open(LOCK_PATH if os.path.isdir("/run/lock") else "/tmp/xdplab-test-agent.lock", "w")
     try:
         deadline = time.monotonic() + 900
@@ -135,29 +138,50 @@ def testbed(testbed_lock):
     try:
         sh("ip", "netns", "add", NS_SRC)
         sh("ip", "netns", "add", NS_DUT)
-        sh("ip", "link", "add", IF_SRC, "netns", NS_SRC, "type", "veth",
-           "peer", "name", IF_DUT, "netns", NS_DUT)
+        for src, dut, _, _ in LINKS:
+            sh("ip", "link", "add", src, "netns", NS_SRC, "type", "veth",
+               "peer", "name", dut, "netns", NS_DUT)
         sh("ip", "link", "add", MGMT_ROOT, "type", "veth", "peer", "name", MGMT_DUT,
            "netns", NS_DUT)
-        _disable_ipv6(NS_SRC, IF_SRC)
-        _disable_ipv6(NS_DUT, IF_DUT, MGMT_DUT)
+        _disable_ipv6(NS_SRC, *[l[0] for l in LINKS])
+        _disable_ipv6(NS_DUT, MGMT_DUT, *[l[1] for l in LINKS])
         sh("sysctl", "-q", "-w", "net.ipv6.conf.%s.disable_ipv6=1" % MGMT_ROOT)
-        sh("ip", "-n", NS_SRC, "addr", "add", SRC_ADDR + "/30", "dev", IF_SRC)
-        sh("ip", "-n", NS_DUT, "addr", "add", DUT_ADDR + "/30", "dev", IF_DUT)
+        for src, dut, src_addr, dut_addr in LINKS:
+            sh("ip", "-n", NS_SRC, "addr", "add", src_addr + "/30", "dev", src)
+            sh("ip", "-n", NS_DUT, "addr", "add", dut_addr + "/30", "dev", dut)
         sh("ip", "-n", NS_DUT, "addr", "add", AGENT_ADDR + "/30", "dev", MGMT_DUT)
         sh("ip", "addr", "add", MGMT_ROOT_ADDR + "/30", "dev", MGMT_ROOT)
-        for ns, ifname in ((NS_SRC, "lo"), (NS_SRC, IF_SRC), (NS_DUT, "lo"),
-                           (NS_DUT, IF_DUT), (NS_DUT, MGMT_DUT)):
+        for ns, ifname in [(NS_SRC, "lo"), (NS_DUT, "lo"), (NS_DUT, MGMT_DUT)] + \
+                [(NS_SRC, l[0]) for l in LINKS] + [(NS_DUT, l[1]) for l in LINKS]:
             sh("ip", "-n", ns, "link", "set", "dev", ifname, "up")
         sh("ip", "link", "set", "dev", MGMT_ROOT, "up")
-        # Static neighbours: no ARP on the test link during a trial.
-        sh("ip", "-n", NS_SRC, "neigh", "replace", DUT_ADDR, "lladdr", _mac(NS_DUT, IF_DUT),
-           "dev", IF_SRC, "nud", "permanent")
-        sh("ip", "-n", NS_DUT, "neigh", "replace", SRC_ADDR, "lladdr", _mac(NS_SRC, IF_SRC),
-           "dev", IF_DUT, "nud", "permanent")
+        # Static neighbours: no ARP on the test links during a trial.
+        for src, dut, src_addr, dut_addr in LINKS:
+            sh("ip", "-n", NS_SRC, "neigh", "replace", dut_addr, "lladdr", _mac(NS_DUT, dut),
+               "dev", src, "nud", "permanent")
+            sh("ip", "-n", NS_DUT, "neigh", "replace", src_addr, "lladdr", _mac(NS_SRC, src),
+               "dev", dut, "nud", "permanent")
         yield
     finally:
         _teardown_testbed()
+
+
+@pytest.fixture(scope="module")
+def pyz(testbed):
+    r = subprocess.run(["make", "-s", "agent"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert PYZ.is_file()
+    return PYZ
+
+
+def agent_argv(token_file, state_dir, port=AGENT_PORT, interfaces=(IF_DUT, IF_DUT1),
+               pyz=PYZ):
+    argv = ["ip", "netns", "exec", NS_DUT, SYS_PY]
+    argv += [str(pyz)] if pyz else ["-m", "xdplab.agent"]
+    argv += ["--listen", "%s:%d" % (AGENT_ADDR, port), "--token-file", str(token_file)]
+    for i in interfaces:
+        argv += ["--interface", i]
+    return argv + ["--state-dir", str(state_dir)]
 
 
 class AgentProc:
@@ -173,17 +197,14 @@ class AgentProc:
         self.url = "http://%s:%d" % (AGENT_ADDR, AGENT_PORT)
         self.proc = None
         self.session = requests.Session()
-        self.session.headers[("X-Xdplab-Token")] = TOKEN
+        self.session.headers["X-Xdplab-Token"] = TOKEN
 
     def start(self):
         self._log = open(self.log_path, "a")
         # `ip netns exec` execs the agent, so proc.pid is the agent itself.
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", NS_DUT, SYS_PY, str(AGENT_PY),
-             "--listen", "%s:%d" % (AGENT_ADDR, AGENT_PORT), "--token-file", str(self.token_file),
-             "--bpf-dir", str(BPF_DIR), "--allow-interface", IF_DUT,
-             "--state-dir", str(self.state_dir)],
-            stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(agent_argv(self.token_file, self.state_dir),
+                                     stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -226,7 +247,7 @@ class AgentProc:
 
 
 @pytest.fixture(scope="module")
-def agent_proc(testbed, tmp_path_factory):
+def agent_proc(pyz, tmp_path_factory):
     a = AgentProc(tmp_path_factory.mktemp("agent"))
     try:
         a.start()
@@ -259,31 +280,63 @@ def built(agent_proc):
 
 
 def arm_body(**over):
-    body = {"trial": "test/pps~1000/rep~0", "run_id": 4242, "interface": IF_DUT,
+    body = {"trial": "test/pps~1000/rep~0", "run_id": 4242, "interfaces": [IF_DUT],
             "xdp_mode": "native", "port": TEST_PORT, "expected_tag": None,
             "snaplen": 64, "deadline_s": 60, "expected_packets": 1000}
     body.update(over)
     return body
 
 
+def arm(agent, **over):
+    r = agent.post("/sessions", arm_body(**over))
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
 SENDER = textwrap.dedent("""
     import socket, struct, sys, time
-    n, run_id, port, size, dst = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), \\
-        int(sys.argv[4]), sys.argv[5]
-    pad = bytes(size - 18)
+    n, run_id, port, size, dst, kind = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), \\
+        int(sys.argv[4]), sys.argv[5], sys.argv[6]
+    pad = bytes(max(0, size - 18))
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     for i in range(n):
-        s.sendto(struct.pack("!IIQH", 0x58444c42, i, time.monotonic_ns(), run_id) + pad,
-                 (dst, port))
+        if kind == "xdplab":
+            payload = struct.pack("!IIQH", 0x58444c42, i, time.monotonic_ns(), run_id) + pad
+        else:   # "plain": no payload header
+            payload = bytes(size)
+        s.sendto(payload, (dst, port))
         if i % 50 == 49:
             time.sleep(0.001)   # gentle: the veth ring holds 256 frames
     print(n)
 """)
 
+RAW_SENDER = textwrap.dedent("""
+    import socket, struct, sys
+    n, ifname, dst_mac, ethertype = int(sys.argv[1]), sys.argv[2], sys.argv[3], int(sys.argv[4], 0)
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((ifname, 0))
+    src = s.getsockname()[4]
+    dst = bytes.fromhex(dst_mac.replace(":", ""))
+    if ethertype == 0x0806:   # ARP request for an address nobody has
+        body = struct.pack("!HHBBH6s4s6s4s", 1, 0x0800, 6, 4, 1, src, bytes([10, 202, 0, 1]),
+                           bytes(6), bytes([10, 202, 0, 3]))
+    else:
+        body = bytes(46)
+    for _ in range(n):
+        s.send(dst + src + struct.pack("!H", ethertype) + body)
+    print(n)
+""")
 
-def send(n, run_id=4242, port=TEST_PORT, size=100):
+
+def send(n, run_id=4242, port=TEST_PORT, size=100, dst=DUT_ADDR, kind="xdplab"):
     r = sh("ip", "netns", "exec", NS_SRC, SYS_PY, "-c", SENDER, str(n), str(run_id), str(port),
-           str(size), DUT_ADDR, timeout=120)
+           str(size), dst, kind, timeout=120)
+    assert int(r.stdout) == n
+
+
+def send_raw(n, ethertype, src_if=IF_SRC, dut_if=IF_DUT):
+    r = sh("ip", "netns", "exec", NS_SRC, SYS_PY, "-c", RAW_SENDER, str(n), src_if,
+           _mac(NS_DUT, dut_if), hex(ethertype), timeout=60)
     assert int(r.stdout) == n
 
 
@@ -296,23 +349,20 @@ def wait_for(pred, timeout, step=0.05):
     return pred()
 
 
-# --- tests ----------------------------------------------------------------------
+# --- health and the token --------------------------------------------------------
 
-def test_health_requires_token(agent):
-    url = agent.url + "/health"
-    r = requests.get(url, timeout=10)
-    assert r.status_code == 401
-    assert "token" in r.json()["error"].lower()
-    r = requests.get(url, headers={"X-Xdplab-Token": "wrong"}, timeout=10)
-    assert r.status_code == 401
-    # The token is checked before the body is looked at.
-    r = requests.post(agent.url + "/sessions", data=b"{not json", timeout=10)
-    assert r.status_code == 401
-    r = agent.get("/health")
-    assert r.status_code == 200
-    h = r.json()
-    assert h["ok"] is True and h["agent"] == "xdplab-agent/1"
-    assert h["interfaces"] == [IF_DUT]
+def test_health_without_token_is_minimal_and_with_token_full(agent):
+    r = requests.get(agent.url + "/health", timeout=10)
+    assert r.status_code == 200 and r.json() == {"ok": True, "agent": "xdplab-agent/2"}
+    r = requests.get(agent.url + "/health", headers={"X-Xdplab-Token": "wrong"}, timeout=10)
+    assert r.status_code == 401 and "token" in r.json()["error"].lower()
+    h = agent.get("/health").json()
+    assert h["ok"] is True and h["agent"] == "xdplab-agent/2"
+    assert set(h["interfaces"]) == {IF_DUT, IF_DUT1}
+    i = h["interfaces"][IF_DUT]
+    assert i["exists"] is True and i["ipv4"] == [DUT_ADDR + "/30"] and i["driver"] == "veth"
+    assert i["mtu"] == 1500 and i["mac"] == _mac(NS_DUT, IF_DUT) and i["xdp"] is None
+    assert i["ifindex"] > 0
     assert h["session"] is None
     assert h["boot_id"] and h["kernel"] and h["bcc_version"]
     assert h["pid"] == agent.proc.pid
@@ -321,120 +371,90 @@ def test_health_requires_token(agent):
     assert isinstance(h["stale_files_removed"], list)
 
 
-def test_build_reports_program(agent, built):
-    assert built["prog_name"] == "xdplab_collect"
-    assert len(built["prog_tag"]) == 16 and int(built["prog_tag"], 16) >= 0
-    assert built["insn_count"] > 10
-    assert built["verified_insns"] > 0
-    assert built["source_sha256"] == hashlib.sha256(
-        (BPF_DIR / "collector.bpf.c").read_bytes()).hexdigest()
-    assert built["header_sha256"] == hashlib.sha256((BPF_DIR / "xdplab.h").read_bytes()).hexdigest()
-    assert "-DXDPLAB_PORT=%d" % TEST_PORT in built["cflags"]
-    assert xdp_on_dut() is None   # build never attaches
-
-
-@pytest.mark.parametrize("mode", ["native", "generic"])
-def test_trial_counts_are_exact(agent, built, mode):
-    n = 1000
-    rx0 = nic_rx_packets()
-    r = agent.post("/sessions", arm_body(xdp_mode=mode, expected_tag=built["prog_tag"],
-                                         expected_packets=n))
-    assert r.status_code == 201, r.text
-    arm = r.json()
-    sid = arm["session"]
-    assert arm["xdp_mode_in_effect"] == mode
-    assert arm["prog_tag"] == built["prog_tag"]
-    assert arm["prog_id"] > 0 and arm["link_id"] > 0
-    assert arm["deadline_monotonic_ns"] > arm["armed_monotonic_ns"]
-    assert arm["ringbuf_pages"] == 2048 and arm["ringbuf_pages_requested"] is None
-    assert arm["ringbuf_bytes"] == 2048 * os.sysconf("SC_PAGE_SIZE")
-    assert arm["agent_instance"] == agent.get("/health").json()["agent_instance"]
-    x = xdp_on_dut()
-    assert x and x["prog"]["id"] == arm["prog_id"]
-    assert agent.get("/health").json()["session"]["session"] == sid
-    assert agent.get("/sessions/" + sid).json()["state"] == "armed"
-
-    send(n)
-    time.sleep(0.3)
-
-    r = agent.post("/sessions/%s/capture/stop" % sid)
-    assert r.status_code == 200, r.text
-    cap = r.json()
-    assert cap["captured"] == n and cap["received_by_filter"] == n
-    assert cap["dropped_by_kernel"] == 0
-    assert agent.post("/sessions/%s/capture/stop" % sid).json() == cap
-    assert agent.get("/sessions/" + sid).json()["state"] == "capture_stopped"
-
-    r = agent.post("/sessions/%s/disarm" % sid)
-    assert r.status_code == 200, r.text
-    res = r.json()
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/metrics"), ("POST", "/build"), ("POST", "/sessions"), ("POST", "/reset"),
+    ("GET", "/sessions/x"), ("POST", "/sessions/x/disarm"), ("POST", "/sessions/x/capture/stop"),
+    ("GET", "/sessions/x/capture.pcap"), ("GET", "/nowhere")])
+@pytest.mark.parametrize("token", [None, "wrong", TOKEN[:-1]])
+def test_no_or_wrong_token_is_401_and_changes_nothing(agent, method, path, token):
+    headers = {} if token is None else {"X-Xdplab-Token": token}
+    body = json.dumps(arm_body()).encode() if path == "/sessions" else b"{not json"
+    r = requests.request(method, agent.url + path, data=body, headers=headers, timeout=10)
+    assert r.status_code == 401, r.text
+    assert "X-Xdplab-Token" in r.json()["error"]
+    assert agent.get("/health").json()["session"] is None
     assert xdp_on_dut() is None
-    assert res["session"] == sid and res["watchdog"] is False and res["run_id"] == 4242
-    assert res["agent_instance"] == arm["agent_instance"] and res["ringbuf_pages"] == 2048
-    assert res["nic"]["rx_packets"] == n
-    assert nic_rx_packets() - rx0 == n
-    xdp = res["xdp"]
-    assert xdp["seen"] == n and xdp["ipv4_udp"] == n
-    assert xdp["matched"] == n and xdp["features"] == n
-    assert xdp["ringbuf_full"] == 0 and xdp["parse_errors"] == 0
-    assert xdp["run_cnt"] == n and xdp["run_time_ns"] > 0 and xdp["ns_per_pkt"] > 0
-    f = res["features"]
-    assert f["received"] == n and f["for_run"] == n and f["other_run"] == 0
-    assert f["unique_seqs"] == n and f["duplicates"] == 0
-    assert f["drained"] is True
-    assert f["latency_ns"]["count"] == n
-    assert 0 < f["latency_ns"]["p50"] <= f["latency_ns"]["p99"] <= f["latency_ns"]["max"]
-    assert res["window"]["armed_monotonic_ns"] <= f["first_arrival_ns"] <= f["last_arrival_ns"] \
-        <= res["window"]["disarmed_monotonic_ns"]
-    assert res["tcpdump"]["captured"] == n
-    assert res["udp_sink"]["received_by_socket_or_dropped"] == n
-    assert res["softirq"]["window"] == "first to last matched arrival"
-    assert res["softirq"]["samples"] >= 2 and res["softirq"]["cpu_pct"] is not None
-
-    assert agent.post("/sessions/%s/disarm" % sid).json() == res
-    s = agent.get("/sessions/" + sid).json()
-    assert s["state"] == "disarmed" and s["result"] == res
-
-    r = agent.get("/sessions/%s/capture.pcap" % sid)
-    assert r.status_code == 200
-    assert r.headers["Content-Type"] == "application/vnd.tcpdump.pcap"
-    assert len(r.content) == cap["pcap_bytes"] > 24
-    assert r.content[:4] in (b"\xd4\xc3\xb2\xa1", b"\xa1\xb2\xc3\xd4")
-    assert hashlib.sha256(r.content).hexdigest() == cap["pcap_sha256"]
 
 
-def test_other_run_ids_are_counted_apart(agent):
-    r = agent.post("/sessions", arm_body(run_id=7, expected_packets=100))
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]
-    send(100, run_id=7)
-    send(30, run_id=8)
-    send(20, run_id=7)   # seqs 0..19 again: duplicates
-    time.sleep(0.2)
-    res = agent.post("/sessions/%s/disarm" % sid).json()
-    f = res["features"]
-    assert res["xdp"]["matched"] == 150
-    assert f["received"] == 150 and f["for_run"] == 120 and f["other_run"] == 30
-    assert f["unique_seqs"] == 100 and f["duplicates"] == 20
+# --- refusals -----------------------------------------------------------------------
+
+def test_interface_not_given_at_start_is_403_naming_the_allowed(agent):
+    r = agent.post("/sessions", arm_body(interfaces=[IF_DUT, "lo"]))
+    assert r.status_code == 403, r.text
+    err = r.json()["error"]
+    assert err.startswith("interfaces:") and "lo" in err and IF_DUT in err and IF_DUT1 in err
+    assert xdp_on_dut() is None
+
+
+def test_oversized_body_is_413_naming_content_length(agent):
+    r = agent.session.post(agent.url + "/sessions", data=b"x" * (64 * 1024 + 1), timeout=10)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"].startswith("Content-Length:")
+    # A lie about the length that is never followed by a body is refused at once too.
+    with socket.create_connection((AGENT_ADDR, AGENT_PORT), timeout=5) as c:
+        c.sendall(b"POST /sessions HTTP/1.1\r\nHost: x\r\nX-Xdplab-Token: " + TOKEN.encode() +
+                  b"\r\nContent-Length: 999999999\r\n\r\n")
+        head = c.recv(4096)
+    assert head.startswith(b"HTTP/1.1 413")
+    assert agent.get("/health").json()["session"] is None
+
+
+def test_slow_client_is_dropped(agent):
+    """A client that sends half a request is disconnected after the socket
+    timeout, and the agent keeps answering others meanwhile."""
+    c = socket.create_connection((AGENT_ADDR, AGENT_PORT), timeout=30)
+    try:
+        c.sendall(b"POST /sessions HTTP/1.1\r\nHost: x\r\nContent-Le")
+        t0 = time.monotonic()
+        assert agent.get("/health").status_code == 200       # not blocked by the slow one
+        data = c.recv(4096)       # b"" once the agent closes the connection
+        waited = time.monotonic() - t0
+    finally:
+        c.close()
+    assert not data.startswith(b"HTTP/1.1 2")
+    assert 5 <= waited <= 15, waited
+    # An idle keep-alive connection is closed the same way.
+    c = socket.create_connection((AGENT_ADDR, AGENT_PORT), timeout=30)
+    try:
+        c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        first = c.recv(4096)
+        t0 = time.monotonic()
+        rest = c.recv(4096)
+        while rest:
+            rest = c.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200") and 5 <= time.monotonic() - t0 <= 15
+    finally:
+        c.close()
 
 
 def test_arm_refused_while_armed(agent):
-    r = agent.post("/sessions", arm_body())
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]
-    r2 = agent.post("/sessions", arm_body(trial="other"))
+    sid = arm(agent)["session"]
+    r2 = agent.post("/sessions", arm_body(trial="other", interfaces=[IF_DUT1]))
     assert r2.status_code == 409
     assert sid in r2.json()["error"]
+    assert xdp_on(IF_DUT1) is None
     assert agent.post("/sessions/%s/disarm" % sid).status_code == 200
     assert xdp_on_dut() is None
 
 
 def test_tag_mismatch_is_422_and_leaves_nothing(agent):
+    pcaps = sorted(agent.state_dir.glob("*.pcap"))
     r = agent.post("/sessions", arm_body(expected_tag="0000000000000000"))
     assert r.status_code == 422
     assert "0000000000000000" in r.json()["error"]
     assert xdp_on_dut() is None
     assert agent.get("/health").json()["session"] is None
+    assert sorted(agent.state_dir.glob("*.pcap")) == pcaps   # the failed arm's is gone
 
 
 FOREIGN = textwrap.dedent("""
@@ -447,21 +467,296 @@ FOREIGN = textwrap.dedent("""
 
 
 def test_foreign_program_is_refused_and_left_alone(agent):
-    sh("ip", "netns", "exec", NS_DUT, SYS_PY, "-c", FOREIGN, IF_DUT, timeout=120)
+    sh("ip", "netns", "exec", NS_DUT, SYS_PY, "-c", FOREIGN, IF_DUT1, timeout=120)
     try:
-        before = xdp_on_dut()
+        before = xdp_on(IF_DUT1)
         assert before and before["prog"]["name"] == "foreign_xdp"
-        r = agent.post("/sessions", arm_body())
+        r = agent.post("/sessions", arm_body(interfaces=[IF_DUT, IF_DUT1]))
         assert r.status_code == 409
         err = r.json()["error"]
         assert str(before["prog"]["id"]) in err and err.count("foreign_xdp") == 1, err
-        assert before["prog"]["tag"] in err
-        after = xdp_on_dut()
+        assert before["prog"]["tag"] in err and IF_DUT1 in err
+        after = xdp_on(IF_DUT1)
         assert after and after["prog"]["id"] == before["prog"]["id"]
+        assert xdp_on(IF_DUT) is None
     finally:
-        sh("ip", "-n", NS_DUT, "link", "set", "dev", IF_DUT, "xdpgeneric", "off", check=False)
+        sh("ip", "-n", NS_DUT, "link", "set", "dev", IF_DUT1, "xdpgeneric", "off", check=False)
     assert xdp_on_dut() is None
 
+
+@pytest.mark.parametrize("field,value", [
+    ("trial", ""), ("trial", 5), ("trial", "a\nb"),
+    ("run_id", 0), ("run_id", 65536), ("run_id", "1"), ("run_id", True),
+    ("run_ids", 0), ("run_ids", 17), ("run_ids", 1.0),
+    ("interfaces", "xlt-ad0"), ("interfaces", []), ("interfaces", [None]),
+    ("interfaces", [IF_DUT, IF_DUT]),
+    ("xdp_mode", "offload"), ("xdp_mode", "NATIVE"),
+    ("port", 0), ("port", 65536), ("port", 1.5),
+    ("expected_tag", "zz"), ("expected_tag", 12),
+    ("snaplen", 41), ("snaplen", 262145),
+    ("deadline_s", 0), ("deadline_s", -1), ("deadline_s", 86401), ("deadline_s", "10"),
+    ("deadline_s", False), ("deadline_s", float("nan")),
+    ("expected_packets", -1), ("expected_packets", "many"), ("expected_packets", 2 ** 32 + 1),
+    ("ringbuf_pages", 0), ("ringbuf_pages", 3), ("ringbuf_pages", 32768), ("ringbuf_pages", "4"),
+    ("ringbuf_pages", True), ("ringbuf_pages", 4.0), ("ringbuf_pages", -4),
+    ("collector", "all"),
+    ("bogus", 1),
+])
+def test_arm_rejects_bad_input(agent, field, value):
+    body = arm_body()
+    body[field] = value
+    r = agent.session.post(agent.url + "/sessions", data=json.dumps(body), timeout=10)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"].startswith(field + ":")
+    assert xdp_on_dut() is None
+
+
+def test_missing_field_and_bad_bodies(agent):
+    body = arm_body()
+    del body["snaplen"]
+    r = agent.post("/sessions", body)
+    assert r.status_code == 400 and r.json()["error"].startswith("snaplen:")
+    r = agent.post("/sessions", arm_body(run_id=65535, run_ids=2))
+    assert r.status_code == 400 and r.json()["error"].startswith("run_ids:")
+    r = agent.post("/sessions", [1, 2])
+    assert r.status_code == 400 and r.json()["error"].startswith("body:")
+    r = agent.session.post(agent.url + "/sessions", data=b"{not json",
+                           headers={"Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and r.json()["error"].startswith("body:")
+    r = agent.post("/build", {"port": 70000})
+    assert r.status_code == 400 and r.json()["error"].startswith("port:")
+    r = agent.post("/build", {})
+    assert r.status_code == 400 and r.json()["error"].startswith("port:")
+    r = agent.post("/build", {"port": TEST_PORT, "ringbuf_pages": 6})
+    assert r.status_code == 400 and r.json()["error"].startswith("ringbuf_pages:")
+    r = agent.post("/build", {"port": TEST_PORT, "collector": "off"})
+    assert r.status_code == 400 and r.json()["error"].startswith("collector:")
+
+
+def test_unknown_session_is_404(agent):
+    for method, path in (("GET", "/sessions/nope"), ("POST", "/sessions/nope/disarm"),
+                         ("POST", "/sessions/nope/capture/stop"),
+                         ("GET", "/sessions/nope/capture.pcap"),
+                         ("GET", "/sessions/..%2f..%2fetc/capture.pcap")):
+        r = agent.session.request(method, agent.url + path, timeout=10)
+        assert r.status_code == 404, (path, r.text)
+        assert "error" in r.json()
+
+
+# --- build and trials -------------------------------------------------------------------
+
+def test_build_reports_program_and_is_reused(agent, built):
+    assert built["prog_name"] == "xdplab_collect" and built["collector"] == "features"
+    assert len(built["prog_tag"]) == 16 and int(built["prog_tag"], 16) >= 0
+    assert built["insn_count"] > 10 and built["verified_insns"] > 0
+    assert built["source_sha256"] == hashlib.sha256(
+        (BPF_DIR / "collector.bpf.c").read_bytes()).hexdigest()
+    assert built["header_sha256"] == hashlib.sha256((BPF_DIR / "xdplab.h").read_bytes()).hexdigest()
+    assert built["cflags"] == ["-DXDPLAB_PORT=%d" % TEST_PORT]
+    assert built["ringbuf_pages"] == 2048
+    assert built["ringbuf_bytes"] == 2048 * os.sysconf("SC_PAGE_SIZE")
+    assert xdp_on_dut() is None   # build never attaches
+    assert built["instances"] == 2        # one per --interface: arming never compiles
+    again = agent.post("/build", {"port": TEST_PORT}).json()
+    assert again["reused"] is True and again["compile_s"] == 0
+    assert again["prog_tag"] == built["prog_tag"]
+
+
+@pytest.mark.parametrize("mode", ["native", "generic"])
+def test_trial_counts_are_exact(agent, built, mode):
+    n = 1000
+    rx0 = nic_rx_packets()
+    arm_r = arm(agent, xdp_mode=mode, expected_tag=built["prog_tag"], expected_packets=n)
+    sid = arm_r["session"]
+    link = arm_r["interfaces"][IF_DUT]
+    assert link["xdp_mode_in_effect"] == mode and link["prog_tag"] == built["prog_tag"]
+    assert link["prog_id"] > 0 and link["link_id"] > 0
+    assert arm_r["compile_s"] == 0          # built before: no compile at arm
+    assert arm_r["deadline_monotonic_ns"] > arm_r["armed_monotonic_ns"]
+    assert arm_r["ringbuf_pages"] == 2048 and arm_r["run_ids"] == 1
+    assert arm_r["agent_instance"] == agent.get("/health").json()["agent_instance"]
+    x = xdp_on()
+    assert x and x["prog"]["id"] == link["prog_id"]
+    assert agent.get("/health").json()["session"]["session"] == sid
+    assert agent.get("/sessions/" + sid).json()["state"] == "armed"
+
+    send(n)
+    r = agent.post("/sessions/%s/capture/stop" % sid)
+    assert r.status_code == 200, r.text
+    cap = r.json()[IF_DUT]
+    assert cap["captured"] == n and cap["received_by_filter"] == n
+    assert cap["dropped_by_kernel"] == 0 and cap["stop_s"] < 0.5
+    assert agent.post("/sessions/%s/capture/stop" % sid).json()[IF_DUT] == cap
+    assert agent.get("/sessions/" + sid).json()["state"] == "capture_stopped"
+
+    r = agent.post("/sessions/%s/disarm" % sid)
+    assert r.status_code == 200, r.text
+    res = r.json()
+    assert xdp_on() is None
+    assert res["session"] == sid and res["watchdog"] is False and res["run_id"] == 4242
+    assert res["agent_instance"] == arm_r["agent_instance"]
+    i = res["interfaces"][IF_DUT]
+    assert i["nic"]["rx_packets"] == n and "rx_missed_errors" in i["nic"]
+    assert nic_rx_packets() - rx0 == n
+    xdp = i["xdp"]
+    assert xdp["seen"] == n and xdp["ipv4_udp"] == n
+    assert xdp["matched"] == n and xdp["features"] == n
+    assert xdp["ringbuf_full"] == 0 and xdp["parse_errors"] == 0 and xdp["unaccounted"] == 0
+    assert xdp["foreign_arp"] == xdp["foreign_port"] == xdp["foreign_other"] == 0
+    assert xdp["run_cnt"] == n and xdp["run_time_ns"] > 0 and xdp["ns_per_pkt"] > 0
+    assert i["matched_by_run"] == {"4242": n}
+    f = i["features"]
+    assert f["received"] == n and f["for_run"] == n and f["other_run"] == 0
+    assert f["unique_seqs"] == n and f["duplicates"] == 0 and f["drained"] is True
+    assert f["by_run"] == {"4242": {"received": n, "unique_seqs": n, "duplicates": 0}}
+    lat = f["latency_ns"]
+    assert lat["count"] == n and sum(b[2] for b in lat["histogram"]["buckets"]) == n
+    assert 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p999"] <= lat["max"]
+    assert f["gap_ns"]["count"] == n - 1 and f["gap_ns"]["negative"] == 0
+    assert res["window"]["armed_monotonic_ns"] <= f["first_arrival_ns"] <= f["last_arrival_ns"] \
+        <= res["window"]["disarmed_monotonic_ns"]
+    assert i["tcpdump"]["captured"] == n
+    assert res["udp_sink"]["received_by_socket_or_dropped"] == n
+    assert res["softirq"]["window"] == "first to last matched arrival"
+    assert res["softirq"]["samples"] >= 2 and res["softirq"]["cpu_pct"] is not None
+    # The fixed cost of a trial once the program is built.
+    total = res["arm_s"] + res["stop_s"] + res["disarm_s"]
+    sys.stderr.write("arm %.3f s, capture stop %.3f s, disarm %.3f s\n"
+                     % (res["arm_s"], res["stop_s"], res["disarm_s"]))
+    assert total < 1.0, (res["arm_s"], res["stop_s"], res["disarm_s"])
+
+    assert agent.post("/sessions/%s/disarm" % sid).json() == res
+    s = agent.get("/sessions/" + sid).json()
+    assert s["state"] == "disarmed" and s["result_ready"] is True
+
+    r = agent.get("/sessions/%s/capture.pcap" % sid)
+    assert r.status_code == 200
+    assert r.headers["Content-Type"] == "application/vnd.tcpdump.pcap"
+    assert r.headers["X-Xdplab-Sha256"] == cap["pcap_sha256"]
+    assert len(r.content) == cap["pcap_bytes"] > 24
+    assert hashlib.sha256(r.content).hexdigest() == cap["pcap_sha256"]
+    r = agent.get("/sessions/%s/capture.pcap?interface=%s" % (sid, IF_DUT1))
+    assert r.status_code == 404 and r.json()["error"].startswith("interface:")
+
+
+def test_foreign_traffic_is_accounted(agent, built):
+    """seen = matched + foreign_arp + foreign_port + foreign_other + parse_errors,
+    and tcpdump captures only what XDP matched."""
+    sid = arm(agent, run_id=100, run_ids=2, expected_packets=50)["session"]
+    send(50, run_id=100)                           # matched
+    send(7, run_id=102)                            # foreign_port: run id outside 100..101
+    send(9, kind="plain")                          # foreign_port: no payload header
+    send(5, kind="plain", size=4)                  # foreign_port: too short for the header
+    send(11, run_id=100, port=TEST_PORT + 1)       # foreign_other: another port
+    send_raw(6, 0x0806)                            # foreign_arp
+    send_raw(4, 0x88b5)                            # foreign_other: another ethertype
+    cap = agent.post("/sessions/%s/capture/stop" % sid).json()[IF_DUT]
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    i = res["interfaces"][IF_DUT]
+    xdp = i["xdp"]
+    assert xdp["matched"] == 50
+    assert xdp["foreign_port"] == 7 + 9 + 5
+    assert xdp["foreign_arp"] == 6
+    assert xdp["foreign_other"] == 11 + 4
+    assert xdp["parse_errors"] == 0
+    assert xdp["seen"] == 50 + 21 + 6 + 15 == i["nic"]["rx_packets"]
+    assert xdp["unaccounted"] == 0
+    assert xdp["ipv4_udp"] == 50 + 21 + 11
+    assert i["matched_by_run"] == {"100": 50, "101": 0}
+    assert cap["captured"] == 50 and i["features"]["received"] == 50
+
+
+def test_several_run_ids(agent):
+    sid = arm(agent, run_id=7, run_ids=3, expected_packets=100)["session"]
+    send(100, run_id=7)
+    send(30, run_id=8)
+    send(20, run_id=9)
+    send(20, run_id=7)    # seqs 0..19 again: duplicates
+    send(40, run_id=10)   # outside the range
+    time.sleep(0.05)
+    cap = agent.post("/sessions/%s/capture/stop" % sid).json()[IF_DUT]
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    i = res["interfaces"][IF_DUT]
+    assert i["xdp"]["matched"] == 170 and i["xdp"]["foreign_port"] == 40
+    assert i["matched_by_run"] == {"7": 120, "8": 30, "9": 20}
+    f = i["features"]
+    assert f["received"] == 170 and f["for_run"] == 170 and f["other_run"] == 0
+    assert f["unique_seqs"] == 150 and f["duplicates"] == 20
+    assert f["by_run"] == {"7": {"received": 120, "unique_seqs": 100, "duplicates": 20},
+                           "8": {"received": 30, "unique_seqs": 30, "duplicates": 0},
+                           "9": {"received": 20, "unique_seqs": 20, "duplicates": 0}}
+    assert cap["captured"] == 170
+
+
+def test_two_interfaces(agent, built):
+    a = arm(agent, interfaces=[IF_DUT, IF_DUT1], run_ids=2)
+    sid = a["session"]
+    assert a["compile_s"] == 0       # /build loaded an instance per interface
+    assert set(a["interfaces"]) == {IF_DUT, IF_DUT1}
+    l0, l1 = a["interfaces"][IF_DUT], a["interfaces"][IF_DUT1]
+    assert l0["prog_id"] != l1["prog_id"] and l0["link_id"] != l1["link_id"]
+    assert l0["prog_tag"] == l1["prog_tag"]
+    assert xdp_on(IF_DUT)["prog"]["id"] == l0["prog_id"]
+    assert xdp_on(IF_DUT1)["prog"]["id"] == l1["prog_id"]
+    send(300, run_id=4242)
+    send(200, run_id=4243, dst=DUT_ADDR1)
+    r = agent.post("/sessions/%s/capture/stop" % sid).json()
+    assert r[IF_DUT]["captured"] == 300 and r[IF_DUT1]["captured"] == 200
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    assert xdp_on_dut() is None
+    i0, i1 = res["interfaces"][IF_DUT], res["interfaces"][IF_DUT1]
+    assert i0["xdp"]["matched"] == i0["nic"]["rx_packets"] == 300
+    assert i1["xdp"]["matched"] == i1["nic"]["rx_packets"] == 200
+    assert i0["matched_by_run"] == {"4242": 300, "4243": 0}
+    assert i1["matched_by_run"] == {"4242": 0, "4243": 200}
+    assert i0["features"]["unique_seqs"] == 300 and i1["features"]["unique_seqs"] == 200
+    r = agent.get("/sessions/%s/capture.pcap" % sid)
+    assert r.status_code == 400 and r.json()["error"].startswith("interface:")
+    p1 = agent.get("/sessions/%s/capture.pcap?interface=%s" % (sid, IF_DUT1))
+    assert p1.status_code == 200
+    assert hashlib.sha256(p1.content).hexdigest() == i1["tcpdump"]["pcap_sha256"]
+
+
+def test_collector_counters_and_off(agent):
+    a = arm(agent, collector="counters")
+    assert a["collector"] == "counters" and a["ringbuf_pages"] is None
+    send(200)
+    cap = agent.post("/sessions/%s/capture/stop" % a["session"]).json()[IF_DUT]
+    res = agent.post("/sessions/%s/disarm" % a["session"]).json()
+    i = res["interfaces"][IF_DUT]
+    assert i["xdp"]["matched"] == 200 and i["xdp"]["features"] == 0
+    assert i["xdp"]["ringbuf_full"] == 0 and i["matched_by_run"] == {"4242": 200}
+    assert i["features"]["received"] == 0 and i["features"]["latency_ns"] is None
+    assert cap["captured"] == 200
+
+    a = arm(agent, collector="off")
+    assert a["interfaces"][IF_DUT]["prog_id"] is None
+    assert xdp_on() is None
+    send(150)
+    cap = agent.post("/sessions/%s/capture/stop" % a["session"]).json()[IF_DUT]
+    res = agent.post("/sessions/%s/disarm" % a["session"]).json()
+    i = res["interfaces"][IF_DUT]
+    assert i["nic"]["rx_packets"] == 150 and cap["captured"] == 150
+    assert all(v is None for v in i["xdp"].values()) and i["matched_by_run"] is None
+    assert i["features"]["received"] is None
+
+
+def test_metrics(agent):
+    r = agent.get("/metrics")
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
+    assert "xdplab_session_armed 0" in r.text
+    sid = arm(agent)["session"]
+    send(40)
+    text = agent.get("/metrics").text
+    lab = '{session="%s",interface="%s"}' % (sid, IF_DUT)
+    assert "xdplab_xdp_matched_total%s 40" % lab in text
+    assert "xdplab_xdp_seen_total%s 40" % lab in text
+    assert "xdplab_nic_rx_packets_total%s 40" % lab in text
+    assert "# TYPE xdplab_xdp_matched_total counter" in text
+    agent.post("/sessions/%s/disarm" % sid)
+
+
+# --- faults -------------------------------------------------------------------------------
 
 def _tcpdumps_for(session_id):
     pids = []
@@ -477,33 +772,31 @@ def _tcpdumps_for(session_id):
 
 
 def test_sigkill_while_armed_with_traffic(agent):
-    """Fault 1: the agent is SIGKILLed mid-trial.  Nothing of it may stay behind
-    but its pcap, which the next agent removes; the next agent is recognisably
-    another one, does not know the old session, and arms fine."""
+    """The agent is SIGKILLed mid-trial on two interfaces.  Nothing of it may
+    stay behind but its pcaps, which the next agent removes; the next agent is
+    recognisably another one, does not know the old session, and arms fine."""
     h0 = agent.get("/health").json()
-    r = agent.post("/sessions", arm_body())
-    assert r.status_code == 201, r.text
-    arm = r.json()
-    sid = arm["session"]
-    assert arm["agent_instance"] == h0["agent_instance"]
-    assert xdp_in_ip_link()
-    assert _tcpdumps_for(sid)
-    pcap = agent.state_dir / (sid + ".pcap")
+    arm_r = arm(agent, interfaces=[IF_DUT, IF_DUT1])
+    sid = arm_r["session"]
+    assert xdp_on(IF_DUT) and xdp_on(IF_DUT1)
+    assert len(_tcpdumps_for(sid)) == 2
+    pcaps = sorted(agent.state_dir.glob(sid + ".*pcap"))
+    assert len(pcaps) == 2
     rx0 = nic_rx_packets()
     flood = subprocess.Popen(["ip", "netns", "exec", NS_SRC, SYS_PY, "-c", SENDER, "500000",
-                              "4242", str(TEST_PORT), "100", DUT_ADDR],
+                              "4242", str(TEST_PORT), "100", DUT_ADDR, "xdplab"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         assert wait_for(lambda: nic_rx_packets() > rx0 + 500, 20), "no traffic arrived"
         agent.proc.send_signal(signal.SIGKILL)
         agent.proc.wait(5)
         t0 = time.monotonic()
-        assert wait_for(lambda: not xdp_in_ip_link(), 1.0, step=0.02), \
+        assert wait_for(lambda: not xdp_on_dut(), 1.0, step=0.02), \
             "XDP still attached 1 s after SIGKILL"
         sys.stderr.write("detached %.3f s after SIGKILL\n" % (time.monotonic() - t0))
         assert flood.poll() is None, "traffic had stopped before the check"
         assert wait_for(lambda: not _tcpdumps_for(sid), 2.0), "tcpdump outlived the agent"
-        assert pcap.is_file()   # what the killed agent could not clean up
+        assert all(p.is_file() for p in pcaps)   # what the killed agent could not clean up
     finally:
         flood.kill()
         flood.wait()
@@ -513,9 +806,9 @@ def test_sigkill_while_armed_with_traffic(agent):
     assert h1["session"] is None
     assert h1["agent_instance"] != h0["agent_instance"]
     assert h1["pid"] != h0["pid"] and h1["started_monotonic_ns"] > h0["started_monotonic_ns"]
-    assert sid + ".pcap" in [f["file"] for f in h1["stale_files_removed"]]
-    assert not pcap.exists()
-    assert "removed stale capture %s" % pcap in agent.log()
+    assert {p.name for p in pcaps} <= {f["file"] for f in h1["stale_files_removed"]}
+    assert not any(p.exists() for p in pcaps)
+    assert "removed stale capture %s" % pcaps[0] in agent.log()
     r = agent.get("/sessions/" + sid)
     assert r.status_code == 404 and sid in r.json()["error"]
     r = agent.post("/sessions", arm_body())
@@ -523,58 +816,29 @@ def test_sigkill_while_armed_with_traffic(agent):
     assert r.json()["agent_instance"] == h1["agent_instance"]
     r = agent.post("/sessions/%s/disarm" % r.json()["session"])
     assert r.status_code == 200, r.text
-    assert not xdp_in_ip_link()
+    assert not xdp_on_dut()
 
 
 def test_second_agent_on_the_same_state_dir_is_refused(agent):
-    r = sh("ip", "netns", "exec", NS_DUT, SYS_PY, str(AGENT_PY),
-           "--listen", "%s:%d" % (AGENT_ADDR, AGENT_PORT + 1), "--token-file", str(agent.token_file),
-           "--bpf-dir", str(BPF_DIR), "--allow-interface", IF_DUT,
-           "--state-dir", str(agent.state_dir), check=False, timeout=60)
+    """Also: the package runs unzipped as python3 -m xdplab.agent."""
+    env = dict(os.environ, PYTHONPATH=str(REPO / "workflow"))
+    r = subprocess.run(agent_argv(agent.token_file, agent.state_dir, port=AGENT_PORT + 1,
+                                  pyz=None), capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 1, r.stderr
     assert "in use by another agent (pid %d)" % agent.proc.pid in r.stderr
     assert agent.get("/health").status_code == 200
 
 
-def _agent_module():
-    spec = importlib.util.spec_from_file_location("xdplab_agent_under_test", AGENT_PY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_forgotten_sessions_and_stale_files_lose_their_pcap(tmp_path):
-    m = _agent_module()
-    a = m.Agent.__new__(m.Agent)   # only the session bookkeeping, no BPF
-    ids = ["s%03d" % i for i in range(m.MAX_KEPT_SESSIONS + 3)]
-    a.sessions = {}
-    for sid in ids:
-        path = tmp_path / (sid + ".pcap")
-        path.write_bytes(b"pcap")
-        a.sessions[sid] = types.SimpleNamespace(id=sid, state="disarmed", pcap_path=str(path))
-    armed = tmp_path / "armed.pcap"
-    armed.write_bytes(b"pcap")
-    a.sessions["armed"] = types.SimpleNamespace(id="armed", state="armed", pcap_path=str(armed))
-    a._forget_old_sessions()
-    assert sorted(a.sessions) == sorted(ids[3:] + ["armed"])
-    # Captures live in RAM (/run): only the newest finished sessions keep theirs.
-    kept = [sid + ".pcap" for sid in ids[-m.MAX_KEPT_CAPTURES:]] + ["armed.pcap"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
-    assert a.sessions[ids[3]].pcap_path is None
-
-    # At start: only <session>.pcap regular files go; nothing else is touched.
-    (tmp_path / "notes.txt").write_text("keep")
-    (tmp_path / "elsewhere").mkdir()
-    (tmp_path / "link.pcap").symlink_to(tmp_path / "notes.txt")
-    removed = m.remove_stale_pcaps(str(tmp_path))
-    assert sorted(r["file"] for r in removed) == sorted(kept)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link.pcap", "notes.txt"]
+def test_help_needs_no_bcc(pyz):
+    r = subprocess.run([SYS_PY, "-S", str(pyz), "--help"], capture_output=True, text=True,
+                       timeout=30)   # -S: no site-packages, so no bcc
+    assert r.returncode == 0, r.stderr
+    for flag in ("--listen", "--token-file", "--interface", "--state-dir"):
+        assert flag in r.stdout
 
 
 def test_sigterm_disarms_and_exits_0(agent):
-    r = agent.post("/sessions", arm_body())
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]
+    sid = arm(agent, interfaces=[IF_DUT, IF_DUT1])["session"]
     agent.proc.send_signal(signal.SIGTERM)
     assert agent.proc.wait(15) == 0
     assert xdp_on_dut() is None
@@ -585,129 +849,58 @@ def test_sigterm_disarms_and_exits_0(agent):
 
 
 def test_watchdog_disarms_at_deadline(agent):
-    r = agent.post("/sessions", arm_body(deadline_s=1.5))
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]
+    sid = arm(agent, deadline_s=1.5)["session"]
     send(10)
     assert wait_for(lambda: agent.get("/sessions/" + sid).json()["state"] == "disarmed", 6)
     assert xdp_on_dut() is None
     assert agent.get("/health").json()["session"] is None
-    # Fault 2, DUT side: nobody called disarm; the results are still there.
     s = agent.get("/sessions/" + sid).json()
-    assert s["watchdog"] is True and s["result"]["watchdog"] is True
+    assert s["watchdog"] is True and s["result_ready"] is True
     r = agent.post("/sessions/%s/capture/stop" % sid)
     assert r.status_code == 200, r.text
-    cap = r.json()
+    cap = r.json()[IF_DUT]
     assert cap["captured"] == 10 and cap["dropped_by_kernel"] == 0
     r = agent.post("/sessions/%s/disarm" % sid)
     assert r.status_code == 200, r.text
     res = r.json()
     assert res["watchdog"] is True
-    assert res["xdp"]["matched"] == 10 and res["features"]["unique_seqs"] == 10
-    assert res["tcpdump"]["captured"] == 10
-    assert res == s["result"]
+    i = res["interfaces"][IF_DUT]
+    assert i["xdp"]["matched"] == 10 and i["features"]["unique_seqs"] == 10
+    assert i["tcpdump"]["captured"] == 10
     r = agent.get("/sessions/%s/capture.pcap" % sid)
     assert r.status_code == 200 and hashlib.sha256(r.content).hexdigest() == cap["pcap_sha256"]
 
 
-def test_stalled_consumer_counts_drops_and_accounting_closes(agent, built):
-    """Fault 6: the ring-buffer consumer stops (the whole agent is SIGSTOPped)
-    while packets arrive.  A 4-page ring overflows; every drop is counted and
-    the trial's books still close."""
-    from xdplab import accounting   # tests/conftest.py puts workflow/ on sys.path
-
+def test_stalled_consumer_counts_drops(agent, built):
+    """The ring-buffer consumer stops (the whole agent is SIGSTOPped) while
+    packets arrive.  A 4-page ring overflows; every drop is counted."""
     n = 3000
-    r = agent.post("/sessions", arm_body(ringbuf_pages=4, expected_tag=built["prog_tag"],
-                                         expected_packets=n))
-    assert r.status_code == 201, r.text
-    arm = r.json()
-    sid = arm["session"]
-    assert arm["ringbuf_pages"] == arm["ringbuf_pages_requested"] == 4
-    assert arm["ringbuf_bytes"] == 4 * os.sysconf("SC_PAGE_SIZE")
-    assert arm["prog_tag"] == built["prog_tag"]   # the ring size is not in the program's tag
+    arm_r = arm(agent, ringbuf_pages=4, expected_tag=built["prog_tag"], expected_packets=n)
+    sid = arm_r["session"]
+    assert arm_r["ringbuf_pages"] == arm_r["ringbuf_pages_requested"] == 4
+    assert arm_r["ringbuf_bytes"] == 4 * os.sysconf("SC_PAGE_SIZE")
+    assert arm_r["prog_tag"] == built["prog_tag"]   # the ring size is not in the program's tag
     os.kill(agent.proc.pid, signal.SIGSTOP)
     try:
         send(n)
         time.sleep(0.2)
     finally:
         os.kill(agent.proc.pid, signal.SIGCONT)
-    r = agent.post("/sessions/%s/capture/stop" % sid)
-    assert r.status_code == 200, r.text
-    cap = r.json()
-    r = agent.post("/sessions/%s/disarm" % sid)
-    assert r.status_code == 200, r.text
-    res = r.json()
-    xdp, f = res["xdp"], res["features"]
-    assert res["ringbuf_pages"] == 4
-    assert xdp["matched"] == n
-    assert xdp["ringbuf_full"] > 0
+    cap = agent.post("/sessions/%s/capture/stop" % sid).json()[IF_DUT]
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    i = res["interfaces"][IF_DUT]
+    xdp, f = i["xdp"], i["features"]
+    assert xdp["matched"] == n and xdp["ringbuf_full"] > 0
     assert xdp["matched"] == f["received"] + xdp["ringbuf_full"]
     assert xdp["features"] == f["received"] == f["unique_seqs"]
     assert f["drained"] is True
     assert cap["captured"] == n and cap["dropped_by_kernel"] == 0   # tcpdump still saw all
-    ids = accounting.identities({"sent": n}, {"tcpdump": cap}, res)
-    assert {i["name"]: i["residual"] for i in ids} == {
-        "nic_vs_xdp": 0, "xdp_vs_features": 0, "passed_vs_tcpdump": 0, "matched_over_sent": 0}
     sys.stderr.write("stalled consumer: %d matched, %d records, %d ring-buffer drops\n"
                      % (xdp["matched"], f["received"], xdp["ringbuf_full"]))
 
 
-@pytest.mark.parametrize("field,value", [
-    ("trial", ""), ("trial", 5), ("trial", "a\nb"),
-    ("run_id", -1), ("run_id", 65536), ("run_id", "1"), ("run_id", True),
-    ("interface", "lo"), ("interface", "xl-dut0; reboot"), ("interface", None),
-    ("xdp_mode", "offload"), ("xdp_mode", "NATIVE"),
-    ("port", 0), ("port", 65536), ("port", 1.5),
-    ("expected_tag", "zz"), ("expected_tag", 12),
-    ("snaplen", 41), ("snaplen", 262145),
-    ("deadline_s", 0), ("deadline_s", -1), ("deadline_s", 86401), ("deadline_s", "10"),
-    ("deadline_s", False),
-    ("expected_packets", -1), ("expected_packets", "many"),
-    ("ringbuf_pages", 0), ("ringbuf_pages", 3), ("ringbuf_pages", 32768), ("ringbuf_pages", "4"),
-    ("ringbuf_pages", True), ("ringbuf_pages", 4.0), ("ringbuf_pages", -4),
-    ("bogus", 1),
-])
-def test_arm_rejects_bad_input(agent, field, value):
-    body = arm_body()
-    body[field] = value
-    r = agent.post("/sessions", body)
-    assert r.status_code == 400, r.text
-    assert r.json()["error"].startswith(field + ":")
-    assert xdp_on_dut() is None
-
-
-def test_missing_field_and_bad_bodies(agent):
-    body = arm_body()
-    del body["snaplen"]
-    r = agent.post("/sessions", body)
-    assert r.status_code == 400 and r.json()["error"].startswith("snaplen:")
-    r = agent.post("/sessions", [1, 2])
-    assert r.status_code == 400 and r.json()["error"].startswith("body:")
-    r = agent.session.post(agent.url + "/sessions", data=b"{not json",
-                           headers={"Content-Type": "application/json"}, timeout=10)
-    assert r.status_code == 400 and r.json()["error"].startswith("body:")
-    r = agent.post("/build", {"port": 70000})
-    assert r.status_code == 400 and r.json()["error"].startswith("port:")
-    r = agent.post("/build", {})
-    assert r.status_code == 400 and r.json()["error"].startswith("port:")
-    r = agent.post("/build", {"port": TEST_PORT, "ringbuf_pages": 6})
-    assert r.status_code == 400 and r.json()["error"].startswith("ringbuf_pages:")
-
-
-def test_unknown_session_is_404(agent):
-    for method, path in (("GET", "/sessions/nope"), ("POST", "/sessions/nope/disarm"),
-                         ("POST", "/sessions/nope/capture/stop"),
-                         ("GET", "/sessions/nope/capture.pcap"),
-                         ("GET", "/sessions/..%2f..%2fetc/capture.pcap")):
-        r = agent.session.request(method, agent.url + path, timeout=10)
-        assert r.status_code == 404, (path, r.text)
-        assert "error" in r.json()
-
-
 def test_reset_disarms(agent):
-    r = agent.post("/sessions", arm_body())
-    assert r.status_code == 201, r.text
-    sid = r.json()["session"]
+    sid = arm(agent)["session"]
     r = agent.post("/reset")
     assert r.status_code == 200 and r.json() == {"disarmed": [sid]}
     assert xdp_on_dut() is None

@@ -1,0 +1,378 @@
+"""Unit tests of the DUT agent's pure parts: no root, no bcc, no network.
+
+Validation (api), the histogram (hist), parsing of bpf/xdplab.h (bpfsrc),
+result arithmetic from counter snapshots (session), the feature accumulator's
+bounded memory (features), Prometheus text (metrics), and the bookkeeping of
+captures (service)."""
+
+import ctypes as ct
+import json
+import math
+import random
+import re
+import tracemalloc
+import types
+from pathlib import Path
+
+import pytest
+
+from xdplab.agent import api, bpfsrc, features, hist, metrics, service, session
+from xdplab.agent.capture import PcapCounter, capture_filter
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = (REPO / "bpf" / "xdplab.h").read_text()
+SOURCE = (REPO / "bpf" / "collector.bpf.c").read_text()
+
+
+# --- api ------------------------------------------------------------------------------
+
+def good(**over):
+    body = {"trial": "t", "run_id": 10, "interfaces": ["eth1"], "xdp_mode": "native",
+            "port": 12345, "expected_tag": None, "snaplen": 64, "deadline_s": 30,
+            "expected_packets": 100}
+    body.update(over)
+    return body
+
+
+def test_validate_arm_defaults_and_normalizes():
+    req = api.validate_arm(good(), ["eth1", "eth2"])
+    assert req["run_ids"] == 1 and req["collector"] == "features"
+    assert req["ringbuf_pages"] is None and req["deadline_s"] == 30.0
+    req = api.validate_arm(good(interfaces=["eth2", "eth1"], run_ids=16, collector="off"),
+                           ["eth1", "eth2"])
+    assert req["interfaces"] == ["eth2", "eth1"] and req["run_ids"] == 16
+
+
+@pytest.mark.parametrize("field,value,status", [
+    ("run_id", 0, 400), ("run_id", 65536, 400), ("run_ids", 17, 400), ("run_ids", True, 400),
+    ("interfaces", ["eth9"], 403), ("interfaces", "eth1", 400), ("interfaces", [], 400),
+    ("deadline_s", math.inf, 400), ("deadline_s", math.nan, 400),
+    ("expected_packets", 2 ** 32 + 1, 400), ("snaplen", 10, 400), ("port", -1, 400),
+    ("collector", None, 400), ("ringbuf_pages", 5, 400), ("extra", 1, 400),
+])
+def test_validate_arm_refuses_naming_the_field(field, value, status):
+    with pytest.raises(api.ApiError) as e:
+        api.validate_arm(good(**{field: value}), ["eth1"])
+    assert e.value.status == status
+    assert e.value.message.startswith(field + ":")
+
+
+def test_403_names_the_allowed_interfaces():
+    with pytest.raises(api.ApiError) as e:
+        api.validate_arm(good(interfaces=["eth1", "lo"]), ["eth1", "eth2"])
+    assert e.value.status == 403 and "eth1, eth2" in e.value.message
+
+
+def test_run_id_range_must_fit():
+    with pytest.raises(api.ApiError) as e:
+        api.validate_arm(good(run_id=65530, run_ids=7), ["eth1"])
+    assert e.value.message.startswith("run_ids:")
+    assert api.validate_arm(good(run_id=65530, run_ids=6), ["eth1"])["run_ids"] == 6
+
+
+def test_ringbuf_pages_only_with_features():
+    with pytest.raises(api.ApiError) as e:
+        api.validate_arm(good(collector="counters", ringbuf_pages=4), ["eth1"])
+    assert e.value.message.startswith("ringbuf_pages:")
+
+
+def test_validate_build():
+    assert api.validate_build({"port": 1}) == {"port": 1, "collector": "features",
+                                               "ringbuf_pages": None}
+    for body, field in (({}, "port"), ({"port": 1, "collector": "off"}, "collector"),
+                        ({"port": 1, "cflags": ["-O0"]}, "cflags"), ([], "body")):
+        with pytest.raises(api.ApiError) as e:
+            api.validate_build(body)
+        assert e.value.message.startswith(field + ":")
+
+
+def test_query_interface():
+    assert api.query_interface("", ["a"]) == "a"
+    assert api.query_interface("interface=b", ["a", "b"]) == "b"
+    with pytest.raises(api.ApiError) as e:
+        api.query_interface("", ["a", "b"])
+    assert e.value.status == 400
+    with pytest.raises(api.ApiError) as e:
+        api.query_interface("interface=../x", ["a"])
+    assert e.value.status == 404
+
+
+# --- hist -------------------------------------------------------------------------------
+
+def test_buckets_are_contiguous_and_three_digits_precise():
+    prev_hi = -1
+    for i in range(hist.EXACT_BELOW + 40 * hist.SUB):
+        lo, hi = hist.bucket_bounds(i)
+        assert lo == prev_hi + 1 and hi >= lo
+        assert (hi - lo) <= lo / 1000 or lo < hist.EXACT_BELOW
+        prev_hi = hi
+    rng = random.Random(1)
+    for _ in range(20000):
+        v = rng.randrange(0, 1 << rng.randrange(1, 63))
+        lo, hi = hist.bucket_bounds(hist.bucket_index(v))
+        assert lo <= v <= hi
+
+
+def test_percentiles_match_nearest_rank_within_precision():
+    rng = random.Random(2)
+    values = [int(rng.lognormvariate(11, 1.5)) for _ in range(20000)]
+    h = hist.Histogram()
+    for v in values:
+        h.record(v)
+    s = sorted(values)
+    for p in (50, 90, 99, 99.9, 100):
+        exact = s[max(1, math.ceil(p * len(s) / 100)) - 1]
+        got = h.percentile(p)
+        assert exact <= got <= exact * (1 + 1 / 1000) + 1, (p, exact, got)
+    summ = h.summary()
+    assert summ["count"] == len(values) and summ["min"] == s[0] and summ["max"] == s[-1]
+    assert summ["mean"] == pytest.approx(sum(values) / len(values), abs=0.1)
+    assert sum(b[2] for b in summ["histogram"]["buckets"]) == len(values)
+    json.dumps(summ)
+
+
+def test_histogram_small_exact_and_out_of_range():
+    h = hist.Histogram()
+    for v in (1, 2, 3, 4, -5):
+        h.record(v)
+    assert h.percentile(50) == 2 and h.percentile(100) == 4 and h.out_of_range == 1
+    assert hist.Histogram().summary()["p50"] is None
+
+
+# --- bpfsrc ----------------------------------------------------------------------------------
+
+def test_header_parsing():
+    counters = bpfsrc.parse_counter_enum(HEADER)
+    assert list(counters) == ["seen", "ipv4_udp", "matched", "features", "ringbuf_full",
+                              "parse_errors", "foreign_arp", "foreign_port", "foreign_other"]
+    assert sorted(counters.values()) == list(range(len(counters)))
+    assert set(session.XDP_FIELDS) == set(counters)
+    assert bpfsrc.parse_define(HEADER, "XDPLAB_MAX_RUN_IDS") == api.RUN_IDS_MAX
+    assert bpfsrc.parse_define(HEADER, "XDPLAB_MAGIC") == 0x58444C42
+    fields = dict(bpfsrc.parse_feature_fields(HEADER))
+    assert fields["arrival_ns"] == "__u64" and fields["run_id"] == "__u16"
+
+
+def test_sources_inline_the_header_and_hash_what_was_read():
+    s = bpfsrc.Sources(SOURCE.encode(), HEADER.encode())
+    assert '#include "xdplab.h"' not in s.text and "enum xdplab_counter" in s.text
+    assert ct.sizeof(s.feature_struct()) == 40
+    with pytest.raises(RuntimeError):
+        bpfsrc.inline_header("int x;", HEADER)
+
+
+def test_parse_counter_enum_explicit_values():
+    text = "enum xdplab_counter { XDPLAB_A = 2, /* c */ XDPLAB_B, XDPLAB_NR_COUNTERS, };"
+    assert bpfsrc.parse_counter_enum(text) == {"a": 2, "b": 3}
+
+
+# --- session arithmetic ------------------------------------------------------------------------
+
+def snap(**c):
+    counters = {k: 0 for k in session.XDP_FIELDS}
+    counters.update(c)
+    return counters
+
+
+def test_interface_result_from_snapshots():
+    base = {"nic": {"rx_packets": 100, "rx_dropped": 1},
+            "prog": {"counters": snap(seen=10, matched=5), "matched_by_run": [5, 0] + [0] * 14,
+                     "run_time_ns": 1000, "run_cnt": 10}}
+    end = {"nic": {"rx_packets": 190, "rx_dropped": 1},
+           "prog": {"counters": snap(seen=100, matched=75, foreign_arp=5, foreign_port=10,
+                                     foreign_other=4, parse_errors=1, features=70,
+                                     ringbuf_full=0, ipv4_udp=85),
+                    "matched_by_run": [50, 25] + [0] * 14, "run_time_ns": 10000, "run_cnt": 100}}
+    link = {"xdp_mode_in_effect": "native", "prog_id": 1, "prog_tag": "ab", "link_id": 2}
+    r = session.interface_result("features", 7, 2, link, base, end, {"received": 70}, {"captured": 70})
+    assert r["nic"] == {"rx_packets": 90, "rx_dropped": 0}
+    assert r["xdp"]["seen"] == 90 and r["xdp"]["matched"] == 70 and r["xdp"]["unaccounted"] == 0
+    assert r["xdp"]["ns_per_pkt"] == 100.0 and r["xdp"]["run_cnt"] == 90
+    assert r["matched_by_run"] == {"7": 45, "8": 25}
+    assert r["prog_id"] == 1 and r["tcpdump"] == {"captured": 70}
+
+    off = session.interface_result("off", 7, 1, link, {"nic": base["nic"], "prog": None},
+                                   {"nic": end["nic"], "prog": None}, None, {})
+    assert off["xdp"]["seen"] is None and off["matched_by_run"] is None
+    assert off["features"]["received"] is None
+    cnt = session.interface_result("counters", 7, 2, link, base, end, None, {})
+    assert cnt["features"]["received"] == 0 and cnt["features"]["latency_ns"] is None
+
+
+def test_first_last_arrival():
+    assert session.first_last_arrival([None, {"first_arrival_ns": None,
+                                              "last_arrival_ns": None}]) == (None, None)
+    assert session.first_last_arrival([{"first_arrival_ns": 5, "last_arrival_ns": 9},
+                                       {"first_arrival_ns": 3, "last_arrival_ns": 7}]) == (3, 9)
+
+
+# --- features: bounded memory ------------------------------------------------------------------
+
+REC = bpfsrc.Sources(SOURCE.encode(), HEADER.encode()).feature_struct()
+
+
+def feed(f, n, start=0, rng=None):
+    rng = rng or random.Random(3)
+    r = REC()
+    t = 10 ** 12
+    for k in range(start, start + n):
+        t += rng.randrange(1, 50000)
+        r.arrival_ns, r.send_ns = t, t - rng.randrange(1000, 10 ** 7)
+        r.seq, r.run_id, r.cpu = k % 200000, 5 + k % 2, k % 2
+        f.add(r)
+
+
+def test_features_counts():
+    f = features.Features(5, 2, 10, REC)
+    r = REC()
+    for seq, run in ((0, 5), (1, 5), (0, 5), (0, 6), (99, 6), (0, 9)):
+        r.arrival_ns, r.send_ns, r.seq, r.run_id = 1000 + seq, 900, seq, run
+        f.add(r)
+    s = f.summary()
+    assert s["received"] == 6 and s["for_run"] == 5 and s["other_run"] == 1
+    assert s["by_run"]["5"] == {"received": 3, "unique_seqs": 2, "duplicates": 1}
+    assert s["by_run"]["6"] == {"received": 2, "unique_seqs": 1, "duplicates": 0}
+    assert s["seq_beyond_bitmap"] == 1     # seq 99 with expected_packets 10
+    assert s["latency_ns"]["count"] == 5 and s["gap_ns"]["negative"] == 2
+    json.dumps(s)
+
+
+def test_features_memory_does_not_grow_with_packets():
+    """200k more records of the same kind leave the consumer's state as it was:
+    no per-packet list or array; histogram buckets are bounded by the value
+    range, not by the count."""
+    f = features.Features(5, 2, 200000, REC)
+    rng = random.Random(4)
+    feed(f, 200000, rng=rng)
+    buckets = len(f.latency.counts) + len(f.gap.counts)
+    tracemalloc.start()
+    try:
+        feed(f, 200000, start=200000, rng=rng)
+        grown, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f.received == 400000
+    new_buckets = len(f.latency.counts) + len(f.gap.counts) - buckets
+    # A few rare buckets may still appear (~100 bytes each); nothing per record.
+    assert grown < 16 * 1024 + 200 * new_buckets, (grown, new_buckets)
+    assert len(f.latency.counts) <= hist.SUB * 64 and len(f.gap.counts) <= hist.SUB * 64
+    assert sum(len(b) for b in f.bitmaps) == 2 * (200000 // 8 + 1)
+    assert not any(isinstance(v, (list, bytearray)) and len(v) > 16
+                   for k, v in vars(f).items() if k != "bitmaps")
+
+
+def test_bitmaps_are_capped():
+    f = features.Features(1, 16, 2 ** 32, REC)
+    assert sum(len(b) for b in f.bitmaps) <= features.BITMAP_MAX_BYTES
+
+
+# --- capture helpers -----------------------------------------------------------------------------
+
+def test_capture_filter_matches_magic_and_run_ids():
+    f = capture_filter(12345, 0x58444C42, 100, 3)
+    assert "udp dst port 12345" in f and "udp[8:4] = 0x58444c42" in f
+    assert "udp[24:2] >= 100" in f and "udp[24:2] <= 102" in f
+
+
+def test_pcap_counter_counts_complete_records(tmp_path):
+    p = tmp_path / "x.pcap"
+    head = bytes.fromhex("d4c3b2a1") + bytes(20)
+    rec = lambda n: (bytes(8) + n.to_bytes(4, "little") + n.to_bytes(4, "little")  # noqa: E731
+                     + bytes(n))
+    p.write_bytes(head)
+    c = PcapCounter(str(p))
+    assert c.update() == 0
+    p.write_bytes(head + rec(60) + rec(70) + rec(80)[:30])
+    assert c.update() == 2
+    p.write_bytes(head + rec(60) + rec(70) + rec(80))
+    assert c.update() == 3
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+def test_metrics_text():
+    state = {"instance": "abc", "started_monotonic_ns": 1, "sessions_armed_total": 3,
+             "programs_loaded": [{"instances": 2}],
+             "session": {"id": "s1", "trial": 'a"b', "state": "armed",
+                         "interfaces": {"eth1": {"nic": {"rx_packets": 9},
+                                                 "xdp": {k: 1 for k in metrics.XDP_HELP},
+                                                 "records": 4}}}}
+    text = metrics.render(state, "xdplab-agent/2")
+    assert 'xdplab_xdp_matched_total{session="s1",interface="eth1"} 1' in text
+    assert 'xdplab_nic_rx_packets_total{session="s1",interface="eth1"} 9' in text
+    assert 'trial="a\\"b"' in text and "xdplab_agent_sessions_armed_total 3" in text
+    for line in text.splitlines():
+        assert line.startswith("#") or re.match(r'^[a-z_]+(\{.*\})? -?\d+(\.\d+)?$', line), line
+    idle = metrics.render(dict(state, session=None), "x")
+    assert "xdplab_session_armed 0" in idle and "xdplab_xdp_" not in idle
+
+
+# --- service bookkeeping --------------------------------------------------------------------------
+
+def test_forgotten_sessions_and_stale_files_lose_their_pcap(tmp_path):
+    a = service.Agent.__new__(service.Agent)   # only the session bookkeeping, no BPF
+    ids = ["s%03d" % i for i in range(service.MAX_KEPT_SESSIONS + 3)]
+    a.sessions = {}
+
+    def fake(sid, state):
+        path = tmp_path / (sid + ".if0.pcap")
+        path.write_bytes(b"pcap")
+        s = types.SimpleNamespace(id=sid, state=state,
+                                  ifaces=[types.SimpleNamespace(name="eth1", pcap_path=str(path))])
+        s.remove_pcaps = lambda s=s: session.Session.remove_pcaps(s)
+        return s
+
+    for sid in ids:
+        a.sessions[sid] = fake(sid, "disarmed")
+    a.sessions["armed"] = fake("armed", "armed")
+    a._forget_old_sessions()
+    assert sorted(a.sessions) == sorted(ids[3:] + ["armed"])
+    kept = [sid + ".if0.pcap" for sid in ids[-service.MAX_KEPT_CAPTURES:]] + ["armed.if0.pcap"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    assert a.sessions[ids[3]].ifaces[0].pcap_path is None
+
+    # At start: only <session>[.ifN].pcap regular files go; nothing else is touched.
+    (tmp_path / "notes.txt").write_text("keep")
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "link.pcap").symlink_to(tmp_path / "notes.txt")
+    (tmp_path / "old-agent.pcap").write_bytes(b"pcap")
+    removed = service.remove_stale_pcaps(str(tmp_path))
+    assert sorted(r["file"] for r in removed) == sorted(kept + ["old-agent.pcap"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere", "link.pcap", "notes.txt"]
+
+
+def test_agent_package_imports_nothing_else_from_xdplab():
+    for path in (REPO / "workflow" / "xdplab" / "agent").glob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+xdplab\b(?!\.agent)", text, re.M), path.name
+        assert not re.search(r"shell\s*=\s*True|os\.system|os\.popen", text), path.name
+
+
+# --- where the bpf files come from ------------------------------------------------------------
+
+def test_unzipped_package_reads_the_repositorys_bpf_files():
+    s = bpfsrc.Sources.load()
+    assert Path(s.source_origin) == REPO / "bpf" / "collector.bpf.c"
+    assert s.source == (REPO / "bpf" / "collector.bpf.c").read_bytes()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs /usr/bin/python3")
+def test_pyz_carries_the_bpf_files_and_runs_help_without_bcc():
+    import subprocess
+    r = subprocess.run(["make", "-s", "agent"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    pyz = REPO / "dist" / "xdplab-agent.pyz"
+    code = ("import sys, json; sys.path.insert(0, sys.argv[1]); "
+            "from xdplab.agent import bpfsrc; s = bpfsrc.Sources.load(); "
+            "print(json.dumps([s.source_origin, s.source_sha256, s.header_sha256]))")
+    r = subprocess.run(["/usr/bin/python3", "-S", "-c", code, str(pyz)], capture_output=True,
+                       text=True, cwd="/")
+    assert r.returncode == 0, r.stderr
+    origin, src_sha, hdr_sha = json.loads(r.stdout)
+    assert origin.startswith("package:")
+    import hashlib
+    assert src_sha == hashlib.sha256((REPO / "bpf" / "collector.bpf.c").read_bytes()).hexdigest()
+    assert hdr_sha == hashlib.sha256((REPO / "bpf" / "xdplab.h").read_bytes()).hexdigest()
+    r = subprocess.run(["/usr/bin/python3", "-S", str(pyz), "--help"], capture_output=True,
+                       text=True, cwd="/")
+    assert r.returncode == 0 and "--interface" in r.stdout, r.stderr

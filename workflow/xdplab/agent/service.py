@@ -1,0 +1,312 @@
+"""The agent: compiled programs kept across sessions, one armed session at a
+time, the finished sessions it remembers, and its own identity."""
+
+import logging
+import os
+import platform
+import re
+import secrets
+import threading
+import time
+from collections import OrderedDict
+
+from . import AGENT, sysstats
+from .api import ApiError, validate_arm, validate_build
+from .bpf import Program, PROG_NAME
+from .session import Session
+
+log = logging.getLogger("xdplab-agent")
+
+MAX_KEPT_SESSIONS = 64                # finished sessions remembered in memory
+# The state directory is usually on /run (RAM): a 60 s trial at 100k pps is
+# ~0.5 GB of pcap.  The controller downloads a capture before it disarms, so
+# only the newest finished sessions keep theirs.
+MAX_KEPT_CAPTURES = 2
+MAX_PROGRAM_KEYS = 4                  # (port, collector, ring pages) kept compiled
+SHUTDOWN_ARMING_WAIT_S = 60.0         # a compile + attach in flight finishes first
+PCAP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.if\d{1,3})?\.pcap$")
+
+
+class Programs:
+    """Compiled, loaded, unattached collector instances, by (port, collector,
+    ring pages).  A session takes one per interface and gives it back at
+    disarm; only the first use of a key (or more interfaces than before)
+    compiles.  At most MAX_PROGRAM_KEYS keys stay loaded (least recently used
+    go), and a key never holds more instances than the agent has interfaces."""
+
+    def __init__(self, sources, max_per_key):
+        self.sources = sources
+        self.max_per_key = max_per_key
+        self.lock = threading.Lock()       # LLVM in BCC: one compile at a time
+        self.free = OrderedDict()
+
+    def acquire(self, port, collector, ring_pages):
+        key = (port, collector, ring_pages)
+        with self.lock:
+            progs = self.free.get(key)
+            if progs:
+                self.free.move_to_end(key)
+                return progs.pop(), 0.0
+            try:
+                prog = Program(self.sources, port, collector, ring_pages)
+            except ApiError:
+                raise
+            except Exception as e:
+                raise ApiError(500, "compiling and loading %s (%s) failed: %s"
+                               % (PROG_NAME, " ".join(_cflags(port, collector, ring_pages)), e))
+            log.info("compiled %s for port %d, collector %s, ring pages %s in %.2f s (tag %s)",
+                     PROG_NAME, port, collector, ring_pages, prog.compile_s, prog.tag)
+            return prog, prog.compile_s
+
+    def release(self, prog):
+        key = (prog.port, prog.collector, prog.ring_pages_requested)
+        try:
+            prog.set_run_range(0, 0)       # matches nothing until the next arm
+        except Exception as e:
+            log.warning("resetting the run range failed (%s); dropping the program", e)
+            prog.close()
+            return
+        with self.lock:
+            progs = self.free.setdefault(key, [])
+            if len(progs) >= self.max_per_key:
+                prog.close()
+            else:
+                progs.append(prog)
+            self.free.move_to_end(key)
+            while len(self.free) > MAX_PROGRAM_KEYS:
+                _, old = self.free.popitem(last=False)
+                for p in old:
+                    p.close()
+
+    def loaded(self):
+        with self.lock:
+            return [{"port": k[0], "collector": k[1], "ringbuf_pages_requested": k[2],
+                     "instances": len(v)} for k, v in self.free.items()]
+
+    def close(self):
+        with self.lock:
+            for progs in self.free.values():
+                for p in progs:
+                    p.close()
+            self.free.clear()
+
+
+def _cflags(port, collector, ring_pages):
+    out = ["-DXDPLAB_PORT=%d" % port]
+    if ring_pages is not None:
+        out.append("-DXDPLAB_RING_PAGES=%d" % ring_pages)
+    if collector == "counters":
+        out.append("-DXDPLAB_COUNT_ONLY")
+    return out
+
+
+def remove_stale_pcaps(state_dir):
+    """Delete <session>[.ifN].pcap files in the state directory: at start they
+    can only be a killed predecessor's, whose sessions nobody can fetch any
+    more.  Returns [{"file", "bytes"}] of what was removed."""
+    removed = []
+    for name in sorted(os.listdir(state_dir)):
+        if not PCAP_NAME_RE.match(name):
+            continue
+        path = os.path.join(state_dir, name)
+        try:
+            st = os.lstat(path)
+            if (st.st_mode & 0o170000) != 0o100000:   # regular files only, no symlinks
+                continue
+            os.unlink(path)
+        except OSError as e:
+            log.warning("could not remove stale capture %s: %s", path, e)
+            continue
+        removed.append({"file": name, "bytes": st.st_size})
+        log.warning("removed stale capture %s (%d bytes) left by an earlier agent",
+                    path, st.st_size)
+    return removed
+
+
+class Agent:
+    def __init__(self, interfaces, state_dir, token, sources, spawner):
+        import bcc   # imported here so --help and the unit tests work without bcc
+        from . import session as session_mod
+        self.bcc_version = getattr(bcc, "__version__", "unknown")
+        self.allowed = list(dict.fromkeys(interfaces))
+        self.state_dir = state_dir
+        self.token = token
+        self.sources = sources
+        self.record_cls = sources.feature_struct()
+        session_mod.MAGIC = _magic(sources)
+        self.spawner = spawner
+        # Who this agent is: a controller compares it with the one it armed
+        # with, to tell that the agent was restarted (and the session lost).
+        self.instance = secrets.token_hex(8)
+        self.pid = os.getpid()
+        self.started_ns = time.monotonic_ns()
+        self.stale_removed = remove_stale_pcaps(state_dir)
+        self.programs = Programs(sources, max_per_key=len(self.allowed))
+        self.lock = threading.Lock()          # guards sessions / armed / arming / closing
+        self.sessions = OrderedDict()
+        self.armed = None
+        self.arming = False
+        self.closing = False
+        self.sessions_armed = 0
+
+    # --- health, build -------------------------------------------------------------
+    def health(self):
+        with self.lock:
+            s = self.armed
+        return {"ok": True, "agent": AGENT, "hostname": sysstats.hostname(),
+                "kernel": platform.release(), "bcc_version": self.bcc_version,
+                "boot_id": sysstats.boot_id(), "agent_instance": self.instance,
+                "pid": self.pid, "started_monotonic_ns": self.started_ns,
+                "stale_files_removed": self.stale_removed,
+                "interfaces": {name: sysstats.interface_facts(name) for name in self.allowed},
+                "programs_loaded": self.programs.loaded(),
+                "session": s.summary() if s else None}
+
+    def build(self, body):
+        """Compile (or reuse) one instance per --interface, so that arming any
+        of them later compiles nothing."""
+        req = validate_build(body)
+        key = (req["port"], req["collector"], req["ringbuf_pages"])
+        progs, compile_s = [], 0.0
+        try:
+            for _ in self.allowed:
+                prog, cs = self.programs.acquire(*key)
+                progs.append(prog)
+                compile_s += cs
+            out = {"source_sha256": self.sources.source_sha256,
+                   "header_sha256": self.sources.header_sha256,
+                   "bcc_version": self.bcc_version, "kernel_release": platform.release()}
+            out.update(progs[0].manifest())
+            out["compile_s"] = round(compile_s, 3)
+            out["reused"] = compile_s == 0.0
+            out["instances"] = len(progs)
+            return out
+        finally:
+            for prog in progs:
+                self.programs.release(prog)
+
+    # --- arm ---------------------------------------------------------------------------
+    def arm(self, body):
+        req = validate_arm(body, self.allowed)
+        with self.lock:
+            if self.closing:
+                raise ApiError(409, "the agent is shutting down")
+            if self.armed is not None:
+                raise ApiError(409, "session %s (trial %s) is armed; disarm it first"
+                               % (self.armed.id, self.armed.trial))
+            if self.arming:
+                raise ApiError(409, "another session is being armed")
+            self.arming = True
+        try:
+            sid = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(4)
+            s = Session(sid, req, self.instance, self.state_dir)
+            s.arm(self.programs, self.spawner, self.record_cls)
+            with self.lock:
+                self.sessions[sid] = s
+                self.armed = s
+                self.sessions_armed += 1
+                self._forget_old_sessions()
+            threading.Thread(target=self._watchdog, args=(s,), name="watchdog-" + sid,
+                             daemon=True).start()
+            log.info("session %s armed in %.3f s: trial=%s run_ids=%d..%d %s port=%d "
+                     "collector=%s compile_s=%s", sid, s.timing["arm_s"], s.trial, s.run_id,
+                     s.run_id + s.run_ids - 1, ",".join(req["interfaces"]), req["port"],
+                     s.collector, s.arm_reply["compile_s"])
+            if self.closing:
+                self.disarm(s)
+            return s.arm_reply
+        finally:
+            with self.lock:
+                self.arming = False
+
+    def _forget_old_sessions(self):
+        done = [sid for sid, s in self.sessions.items() if s.state == "disarmed"]
+        for sid in done[:max(0, len(done) - MAX_KEPT_SESSIONS)]:
+            self.sessions.pop(sid).remove_pcaps()
+        for sid in done[:max(0, len(done) - MAX_KEPT_CAPTURES)]:
+            if sid in self.sessions:
+                self.sessions[sid].remove_pcaps()
+
+    def _watchdog(self, s):
+        while not s.disarmed.is_set():
+            left = (s.deadline_ns - time.monotonic_ns()) / 1e9
+            if left <= 0:
+                log.warning("session %s: deadline of %.1f s passed; disarming (watchdog)",
+                            s.id, s.req["deadline_s"])
+                try:
+                    self.disarm(s, watchdog=True)
+                except Exception as e:
+                    log.error("session %s: watchdog disarm failed: %s", s.id, e)
+                return
+            s.disarmed.wait(min(left, 1.0))
+
+    # --- session operations -----------------------------------------------------------
+    def get_session(self, sid):
+        with self.lock:
+            s = self.sessions.get(sid)
+        if s is None:
+            raise ApiError(404, "no session %s on this agent" % sid)
+        return s
+
+    def disarm(self, s, watchdog=False):
+        try:
+            res = s.disarm(watchdog=watchdog)
+        finally:
+            with self.lock:
+                if self.armed is s:
+                    self.armed = None
+        x = {n: (r["xdp"]["matched"], r["nic"].get("rx_packets"))
+             for n, r in res["interfaces"].items()}
+        log.info("session %s disarmed%s in %.3f s (arm %.3f s, capture stop %s s): "
+                 "matched/nic rx %s", s.id, " by the watchdog" if watchdog else "",
+                 res["disarm_s"], res["arm_s"], res["stop_s"], x)
+        return res
+
+    def reset(self):
+        with self.lock:
+            armed = [s for s in self.sessions.values() if s.state in ("armed", "capture_stopped")]
+        for s in armed:
+            self.disarm(s)
+        return {"disarmed": [s.id for s in armed]}
+
+    def shutdown(self):
+        """Disarm, delete every capture (nobody can fetch them after exit), unload."""
+        with self.lock:
+            self.closing = True
+        deadline = time.monotonic() + SHUTDOWN_ARMING_WAIT_S
+        while time.monotonic() < deadline:   # an arm in flight disarms itself (closing)
+            with self.lock:
+                if not self.arming:
+                    break
+            time.sleep(0.05)
+        try:
+            r = self.reset()
+            if r["disarmed"]:
+                log.info("disarmed on shutdown: %s", r["disarmed"])
+        except Exception as e:
+            log.error("disarm on shutdown failed: %s", e)
+        with self.lock:
+            sessions = list(self.sessions.values())
+        for s in sessions:
+            s.remove_pcaps()
+        self.programs.close()
+
+    def state(self):
+        """For /metrics: the agent's state and the armed session's live counters."""
+        with self.lock:
+            s = self.armed
+            n = self.sessions_armed
+        live = None
+        if s is not None:
+            try:
+                live = {"id": s.id, "trial": s.trial, "state": s.state, "interfaces": s.live()}
+            except Exception as e:       # disarming meanwhile: report the agent only
+                log.info("metrics: session %s: %s", s.id, e)
+        return {"instance": self.instance, "started_monotonic_ns": self.started_ns,
+                "sessions_armed_total": n, "programs_loaded": self.programs.loaded(),
+                "session": live}
+
+
+def _magic(sources):
+    from .bpfsrc import parse_define
+    return parse_define(sources.header.decode(), "XDPLAB_MAGIC")

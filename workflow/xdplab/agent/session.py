@@ -1,0 +1,419 @@
+"""One session: arm in order, tear down in reverse order, compute results.
+
+Arming acquires resources one by one and pushes each one's release onto a
+contextlib.ExitStack as it is acquired; a failure anywhere unwinds exactly
+what was acquired.  Disarm stops the capture, detaches (the links have their
+own stack so they go first), reads the counters, drains the ring buffers,
+then closes the stack.  The results come from counter snapshots through pure
+functions (interface_result, session_result) that need no root to test.
+"""
+
+import errno
+import logging
+import os
+import socket
+import threading
+import time
+from contextlib import ExitStack
+
+from . import capture, sysstats
+from .api import ApiError
+from .bpf import enable_run_time_stats, fdinfo, xdp_link_create, PROG_NAME
+from .features import Features, empty_summary
+
+log = logging.getLogger("xdplab-agent")
+
+CONSUME_INTERVAL_S = 0.002     # ring buffers polled: records are submitted without wakeups
+DRAIN_TIMEOUT_S = 1.0
+SINK_RCVBUF_BYTES = 4096
+XDP_FIELDS = ("seen", "ipv4_udp", "matched", "features", "ringbuf_full", "parse_errors",
+              "foreign_arp", "foreign_port", "foreign_other")
+MAGIC = 0x58444C42             # replaced at start by XDPLAB_MAGIC parsed from xdplab.h
+
+
+# --- pure result arithmetic -------------------------------------------------------
+
+def interface_result(collector, run_id, run_ids, link, base, end, features, tcpdump):
+    """One interface's results from its snapshots at arm (base) and disarm (end).
+
+    base/end: {"nic": {rx_*}, "prog": None | Program.snapshot()}.  link: the
+    arm reply's entry for the interface.  features: Features.summary() or None."""
+    out = dict(link)
+    out["nic"] = sysstats.delta(base["nic"], end["nic"])
+    if collector == "off" or base.get("prog") is None:
+        out["xdp"] = {k: None for k in XDP_FIELDS + ("run_time_ns", "run_cnt", "ns_per_pkt",
+                                                      "unaccounted")}
+        out["matched_by_run"] = None
+    else:
+        b, e = base["prog"], end["prog"]
+        xdp = {k: e["counters"][k] - b["counters"][k] for k in XDP_FIELDS}
+        run_time, run_cnt = e["run_time_ns"] - b["run_time_ns"], e["run_cnt"] - b["run_cnt"]
+        xdp.update({"run_time_ns": run_time, "run_cnt": run_cnt,
+                    "ns_per_pkt": round(run_time / run_cnt, 1) if run_cnt else None})
+        # seen = matched + foreign_* + parse_errors: every frame lands in one of them.
+        xdp["unaccounted"] = xdp["seen"] - (xdp["matched"] + xdp["foreign_arp"] +
+                                            xdp["foreign_port"] + xdp["foreign_other"] +
+                                            xdp["parse_errors"])
+        out["xdp"] = xdp
+        out["matched_by_run"] = {str(run_id + i): e["matched_by_run"][i] - b["matched_by_run"][i]
+                                 for i in range(run_ids)}
+    out["features"] = features if features is not None else empty_summary(collector)
+    out["tcpdump"] = dict(tcpdump or {})
+    return out
+
+
+def session_result(meta, interfaces, softirq, udp_sink, timing, boot_id):
+    out = dict(meta)
+    out.update({"softirq": softirq, "interfaces": interfaces, "udp_sink": udp_sink,
+                "boot_id": boot_id})
+    out.update(timing)
+    return out
+
+
+def first_last_arrival(feature_summaries):
+    firsts = [f["first_arrival_ns"] for f in feature_summaries if f and f["first_arrival_ns"]]
+    lasts = [f["last_arrival_ns"] for f in feature_summaries if f and f["last_arrival_ns"]]
+    return (min(firsts), max(lasts)) if firsts else (None, None)
+
+
+# --- the session ---------------------------------------------------------------------
+
+class Iface:
+    """What a session holds for one interface."""
+
+    def __init__(self, name, ifindex, pcap_path):
+        self.name, self.ifindex, self.pcap_path = name, ifindex, pcap_path
+        self.program = None
+        self.features = None
+        self.tcpdump = None
+        self.link = {}            # the arm reply's entry
+        self.base = None
+        self.end = None
+        self.capture = None
+
+
+class Session:
+    def __init__(self, sid, req, agent_instance, state_dir):
+        self.id = sid
+        self.req = req
+        self.trial, self.run_id, self.run_ids = req["trial"], req["run_id"], req["run_ids"]
+        self.collector = req["collector"]
+        self.agent_instance = agent_instance
+        self.ifaces = [Iface(name, None, os.path.join(state_dir, "%s.if%d.pcap" % (sid, i)))
+                       for i, name in enumerate(req["interfaces"])]
+        self.lock = threading.RLock()
+        self.state = "arming"
+        self.stack = ExitStack()       # everything, released in reverse order
+        self.links = ExitStack()       # the bpf_links: detached first at disarm
+        self.sampler = None
+        self.sink_inode = None
+        self.sink = None
+        self.sink_base = None
+        self.stop_consume = threading.Event()
+        self.consumer = None
+        self.drained = None
+        self.consumer_error = None
+        self.disarmed = threading.Event()
+        self.watchdog_fired = False
+        self.arm_reply = None
+        self.result = None
+        self.disarm_error = None
+        self.armed_ns = self.deadline_ns = None
+        self.timing = {"arm_s": None, "stop_s": None, "disarm_s": None}
+
+    # --- arm --------------------------------------------------------------------------
+    def arm(self, programs, spawner, record_cls):
+        """Acquire everything; on any failure release what was acquired and raise.
+
+        programs: the agent's cache (acquire(port, collector, ring_pages) ->
+        (Program, compile_s), release(Program))."""
+        t0 = time.monotonic()
+        try:
+            self._arm(programs, spawner, record_cls)
+        except BaseException:
+            self.stack.close()
+            self.remove_pcaps()
+            self.state = "failed"
+            self.disarmed.set()
+            raise
+        self.timing["arm_s"] = round(time.monotonic() - t0, 3)
+        self.arm_reply["arm_s"] = self.timing["arm_s"]
+
+    def _arm(self, programs, spawner, record_cls):
+        req, st = self.req, self.stack
+        for i in self.ifaces:
+            try:
+                i.ifindex = socket.if_nametoindex(i.name)
+            except OSError:
+                raise ApiError(400, "interfaces: %s does not exist on the DUT" % i.name)
+            foreign = sysstats.link_xdp_info(i.name)
+            if foreign:
+                desc = ", ".join("id %s name %s tag %s" % (p["id"], p["name"], p["tag"])
+                                 for p in foreign["progs"]) or "unknown program"
+                raise ApiError(409, "interface %s already has an XDP program attached (%s mode: "
+                                    "%s); left in place" % (i.name, foreign["mode"], desc))
+        compile_s = 0.0
+        if self.collector != "off":
+            for i in self.ifaces:
+                prog, cs = programs.acquire(req["port"], self.collector, req["ringbuf_pages"])
+                st.callback(programs.release, prog)
+                compile_s += cs
+                i.program = prog
+                if req["expected_tag"] is not None and prog.tag != req["expected_tag"]:
+                    raise ApiError(422, "prog_tag %s of the compiled program differs from "
+                                        "expected_tag %s" % (prog.tag, req["expected_tag"]))
+                prog.consume()                    # discard what an earlier session left
+                prog.set_run_range(self.run_id, self.run_ids)
+                if self.collector == "features":
+                    i.features = Features(self.run_id, self.run_ids, req["expected_packets"],
+                                          record_cls)
+                    prog.on_record = i.features.on_record
+                    st.callback(setattr, prog, "on_record", None)
+            if self.collector == "features":
+                st.callback(self._stop_consumer)
+                self.consumer = threading.Thread(target=self._consume,
+                                                 name="ringbuf-" + self.id, daemon=True)
+                self.consumer.start()
+            stats_fd = enable_run_time_stats()
+            st.callback(os.close, stats_fd)
+        self.sampler = sysstats.SoftirqSampler(self.id)
+        st.callback(self.sampler.stop)
+        # The sink keeps the stack from answering our datagrams with ICMP port
+        # unreachable; it is never read, so its tiny buffer overflows quietly.
+        self.sink = st.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SINK_RCVBUF_BYTES)
+        try:
+            self.sink.bind(("0.0.0.0", req["port"]))
+        except OSError as e:
+            raise ApiError(409, "port: UDP port %d is already bound on the DUT (%s)"
+                           % (req["port"], e.strerror))
+        self.sink_inode = os.fstat(self.sink.fileno()).st_ino
+        self.sink_base = {"snmp": sysstats.udp_snmp(),
+                          "drops": sysstats.udp_socket_drops(self.sink_inode) or 0}
+        st.enter_context(self.links)
+        for i in self.ifaces:
+            # Baselines just before attaching: the program is idle until then.
+            i.base = {"nic": sysstats.nic_stats(i.name),
+                      "prog": i.program.snapshot() if i.program else None}
+            i.link = {"xdp_mode_in_effect": None, "prog_id": None, "prog_tag": None,
+                      "link_id": None}
+            if i.program is None:
+                continue
+            try:
+                fd = xdp_link_create(i.program.prog_fd, i.ifindex, req["xdp_mode"])
+            except OSError as e:
+                status = 409 if e.errno in (errno.EBUSY, errno.EEXIST) else 500
+                raise ApiError(status, "attaching %s to %s in %s mode failed: %s"
+                               % (PROG_NAME, i.name, req["xdp_mode"], e.strerror))
+            self.links.callback(os.close, fd)     # closing the last fd detaches
+            now = sysstats.link_xdp_info(i.name)
+            prog_id = i.program.info.get("prog_id")
+            if not now or prog_id not in [p["id"] for p in now["progs"]]:
+                raise ApiError(500, "after attaching, %s does not show prog id %s (shows %s)"
+                               % (i.name, prog_id, now))
+            i.link = {"xdp_mode_in_effect": now["mode"], "prog_id": prog_id,
+                      "prog_tag": i.program.tag, "link_id": fdinfo(fd).get("link_id")}
+        bpf_filter = capture.capture_filter(req["port"], MAGIC, self.run_id, self.run_ids)
+        for i in self.ifaces:
+            try:
+                i.tcpdump = capture.Tcpdump(spawner, i.name, req["snaplen"], bpf_filter,
+                                            i.pcap_path)
+            except OSError as e:
+                raise ApiError(500, "starting tcpdump on %s failed: %s" % (i.name, e))
+            st.callback(i.tcpdump.kill)
+        for i in self.ifaces:
+            if not i.tcpdump.wait_listening():
+                raise ApiError(500, "tcpdump on %s did not report listening within %.0f s: %s"
+                               % (i.name, capture.LISTEN_TIMEOUT_S,
+                                  " | ".join(list(i.tcpdump.lines)[-5:])))
+        self.armed_ns = time.monotonic_ns()
+        self.deadline_ns = self.armed_ns + int(req["deadline_s"] * 1e9)
+        self.state = "armed"
+        p = self.ifaces[0].program
+        self.arm_reply = {
+            "session": self.id, "trial": self.trial, "run_id": self.run_id,
+            "run_ids": self.run_ids, "collector": self.collector,
+            "interfaces": {i.name: i.link for i in self.ifaces},
+            "xdp_mode_requested": req["xdp_mode"], "port": req["port"],
+            "prog_tag": p.tag if p else None, "insn_count": p.insn_count if p else None,
+            "verified_insns": p.info.get("verified_insns") if p else None,
+            "ringbuf_pages": p.ring_pages if p else None,
+            "ringbuf_bytes": p.ring_bytes if p else None,
+            "ringbuf_pages_requested": req["ringbuf_pages"],
+            "snaplen": req["snaplen"], "expected_packets": req["expected_packets"],
+            "armed_monotonic_ns": self.armed_ns, "deadline_monotonic_ns": self.deadline_ns,
+            "agent_instance": self.agent_instance, "compile_s": round(compile_s, 3),
+        }
+
+    # --- ring-buffer consumer ---------------------------------------------------------
+    def _consume(self):
+        """Polls every interface's ring: the program submits with
+        BPF_RB_NO_WAKEUP, so epoll would never wake up."""
+        progs = [i.program for i in self.ifaces if i.features is not None]
+        try:
+            while not self.stop_consume.is_set():
+                for p in progs:
+                    p.consume()
+                time.sleep(CONSUME_INTERVAL_S)
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            empty = 0
+            while empty < 2 and time.monotonic() < deadline:
+                before = sum(i.features.received for i in self.ifaces if i.features)
+                for p in progs:
+                    p.consume()
+                after = sum(i.features.received for i in self.ifaces if i.features)
+                empty = empty + 1 if after == before else 0
+            self.drained = empty >= 2
+        except Exception as e:
+            self.consumer_error = "%s: %s" % (type(e).__name__, e)
+            log.error("session %s: ring buffer consumer failed: %s", self.id, e)
+
+    def _stop_consumer(self):
+        self.stop_consume.set()
+        if self.consumer is not None:
+            self.consumer.join(DRAIN_TIMEOUT_S + 5)
+
+    # --- live counters ------------------------------------------------------------------
+    def matched_so_far(self, i):
+        if i.program is None:
+            return None
+        return i.program.snapshot()["counters"]["matched"] - i.base["prog"]["counters"]["matched"]
+
+    def live(self):
+        """Counters since arm, per interface (for /metrics)."""
+        out = {}
+        for i in self.ifaces:
+            nic = sysstats.delta(i.base["nic"], sysstats.nic_stats(i.name))
+            xdp = None
+            if i.program is not None:
+                snap, b = i.program.snapshot(), i.base["prog"]
+                xdp = {k: snap["counters"][k] - b["counters"][k] for k in XDP_FIELDS}
+            out[i.name] = {"nic": nic, "xdp": xdp,
+                           "records": i.features.received if i.features else None}
+        return out
+
+    # --- capture stop and disarm -----------------------------------------------------------
+    def capture_stop(self):
+        with self.lock:
+            if self.timing["stop_s"] is None:
+                t0 = time.monotonic()
+                for i in self.ifaces:
+                    if i.capture is None:
+                        i.capture = i.tcpdump.stop(self.matched_so_far(i))
+                self.timing["stop_s"] = round(time.monotonic() - t0, 3)
+                if self.state == "armed":
+                    self.state = "capture_stopped"
+                log.info("session %s: capture stopped in %.3f s: %s", self.id,
+                         self.timing["stop_s"],
+                         {i.name: i.capture["captured"] for i in self.ifaces})
+            return {i.name: dict(i.capture, stop_s=self.timing["stop_s"]) for i in self.ifaces}
+
+    def disarm(self, watchdog=False):
+        with self.lock:
+            if self.result is not None:
+                return self.result
+            if self.state in ("disarmed", "failed"):
+                raise ApiError(500, "session %s: disarm failed earlier: %s"
+                               % (self.id, self.disarm_error))
+            try:
+                self.watchdog_fired = watchdog
+                self.capture_stop()
+                t0 = time.monotonic()
+                self.links.close()                       # detach: nothing more arrives
+                for i in self.ifaces:
+                    i.end = {"nic": sysstats.nic_stats(i.name),
+                             "prog": i.program.snapshot() if i.program else None}
+                self._stop_consumer()
+                disarmed_ns = time.monotonic_ns()
+                self.result = self._result(disarmed_ns)
+                self.timing["disarm_s"] = round(time.monotonic() - t0, 3)
+                self.result.update(self.timing)
+            except BaseException as e:
+                self.disarm_error = "%s: %s" % (type(e).__name__, e)
+                log.error("session %s: disarm failed: %s", self.id, self.disarm_error)
+                raise
+            finally:
+                self.stack.close()
+                for i in self.ifaces:
+                    if i.features is not None:
+                        i.features.release()
+                self.state = "disarmed"
+                self.disarmed.set()
+            return self.result
+
+    def _result(self, disarmed_ns):
+        feats = {}
+        for i in self.ifaces:
+            if i.features is not None:
+                f = i.features.summary()
+                f["drained"] = self.drained
+                f["consumer_error"] = self.consumer_error
+                feats[i.name] = f
+        queued = 0
+        try:   # datagrams still queued on the sink (it was never read)
+            while True:
+                self.sink.recv(1, socket.MSG_DONTWAIT)
+                queued += 1
+        except OSError:
+            pass
+        drops = (sysstats.udp_socket_drops(self.sink_inode) or 0) - self.sink_base["drops"]
+        snmp = sysstats.udp_snmp()
+        udp_sink = {"received_by_socket_or_dropped": queued + drops, "queued": queued,
+                    "socket_drops": drops,
+                    "rcvbuf_errors_delta": snmp.get("RcvbufErrors", 0)
+                    - self.sink_base["snmp"].get("RcvbufErrors", 0)}
+        self.sampler.stop()
+        first, last = first_last_arrival(feats.values())
+        if first is not None:
+            softirq = self.sampler.window(first, last, "first to last matched arrival")
+        else:
+            softirq = self.sampler.window(self.armed_ns, disarmed_ns,
+                                          "armed window (no matched arrivals)")
+        interfaces = {i.name: interface_result(self.collector, self.run_id, self.run_ids,
+                                               i.link, i.base, i.end, feats.get(i.name),
+                                               i.capture)
+                      for i in self.ifaces}
+        meta = {"session": self.id, "trial": self.trial, "run_id": self.run_id,
+                "run_ids": self.run_ids, "collector": self.collector,
+                "watchdog": self.watchdog_fired, "agent_instance": self.agent_instance,
+                "port": self.req["port"], "prog_tag": self.arm_reply["prog_tag"],
+                "ringbuf_pages": self.arm_reply["ringbuf_pages"],
+                "window": {"armed_monotonic_ns": self.armed_ns,
+                           "disarmed_monotonic_ns": disarmed_ns}}
+        return session_result(meta, interfaces, softirq, udp_sink, {}, sysstats.boot_id())
+
+    def summary(self):
+        """GET /sessions/<id>: cheap, polled every second."""
+        d = {"session": self.id, "trial": self.trial, "state": self.state,
+             "watchdog": self.watchdog_fired, "agent_instance": self.agent_instance,
+             "run_id": self.run_id, "run_ids": self.run_ids, "collector": self.collector,
+             "interfaces": [i.name for i in self.ifaces],
+             "armed_monotonic_ns": self.armed_ns, "deadline_monotonic_ns": self.deadline_ns,
+             "capture": ({i.name: i.capture for i in self.ifaces}
+                         if all(i.capture for i in self.ifaces) else None),
+             "result_ready": self.result is not None}
+        d.update(self.timing)
+        return d
+
+    def remove_pcaps(self):
+        """Delete the session's capture files (never raises)."""
+        for i in self.ifaces:
+            path, i.pcap_path = i.pcap_path, None
+            if not path:
+                continue
+            try:
+                os.unlink(path)
+                log.info("session %s: removed its capture %s", self.id, path)
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                log.error("session %s: could not remove its capture %s: %s", self.id, path, e)
+
+    def pcap_path(self, name):
+        for i in self.ifaces:
+            if i.name == name:
+                return i.pcap_path
+        return None
+
+    def has_pcaps(self):
+        return any(i.pcap_path for i in self.ifaces)
