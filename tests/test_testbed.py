@@ -210,8 +210,7 @@ def test_cli_status(tb):
                        env={**os.environ, "PYTHONPATH": str(REPO / "workflow")}, timeout=60)
     assert r.returncode == 0, r.stderr
     st = json.loads(r.stdout)
-    # The CLI's testbed uses the repository's agent.py; with the stand-in the
-    # description differs, but the parts are the same.
+    # The CLI's testbed uses the repository's agent; the parts are the same.
     assert st["namespaces"] == {SRC_NS: True, DUT_NS: True}
     assert st["processes"]["sshd"]["running"] and st["processes"]["agent"]["running"]
     assert st["sshd_accepting"] and st["agent_healthy"]
@@ -373,9 +372,8 @@ def test_agent_that_does_not_come_up_is_reported_and_torn_down(tb, tmp_path, age
     from xdplab.testbed import EmbeddedTestbed
 
     fake = tmp_path / "repo"
-    (fake / "workflow" / "xdplab").mkdir(parents=True)
-    (fake / "bpf").mkdir()
-    (fake / "workflow" / "xdplab" / "agent.py").write_text(agent_code + "\n")
+    (fake / "dist").mkdir(parents=True)
+    (fake / "dist" / "xdplab-agent.pyz").write_text(agent_code + "\n")
     broken = EmbeddedTestbed(repo_root=fake, state_dir=tb.state_dir, ready_timeout_s=timeout_s)
     with pytest.raises(testbed_module.TestbedError) as e:
         broken.up()

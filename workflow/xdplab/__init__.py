@@ -1,8 +1,9 @@
 """xdplab: measure an XDP program under real traffic between a source host and a device under test.
 
-Modules: config (validation), testbed (the embedded two-namespace testbed),
-agentclient and source (reaching the DUT agent and the source host), steps
+Modules: config (validation), testbed (namespace labs and the embedded testbed),
+agentclient and source (reaching the DUT agent and the source hosts), steps
 (what each Snakemake rule does), pcapcheck and accounting (closing the books on
-a trial), report (summary tables).  agent.py and generator.py are standalone
-programs for the DUT and the source host; see PROTOCOL.md.
+a trial), breakdown, stats and report (tables), progress (what a sweep shows).
+The package agent/ (built into dist/xdplab-agent.pyz) and generator.py are
+standalone programs for the DUT and the source host; see PROTOCOL.md.
 """

@@ -279,15 +279,12 @@ def _has_make_target(repo_root: Path, target: str) -> bool:
 
 
 def agent_script(repo_root: Path, build: bool = False) -> Path:
-    """The file the DUT agent is started from: dist/xdplab-agent.pyz, or the
-    legacy agent.py while the repository has neither the pyz nor `make agent`.
-    With build, `make agent` runs first when the Makefile has it: it builds a
-    missing pyz and rebuilds one older than the agent's sources (a no-op
-    otherwise), so that a testbed never runs a stale agent."""
+    """The file the DUT agent is started from: dist/xdplab-agent.pyz.  With build, `make
+    agent` runs first when the Makefile has it: it builds a missing pyz and rebuilds one
+    older than the agent's sources (a no-op otherwise), so that a testbed never runs a
+    stale agent."""
     pyz = repo_root / AGENT_PYZ
-    if not _has_make_target(repo_root, "agent"):
-        return pyz if pyz.is_file() else _legacy_agent_script(repo_root)
-    if build:
+    if build and _has_make_target(repo_root, "agent"):
         proc = subprocess.run(["make", "-C", str(repo_root), "agent"], stdin=subprocess.DEVNULL,
                               capture_output=True, text=True, timeout=MAKE_AGENT_TIMEOUT_S)
         if proc.returncode != 0 or not pyz.is_file():
@@ -297,27 +294,12 @@ def agent_script(repo_root: Path, build: bool = False) -> Path:
     return pyz
 
 
-def agent_argv(script: Path, repo_root: Path, listen: str, token_file: Path,
-               interfaces: list[str], state_dir: Path) -> list[str]:
+def agent_argv(script: Path, listen: str, token_file: Path, interfaces: list[str],
+               state_dir: Path) -> list[str]:
     """The documented command (README, agent/API.md), run as root in the DUT."""
-    if script.name.endswith(".py"):
-        return _legacy_agent_argv(script, repo_root, listen, token_file, interfaces, state_dir)
     argv = ["/usr/bin/python3", str(script), "--listen", listen, "--token-file", str(token_file)]
     for iface in interfaces:
         argv += ["--interface", iface]
-    return argv + ["--state-dir", str(state_dir)]
-
-
-# Legacy fallback, to be deleted once dist/xdplab-agent.pyz (`make agent`) is merged.
-def _legacy_agent_script(repo_root: Path) -> Path:
-    return repo_root / "workflow" / "xdplab" / "agent.py"
-
-
-def _legacy_agent_argv(script, repo_root, listen, token_file, interfaces, state_dir) -> list[str]:
-    argv = ["/usr/bin/python3", str(script), "--listen", listen, "--token-file", str(token_file),
-            "--bpf-dir", str(repo_root / "bpf")]
-    for iface in interfaces:
-        argv += ["--allow-interface", iface]
     return argv + ["--state-dir", str(state_dir)]
 
 
@@ -704,7 +686,7 @@ class NamespaceLab:
         agent_state = self._p("agent")
         agent_state.mkdir(mode=0o700, exist_ok=True)
         agent_log = self._p("agent.log")
-        argv = agent_argv(script, self.repo_root, f"{lay.dut_mgmt_addr}:{self.agent_port}", token_file,
+        argv = agent_argv(script, f"{lay.dut_mgmt_addr}:{self.agent_port}", token_file,
                           [d.name for d in lay.dut_ifaces], agent_state)
         agent = self._spawn("agent", ["ip", "netns", "exec", lay.dut_netns, *argv], agent_log)
         created.append(f"agent pid {agent.pid} in {lay.dut_netns}")

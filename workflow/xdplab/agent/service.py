@@ -160,6 +160,7 @@ class Agent:
                 "stale_files_removed": self.stale_removed,
                 "interfaces": {name: sysstats.interface_facts(name) for name in self.allowed},
                 "programs_loaded": self.programs.loaded(),
+                "state_dir": self.state_dir, "state_dir_free_bytes": sysstats.free_bytes(self.state_dir),
                 "session": s.summary() if s else None}
 
     def build(self, body):

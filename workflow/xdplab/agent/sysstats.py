@@ -179,3 +179,13 @@ class SoftirqSampler:
 
 def hostname():
     return socket.gethostname()
+
+
+def free_bytes(path):
+    """Bytes an unprivileged writer may still use on the file system holding path (the
+    controller plans each trial's captures against it); None when it cannot be read."""
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
