@@ -106,17 +106,20 @@ bench: setup
 	[ $$found -eq 1 ] || echo "no benchmarks/bench_*.py to run"
 
 # The DUT agent as one file: the package plus bpf/collector.bpf.c and
-# bpf/xdplab.h inside (read with pkgutil, nothing is extracted).
+# bpf/xdplab.h inside (read with pkgutil, nothing is extracted), and the capture
+# checker (standard library) it runs where the captures are written.
 AGENT_PYZ := dist/xdplab-agent.pyz
 AGENT_SRC := $(wildcard workflow/xdplab/agent/*.py) workflow/xdplab/agent/API.md \
-	bpf/collector.bpf.c bpf/xdplab.h
+	bpf/collector.bpf.c bpf/xdplab.h workflow/xdplab/pcapcheck.py
 
 agent: $(AGENT_PYZ)
 
 $(AGENT_PYZ): $(AGENT_SRC)
 	@rm -rf dist/.agent-build && mkdir -p dist/.agent-build/xdplab/agent/bpf
-	@echo '# xdplab: only the DUT agent is in this archive' > dist/.agent-build/xdplab/__init__.py
+	@echo '# xdplab: only the DUT agent (and the capture checker it runs) is in this archive' \
+		> dist/.agent-build/xdplab/__init__.py
 	cp workflow/xdplab/agent/*.py workflow/xdplab/agent/API.md dist/.agent-build/xdplab/agent/
+	cp workflow/xdplab/pcapcheck.py dist/.agent-build/xdplab/
 	cp bpf/collector.bpf.c bpf/xdplab.h dist/.agent-build/xdplab/agent/bpf/
 	/usr/bin/python3 -m zipapp dist/.agent-build -o $@.tmp -p /usr/bin/python3 \
 		-m xdplab.agent.__main__:main -c

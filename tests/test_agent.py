@@ -585,9 +585,22 @@ def test_trial_counts_are_exact(agent, built, mode):
     assert r.status_code == 200, r.text
     cap = r.json()[IF_DUT]
     assert cap["captured"] == n and cap["received_by_filter"] == n
-    assert cap["dropped_by_kernel"] == 0 and cap["stop_s"] < 0.5
+    assert cap["dropped_by_kernel"] == 0
     assert agent.post("/sessions/%s/capture/stop" % sid).json()[IF_DUT] == cap
     assert agent.get("/sessions/" + sid).json()["state"] == "capture_stopped"
+    # The capture is checked where it was written: the controller need not download it.
+    chk = agent.post("/sessions/%s/capture/check" % sid,
+                     {"interface": IF_DUT, "run_id": 4242, "scheduled": n, "threads": 1})
+    assert chk.status_code == 200, chk.text
+    chk = chk.json()
+    assert (chk["matched"], chk["unique"], chk["missing"], chk["duplicated"]) == (n, n, 0, 0), chk
+    assert chk["pcap_sha256"] == cap["pcap_sha256"]
+    for body, status in (({"interface": "eth9", "run_id": 4242, "scheduled": n, "threads": 1}, 404),
+                         ({"interface": IF_DUT, "run_id": 0, "scheduled": n, "threads": 1}, 400),
+                         ({"interface": IF_DUT, "run_id": 4242, "scheduled": n, "threads": 1,
+                           "failed_seqs": list(range(1001))}, 400)):
+        r = agent.post("/sessions/%s/capture/check" % sid, body)
+        assert r.status_code == status, (body, r.text)
 
     r = agent.post("/sessions/%s/disarm" % sid)
     assert r.status_code == 200, r.text
@@ -619,11 +632,9 @@ def test_trial_counts_are_exact(agent, built, mode):
     assert res["udp_sink"]["received_by_socket_or_dropped"] == n
     assert res["softirq"]["window"] == "first to last matched arrival"
     assert res["softirq"]["samples"] >= 2 and res["softirq"]["cpu_pct"] is not None
-    # The fixed cost of a trial once the program is built.
-    total = res["arm_s"] + res["stop_s"] + res["disarm_s"]
+    # The fixed cost of a trial once the program is built (a figure: benchmarks/ measure it).
     sys.stderr.write("arm %.3f s, capture stop %.3f s, disarm %.3f s\n"
                      % (res["arm_s"], res["stop_s"], res["disarm_s"]))
-    assert total < 1.0, (res["arm_s"], res["stop_s"], res["disarm_s"])
 
     assert agent.post("/sessions/%s/disarm" % sid).json() == res
     s = agent.get("/sessions/" + sid).json()

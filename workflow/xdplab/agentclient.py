@@ -68,6 +68,11 @@ class AgentClient:
     def stop_capture(self, session_id: str) -> dict:
         return self._call("POST", f"/sessions/{session_id}/capture/stop", timeout_s=60).json()
 
+    def check_capture(self, session_id: str, request: dict) -> dict:
+        """The agent's check of one run id's packets in one interface's capture."""
+        return self._call("POST", f"/sessions/{session_id}/capture/check", json=request,
+                          timeout_s=600).json()
+
     def download_capture(self, session_id: str, dest: Path, interface: str | None = None) -> str:
         """Stream the capture of one interface to `dest`; return its sha256 (hex)."""
         import hashlib

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import accounting, pcapcheck, progress, source
+from . import accounting, progress, source
 from .agentclient import AgentClient, AgentError
 
 # tcpdump keeps the first bytes of every frame: Ethernet 14 + IPv4 20 + UDP 8 +
@@ -676,8 +676,9 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
 
 def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str,
                    connectivity_path: str, output: str, log: Log) -> None:
-    """Stop the captures, download each interface's, check it against the sha256 the agent
-    computed and against each of its sources' sequence numbers."""
+    """Stop the captures; have the agent check each source's sequence numbers in its
+    interface's capture where it was written (the controller never holds a capture it does
+    not keep); download the captures that are kept, checked against the agent's sha256."""
     conn = read_json(connectivity_path)
     arm = read_json(arm_path)
     gens = read_json(generator_path)["sources"]
@@ -687,7 +688,14 @@ def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str
     trial_dir = Path(output).parent
     ifaces = list(conn["dut"]["ifaces"])
     checks = []
-    for iface in ifaces:
+    for k, (src, gen) in enumerate(zip(conn["sources"], gens)):
+        check = agent.check_capture(arm["session"], {
+            "interface": src["dut_iface"], "run_id": arm["run_id"] + k, "scheduled": gen["scheduled"],
+            "threads": params["threads"], "failed_seqs": gen.get("failed_seqs", [])[:1000],
+            "send_errors": gen["send_errors"]})
+        checks.append(dict(check, source=src["name"], interface=src["dut_iface"]))
+    kept = bool(params.get("keep_pcap", True))
+    for iface in ifaces if kept else []:
         pcap_out = trial_dir / capture_name(iface, ifaces)
         # The capture lands under a temporary name and becomes its own name only when whole
         # and checked: a full disk never leaves a truncated capture behind.
@@ -699,28 +707,20 @@ def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str
             if expected and sha != expected:
                 raise StepError(f"the capture of {iface} downloaded from the DUT agent has sha256 {sha}, "
                                 f"the agent computed {expected}: the download was corrupted")
-            for k, (src, gen) in enumerate(zip(conn["sources"], gens)):
-                if src["dut_iface"] != iface:
-                    continue
-                check = pcapcheck.verify_capture(tmp, run_id=arm["run_id"] + k, port=params["port"],
-                                                 scheduled=gen["scheduled"], threads=params["threads"],
-                                                 failed_seqs=gen.get("failed_seqs", []),
-                                                 send_errors=gen["send_errors"])
-                checks.append(dict(check, source=src["name"], interface=iface))
-            if params.get("keep_pcap", True):
-                with writing(pcap_out):
-                    os.replace(tmp, pcap_out)
+            with writing(pcap_out):
+                os.replace(tmp, pcap_out)
         finally:
             with contextlib.suppress(OSError):
                 tmp.unlink(missing_ok=True)
-    write_json(output, {"tcpdump": stats, "checks": checks, "kept": bool(params.get("keep_pcap", True))})
+    write_json(output, {"tcpdump": stats, "checks": checks, "kept": kept})
     for iface in ifaces:
         st = stats.get(iface) or {}
         log(f"tcpdump on {iface}: captured {st.get('captured')}, dropped by kernel "
-            f"{st.get('dropped_by_kernel')}", echo=True)
+            f"{st.get('dropped_by_kernel')}" + ("" if kept else "; not kept (keep_pcap=false)"), echo=True)
     for c in checks:
-        log(f"capture vs generator ({c['source']} on {c['interface']}): {c['unique']} unique, "
-            f"{c['missing']} missing, {c['duplicated']} duplicated, {c['reordered']} reordered", echo=True)
+        log(f"capture vs generator ({c['source']} on {c['interface']}, checked on the DUT in "
+            f"{c.get('check_s')} s): {c['unique']} unique, {c['missing']} missing, "
+            f"{c['duplicated']} duplicated, {c['reordered']} reordered", echo=True)
 
 
 def capture_name(iface: str, ifaces: list) -> str:

@@ -141,3 +141,28 @@ def query_interface(query, interfaces):
         raise ApiError(404, "interface: %s is not one of the session's (%s)"
                        % (values[0][:64], ", ".join(interfaces)))
     return values[0]
+
+
+FAILED_SEQS_MAX = 1000                # the generator lists at most this many failed sends
+
+
+def validate_capture_check(body, interfaces):
+    """POST /sessions/<id>/capture/check: which interface's capture, and what the
+    generator of one run id says it scheduled and failed to send."""
+    body = require_object(body)
+    check_fields(body, {"interface", "run_id", "scheduled", "threads", "failed_seqs", "send_errors"})
+    iface = body.get("interface")
+    if iface not in interfaces:
+        raise ApiError(404 if isinstance(iface, str) else 400,
+                       "interface: %s is not one of this session's interfaces (%s)"
+                       % (str(iface)[:40], ", ".join(interfaces)))
+    failed = body.get("failed_seqs", [])
+    if not isinstance(failed, list) or len(failed) > FAILED_SEQS_MAX or any(
+            isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < EXPECTED_PACKETS_MAX
+            for s in failed):
+        raise ApiError(400, "failed_seqs: must be a list of at most %d sequence numbers"
+                       % FAILED_SEQS_MAX)
+    return {"interface": iface, "run_id": get_int(body, "run_id", 1, 65535),
+            "scheduled": get_int(body, "scheduled", 0, EXPECTED_PACKETS_MAX),
+            "threads": get_int(body, "threads", 1, 256),
+            "failed_seqs": failed, "send_errors": get_int(body, "send_errors", 0, EXPECTED_PACKETS_MAX, 0)}

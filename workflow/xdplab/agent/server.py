@@ -139,6 +139,8 @@ class Handler(BaseHTTPRequestHandler):
                 routes = {"POST": lambda: (200, get().capture_stop())}
             elif rest == "capture.pcap":
                 routes = {"GET": lambda: self._send_pcap(get(), query)}
+            elif rest == "capture/check":
+                routes = {"POST": lambda: (200, agent.capture_check(get(), body()))}
             elif rest == "disarm":
                 routes = {"POST": lambda: (200, agent.disarm(get()))}
         if routes is None:

@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict
 
 from . import AGENT, sysstats
-from .api import ApiError, validate_arm, validate_build
+from .api import ApiError, validate_arm, validate_build, validate_capture_check
 from .bpf import Program, PROG_NAME
 from .session import Session
 
@@ -248,6 +248,33 @@ class Agent:
         if s is None:
             raise ApiError(404, "no session %s on this agent" % sid)
         return s
+
+    def capture_check(self, s, body):
+        """Check one run id's packets in a stopped capture against the generator's schedule,
+        here where the capture was written (streaming, bounded memory: pcapcheck), so that
+        the controller never needs the file unless it keeps it."""
+        from xdplab import pcapcheck   # beside the agent, in the pyz and in the repository
+
+        req = validate_capture_check(body, [i.name for i in s.ifaces])
+        with s.lock:
+            iface = [i for i in s.ifaces if i.name == req["interface"]][0]
+            if iface.capture is None:
+                raise ApiError(409, "session %s: capture is still running; stop it first" % s.id)
+            path = iface.pcap_path
+        if path is None:
+            raise ApiError(410, "session %s: its capture was removed (the agent keeps the "
+                                "captures of the last finished sessions only)" % s.id)
+        t0 = time.monotonic()
+        try:
+            out = pcapcheck.verify_capture(path, run_id=req["run_id"], port=s.req["port"],
+                                           scheduled=req["scheduled"], threads=req["threads"],
+                                           failed_seqs=req["failed_seqs"], send_errors=req["send_errors"])
+        except (OSError, ValueError) as e:
+            raise ApiError(500, "session %s: checking the capture of %s failed: %s"
+                           % (s.id, req["interface"], e))
+        out["check_s"] = round(time.monotonic() - t0, 3)
+        out["pcap_sha256"] = iface.capture.get("pcap_sha256")
+        return out
 
     def disarm(self, s, watchdog=False):
         try:
