@@ -35,6 +35,8 @@ JSON_KEYS = {
     "scheduled", "sent", "send_errors", "send_error_kinds", "failed_seqs", "elapsed_s",
     "achieved_pps", "start_monotonic_ns", "end_monotonic_ns", "start_unix_ns", "end_unix_ns",
     "max_lag_us", "interrupted", "boot_id", "hostname", "python", "per_thread",
+    "window_s", "not_offered", "rate_sustained", "max_burst", "pattern", "burst_size", "seed",
+    "send_path", "send_call", "batch_max", "source_counters",
 }
 PROGRESS = re.compile(r"^progress t=\d+\.\ds sent=\d+ pps=\d+$")
 
@@ -107,9 +109,10 @@ def test_exact_run(python):
     assert out["scheduled"] == 2000 and out["sent"] == 2000
     assert out["send_errors"] == 0 and out["send_error_kinds"] == {} and out["failed_seqs"] == []
     assert out["interrupted"] is False
-    assert out["per_thread"] == [
-        {"thread": 0, "scheduled": 1000, "sent": 1000, "send_errors": 0},
-        {"thread": 1, "scheduled": 1000, "sent": 1000, "send_errors": 0},
+    assert [{k: t[k] for k in ("thread", "scheduled", "sent", "send_errors", "not_offered")}
+            for t in out["per_thread"]] == [
+        {"thread": 0, "scheduled": 1000, "sent": 1000, "send_errors": 0, "not_offered": 0},
+        {"thread": 1, "scheduled": 1000, "sent": 1000, "send_errors": 0, "not_offered": 0},
     ]
     assert out["elapsed_s"] > 0
     assert out["achieved_pps"] == pytest.approx(out["sent"] / out["elapsed_s"], rel=1e-3)
