@@ -115,8 +115,11 @@ def test_exact_run(python):
         {"thread": 0, "scheduled": 1000, "sent": 1000, "send_errors": 0, "not_offered": 0},
         {"thread": 1, "scheduled": 1000, "sent": 1000, "send_errors": 0, "not_offered": 0},
     ]
-    assert out["elapsed_s"] > 0
-    assert out["achieved_pps"] == pytest.approx(out["sent"] / out["elapsed_s"], rel=1e-3)
+    assert 0 < out["elapsed_s"] <= 1.0 + gen.END_GRACE_S
+    # sent / window, not sent / (time of the last send): 2000 packets in 1 s is 2000 pps.
+    assert (out["window_s"], out["achieved_pps"], out["not_offered"]) == (1.0, 2000.0, 0)
+    assert out["rate_sustained"] is True
+    assert (out["pattern"], out["send_path"], out["burst_size"], out["seed"]) == ("constant", "udp", None, None)
     assert out["end_monotonic_ns"] > out["start_monotonic_ns"]
     assert out["end_unix_ns"] - out["start_unix_ns"] == pytest.approx(
         out["end_monotonic_ns"] - out["start_monotonic_ns"], abs=1000)
