@@ -304,12 +304,20 @@ _SNMP = {"udp_sndbuf_errors": ("Udp", "SndbufErrors"), "udp_out_datagrams": ("Ud
 _NIC = ("tx_packets", "tx_dropped", "tx_errors", "tx_fifo_errors", "tx_aborted_errors", "tx_carrier_errors")
 
 
+# The ARP table's statistics are host-wide, but only the initial network
+# namespace shows them; from another namespace they are read through PID 1's
+# view (root only).
+ARP_CACHE_PATHS = ("/proc/net/stat/arp_cache", "/proc/1/net/stat/arp_cache")
+
+
 def counter_names(iface):
     """Where each counter comes from, as it is reported in "names"."""
     names = {}
     for key, (table, field) in _SNMP.items():
         names[key] = "/proc/net/snmp %s %s" % (table, field)
-    names["arp_unresolved_discards"] = "/proc/net/stat/arp_cache unresolved_discards, summed over CPUs"
+    names["arp_unresolved_discards"] = ("/proc/net/stat/arp_cache unresolved_discards, summed over CPUs "
+                                        "(host-wide; from a network namespace other than the initial one "
+                                        "read as /proc/1/net/stat/arp_cache)")
     dev = iface or "IF"
     names["qdisc_drops"] = "tc -s -j qdisc show dev %s: drops of the root qdisc (includes its children's)" % dev
     names["qdisc_requeues"] = "tc -s -j qdisc show dev %s: requeues of the root qdisc" % dev
@@ -376,7 +384,11 @@ def read_counters(iface):
         parsed = parse_snmp(snmp)
         for key, tf in _SNMP.items():
             c[key] = parsed.get(tf)
-    arp = _read("/proc/net/stat/arp_cache")
+    arp = None
+    for path in ARP_CACHE_PATHS:
+        arp = _read(path)
+        if arp:
+            break
     if arp:
         try:
             c["arp_unresolved_discards"] = parse_arp_cache(arp)
