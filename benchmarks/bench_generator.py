@@ -214,6 +214,7 @@ def capture(port):
             line = p.stderr.readline()  # "listening on ..."
             if "listening" not in line:
                 raise RuntimeError("tcpdump: " + line)
+            time.sleep(0.5)  # "listening" comes before the capture really starts: ~150 ms were missed
             box = {}
             yield box
             time.sleep(0.3)

@@ -40,8 +40,10 @@ on ``perf_counter`` for the last SPIN_S before a deadline, because a sleep
 ends tens of microseconds late.  Each packet's header (seq, send_ns) is
 written just before its batch goes out.  A sender that fell behind catches
 up in batches: ``max_burst`` reports the longest run of packets it sent
-without once being ahead of schedule.  Nothing is sent after
-``start + duration``: what was due but not sent by then is ``not_offered``,
+without once being ahead of schedule.  The trial is not stretched: nothing
+is sent after ``start + duration`` (plus END_GRACE_S, 10 ms, for a packet due
+before the end whose sender was descheduled); what was due but not sent by
+then is ``not_offered``,
 and ``achieved_pps = sent / window_s`` with ``window_s = duration`` (or less
 when interrupted).  ``rate_sustained`` is false when ``achieved_pps`` is more
 than 0.1 % below ``target_pps``.
