@@ -208,7 +208,7 @@ def capture(port):
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "c.pcap")
         p = subprocess.Popen(nsx(DST_NS, "tcpdump", "-p", "-n", "-i", DST_IF, "-s", "64", "-B", "65536",
-                                 "--time-stamp-precision", "nano", "-w", path, "udp", "dst", "port", str(port)),
+                                 "--time-stamp-precision", "nano", "--immediate-mode", "-w", path, "udp", "dst", "port", str(port)),
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
         try:
             line = p.stderr.readline()  # "listening on ..."
