@@ -635,3 +635,29 @@ def test_new_bad_arguments_exit_2(args, name):
     assert p.returncode == 2, p.stderr
     assert p.stdout == "" and len(p.stderr.splitlines()) == 1, p.stderr
     assert name in p.stderr
+
+
+def test_sendto_fallback_sends_the_same_stream():
+    # What macOS (or a libc without sendmmsg) runs: send_stream with no libc.
+    import mmap
+    rx = Receiver()
+    sender = gen._Sender(1, 2, 100)
+    sender.sock = gen._open_udp(None)
+    try:
+        cfg = {"threads": 2, "pps": 2000, "start": time.perf_counter() + 0.01, "duration": 0.05, "run_id": 77,
+               "ppid": os.getppid(), "send_path": "udp", "size": 40, "dst": "127.0.0.1", "port": rx.port,
+               "pattern": "constant", "burst_size": None, "seed": None, "libc": None}
+        shm = mmap.mmap(-1, 8 + 16 * 2)
+        report = gen.send_stream(sender, cfg, shm, [False])
+    finally:
+        sender.sock.close()
+    packets = rx.close()
+    assert report["send_call"] == "sendto"
+    assert (report["scheduled"], report["attempted"], report["send_errors"]) == (50, 50, 0)
+    assert sorted(gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(1, 100, 2))
+    assert {len(d) for d, _, _ in packets} == {40}
+    assert struct.unpack_from("=QQ", shm, 8 + 16) == (50, 0)
+
+
+def test_source_is_python38_syntax():
+    ast.parse(GENERATOR.read_text(), feature_version=(3, 8))
