@@ -37,7 +37,7 @@ JSON_KEYS = {
     "achieved_pps", "start_monotonic_ns", "end_monotonic_ns", "start_unix_ns", "end_unix_ns",
     "max_lag_us", "interrupted", "boot_id", "hostname", "python", "per_thread",
     "window_s", "not_offered", "rate_sustained", "max_burst", "pattern", "burst_size", "seed",
-    "send_path", "send_call", "batch_max", "source_counters",
+    "send_path", "send_call", "batch_max", "source_counters", "refused_retries",
 }
 PROGRESS = re.compile(r"^progress t=\d+\.\ds sent=\d+ pps=\d+$")
 
@@ -217,6 +217,7 @@ def test_port_unreachable_does_not_stop_sends():
                        universal_newlines=True)
     out = json.loads(p.stdout)
     assert (out["scheduled"], out["sent"], out["send_errors"]) == (400, 400, 0)
+    assert out["refused_retries"] > 0  # the ICMP errors came, and cost no packet
 
 
 @pytest.mark.parametrize("args, name", [
