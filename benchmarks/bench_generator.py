@@ -1,26 +1,42 @@
-"""Figures for the traffic generator and the capture checker on this machine (no assertions).
+"""Figures for the traffic generator on this machine, beside trafgen and iperf3 (no assertions).
 
-    make bench                                         (runs every benchmarks/bench_*.py)
-    python3 benchmarks/bench_generator.py [PYTHON]     (any python3 >= 3.8; PYTHON: the
-                                                        interpreter that runs the generator,
-                                                        default: the one running this file)
+    make bench        (runs every benchmarks/bench_*.py under the testbed lock)
+    flock /tmp/xdplab-testbed.lock .venv/bin/python benchmarks/bench_generator.py [--rounds 2] [--json FILE]
 
-1. generator.py as a subprocess, 2 s per case, sending to a UDP socket on
-   127.0.0.1 that nobody reads (its queue fills and the kernel drops the rest,
-   so the receiver costs almost nothing).  For each rate, payload size and
-   thread count: achieved pps, max lag behind the schedule, and the
-   generator's CPU seconds (user + system, from wait4).  On loopback the
-   generator's system time includes the delivery to the socket.
-2. pcapcheck.verify_capture on a synthetic 600,000-packet capture (snaplen 64,
-   two streams, a few losses): packets parsed per second.
+Prints tables and writes them as JSON (default results/bench/generator.json).
+Parts 1 and 2 need root, trafgen (netsniff-ng), iperf3 and tcpdump; they build
+two namespaces of their own (xlt-gen-bsrc, xlt-gen-bdst) joined by a veth
+(10.203.3.1 <-> 10.203.3.2, static neighbours, IPv6 off) and remove them on
+every path out.  Run them under the testbed lock.
 
-Takes about 40 s.
+1. Peak: generator.py asked for far more than it can send (--pps 5000000, 18-byte
+   payloads = 60-byte frames) against trafgen sending the same frame as fast as
+   it can, both pinned with taskset to the same CPUs (1 sender: CPU 1; 2
+   senders: CPUs 0-1, trafgen --cpus 2).  Frames are addressed to a MAC the
+   peer does not have, so the peer takes each one in and IPv4 drops it at once
+   (PACKET_OTHERHOST); that receive work runs on the sending CPU (veth) for
+   both tools alike.  What is counted: the source
+   veth's tx_packets + tx_dropped (every frame the veth took) over a fixed
+   window from 1.0 s to 3.5 s after launch, read with one `cat` per sample (the
+   read's midpoint is the sample's time).  Rounds alternate the tools;
+   ratio = generator / trafgen within the same round.
+2. Pacing: generator.py (udp path, one sender) and `iperf3 -u` at 1,000,
+   10,000 and 100,000 packets/s for 2 s, 64-byte payloads (iperf3 -l 64 -b
+   pps*64*8: iperf3 counts payload bits).  Captured on the peer with tcpdump
+   (nanosecond timestamps); from the capture: packets, rate error over the
+   tool's own duration, inter-arrival p50/p99 and p99 divided by the ideal gap.
+3. generator.py on loopback (no root needed): achieved pps per pattern at 100,000 pps.
+4. pcapcheck.verify_capture on a synthetic 600,000-packet capture.
 """
 
+import argparse
+import contextlib
 import importlib.util
 import json
 import os
 import pathlib
+import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -30,6 +46,11 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GENERATOR = REPO / "workflow" / "xdplab" / "generator.py"
+SRC_NS, DST_NS = "xlt-gen-bsrc", "xlt-gen-bdst"
+SRC_IF, DST_IF = "xgb-s0", "xgb-d0"
+SRC_IP, DST_IP = "10.203.3.1", "10.203.3.2"
+PORT = 12345
+OTHER_MAC = "02:00:00:00:00:99"  # nobody's: the peer drops frames sent to it
 
 
 def _load(name):
@@ -39,33 +60,235 @@ def _load(name):
     return mod
 
 
-def bench_generator(python):
+def sh(*cmd, check=True, **kw):
+    return subprocess.run(list(cmd), check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, **kw)
+
+
+def nsx(ns, *cmd):
+    return ["ip", "netns", "exec", ns] + list(cmd)
+
+
+@contextlib.contextmanager
+def veth_pair():
+    """Two namespaces joined by a veth; yields the peer's MAC.  Always removed."""
+    try:
+        for ns in (SRC_NS, DST_NS):
+            sh("ip", "netns", "del", ns, check=False)
+            sh("ip", "netns", "add", ns)
+        sh(*nsx(SRC_NS, "ip", "link", "add", SRC_IF, "type", "veth", "peer", "name", DST_IF))
+        sh("ip", "-n", SRC_NS, "link", "set", DST_IF, "netns", DST_NS)
+        for ns, dev, ip in ((SRC_NS, SRC_IF, SRC_IP), (DST_NS, DST_IF, DST_IP)):
+            sh(*nsx(ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"))
+            sh("ip", "-n", ns, "addr", "add", ip + "/24", "dev", dev)
+            sh("ip", "-n", ns, "link", "set", dev, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        smac = sh(*nsx(SRC_NS, "cat", "/sys/class/net/%s/address" % SRC_IF)).stdout.strip()
+        dmac = sh(*nsx(DST_NS, "cat", "/sys/class/net/%s/address" % DST_IF)).stdout.strip()
+        sh("ip", "-n", SRC_NS, "neigh", "replace", DST_IP, "lladdr", dmac, "dev", SRC_IF, "nud", "permanent")
+        sh("ip", "-n", DST_NS, "neigh", "replace", SRC_IP, "lladdr", smac, "dev", DST_IF, "nud", "permanent")
+        yield dmac
+    finally:
+        for ns in (SRC_NS, DST_NS):
+            sh("ip", "netns", "del", ns, check=False)
+
+
+def _tx_taken():
+    """(time, frames the source veth took: tx_packets + tx_dropped)."""
+    t0 = time.monotonic()
+    out = sh(*nsx(SRC_NS, "cat", "/sys/class/net/%s/statistics/tx_packets" % SRC_IF,
+                  "/sys/class/net/%s/statistics/tx_dropped" % SRC_IF)).stdout.split()
+    t1 = time.monotonic()
+    return (t0 + t1) / 2, int(out[0]) + int(out[1])
+
+
+def _peak_window(cmd, window=(1.0, 3.5)):
+    """Start cmd, count what the veth took between window[0] and window[1] s after launch, stop it."""
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                         start_new_session=True)
+    launched = time.monotonic()
+    try:
+        time.sleep(window[0])
+        a = _tx_taken()
+        time.sleep(max(0.0, launched + window[1] - time.monotonic()))
+        b = _tx_taken()
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGINT)
+        try:
+            out, err = p.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+    return (b[1] - a[1]) / (b[0] - a[0]), out, err
+
+
+def bench_peak(python, peer_mac, rounds):
+    # Frames go to a MAC address the peer does not have: the peer takes them in
+    # and IPv4 drops them at once as PACKET_OTHERHOST (this kernel has no tc
+    # matchall/u32 to drop at ingress, and no XDP object is at hand).
+    dmac = OTHER_MAC
+    sh("ip", "-n", SRC_NS, "neigh", "replace", DST_IP, "lladdr", dmac, "dev", SRC_IF, "nud", "permanent")
+    with tempfile.NamedTemporaryFile("w", suffix=".cfg", delete=False) as f:
+        f.write("{ eth(da=%s), ipv4(saddr=%s, daddr=%s, df), udp(sp=40000, dp=%d), fill(0, 18) }\n"
+                % (dmac, SRC_IP, DST_IP, PORT))
+        cfg = f.name
+    rows = []
+    print("\n1. peak: 60-byte frames into a veth whose peer drops at tc ingress; frames the veth took "
+          "per second, %d rounds" % rounds)
+    print("%5s %8s %-22s %12s %8s" % ("round", "cpus", "sender", "pps", "ratio"))
+    try:
+        for rnd in range(rounds):
+            for senders, cpus in ((1, "1"), (2, "0-1")):
+                tg = ["taskset", "-c", cpus, "trafgen", "--dev", SRC_IF, "--conf", cfg, "--cpus", str(senders)]
+                t_pps, _, _ = _peak_window(nsx(SRC_NS, *tg))
+                rows.append({"round": rnd, "cpus": cpus, "tool": "trafgen", "send_path": "packet (TX_RING)",
+                             "senders": senders, "pps": round(t_pps)})
+                print("%5d %8s %-22s %12.0f %8s" % (rnd, cpus, "trafgen --cpus %d" % senders, t_pps, ""))
+                for path in ("udp", "packet"):
+                    g = ["taskset", "-c", cpus, python, str(GENERATOR), "--dst", DST_IP, "--port", str(PORT),
+                         "--pps", "5000000", "--size", "18", "--duration", "4", "--threads", str(senders),
+                         "--run-id", "1", "--progress-s", "0", "--iface", SRC_IF, "--send-path", path]
+                    if path == "packet":
+                        g += ["--dst-mac", dmac]
+                    g_pps, out, err = _peak_window(nsx(SRC_NS, *g))
+                    rep = json.loads(out) if out.strip() else {}
+                    rows.append({"round": rnd, "cpus": cpus, "tool": "generator.py", "send_path": path,
+                                 "senders": senders, "pps": round(g_pps), "ratio": round(g_pps / t_pps, 3),
+                                 "generator_send_errors": rep.get("send_errors"),
+                                 "generator_send_call": rep.get("send_call")})
+                    print("%5d %8s %-22s %12.0f %8.3f" % (rnd, cpus, "generator %s x%d" % (path, senders),
+                                                          g_pps, g_pps / t_pps))
+    finally:
+        os.unlink(cfg)
+        sh("ip", "-n", SRC_NS, "neigh", "replace", DST_IP, "lladdr", peer_mac, "dev", SRC_IF, "nud", "permanent")
+    summary = {}
+    for path in ("udp", "packet"):
+        for senders in (1, 2):
+            ratios = sorted(r["ratio"] for r in rows if r["tool"] == "generator.py" and r["send_path"] == path
+                            and r["senders"] == senders)
+            if ratios:
+                summary["%s x%d" % (path, senders)] = {"ratio_median": ratios[len(ratios) // 2],
+                                                       "ratio_min": ratios[0], "ratio_max": ratios[-1]}
+    print("ratio generator/trafgen (median over rounds): "
+          + ", ".join("%s %.3f" % (k, v["ratio_median"]) for k, v in summary.items()))
+    return {"rows": rows, "ratio_summary": summary}
+
+
+def read_pcap_ns(path, dport):
+    """Arrival times (ns) of IPv4/UDP packets to dport in a nanosecond pcap."""
+    with open(path, "rb") as f:
+        data = f.read()
+    magic = struct.unpack_from("<I", data, 0)[0]
+    scale = 1 if magic == 0xA1B23C4D else 1000
+    off, times = 24, []
+    while off + 16 <= len(data):
+        sec, frac, incl, _ = struct.unpack_from("<IIII", data, off)
+        pkt = data[off + 16: off + 16 + incl]
+        off += 16 + incl
+        if len(pkt) >= 38 and pkt[12:14] == b"\x08\x00" and pkt[23] == 17:
+            ihl = (pkt[14] & 15) * 4
+            if struct.unpack_from("!H", pkt, 14 + ihl + 2)[0] == dport:
+                times.append(sec * 1000000000 + frac * scale)
+    return times
+
+
+def _gap_stats(times, pps, seconds):
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    ideal = 1e9 / pps
+    pct = lambda q: gaps[min(len(gaps) - 1, int(q * len(gaps)))] if gaps else None
+    return {"packets": len(times), "expected": int(round(pps * seconds)),
+            "rate_error_pct": round(100.0 * (len(times) / seconds - pps) / pps, 4),
+            "gap_p50_us": round(pct(0.50) / 1000, 2) if gaps else None,
+            "gap_p99_us": round(pct(0.99) / 1000, 2) if gaps else None,
+            "p99_over_ideal": round(pct(0.99) / ideal, 2) if gaps else None}
+
+
+@contextlib.contextmanager
+def capture(port):
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "c.pcap")
+        p = subprocess.Popen(nsx(DST_NS, "tcpdump", "-p", "-n", "-i", DST_IF, "-s", "64", "-B", "65536",
+                                 "--time-stamp-precision", "nano", "-w", path, "udp", "dst", "port", str(port)),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+        try:
+            line = p.stderr.readline()  # "listening on ..."
+            if "listening" not in line:
+                raise RuntimeError("tcpdump: " + line)
+            time.sleep(0.5)  # "listening" comes before the capture really starts: ~150 ms were missed
+            box = {}
+            yield box
+            time.sleep(0.3)
+        finally:
+            p.send_signal(signal.SIGINT)
+            p.communicate(timeout=10)
+        box["times"] = read_pcap_ns(path, port)
+
+
+def bench_pacing(python, seconds=2):
+    print("\n2. pacing: 64-byte payloads for %d s, arrivals captured on the peer (tcpdump, ns timestamps)"
+          % seconds)
+    print("%-14s %8s | %8s %9s %10s %10s %10s %9s %12s" % ("tool", "pps", "packets", "expected", "rate_err%",
+                                                            "gap_p50us", "gap_p99us", "p99/ideal", "own_pps"))
+    rows = []
+    for pps in (1000, 10000, 100000):
+        g = [python, str(GENERATOR), "--dst", DST_IP, "--port", str(PORT), "--pps", str(pps), "--size", "64",
+             "--duration", str(seconds), "--threads", "1", "--run-id", "1", "--progress-s", "0"]
+        with capture(PORT) as box:
+            out = sh(*nsx(SRC_NS, *g)).stdout
+        rep = json.loads(out)
+        row = dict(tool="generator.py", pps=pps, own_achieved_pps=rep["achieved_pps"],
+                   own_rate_sustained=rep["rate_sustained"], own_max_burst=rep["max_burst"],
+                   **_gap_stats(box["times"], pps, seconds))
+        rows.append(row)
+        srv = subprocess.Popen(nsx(DST_NS, "iperf3", "-s", "-1", "-p", "5201"), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(0.3)
+            with capture(5201) as box:
+                r = sh(*nsx(SRC_NS, "iperf3", "-c", DST_IP, "-p", "5201", "-u", "-l", "64", "-b",
+                            str(pps * 64 * 8), "-t", str(seconds), "-J"), check=False)
+            own = None
+            try:
+                own = json.loads(r.stdout)["end"]["sum"]["packets"] / seconds
+            except (ValueError, KeyError, TypeError):
+                pass
+            rows.append(dict(tool="iperf3 -u", pps=pps, own_achieved_pps=own,
+                             **_gap_stats(box["times"], pps, seconds)))
+        finally:
+            if srv.poll() is None:
+                srv.terminate()
+            srv.wait(timeout=10)
+        for row in rows[-2:]:
+            print("%-14s %8d | %8d %9d %10.4f %10s %10s %9s %12s" % (
+                row["tool"], pps, row["packets"], row["expected"], row["rate_error_pct"], row["gap_p50_us"],
+                row["gap_p99_us"], row["p99_over_ideal"],
+                "%.1f" % row["own_achieved_pps"] if row["own_achieved_pps"] is not None else "-"))
+    return rows
+
+
+def bench_loopback(python):
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
     port = sink.getsockname()[1]
-    print("generator: %s, 2 s per case, to 127.0.0.1:%d (unread socket)" % (python, port))
-    print("%9s %7s %7s | %12s %9s %12s %8s %8s" % ("target", "payload", "threads", "achieved_pps",
-                                                    "sent/sch", "max_lag_us", "cpu_s", "cpu_pct"))
-    for pps in (10000, 50000, 100000):
-        for size in (18, 1458):
-            for threads in (1, 2):
-                cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(port), "--pps", str(pps),
-                       "--size", str(size), "--duration", "2", "--threads", str(threads), "--run-id", "1",
-                       "--progress-s", "0"]
-                p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                out = p.stdout.read()
-                err = p.stderr.read()
-                _, status, ru = os.wait4(p.pid, 0)
-                p.returncode = os.waitstatus_to_exitcode(status) if hasattr(os, "waitstatus_to_exitcode") else status
-                if p.returncode != 0:
-                    print("  failed (%s): %s" % (p.returncode, err.decode().strip()))
-                    continue
-                r = json.loads(out)
-                cpu = ru.ru_utime + ru.ru_stime
-                print("%9d %7d %7d | %12.0f %9s %12.1f %8.2f %7.0f%%" % (
-                    pps, size, threads, r["achieved_pps"], "%.3f" % (r["sent"] / r["scheduled"]),
-                    r["max_lag_us"], cpu, 100.0 * cpu / max(r["elapsed_s"], 1e-9)))
+    print("\n3. loopback: %s, 2 s per case, 18-byte payloads, to an unread socket on 127.0.0.1" % python)
+    print("%-28s %9s | %12s %9s %10s %7s %9s" % ("pattern", "target", "achieved_pps", "sustained", "not_offered",
+                                                 "burst", "max_lag_us"))
+    rows = []
+    for pattern in (["constant"], ["burst", "--burst-size", "16"], ["poisson", "--seed", "1"]):
+        for pps, threads in ((100000, 1), (5000000, 1), (5000000, 2)):
+            cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(port), "--pps", str(pps),
+                   "--size", "18", "--duration", "2", "--threads", str(threads), "--run-id", "1",
+                   "--progress-s", "0", "--pattern"] + pattern
+            r = json.loads(sh(*cmd).stdout)
+            name = "%s x%d" % (" ".join(pattern), threads)
+            rows.append({"case": name, "target_pps": pps, "achieved_pps": r["achieved_pps"],
+                         "rate_sustained": r["rate_sustained"], "not_offered": r["not_offered"],
+                         "max_burst": r["max_burst"], "max_lag_us": r["max_lag_us"], "elapsed_s": r["elapsed_s"]})
+            print("%-28s %9d | %12.0f %9s %10d %7d %9.0f" % (name, pps, r["achieved_pps"], r["rate_sustained"],
+                                                             r["not_offered"], r["max_burst"], r["max_lag_us"]))
     sink.close()
+    return rows
 
 
 def bench_pcapcheck(n=600000, threads=2):
@@ -75,12 +298,10 @@ def bench_pcapcheck(n=600000, threads=2):
                                 bytes([10, 201, 0, 1]), bytes([10, 201, 0, 2]))
                   + struct.pack("!HHHH", 40000, 12345, 8 + 1458, 0))
     rec = bytearray(struct.pack("<IIII", 0, 0, 64, 14 + 20 + 8 + 1458) + eth_ip_udp + bytes(22))
-    assert len(rec) == 16 + 64
     hdr = struct.Struct("!IIQH")
     lost = set(range(1000, n, 10007))
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "synthetic.pcap")
-        t0 = time.perf_counter()
         parts = [struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 64, 1)]
         for seq in range(n):
             if seq in lost:
@@ -90,20 +311,47 @@ def bench_pcapcheck(n=600000, threads=2):
         with open(path, "wb") as f:
             f.write(b"".join(parts))
         del parts
-        size = os.path.getsize(path)
         t1 = time.perf_counter()
         r = pcapcheck.verify_capture(path, run_id=4242, port=12345, scheduled=n, threads=threads)
         t2 = time.perf_counter()
-    print("\npcapcheck: %d records, %.1f MB (built in %.1f s)" % (r["packets_in_file"], size / 1e6, t1 - t0))
-    print("  verify_capture: %.2f s, %.0f packets/s; missing=%d (expected %d), unique=%d"
-          % (t2 - t1, r["packets_in_file"] / (t2 - t1), r["missing"], len(lost), r["unique"]))
+    print("\n4. pcapcheck.verify_capture: %d records, %.2f s, %.0f packets/s; missing=%d (expected %d)"
+          % (r["packets_in_file"], t2 - t1, r["packets_in_file"] / (t2 - t1), r["missing"], len(lost)))
+    return {"packets": r["packets_in_file"], "seconds": round(t2 - t1, 3),
+            "packets_per_s": round(r["packets_in_file"] / (t2 - t1))}
 
 
 def main():
-    python = sys.argv[1] if len(sys.argv) > 1 else sys.executable
-    print("machine: %d CPUs, Python %s\n" % (os.cpu_count(), sys.version.split()[0]))
-    bench_generator(python)
-    bench_pcapcheck()
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs generator.py")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--json", default=str(REPO / "results" / "bench" / "generator.json"))
+    ap.add_argument("--skip", default="", help="comma-separated parts to skip: peak,pacing,loopback,pcapcheck")
+    a = ap.parse_args()
+    skip = set(filter(None, a.skip.split(",")))
+    print("machine: %d CPUs, kernel %s, Python %s" % (os.cpu_count(), os.uname().release, sys.version.split()[0]))
+    out = {"cpus": os.cpu_count(), "kernel": os.uname().release, "python": a.python,
+           "trafgen": None, "iperf3": None}
+    missing = [t for t in ("ip", "tc", "trafgen", "iperf3", "tcpdump", "taskset") if shutil.which(t) is None]
+    if os.geteuid() != 0 or missing:
+        print("parts 1-2 skipped: need root and %s" % (", ".join(missing) or "nothing else"))
+        skip |= {"peak", "pacing"}
+    else:
+        out["trafgen"] = sh("trafgen", "-v", check=False).stdout.splitlines()[0]
+        out["iperf3"] = sh("iperf3", "--version", check=False).stdout.splitlines()[0]
+    if not {"peak", "pacing"} <= skip:
+        with veth_pair() as dmac:
+            if "peak" not in skip:
+                out["peak"] = bench_peak(a.python, dmac, a.rounds)
+            if "pacing" not in skip:
+                out["pacing"] = bench_pacing(a.python)
+    if "loopback" not in skip:
+        out["loopback"] = bench_loopback(a.python)
+    if "pcapcheck" not in skip:
+        out["pcapcheck"] = bench_pcapcheck()
+    os.makedirs(os.path.dirname(a.json), exist_ok=True)
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=1)
+    print("\nwritten: %s" % a.json)
 
 
 if __name__ == "__main__":

@@ -10,22 +10,59 @@ line and output"); the header layout mirrors ``bpf/xdplab.h``.
 Usage::
 
     python3 generator.py --dst 10.201.0.2 --port 12345 --pps 10000 --size 1458 \\
-        --duration 5 --threads 2 --run-id 4242 [--src 10.201.0.1] [--progress-s 1]
+        --duration 5 --threads 2 --run-id 4242 [--src 10.201.0.1] [--progress-s 1] \\
+        [--pattern constant|burst|poisson] [--burst-size N] [--seed N] \\
+        [--send-path udp|packet] [--iface IF] [--dst-mac MAC] [--counters-iface IF]
 
 Every UDP payload is ``--size`` bytes: an 18-byte header (magic, seq, send_ns,
-run_id; network byte order) followed by zero bytes.  Thread ``t`` of ``T``
-sends ``seq = k*T + t`` for its ``k``-th packet, so the run's sequence numbers
-are ``0 .. scheduled-1`` with ``scheduled = ceil(pps * duration)``.  Packet
-``i`` is due at ``start + i/pps`` on ``time.perf_counter()``, where ``start``
-is one absolute deadline shared by all threads.  A thread sends every packet
-that is due, then sleeps until its next one; when it is behind it does not
-sleep at all, and ``max_lag_us`` and ``achieved_pps`` show by how much it
-could not keep up.
+run_id; network byte order) followed by zero bytes.  ``--threads T`` starts T
+sender processes (fork: CPython's GIL let threads overlap little more than
+their system calls).  Sender ``t`` sends ``seq = k*T + t`` for its ``k``-th
+packet, so the run's sequence numbers are ``0 .. scheduled-1`` with
+``scheduled = ceil(pps * duration)``.
+
+Pacing.  Every packet has an absolute due time on ``time.perf_counter()``
+(CLOCK_MONOTONIC on Linux, shared by the processes):
+
+- constant: packet ``i`` at ``start + i/pps``;
+- burst: packets in bursts of ``--burst-size`` B, burst ``j`` at
+  ``start + j*B/pps`` (the mean rate stays ``pps``);
+- poisson: a Poisson process conditioned on exactly ``scheduled`` packets in
+  the window: each sender draws its packets' times as the order statistics of
+  uniform times in ``[0, duration)``, one after the other from ``--seed``
+  (gaps are then exponential for all practical purposes, and the mean rate is
+  the target's exactly; the seed is recorded).
+
+A sender sends, in one ``sendmmsg`` call (ctypes, Linux; a ``sendto`` loop
+elsewhere), every packet of its stream that is due, up to BATCH_MAX; at low
+rates that is one packet per deadline.  Between deadlines it sleeps, and spins
+on ``perf_counter`` for the last SPIN_S before a deadline, because a sleep
+ends tens of microseconds late.  Each packet's header (seq, send_ns) is
+written just before its batch goes out.  A sender that fell behind catches
+up in batches: ``max_burst`` reports the longest run of packets it sent
+without once being ahead of schedule.  The trial is not stretched: nothing
+is sent after ``start + duration`` (plus END_GRACE_S, 10 ms, for a packet due
+before the end whose sender was descheduled); what was due but not sent by
+then is ``not_offered``,
+and ``achieved_pps = sent / window_s`` with ``window_s = duration`` (or less
+when interrupted).  ``rate_sustained`` is false when ``achieved_pps`` is more
+than 0.1 % below ``target_pps``.
+
+Send paths: ``udp`` (default) uses one connected UDP socket per sender.
+``packet`` uses an AF_PACKET socket with PACKET_QDISC_BYPASS per sender and
+sends whole hand-built Ethernet/IPv4/UDP frames (IPv4 checksum computed, UDP
+checksum 0) to ``--dst-mac`` out of ``--iface``: no UDP/IP stack, no qdisc,
+no neighbour lookup.  It needs Linux and root (CAP_NET_RAW).
+
+Source counters (``source_counters`` in the JSON): read before the first
+packet and again once the traffic drained, from /proc/net/snmp,
+/proc/net/stat/arp_cache, /sys/class/net/IF/statistics/tx_* and
+``tc -s -j qdisc show dev IF``; null where unavailable.
 
 Progress goes to stderr every ``--progress-s`` seconds (at most 1; 0 turns
 it off): ``progress t=3.0s sent=30000 pps=10000``, where ``pps`` is the rate
-over the last interval, summed over threads.  At the end one JSON object goes
-to stdout.  SIGTERM, SIGINT and SIGHUP stop the sending within a packet (or
+over the last interval, summed over senders.  At the end one JSON object goes
+to stdout.  SIGTERM, SIGINT and SIGHUP stop the sending within a batch (or
 0.1 s of sleep); the JSON is still printed, with ``"interrupted": true``.
 
 The generator must not outlive its controller.  Over SSH without a terminal
@@ -33,38 +70,40 @@ a broken session sends no SIGHUP: the only sign is that the pipes to sshd
 lose their reader.  So a failed write of a progress line (EPIPE, EIO, a
 closed stream), or stdout/stderr reporting an error or hang-up when polled
 (every 50 ms, which also covers ``--progress-s 0``), means "the controller is
-gone": sending stops at once.
+gone": sending stops at once.  Sender processes point their stdio at
+/dev/null (they never hold the controller's pipes open), get SIGTERM when
+the main process dies (Linux), and stop when their parent changes.
 
-Exit status: 0 all scheduled packets were offered; 128 + N stopped by signal
-N; 1 a sending thread crashed (after the JSON); 2 bad arguments (one line on
-stderr naming the argument) or an unbindable ``--src``; 3 the controller is
-gone (stdout or stderr broken; the JSON is still attempted).
+Exit status: 0 the sending window ran to its end (``not_offered`` says what
+did not fit in it); 128 + N stopped by signal N; 1 a sender crashed (after
+the JSON); 2 bad arguments (one line on stderr naming the argument), an
+unbindable ``--src``, or a packet socket that cannot be opened; 3 the
+controller is gone (stdout or stderr broken; the JSON is still attempted).
 
-Each thread has its own unconnected UDP socket and uses ``sendto``.  A
-connected socket's ``send`` is ~15% faster in CPython, but once the
-destination answers with ICMP port-unreachable the kernel fails the next
-``send`` with ECONNREFUSED and that packet is never sent: a connected
-generator aimed at a host without a listener loses packets on the source
-side.  An unconnected socket ignores ICMP errors, so every packet is offered.
-
-With CPython's GIL the threads do not run Python code in parallel (the GIL is
-released only inside ``sendto`` and ``sleep``); a second thread helps mostly
-by overlapping one thread's system call with the other's Python work.
+The UDP sockets are connected (no route lookup per packet, ~13 % faster
+here).  Once the destination answers with ICMP port-unreachable the kernel
+fails the next send with ECONNREFUSED and that packet is not sent; reading the
+error clears it, so the generator sends that packet again, once.  Every packet
+is offered, listener or not.
 """
 
 import argparse
+import ctypes
 import errno
 import ipaddress
 import json
 import math
+import mmap
 import os
 import platform
+import random
 import select
+import shutil
 import signal
 import socket
 import struct
+import subprocess
 import sys
-import threading
 import time
 
 GENERATOR = "xdplab-generator/1"
@@ -73,12 +112,41 @@ HEADER = struct.Struct("!IIQH")  # magic, seq, send_ns, run_id: XDPLAB_HDR_LEN b
 HEADER_LEN = HEADER.size
 MAX_PAYLOAD = 65507  # largest UDP payload over IPv4
 MAX_FAILED_SEQS = 1000
-START_DELAY_S = 0.05  # lead time so every thread is waiting before packet 0 is due
-MAX_SLEEP_S = 0.1  # a sleeping thread looks at the stop flag at least this often
+START_DELAY_S = 0.1  # lead time so every sender is forked and waiting before packet 0 is due
+MAX_SLEEP_S = 0.1  # a sleeping sender looks at the stop flag at least this often
+# A sleep ends ~30 us late even with a 1 us timer slack (measured here:
+# sleep(50 us) took 77 us median), so the last stretch before a deadline is spun.
+SPIN_S = 100e-6
+TIMER_SLACK_NS = 1000
+# Packets per sendmmsg call at most.  FIELD_NOTES: 16 per call gave 591k pps on
+# a packet socket, 64 gave 563k; a smaller batch also bounds the burst a late
+# sender emits in one call.
+BATCH_MAX = 32
 SNDBUF_BYTES = 4 << 20
 MAX_PROGRESS_S = 1.0  # a broken SSH session is noticed within about this long
-WATCH_S = 0.05  # the main thread checks signals, threads and its output streams this often
+WATCH_S = 0.05  # the main process checks signals, senders and its output streams this often
+# A packet due before start + duration that is late (a descheduled sender:
+# stalls of several ms were seen on a busy 2-core machine) may still go out up
+# to this long after the end; nothing goes out later, and nothing due after
+# the end is ever sent.  Without it a stall in the last milliseconds costs a
+# sustained run its last packets.
+END_GRACE_S = 0.01
+SUSTAINED_TOLERANCE = 0.001  # rate_sustained: achieved within 0.1 % of the target
+DRAIN_MAX_S = 1.0  # wait at most this long for the traffic to drain before the "after" counters
+DRAIN_STEP_S = 0.02
 EXIT_CONTROLLER_GONE = 3
+PATTERNS = ("constant", "burst", "poisson")
+DEFAULT_BURST = 16
+
+# Linux constants the socket module may lack
+SOL_PACKET = 263
+PACKET_QDISC_BYPASS = 20
+PR_SET_PDEATHSIG = 1
+PR_SET_TIMERSLACK = 29
+SIOCGIFADDR = 0x8915
+ETH_HLEN = 14
+IP_HLEN = 20
+UDP_HLEN = 8
 
 
 class _Parser(argparse.ArgumentParser):
@@ -96,6 +164,20 @@ def _ipv4(text):
         raise argparse.ArgumentTypeError("%r is not an IPv4 address" % text)
 
 
+def _mac(text):
+    parts = text.split(":")
+    if len(parts) != 6 or not all(len(x) in (1, 2) for x in parts):
+        raise argparse.ArgumentTypeError("%r is not a MAC address (aa:bb:cc:dd:ee:ff)" % text)
+    try:
+        return bytes(int(x, 16) for x in parts)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a MAC address (aa:bb:cc:dd:ee:ff)" % text)
+
+
+def _mac_text(raw):
+    return ":".join("%02x" % b for b in raw)
+
+
 def parse_args(argv=None):
     p = _Parser(
         prog="generator.py",
@@ -105,16 +187,30 @@ def parse_args(argv=None):
     )
     p.add_argument("--dst", required=True, type=_ipv4, help="destination IPv4 address")
     p.add_argument("--port", required=True, type=int, help="destination UDP port (1..65535)")
-    p.add_argument("--pps", required=True, type=int, help="offered rate, packets per second, summed over threads")
+    p.add_argument("--pps", required=True, type=int, help="offered rate, packets per second, summed over senders")
     p.add_argument("--size", required=True, type=int,
                    help="UDP payload bytes (%d..%d)" % (HEADER_LEN, MAX_PAYLOAD))
     p.add_argument("--duration", required=True, type=float, help="seconds of traffic")
-    p.add_argument("--threads", type=int, default=1, help="sending threads, one socket each (default 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="sender processes, one socket each (default 1)")
     p.add_argument("--run-id", required=True, type=int, help="run identifier written into every packet (0..65535)")
     p.add_argument("--src", type=_ipv4, default=None, help="source IPv4 address to bind to")
     p.add_argument("--progress-s", type=float, default=1.0,
                    help="seconds between progress lines on stderr, at most %g; 0 turns them "
                    "off (default 1)" % MAX_PROGRESS_S)
+    p.add_argument("--pattern", choices=PATTERNS, default="constant",
+                   help="packet spacing: constant (default), burst, poisson")
+    p.add_argument("--burst-size", type=int, default=None,
+                   help="burst pattern: packets back to back per burst (default %d)" % DEFAULT_BURST)
+    p.add_argument("--seed", type=int, default=None,
+                   help="poisson pattern: random seed (default: drawn, and recorded)")
+    p.add_argument("--send-path", choices=("udp", "packet"), default="udp",
+                   help="udp (default): UDP socket; packet: AF_PACKET with PACKET_QDISC_BYPASS "
+                   "(Linux, root; needs --iface and --dst-mac)")
+    p.add_argument("--iface", default=None, help="the source's test interface")
+    p.add_argument("--dst-mac", type=_mac, default=None, help="next hop's MAC address (packet path)")
+    p.add_argument("--counters-iface", default=None,
+                   help="interface whose NIC and qdisc counters are read (default --iface)")
     a = p.parse_args(argv)
 
     if not 1 <= a.port <= 65535:
@@ -132,6 +228,35 @@ def parse_args(argv=None):
     if not (0 <= a.progress_s <= MAX_PROGRESS_S):
         p.error("--progress-s must be 0 (off) or a number of seconds up to %g, got %s"
                 % (MAX_PROGRESS_S, a.progress_s))
+    if a.burst_size is not None and a.pattern != "burst":
+        p.error("--burst-size applies to --pattern burst only (pattern is %s)" % a.pattern)
+    if a.pattern == "burst":
+        if a.burst_size is None:
+            a.burst_size = DEFAULT_BURST
+        if not 1 <= a.burst_size <= 1 << 20:
+            p.error("--burst-size must be 1..%d, got %d" % (1 << 20, a.burst_size))
+    if a.seed is not None and a.pattern != "poisson":
+        p.error("--seed applies to --pattern poisson only (pattern is %s)" % a.pattern)
+    if a.pattern == "poisson" and a.seed is None:
+        a.seed = int.from_bytes(os.urandom(4), "big")
+    if a.seed is not None and not 0 <= a.seed < 1 << 64:
+        p.error("--seed must be 0..2^64-1, got %d" % a.seed)
+    for name in ("iface", "counters_iface"):
+        value = getattr(a, name)
+        if value is not None and (not value or len(value) > 15 or "/" in value or value in (".", "..")
+                                  or any(c.isspace() for c in value)):
+            p.error("--%s %r is not an interface name" % (name.replace("_", "-"), value))
+    if a.counters_iface is None:
+        a.counters_iface = a.iface
+    if a.send_path == "packet":
+        if not sys.platform.startswith("linux"):
+            p.error("--send-path packet needs Linux (AF_PACKET); this is %s" % sys.platform)
+        if a.iface is None:
+            p.error("--send-path packet needs --iface")
+        if a.dst_mac is None:
+            p.error("--send-path packet needs --dst-mac")
+    elif a.dst_mac is not None:
+        p.error("--dst-mac applies to --send-path packet only")
     # Packets i with i/pps < duration; the epsilon keeps 10000 * 0.3 from becoming 3001.
     a.scheduled = int(math.ceil(a.pps * a.duration - 1e-9))
     if a.scheduled < 1:
@@ -142,79 +267,515 @@ def parse_args(argv=None):
     return a
 
 
-class _Thread(object):
-    """What one sending thread owns and reports."""
+def stream_count(scheduled, threads, index):
+    """Packets of sender `index`: seqs index, index+threads, ... below scheduled."""
+    return (scheduled - index + threads - 1) // threads if index < scheduled else 0
 
-    __slots__ = ("index", "scheduled", "sock", "buf", "attempted", "errors", "error_kinds",
-                 "failed_seqs", "max_lag_s", "end_pc", "crash")
+
+def ipv4_checksum(header):
+    """RFC 1071 one's-complement sum over a header whose checksum field is zero."""
+    if len(header) % 2:
+        header += b"\0"
+    total = sum(struct.unpack("!%dH" % (len(header) // 2), header))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def build_frame(src_mac, dst_mac, src_ip, dst_ip, sport, dport, payload_len):
+    """Ethernet + IPv4 + UDP headers for a payload of payload_len bytes, followed
+    by that many zero bytes.  DF set, so a constant IP ID is allowed (RFC 6864);
+    UDP checksum 0 (none), which IPv4 allows."""
+    ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, IP_HLEN + UDP_HLEN + payload_len, 0, 0x4000,
+                               64, socket.IPPROTO_UDP, 0, socket.inet_aton(src_ip),
+                               socket.inet_aton(dst_ip)))
+    struct.pack_into("!H", ip, 10, ipv4_checksum(bytes(ip)))
+    udp = struct.pack("!HHHH", sport, dport, UDP_HLEN + payload_len, 0)
+    return dst_mac + src_mac + b"\x08\x00" + bytes(ip) + udp + bytes(payload_len)
+
+
+# ---------------------------------------------------------------- source counters
+
+COUNTER_KEYS = (
+    "udp_sndbuf_errors", "udp_out_datagrams", "ip_out_discards", "ip_out_no_routes",
+    "arp_unresolved_discards", "qdisc_drops", "qdisc_requeues", "nic_tx_packets", "nic_tx_dropped",
+    "nic_tx_errors", "nic_tx_fifo_errors", "nic_tx_aborted_errors", "nic_tx_carrier_errors",
+)
+_SNMP = {"udp_sndbuf_errors": ("Udp", "SndbufErrors"), "udp_out_datagrams": ("Udp", "OutDatagrams"),
+         "ip_out_discards": ("Ip", "OutDiscards"), "ip_out_no_routes": ("Ip", "OutNoRoutes")}
+_NIC = ("tx_packets", "tx_dropped", "tx_errors", "tx_fifo_errors", "tx_aborted_errors", "tx_carrier_errors")
+
+
+# The ARP table's statistics are host-wide, but only the initial network
+# namespace shows them; from another namespace they are read through PID 1's
+# view (root only).
+ARP_CACHE_PATHS = ("/proc/net/stat/arp_cache", "/proc/1/net/stat/arp_cache")
+
+
+def counter_names(iface):
+    """Where each counter comes from, as it is reported in "names"."""
+    names = {}
+    for key, (table, field) in _SNMP.items():
+        names[key] = "/proc/net/snmp %s %s" % (table, field)
+    names["arp_unresolved_discards"] = ("/proc/net/stat/arp_cache unresolved_discards, summed over CPUs "
+                                        "(host-wide; from a network namespace other than the initial one "
+                                        "read as /proc/1/net/stat/arp_cache)")
+    dev = iface or "IF"
+    names["qdisc_drops"] = "tc -s -j qdisc show dev %s: drops of the root qdisc (includes its children's)" % dev
+    names["qdisc_requeues"] = "tc -s -j qdisc show dev %s: requeues of the root qdisc" % dev
+    for f in _NIC:
+        names["nic_" + f] = "/sys/class/net/%s/statistics/%s" % (dev, f)
+    return names
+
+
+def parse_snmp(text):
+    """{(table, field): int} from /proc/net/snmp's header/value line pairs."""
+    out = {}
+    lines = text.splitlines()
+    for head, vals in zip(lines[::2], lines[1::2]):
+        hk, _, hf = head.partition(":")
+        vk, _, vf = vals.partition(":")
+        if hk != vk:
+            continue
+        for f, v in zip(hf.split(), vf.split()):
+            try:
+                out[(hk, f)] = int(v)
+            except ValueError:
+                pass
+    return out
+
+
+def parse_arp_cache(text):
+    """Sum of unresolved_discards over the per-CPU lines (hex) of /proc/net/stat/arp_cache."""
+    lines = text.split("\n")
+    cols = lines[0].split()
+    if "unresolved_discards" not in cols:
+        return None
+    i = cols.index("unresolved_discards")
+    return sum(int(line.split()[i], 16) for line in lines[1:] if len(line.split()) > i)
+
+
+def parse_tc_qdiscs(text):
+    """(drops, requeues, backlog packets) of the root qdisc in `tc -s -j qdisc show` output.
+    Only the root counts: classful and multiqueue roots include their children's
+    numbers, so a sum over every qdisc would count a drop twice."""
+    drops = requeues = qlen = 0
+    for q in json.loads(text or "[]"):
+        if q.get("root"):
+            drops += int(q.get("drops", 0))
+            requeues += int(q.get("requeues", 0))
+            qlen += int(q.get("qlen", 0))
+    return drops, requeues, qlen
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_counters(iface):
+    """One snapshot of every source counter (None where unavailable), plus the
+    root qdisc's backlog in packets under the key "_qlen" (used to wait for the drain)."""
+    c = dict.fromkeys(COUNTER_KEYS)
+    c["_qlen"] = None
+    snmp = _read("/proc/net/snmp")
+    if snmp:
+        parsed = parse_snmp(snmp)
+        for key, tf in _SNMP.items():
+            c[key] = parsed.get(tf)
+    arp = None
+    for path in ARP_CACHE_PATHS:
+        arp = _read(path)
+        if arp:
+            break
+    if arp:
+        try:
+            c["arp_unresolved_discards"] = parse_arp_cache(arp)
+        except (ValueError, IndexError):
+            pass
+    if iface:
+        for f in _NIC:
+            v = _read("/sys/class/net/%s/statistics/%s" % (iface, f))
+            if v is not None:
+                try:
+                    c["nic_" + f] = int(v)
+                except ValueError:
+                    pass
+        tc = shutil.which("tc") or next((p for p in ("/usr/sbin/tc", "/sbin/tc") if os.access(p, os.X_OK)), None)
+        if tc and sys.platform.startswith("linux"):
+            try:
+                r = subprocess.run([tc, "-s", "-j", "qdisc", "show", "dev", iface], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, timeout=5, universal_newlines=True)
+                if r.returncode == 0:
+                    c["qdisc_drops"], c["qdisc_requeues"], c["_qlen"] = parse_tc_qdiscs(r.stdout)
+            except (OSError, ValueError, subprocess.SubprocessError):
+                pass
+    return c
+
+
+def wait_drained(iface, limit_s=DRAIN_MAX_S):
+    """Wait until the interface's traffic drained: root qdisc backlog empty and
+    tx_packets unchanged over one step; at most limit_s.  Returns the last snapshot."""
+    snap = read_counters(iface)
+    if not iface:
+        return snap
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(DRAIN_STEP_S)
+        nxt = read_counters(iface)
+        if not nxt["_qlen"] and nxt["nic_tx_packets"] == snap["nic_tx_packets"]:
+            return nxt
+        snap = nxt
+    return snap
+
+
+def counters_report(iface, before, after, drained_s):
+    public = lambda c: {k: c[k] for k in COUNTER_KEYS}
+    delta = {k: (after[k] - before[k] if after[k] is not None and before[k] is not None else None)
+             for k in COUNTER_KEYS}
+    if sys.platform.startswith("linux"):
+        method = ("read before the first packet and again after the last sender ended and the traffic "
+                  "drained (root qdisc backlog empty and tx_packets unchanged for %d ms; waited %.3f s, "
+                  "at most %g s); /proc/net counters are the source's network namespace's, every "
+                  "process's traffic included" % (DRAIN_STEP_S * 1000, drained_s, DRAIN_MAX_S))
+        if not iface:
+            method += "; no --iface/--counters-iface: no NIC or qdisc counters"
+    else:
+        method = "unavailable on %s (no /proc/net, /sys/class/net or tc)" % sys.platform
+    return {"iface": iface, "before": public(before), "after": public(after), "delta": delta,
+            "method": method, "names": counter_names(iface)}
+
+
+# ---------------------------------------------------------------- sending
+
+class _Mmsghdr(ctypes.Structure):
+    pass
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
+                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
+                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
+                ("msg_flags", ctypes.c_int)]
+
+
+_Mmsghdr._fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
+
+
+def _libc():
+    if not sys.platform.startswith("linux"):
+        return None
+    # The interpreter's own symbols include libc's; find_library would run ldconfig.
+    for name in (None, "libc.so.6"):
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            pass
+    return None
+
+
+def _sendmmsg(libc):
+    """libc's sendmmsg with argument types set, or None (macOS, old libc)."""
+    fn = getattr(libc, "sendmmsg", None) if libc is not None else None
+    if fn is None:
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_uint, ctypes.c_int]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+class _Sender(object):
+    """What one sender process owns; what it reports goes back through a pipe."""
 
     def __init__(self, index, threads, scheduled):
         self.index = index
-        # seqs index, index+threads, ... below scheduled
-        self.scheduled = (scheduled - index + threads - 1) // threads if index < scheduled else 0
+        self.scheduled = stream_count(scheduled, threads, index)
         self.sock = None
-        self.buf = None
-        self.attempted = 0  # updated per packet so progress lines can read it
-        self.errors = 0
-        self.error_kinds = {}
-        self.failed_seqs = []
-        self.max_lag_s = 0.0
-        self.end_pc = None  # perf_counter() after the last sendto returned
-        self.crash = None
+        self.keep = []  # sockets held for the sender's lifetime (the packet path's port reservation)
+        self.sport = None
+        self.pid = None
+        self.rfd = None
+        self.report = None
 
 
-def _send_loop(st, addr, threads, start, pps, run_id, stop):
-    """Send st.scheduled packets of stream st.index, paced against start + seq/pps.
+def _sockaddr_in(ip, port):
+    """struct sockaddr_in as Linux lays it out (sin_family u16 in host order)."""
+    return struct.pack("=H", socket.AF_INET) + struct.pack("!H", port) + socket.inet_aton(ip) + bytes(8)
 
-    Kept lean on purpose: everything that can be looked up once is bound to a
-    local before the loop, and the loop takes one perf_counter() and one
-    monotonic_ns() reading per packet.
-    """
+
+def _iface_ipv4(iface):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        pack = HEADER.pack_into
-        mono = time.monotonic_ns
-        clock = time.perf_counter
-        sleep = time.sleep
-        send = st.sock.sendto
-        buf = st.buf
-        magic = MAGIC
-        max_sleep = MAX_SLEEP_S
-        inv_pps = 1.0 / pps
-        seq = st.index
-        end_seq = st.index + st.scheduled * threads
-        attempted = 0
-        max_lag = 0.0
-        while seq < end_seq:
-            if stop[0]:
-                break
-            due = start + seq * inv_pps
-            now = clock()
-            if now < due:
-                # Ahead of schedule: sleep once until this packet is due.  When
-                # behind, this branch is never taken, so no sleep per packet.
-                wait = due - now
-                sleep(wait if wait < max_sleep else max_sleep)
+        import fcntl
+        res = fcntl.ioctl(s.fileno(), SIOCGIFADDR, struct.pack("256s", iface.encode()[:15]))
+        return socket.inet_ntoa(res[20:24])
+    finally:
+        s.close()
+
+
+def _prepare_child():
+    """In a freshly forked sender: stdio to /dev/null (it must not hold the
+    controller's pipes open), SIGTERM when the main process dies (Linux), a 1 us
+    timer slack (sleeps end closer to their deadline)."""
+    fd = os.open(os.devnull, os.O_RDWR)
+    for target in (0, 1, 2):
+        try:
+            os.dup2(fd, target)
+        except OSError:
+            pass
+    os.close(fd)
+    libc = _libc()
+    if libc is not None:
+        try:
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+            libc.prctl(PR_SET_TIMERSLACK, TIMER_SLACK_NS, 0, 0, 0)
+        except (AttributeError, OSError):
+            pass
+    return libc
+
+
+def send_stream(sender, cfg, shm, stop):
+    """Send sender.scheduled packets of stream sender.index, paced against
+    absolute deadlines; returns the report dict.  Runs in the sender process.
+
+    Kept lean: everything that can be looked up once is bound to a local before
+    the loop; per packet it costs one pack_into and one monotonic_ns()."""
+    T = cfg["threads"]
+    t = sender.index
+    n = sender.scheduled
+    pps = cfg["pps"]
+    start = cfg["start"]
+    end = start + cfg["duration"] + END_GRACE_S
+    run_id = cfg["run_id"]
+    ppid = cfg["ppid"]
+    counter_off = 8 + 16 * t
+    packet = cfg["send_path"] == "packet"
+    if packet:
+        template = build_frame(cfg["src_mac"], cfg["dst_mac"], cfg["src_ip"], cfg["dst"], sender.sport,
+                               cfg["port"], cfg["size"])
+        hdr_off = ETH_HLEN + IP_HLEN + UDP_HLEN
+    else:
+        template = bytes(cfg["size"])
+        hdr_off = 0
+    stride = len(template)
+    buf = (ctypes.c_char * (stride * BATCH_MAX))()
+    for m in range(BATCH_MAX):
+        ctypes.memmove(ctypes.addressof(buf) + m * stride, template, stride)
+    libc = cfg["libc"]
+    mmsg = _sendmmsg(libc)
+    fd = sender.sock.fileno()
+    addr = None if packet else (cfg["dst"], cfg["port"])
+    connected = False
+    if not packet:
+        # A connected socket skips the route lookup per packet: ~13 % more
+        # packets per second measured here.  Its catch is handled below.  A
+        # destination connect() refuses (broadcast without SO_BROADCAST) stays
+        # unconnected, and its sends fail one by one, counted.
+        try:
+            sender.sock.connect(addr)
+            connected = True
+        except OSError:
+            pass
+    if mmsg is not None:
+        name = ctypes.create_string_buffer(_sockaddr_in(cfg["dst"], cfg["port"]), 16)
+        iovs = (_Iovec * BATCH_MAX)()
+        msgs = (_Mmsghdr * BATCH_MAX)()
+        for m in range(BATCH_MAX):
+            iovs[m].iov_base = ctypes.addressof(buf) + m * stride
+            iovs[m].iov_len = stride
+            h = msgs[m].msg_hdr
+            if not packet and not connected:
+                h.msg_name = ctypes.addressof(name)
+                h.msg_namelen = 16
+            h.msg_iov = ctypes.pointer(iovs[m])
+            h.msg_iovlen = 1
+        msg_at = [ctypes.addressof(msgs) + m * ctypes.sizeof(_Mmsghdr) for m in range(BATCH_MAX)]
+        get_errno = ctypes.get_errno
+    view = memoryview(buf).cast("B")
+    send_call = sender.sock.send if packet or connected else sender.sock.sendto
+    refused = errno.ECONNREFUSED
+
+    errors = 0
+    retries = 0
+    error_kinds = {}
+    failed = []
+
+    def failure(err, seq):
+        name = errno.errorcode.get(err, str(err))
+        error_kinds[name] = error_kinds.get(name, 0) + 1
+        if len(failed) < MAX_FAILED_SEQS:
+            failed.append(seq)
+
+    pack = HEADER.pack_into
+    mono = time.monotonic_ns
+    clock = time.perf_counter
+    sleep = time.sleep
+    counters = struct.Struct("=QQ").pack_into
+    magic = MAGIC
+    spin = SPIN_S
+    max_sleep = MAX_SLEEP_S
+    poisson = cfg["pattern"] == "poisson"
+    B = cfg["burst_size"] if cfg["pattern"] == "burst" else 1
+    gap = B / pps  # seconds between burst starts (between packets when B == 1)
+    inf = float("inf")
+    if poisson:
+        rnd = random.Random("%d/%d" % (cfg["seed"], t)).random
+        D = cfg["duration"]
+        # u: packet k's place in [0, 1), the k-th of n sorted uniforms, drawn in
+        # order: the minimum of m uniforms on [u, 1) is u + (1-u)(1 - V^(1/m)).
+        u = 1.0 - rnd() ** (1.0 / n) if n else 1.0
+        nxt = start + D * u if n else inf
+    k = 0
+    run = 0  # packets sent since this sender was last ahead of schedule
+    max_run = 0
+    max_lag = 0.0
+    interrupted = False
+    checks = 0
+    first_pc = None
+    while k < n:
+        if stop[0] or shm[0]:
+            interrupted = True
+            break
+        now = clock()
+        if now >= end:
+            break
+        if poisson:
+            due = nxt
+            ready = due <= now
+        else:
+            due = start + ((k * T + t) // B) * gap
+            ready = due <= now
+        if not ready:
+            run = 0
+            wait = due - now
+            if wait > spin:
+                sleep(min(wait - spin, max_sleep))
+                checks += 1
+                if checks & 15 == 0 and os.getppid() != ppid:
+                    interrupted = True  # the main process is gone (macOS has no PDEATHSIG)
+                    break
                 continue
-            lag = now - due
-            if lag > max_lag:
-                max_lag = lag
-            pack(buf, 0, magic, seq, mono(), run_id)
-            try:
-                send(buf, addr)
-            except OSError as e:
-                st.errors += 1
-                name = errno.errorcode.get(e.errno, str(e.errno))
-                st.error_kinds[name] = st.error_kinds.get(name, 0) + 1
-                if len(st.failed_seqs) < MAX_FAILED_SEQS:
-                    st.failed_seqs.append(seq)
-            seq += threads
-            attempted += 1
-            st.attempted = attempted
-        st.end_pc = clock()
-        st.max_lag_s = max_lag
-    except BaseException as e:  # run() reports it on stderr and exits 1, after the JSON
-        st.crash = e
-        st.end_pc = time.perf_counter()
+            while clock() < due:
+                pass
+            now = clock()
+        lag = now - due
+        if lag > max_lag:
+            max_lag = lag
+        # The batch: every packet of this stream due by now, at most BATCH_MAX.
+        if poisson:
+            nb = 0
+            while True:
+                pack(buf, nb * stride + hdr_off, magic, (k + nb) * T + t, mono(), run_id)
+                nb += 1
+                left = n - k - nb
+                if left <= 0:
+                    nxt = inf
+                    break
+                u += (1.0 - u) * (1.0 - rnd() ** (1.0 / left))
+                nxt = start + D * u
+                if nxt > now or nb >= BATCH_MAX:
+                    break
+        else:
+            j = int((now - start) / gap)  # latest burst that has begun
+            kd = ((j + 1) * B - t + T - 1) // T  # packets of this stream due by now
+            if kd > n:
+                kd = n
+            nb = kd - k
+            if nb < 1:
+                nb = 1  # float rounding at the boundary: due <= now says packet k is due
+            elif nb > BATCH_MAX:
+                nb = BATCH_MAX
+            seq = k * T + t
+            for m in range(nb):
+                pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
+                seq += T
+        if first_pc is None:
+            first_pc = now
+        if mmsg is not None:
+            i = 0
+            retried = -1
+            while i < nb:
+                r = mmsg(fd, msg_at[i], nb - i, 0)
+                if r > 0:
+                    i += r
+                    continue
+                # sendmmsg reports an error only for the first message of a call
+                err = get_errno() if r < 0 else errno.EIO
+                if err == refused and retried != i:
+                    # A connected socket reports an earlier ICMP port-unreachable
+                    # on the next send, which is then not sent; reading the error
+                    # clears it, so the same packet is sent again, once.
+                    retried = i
+                    retries += 1
+                    continue
+                errors += 1
+                failure(err, (k + i) * T + t)
+                i += 1
+        else:
+            for m in range(nb):
+                frame = view[m * stride:(m + 1) * stride]
+                for attempt in (0, 1):
+                    try:
+                        if packet or connected:
+                            send_call(frame)
+                        else:
+                            send_call(frame, addr)
+                        break
+                    except OSError as e:
+                        if e.errno == refused and attempt == 0:
+                            retries += 1
+                            continue  # as above: the error of an earlier ICMP message
+                        errors += 1
+                        failure(e.errno, (k + m) * T + t)
+                        break
+        k += nb
+        run += nb
+        if run > max_run:
+            max_run = run
+        counters(shm, counter_off, k, errors)
+    end_pc = clock()
+    return {"index": t, "scheduled": n, "attempted": k, "send_errors": errors, "send_error_kinds": error_kinds,
+            "failed_seqs": failed, "max_lag_s": max_lag, "max_burst": max_run, "end_pc": end_pc,
+            "first_pc": first_pc, "interrupted": interrupted, "send_call": "sendmmsg" if mmsg else "sendto",
+            "refused_retries": retries, "crash": None}
+
+
+def _child(sender, cfg, shm, wfd):
+    """The body of a forked sender; never returns."""
+    report = {"index": sender.index, "scheduled": sender.scheduled, "attempted": 0, "send_errors": 0,
+              "send_error_kinds": {}, "failed_seqs": [], "max_lag_s": 0.0, "max_burst": 0,
+              "end_pc": time.perf_counter(), "first_pc": None, "interrupted": True, "send_call": None,
+              "crash": None}
+    try:
+        stop = [False]
+
+        def on_signal(signum, frame):
+            stop[0] = True
+
+        for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), on_signal)
+        cfg = dict(cfg, libc=_prepare_child())
+        if os.getppid() != cfg["ppid"]:
+            stop[0] = True  # the main process died before PDEATHSIG was set
+        report = send_stream(sender, cfg, shm, stop)
+    except BaseException as e:  # the main process reports it on stderr and exits 1, after the JSON
+        report["crash"] = repr(e)
+        report["end_pc"] = time.perf_counter()
+    try:
+        data = (json.dumps(report) + "\n").encode()
+        while data:
+            data = data[os.write(wfd, data):]
+    except OSError:
+        pass
+    os._exit(0)
 
 
 def _boot_id():
@@ -225,7 +786,7 @@ def _boot_id():
         return None
 
 
-def _open_socket(src):
+def _open_udp(src):
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
@@ -234,6 +795,78 @@ def _open_socket(src):
     if src is not None:
         s.bind((src, 0))
     return s
+
+
+def _open_packet(iface):
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)  # protocol 0: sends only, receives nothing
+    try:
+        s.bind((iface, 0))
+        s.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SNDBUF_BYTES)
+        except OSError:
+            pass
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def _die(message, status=2):
+    sys.stderr.write("generator.py: error: %s\n" % message)
+    sys.exit(status)
+
+
+def open_senders(args):
+    """Sockets for every sender, opened before anything is sent, so that a bad
+    --src or a packet socket without privilege fails the run with exit 2."""
+    senders = [_Sender(t, args.threads, args.scheduled) for t in range(args.threads)]
+    cfg = {}
+    if args.send_path == "packet":
+        mtu = _read("/sys/class/net/%s/mtu" % args.iface)
+        mac = _read("/sys/class/net/%s/address" % args.iface)
+        if mtu is None or mac is None:
+            _die("--iface %s: no such interface" % args.iface)
+        if args.size + IP_HLEN + UDP_HLEN > int(mtu):
+            _die("--size %d does not fit --iface %s's MTU of %d bytes with send path packet (at most %d)"
+                 % (args.size, args.iface, int(mtu), int(mtu) - IP_HLEN - UDP_HLEN))
+        src_ip = args.src
+        if src_ip is None:
+            try:
+                src_ip = _iface_ipv4(args.iface)
+            except OSError:
+                _die("--send-path packet: --iface %s has no IPv4 address; give --src" % args.iface)
+        cfg.update(src_mac=_mac(mac.strip()), dst_mac=args.dst_mac, src_ip=src_ip)
+    try:
+        for s in senders:
+            if args.send_path == "packet":
+                try:
+                    s.sock = _open_packet(args.iface)
+                except OSError as e:
+                    _die("--send-path packet: cannot open an AF_PACKET socket on --iface %s (needs root or "
+                         "CAP_NET_RAW): %s" % (args.iface, e))
+                # A UDP socket bound to the source port reserves it: no other
+                # program's traffic shares this sender's flow.
+                try:
+                    keep = _open_udp(src_ip)
+                except OSError as e:
+                    _die("--src %s cannot be bound: %s" % (src_ip, e))
+                s.keep.append(keep)
+                s.sport = keep.getsockname()[1]
+            else:
+                try:
+                    s.sock = _open_udp(args.src)
+                except OSError as e:
+                    if args.src:
+                        _die("cannot open a UDP socket bound to --src %s: %s" % (args.src, e))
+                    _die("cannot open a UDP socket: %s" % e, 1)
+    except SystemExit:
+        for s in senders:
+            for sock in [s.sock] + s.keep:
+                if sock is not None:
+                    sock.close()
+        raise
+    return senders, cfg
 
 
 def _write(stream, text):
@@ -294,19 +927,29 @@ class _StreamWatch(object):
         return None
 
 
+def _read_report(fd):
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except InterruptedError:
+            continue
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(fd)
+    try:
+        return json.loads(b"".join(chunks).decode())
+    except ValueError:
+        return None
+
+
 def run(args):
     """Send the run described by parse_args() and return (result dict, exit status)."""
     T = args.threads
-    addr = (args.dst, args.port)
-    states = [_Thread(t, T, args.scheduled) for t in range(T)]
-    try:
-        for st in states:
-            st.sock = _open_socket(args.src)
-            st.buf = bytearray(args.size)
-    except OSError as e:
-        sys.stderr.write("generator.py: error: cannot open a UDP socket%s: %s\n"
-                         % (" bound to --src %s" % args.src if args.src else "", e))
-        sys.exit(2 if args.src else 1)
+    senders, cfg = open_senders(args)
 
     stop = [False]
     caught = []
@@ -319,69 +962,120 @@ def run(args):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
 
+    iface = args.counters_iface
+    before = read_counters(iface)
+
+    # Shared with the senders: byte 0 is the stop flag; sender t writes
+    # (attempted, errors) as two u64 at 8 + 16*t after every batch.
+    shm = mmap.mmap(-1, 8 + 16 * T)
+
     # One sampling of the three clocks maps perf_counter() instants to the
     # monotonic (send_ns, DUT-comparable on one machine) and Unix timelines.
     pc0 = time.perf_counter()
     mono0 = time.monotonic_ns()
     unix0 = time.time_ns()
     start = pc0 + START_DELAY_S
+    cfg.update(threads=T, pps=args.pps, start=start, duration=float(args.duration), run_id=args.run_id,
+               ppid=os.getpid(), send_path=args.send_path, size=args.size, dst=args.dst, port=args.port,
+               pattern=args.pattern, burst_size=args.burst_size, seed=args.seed)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for s in senders:
+        rfd, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            os.close(rfd)
+            for other in senders:
+                if other.rfd is not None:
+                    os.close(other.rfd)
+            _child(s, cfg, shm, wfd)  # never returns
+        os.close(wfd)
+        s.pid, s.rfd = pid, rfd
+        for sock in [s.sock] + s.keep:
+            sock.close()  # the sender holds its own copy
 
-    workers = []
-    for st in states:
-        w = threading.Thread(target=_send_loop, name="xdplab-send-%d" % st.index,
-                             args=(st, addr, T, start, args.pps, args.run_id, stop))
-        w.daemon = True
-        w.start()
-        workers.append(w)
+    def sent_so_far():
+        total = 0
+        for t in range(T):
+            attempted, errs = struct.unpack_from("=QQ", shm, 8 + 16 * t)
+            total += attempted - errs
+        return total
 
     progress = args.progress_s > 0
     next_report = start + args.progress_s
     last_t, last_sent = start, 0
     watch = _StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
     gone = None  # why we think the controller is gone
-    while any(w.is_alive() for w in workers):
+    running = {s.pid: s for s in senders}
+    stop_pc = None
+    while running:
+        for pid in list(running):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                s = running.pop(pid)
+                s.report = _read_report(s.rfd)
+        if not running:
+            break
         now = time.perf_counter()
         if gone is None:
             broken = watch.broken()
             if broken:
                 gone = "%s lost its reader" % broken
         if gone is None and progress and now >= next_report:
-            sent = sum(st.attempted - st.errors for st in states)
+            sent = sent_so_far()
             rate = (sent - last_sent) / (now - last_t) if now > last_t else 0.0
-            if not _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n"
-                          % (now - start, sent, rate)):
+            if not _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n" % (now - start, sent, rate)):
                 gone = "writing a progress line to stderr failed"
             last_t, last_sent = now, sent
             next_report += args.progress_s
             while next_report <= now:
                 next_report += args.progress_s
-        if gone is not None and not stop[0]:
-            stop[0] = True  # every thread stops within a packet or MAX_SLEEP_S
+        if (gone is not None or caught) and not shm[0]:
+            shm[0] = 1  # every sender stops within a batch or MAX_SLEEP_S
+            stop_pc = time.perf_counter()
         wait = WATCH_S
         if progress:
             wait = min(wait, max(next_report - now, 0.001))
         time.sleep(wait)  # a signal interrupts the sleep and its handler runs at once
-    for w in workers:
-        w.join()
-    for st in states:
-        st.sock.close()
 
-    crashed = [st for st in states if st.crash is not None]
+    t_drain = time.perf_counter()
+    after = wait_drained(iface) if sys.platform.startswith("linux") else read_counters(iface)
+    drained_s = time.perf_counter() - t_drain
+
+    reports = [s.report for s in senders]
+    crashed = [(s.index, (r or {}).get("crash") or "ended without a report (killed?)")
+               for s, r in zip(senders, reports) if r is None or r.get("crash")]
     if crashed:
-        e = crashed[0].crash
-        sys.stderr.write("generator.py: error: sending thread %d failed: %r\n" % (crashed[0].index, e))
+        sys.stderr.write("generator.py: error: sender %d failed: %s\n" % crashed[0])
+    reports = [r if r is not None else {"index": s.index, "scheduled": s.scheduled, "attempted": 0,
+                                         "send_errors": 0, "send_error_kinds": {}, "failed_seqs": [],
+                                         "max_lag_s": 0.0, "max_burst": 0, "end_pc": start, "first_pc": None,
+                                         "interrupted": True, "send_call": None}
+               for s, r in zip(senders, reports)]
 
-    sent = sum(st.attempted - st.errors for st in states)
-    errors = sum(st.errors for st in states)
+    sent = sum(r["attempted"] - r["send_errors"] for r in reports)
+    errors = sum(r["send_errors"] for r in reports)
+    attempted = sum(r["attempted"] for r in reports)
     kinds = {}
-    for st in states:
-        for k, v in st.error_kinds.items():
+    for r in reports:
+        for k, v in r["send_error_kinds"].items():
             kinds[k] = kinds.get(k, 0) + v
-    failed = sorted(s for st in states for s in st.failed_seqs)[:MAX_FAILED_SEQS]
-    end_pc = max(st.end_pc for st in states if st.end_pc is not None)
+    failed = sorted(s for r in reports for s in r["failed_seqs"])[:MAX_FAILED_SEQS]
+    end_pc = max(r["end_pc"] for r in reports)
     elapsed = max(end_pc - start, 0.0)
-    attempted = sum(st.attempted for st in states)
-    interrupted = bool(caught) or gone is not None or attempted < args.scheduled
+    interrupted = bool(caught) or gone is not None or any(r["interrupted"] for r in reports)
+    duration = float(args.duration)
+    if interrupted:
+        # The window ends where the sending was stopped (or the senders ended, if earlier).
+        stopped = min(x for x in (stop_pc, end_pc) if x is not None)
+        window = min(max(stopped - start, 0.0), duration)
+    else:
+        window = duration
+    achieved = sent / window if window > 0 else 0.0
+    calls = {r.get("send_call") for r in reports} - {None}
 
     def mono_at(pc):
         return mono0 + int(round((pc - pc0) * 1e9))
@@ -396,7 +1090,7 @@ def run(args):
         "port": args.port,
         "target_pps": args.pps,
         "payload_bytes": args.size,
-        "duration_s": float(args.duration),
+        "duration_s": duration,
         "threads": T,
         "scheduled": args.scheduled,
         "sent": sent,
@@ -404,28 +1098,40 @@ def run(args):
         "send_error_kinds": kinds,
         "failed_seqs": failed,
         "elapsed_s": round(elapsed, 6),
-        "achieved_pps": round(sent / elapsed, 2) if elapsed > 0 else 0.0,
+        "window_s": round(window, 6),
+        "achieved_pps": round(achieved, 3),
+        "not_offered": args.scheduled - attempted,
+        "rate_sustained": achieved >= args.pps * (1.0 - SUSTAINED_TOLERANCE),
+        "max_burst": max(r["max_burst"] for r in reports),
+        "pattern": args.pattern,
+        "burst_size": args.burst_size,
+        "seed": args.seed,
+        "send_path": args.send_path,
+        "send_call": calls.pop() if len(calls) == 1 else None,
+        "refused_retries": sum(r.get("refused_retries", 0) for r in reports),
+        "batch_max": BATCH_MAX,
         "start_monotonic_ns": mono_at(start),
         "end_monotonic_ns": mono_at(end_pc),
         "start_unix_ns": unix_at(start),
         "end_unix_ns": unix_at(end_pc),
-        "max_lag_us": round(max(st.max_lag_s for st in states) * 1e6, 1),
+        "max_lag_us": round(max(r["max_lag_s"] for r in reports) * 1e6, 1),
         "interrupted": interrupted,
         "boot_id": _boot_id(),
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
         "per_thread": [
-            {"thread": st.index, "scheduled": st.scheduled,
-             "sent": st.attempted - st.errors, "send_errors": st.errors}
-            for st in states
+            {"thread": r["index"], "scheduled": r["scheduled"], "sent": r["attempted"] - r["send_errors"],
+             "send_errors": r["send_errors"], "not_offered": r["scheduled"] - r["attempted"],
+             "max_burst": r["max_burst"], "max_lag_us": round(r["max_lag_s"] * 1e6, 1)}
+            for r in reports
         ],
+        "source_counters": counters_report(iface, before, after, drained_s),
     }
     if caught:
         status = 128 + caught[0]
     elif gone is not None:
         status = EXIT_CONTROLLER_GONE
-        _write(sys.stderr, "generator.py: error: stopped sending, the controller is gone (%s)\n"
-               % gone)
+        _write(sys.stderr, "generator.py: error: stopped sending, the controller is gone (%s)\n" % gone)
     elif crashed:
         status = 1
     else:
