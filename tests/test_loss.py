@@ -104,13 +104,35 @@ def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
     assert n(r, "lost_unlocated") == 0 and n(r, "unexplained") == 0, r
 
 
-def test_a_drop_no_counter_sees_is_lost_unlocated(workdir):
-    rules = (f'table netdev xlt {{ chain c {{ type filter hook egress device "{SRC_IF}" priority 0; '
-             f'udp dport 12345 numgen inc mod 100 == 0 drop; }} }}')
-    sh("ip", "netns", "exec", SRC_NS, "nft", rules)
-    run(workdir, "target_pps=5000", "duration_s=2", "experiment=nft")
-    r = row(workdir, "nft")
-    assert n(r, "lost") == n(r, "sent") // 100, r
+def _nft_on_source_egress(statement):
+    rules = (f'table netdev xlt {{\n chain c {{\n  type filter hook egress device "{SRC_IF}" priority 0;\n'
+             f'  udp dport 12345 numgen inc mod 100 == 0 {statement}\n }}\n}}\n')
+    r = subprocess.run(["ip", "netns", "exec", SRC_NS, "nft", "-f", "-"], input=rules, capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_drop_on_the_source_egress_is_the_source_stack(workdir):
+    # An nftables drop on the egress hook returns NET_XMIT_DROP: sendto still succeeds, and
+    # the kernel counts the packet in Udp SndbufErrors (and Ip OutDiscards).
+    _nft_on_source_egress("drop")
+    run(workdir, "target_pps=5000", "duration_s=2", "experiment=nftdrop")
+    r = row(workdir, "nftdrop")
+    assert n(r, "lost") == n(r, "sent") // 100 and n(r, "lost") > 0, r
+    assert n(r, "lost_src_stack") == n(r, "lost") and n(r, "lost_unlocated") == 0, r
+    assert n(r, "unexplained") == 0 and r["loss_where"] == f"src_stack {n(r, 'lost')}", r
+
+
+def test_a_loss_no_counter_sees_is_lost_unlocated(workdir):
+    # Every 100th packet leaves by another interface, as a misconfigured switch would send
+    # it elsewhere: the sender, the test interface and the DUT count nothing unusual.
+    sh("ip", "-n", SRC_NS, "link", "add", "xlt-sink0", "type", "veth", "peer", "name", "xlt-sink1")
+    for dev in ("xlt-sink0", "xlt-sink1"):
+        sh("ip", "-n", SRC_NS, "link", "set", dev, "up")
+    _nft_on_source_egress('fwd to "xlt-sink0"')
+    run(workdir, "target_pps=5000", "duration_s=2", "experiment=nftfwd")
+    r = row(workdir, "nftfwd")
+    assert n(r, "lost") == n(r, "sent") // 100 and n(r, "lost") > 0, r
     assert n(r, "lost_unlocated") == n(r, "lost"), r
     assert sum(n(r, c) for c in ("lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic")) == 0, r
     assert n(r, "unexplained") == 0 and r["loss_where"] == f"unlocated {n(r, 'lost')}", r
