@@ -134,7 +134,7 @@ def bench_peak(python, peer_mac, rounds):
                 % (dmac, SRC_IP, DST_IP, PORT))
         cfg = f.name
     rows = []
-    print("\n1. peak: 60-byte frames into a veth whose peer drops at tc ingress; frames the veth took "
+    print("\n1. peak: 60-byte frames to a MAC the veth peer does not have (dropped on arrival); frames the veth took "
           "per second, %d rounds" % rounds)
     print("%5s %8s %-22s %12s %8s" % ("round", "cpus", "sender", "pps", "ratio"))
     try:

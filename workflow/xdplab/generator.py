@@ -988,6 +988,9 @@ def run(args):
             for other in senders:
                 if other.rfd is not None:
                     os.close(other.rfd)
+                if other is not s and other.pid is None:
+                    for sock in [other.sock] + other.keep:
+                        sock.close()  # a later sender's: not this one's to hold
             _child(s, cfg, shm, wfd)  # never returns
         os.close(wfd)
         s.pid, s.rfd = pid, rfd
