@@ -97,13 +97,9 @@ run: setup
 test: setup
 	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) -m pytest -v $(PYTEST_ARGS) tests
 
-bench: setup
-	@set -e; shopt -s nullglob; found=0; \
-	for f in benchmarks/bench_*.py; do \
-		found=1; echo "== $$f"; \
-		PYTHONPATH=$(CURDIR)/workflow $(PYTHON) "$$f"; \
-	done; \
-	[ $$found -eq 1 ] || echo "no benchmarks/bench_*.py to run"
+# Figures, not pass/fail: benchmarks/results/<UTC date>.json and .md (README, "Benchmarks").
+bench: setup agent
+	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) benchmarks/run.py
 
 # The DUT agent as one file: the package plus bpf/collector.bpf.c and
 # bpf/xdplab.h inside (read with pkgutil, nothing is extracted), and the capture

@@ -1,0 +1,136 @@
+"""make bench: run every benchmark on the embedded testbed, one after the other (each
+measures its own side-by-side comparisons within one run), and write
+benchmarks/results/<UTC date>.json with every figure and <UTC date>.md with the table
+the README shows.  Figures, never pass/fail.
+
+    .venv/bin/python benchmarks/run.py [--skip generator,collector,workflow]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+BENCHES = {
+    # name: (interpreter, script, extra arguments)
+    "generator": (sys.executable, "bench_generator.py", ["--rounds", "2"]),
+    "collector": ("/usr/bin/python3", "bench_collector.py", []),   # needs bcc
+    "workflow": (sys.executable, "bench_workflow.py", []),
+}
+
+
+def machine() -> dict:
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def run(name: str) -> dict | None:
+    python, script, extra = BENCHES[name]
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
+        out = Path(f.name)
+    print(f"== {script}", flush=True)
+    t0 = time.monotonic()
+    r = subprocess.run([python, str(HERE / script), "--json", str(out), *extra],
+                       env={**os.environ, "PYTHONPATH": str(HERE.parent / "workflow")})
+    try:
+        figures = json.loads(out.read_text()) if r.returncode == 0 else None
+    except (OSError, ValueError):
+        figures = None
+    out.unlink(missing_ok=True)
+    if figures is None:
+        print(f"{script} failed (exit {r.returncode}); its figures are missing", flush=True)
+        return None
+    figures["wall_s"] = round(time.monotonic() - t0, 1)
+    return figures
+
+
+def _median(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
+def table(fig: dict) -> str:
+    """The Markdown table: each figure beside what it is compared with, in one run."""
+    lines = ["| what | measured | beside it (same run) | ratio |", "| --- | --- | --- | --- |"]
+    gen = fig.get("generator") or {}
+    peak = (gen.get("peak") or {}).get("rows") or []
+    for cpus, senders in (("1", 1), ("0-1", 2)):
+        trafgen = [r["pps"] for r in peak if r["tool"] == "trafgen" and r["cpus"] == cpus]
+        for path in ("udp", "packet"):
+            ours = [r for r in peak if r["tool"] == "generator.py" and r["cpus"] == cpus
+                    and r["send_path"] == path]
+            if ours and trafgen:
+                lines.append(f"| generator peak, {path}, {senders} sender(s), CPUs {cpus} | "
+                             f"{_median([r['pps'] for r in ours]):,} pps | trafgen {_median(trafgen):,} pps | "
+                             f"{_median([r['ratio'] for r in ours]):.2f}x |")
+    pacing = gen.get("pacing") or []
+    for pps in (1000, 10000, 100000):
+        ours = next((r for r in pacing if r["tool"] == "generator.py" and r["pps"] == pps), None)
+        theirs = next((r for r in pacing if r["tool"].startswith("iperf3") and r["pps"] == pps), None)
+        if ours and theirs:
+            lines.append(f"| rate error / DUT gap p50, p99 at {pps:,} pps | {ours['rate_error_pct']:+.4f} % / "
+                         f"{ours['gap_p50_us']} µs, {ours['gap_p99_us']} µs | iperf3 -u: "
+                         f"{theirs['rate_error_pct']:+.3f} % / {theirs['gap_p50_us']} µs, "
+                         f"{theirs['gap_p99_us']} µs | p99/ideal {ours['p99_over_ideal']} vs "
+                         f"{theirs['p99_over_ideal']} |")
+    coll = fig.get("collector") or {}
+    for size, row in (coll.get("ns_per_packet") or {}).items():
+        lines.append(f"| collector (features) per packet, {size} payload, BPF_PROG_TEST_RUN | "
+                     f"{row['features']} ns | count-only floor {row['floor']} ns | {row['features_ratio']}x |")
+        lines.append(f"| collector (counters) per packet, {size} payload, BPF_PROG_TEST_RUN | "
+                     f"{row['counters']} ns | count-only floor {row['floor']} ns | {row['counters_ratio']}x |")
+    if coll.get("consumer"):
+        lines.append(f"| agent's ring-buffer consumer | {coll['consumer']['records_per_s']:,} records/s | | |")
+    wf = fig.get("workflow") or {}
+    fc = wf.get("fixed_cost") or {}
+    if fc:
+        lines.append(f"| workflow: fixed cost per trial ({fc['trials']} trials of {fc['duration_s']} s) | "
+                     f"{fc['fixed_cost_per_trial_s']} s | sweep {fc['sweep_wall_s']} s | |")
+        lines.append(f"| workflow: no-op rerun of a finished 12-point sweep | {fc['noop_rerun_12_points_s']} s | | |")
+    for m in wf.get("memory") or []:
+        lines.append(f"| trial of {m['packets_scheduled']:,} packets: agent peak RSS (VmHWM) / controller | "
+                     f"{m['agent_vm_hwm_mib']} MiB / {m['controller_max_rss_mib']} MiB | "
+                     f"{m['results_bytes_per_packet']} bytes written per packet (keep_pcap=false) | lost "
+                     f"{m['lost']}, unexplained {m['unexplained']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--skip", default="", help="comma-separated: " + ", ".join(BENCHES))
+    args = p.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    stamp = time.strftime("%Y-%m-%dT%H%M%SZ", time.gmtime())
+    fig = {"date_utc": stamp, "machine": machine()}
+    for name in BENCHES:
+        if name not in skip:
+            fig[name] = run(name)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stamp}.json").write_text(json.dumps(fig, indent=1) + "\n")
+    m = fig["machine"]
+    md = (f"Measured {stamp} on {m['cpu']}, {m['cpus']} CPUs, Linux {m['kernel']} "
+          f"(`make bench`, benchmarks/results/{stamp}.json)\n\n" + table(fig))
+    (RESULTS / f"{stamp}.md").write_text(md)
+    print("\n" + md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
