@@ -391,6 +391,18 @@ def check_lab(raw, default_python: str = "python3") -> tuple[dict | None, list[s
     return {"sources": sources, "dut": dut}, problems
 
 
+def lab_as_config(lab: dict | None) -> dict | None:
+    """A normalised lab (check_lab) written back in the configuration's own keys, so
+    that --configfile gives the same lab again."""
+    if not lab:
+        return None
+    keys = [k for k in SOURCE_KEYS]
+    sources = [{k: s[k] for k in keys if s.get(k) is not None} for s in lab["sources"]]
+    dut = {"agent": lab["dut"]["agent_url"], "token_file": lab["dut"]["token_file"],
+           "ifaces": list(lab["dut"]["ifaces"])}
+    return {"sources": sources, "dut": dut}
+
+
 def describe_keys(schema: dict | None = None) -> list[tuple[str, str, str]]:
     """(key, default, description) for documentation."""
     schema = schema or load_schema()

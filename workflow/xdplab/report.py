@@ -32,21 +32,37 @@ def load_rows(trial_paths) -> pd.DataFrame:
     return df.sort_values(["target_pps", "packet_size", "repeat"], kind="stable").reset_index(drop=True)
 
 
+# Shown only when some trial has them: where loss happened, traffic that was not ours.
+OPTIONAL = [("loss_where", "loss where"), ("foreign_rx", "foreign")]
+SOURCE_LIMITED_MARK = "*"
+
+
+def _present(v) -> bool:
+    return not (v is None or (isinstance(v, float) and pd.isna(v)) or v == "" or v == 0)
+
+
 def markdown_table(df: pd.DataFrame) -> str:
-    heads = [h for _, h in TABLE]
+    columns = TABLE + [(c, h) for c, h in OPTIONAL if c in df and any(_present(v) for v in df[c])]
+    heads = [h for _, h in columns]
     lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" for _ in heads) + "|"]
+    limited = False
     for _, r in df.iterrows():
         cells = []
-        for col, _ in TABLE:
+        for col, _ in columns:
             v = r[col]
-            if v is None or (isinstance(v, float) and pd.isna(v)):
-                cells.append("n/a")
+            if v is None or (isinstance(v, float) and pd.isna(v)) or (col == "loss_where" and v == ""):
+                cells.append("n/a" if col != "loss_where" else "")
             elif isinstance(v, float):
                 cells.append(f"{v:.3f}" if col == "rate_error_pct" else f"{v:g}")
             else:
                 cells.append(str(v))
+            if col == "achieved_pps" and r.get("rate_sustained") in (False, "False"):
+                cells[-1] += SOURCE_LIMITED_MARK
+                limited = True
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    note = (f"\n{SOURCE_LIMITED_MARK} the source could not sustain the offered rate (rate_sustained=false): "
+            "it sent less than scheduled within duration_s; see not_offered\n" if limited else "")
+    return "\n".join(lines) + "\n" + note
 
 
 def _write(path: str, text: str) -> None:
@@ -87,7 +103,10 @@ def config_as_run(settings: dict, experiment: str) -> str:
             f"# Same configuration again: snakemake --configfile results/{experiment}/config.yaml ...\n")
     from .config import load_schema
 
+    from .config import lab_as_config
+
     order = list(load_schema()["properties"])
+    settings = dict(settings, lab=lab_as_config(settings.get("lab")))
     ordered = {k: settings[k] for k in order if k in settings}
     ordered.update({k: v for k, v in settings.items() if k not in ordered})
     return head + yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None)
