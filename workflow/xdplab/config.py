@@ -199,9 +199,11 @@ def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
         lab, lab_problems = check_lab(merged.get("lab"), values.get("source_python", "python3"))
         problems += lab_problems
         values["lab"] = lab
-    elif merged.get("lab") is not None:
-        problems.append("lab: hosts are given but testbed is 'embedded'; set testbed: lab to "
-                        "use them (or remove lab)")
+    else:
+        values["lab"] = None
+        if merged.get("lab") is not None:
+            problems.append("lab: hosts are given but testbed is 'embedded'; set testbed: lab to "
+                            "use them (or remove lab)")
     if problems:
         raise ConfigError(problems)
     # Last, the standard check against the schema itself, of the coerced values (and the
