@@ -563,6 +563,7 @@ print("ok")
 def running_testbed(tmp_path_factory):
     """The embedded testbed's description as testbed_up writes it (one source, one DUT
     interface)."""
+    from xdplab import steps
     from xdplab.testbed import EmbeddedTestbed
 
     tb = EmbeddedTestbed()

@@ -338,6 +338,11 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
             r = p.join()
             results.append((r, bool(c.transport and c.transport.is_active())))
     except BaseException as e:
+        # stop() also cancels each command's timeout timer, a non-daemon thread that would
+        # keep this process alive until the timeout expired.
+        for p in promises:
+            with contextlib.suppress(Exception):
+                p.runner.stop()
         for c in conns:
             with contextlib.suppress(Exception):
                 c.close()
