@@ -7,13 +7,13 @@ rule build_collector:
     input:
         source="bpf/collector.bpf.c",
         header="bpf/xdplab.h",
-        connectivity=ancient(f"{BUILD}/connectivity.json"),
+        connectivity=f"{BUILD_STAGE}/connectivity.json",
     output:
         MANIFEST,
     params:
-        port=lambda w: int(w.port),
+        port=S["port"],
         collector="features",
     log:
-        f"{BUILD}/logs/build_collector.log",
+        f"{BUILD_STAGE}/logs/build_collector.log",
     script:
         "../scripts/build_collector.py"

@@ -31,12 +31,8 @@ TESTBED_ID = (
     if S["testbed"] == "embedded"
     else f"lab-{hashlib.sha256(S['lab']['dut']['agent_url'].encode()).hexdigest()[:8]}"
 )
-BUILD = f"results/build/{TESTBED_ID}/port~{{port}}"
-MANIFEST = f"results/build/{TESTBED_ID}/collector_port~{{port}}.json"
-# The testbed is brought up and checked once per invocation that runs trials (temp);
-# a trial takes it as ancient(), so a fresh check never makes a finished trial look
-# outdated.
-CONNECTIVITY = f"results/build/{TESTBED_ID}/port~{S['port']}/connectivity.json"
+BUILD_STAGE = f"results/build/{TESTBED_ID}/port~{S['port']}"
+MANIFEST = f"results/build/{TESTBED_ID}/collector_port~{S['port']}.json"
 
 TRIALS = [
     {"pps": p, "size": s, "rep": r}
@@ -51,8 +47,8 @@ wildcard_constraints:
     size=r"\d+",
     rep=r"\d+",
     port=r"\d+",
-    # Where a testbed_up/check_connectivity pair works for: the testbed of a build.
-    stage=r"results/build/[^/]+/port~\d+",
+    # What a connectivity check vouches for: the build, or one trial.
+    stage=r"results/(build/[^/]+/port~\d+|[^/]+/trials/pps~\d+/size~\d+/rep~\d+)",
 
 
 def trial_of(wildcards):

@@ -1,21 +1,22 @@
-# Testbed up and check connectivity, once per invocation that has trials to run
-# ({stage}: results/build/<testbed>/port~N).  Their outputs are temp(): the next
-# invocation checks again (the testbed may be gone), and the rules that use the
-# check take it as ancient(), so a fresh check never makes a finished trial look
-# outdated.  Bringing the embedded testbed up is idempotent: a healthy one is
-# reused; in lab mode testbed_up only writes the lab's description.
+# The testbed comes up once per invocation that needs it (the embedded testbed:
+# idempotent, a healthy one is reused; a lab: its hosts' description), and is
+# checked once for the build and again right before each trial ({stage}: the
+# build's directory or a trial's).  Their outputs are temp() and every check belongs
+# to one stage only: checking the testbed again for a new trial never makes a
+# finished trial look outdated, and a long sweep checks the hosts before every
+# trial it measures.
 
 
 rule testbed_up:
     output:
-        testbed=temp("{stage}/testbed.json"),
+        testbed=temp(f"{BUILD_STAGE}/testbed.json"),
     params:
         testbed=TESTBED_SETTINGS,
     resources:
         testbed=1,
     priority: 8
     log:
-        "{stage}/logs/testbed_up.log",
+        f"{BUILD_STAGE}/logs/testbed_up.log",
     script:
         "../scripts/testbed_up.py"
 

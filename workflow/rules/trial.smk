@@ -1,5 +1,5 @@
 # One trial: arm the collector, launch the generator, verify the capture,
-# gather the results.  They read the testbed's description from the invocation's
+# gather the results.  They read the testbed's description from the trial's own
 # connectivity check (testbed.smk).  The four steps hold a session on the DUT
 # agent between them, so they share the `testbed` resource (limit 1, common.smk) and later
 # steps have higher priority: once a trial is armed, its own next step always
@@ -8,8 +8,8 @@
 
 rule arm_collector:
     input:
-        build=MANIFEST.format(port=S["port"]),
-        connectivity=ancient(CONNECTIVITY),
+        build=MANIFEST,
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
         arm=f"{TRIAL}/arm.json",
     params:
@@ -28,7 +28,7 @@ rule arm_collector:
 rule launch_generator:
     input:
         arm=rules.arm_collector.output.arm,
-        connectivity=ancient(CONNECTIVITY),
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
         generator=f"{TRIAL}/generator.json",
     params:
@@ -47,7 +47,7 @@ rule verify_capture:
     input:
         arm=rules.arm_collector.output.arm,
         generator=rules.launch_generator.output.generator,
-        connectivity=ancient(CONNECTIVITY),
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
         # The captures (capture.pcap, or capture-<if>.pcap per DUT interface) are kept
         # beside it unless keep_pcap=false; they are not outputs, so that they may go.
@@ -69,7 +69,7 @@ rule gather_results:
         arm=rules.arm_collector.output.arm,
         generator=rules.launch_generator.output.generator,
         capture=rules.verify_capture.output.capture,
-        connectivity=ancient(CONNECTIVITY),
+        connectivity=f"{TRIAL}/connectivity.json",
     output:
         trial=f"{TRIAL}/trial.json",
     params:
