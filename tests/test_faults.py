@@ -561,7 +561,7 @@ print("ok")
 
 @pytest.fixture(scope="module")
 def running_testbed(tmp_path_factory):
-    """The embedded testbed's description as testbed_up writes it (one source, one DUT
+    """The embedded testbed's description as check_connectivity brings it up (one source, one DUT
     interface)."""
     from xdplab import steps
     from xdplab.testbed import EmbeddedTestbed

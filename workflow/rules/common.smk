@@ -97,7 +97,7 @@ TRIAL_SETTINGS = {
     + {"burst": ("burst_size",), "poisson": ("seed",)}.get(S["pattern"], ())
 }
 
-# The testbed as testbed_up needs it.
+# The testbed as check_connectivity brings it up.
 TESTBED_SETTINGS = {k: S[k] for k in TESTBED_KEYS}
 
 # Partial trials left by an interrupted invocation are discarded, not continued;

@@ -1,31 +1,18 @@
-# The testbed comes up once per invocation that needs it (the embedded testbed:
-# idempotent, a healthy one is reused; a lab: its hosts' description), and is
-# checked once for the build and again right before each trial ({stage}: the
-# build's directory or a trial's).  Their outputs are temp() and every check belongs
-# to one stage only: checking the testbed again for a new trial never makes a
-# finished trial look outdated, and a long sweep checks the hosts before every
-# trial it measures.
-
-
-rule testbed_up:
-    output:
-        testbed=temp(f"{BUILD_STAGE}/testbed.json"),
-    params:
-        testbed=TESTBED_SETTINGS,
-    resources:
-        testbed=1,
-    priority: 8
-    log:
-        f"{BUILD_STAGE}/logs/testbed_up.log",
-    script:
-        "../scripts/testbed_up.py"
+# Check connectivity, once for the build and again right before each trial
+# ({stage}: the build's directory or a trial's): bring the testbed up (the embedded
+# one is idempotent: a healthy testbed is reused; a lab's hosts are taken from the
+# configuration), then check every host.  The record is temp() and belongs to one
+# stage only: checking the testbed again for a new trial never makes a finished
+# trial look outdated (a check shared by several trials would: Snakemake reruns
+# whatever depends on a job that runs), and a long sweep checks the hosts before
+# every trial it measures.
 
 
 rule check_connectivity:
-    input:
-        testbed=rules.testbed_up.output.testbed,
     output:
         connectivity=temp("{stage}/connectivity.json"),
+    params:
+        testbed=TESTBED_SETTINGS,
     resources:
         testbed=1,
     priority: 9

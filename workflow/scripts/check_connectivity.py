@@ -1,4 +1,5 @@
-"""Rule check_connectivity: the agent's health, SSH to the source, a ping over the test link."""
+"""Rule check_connectivity: bring the testbed up (or take a lab's hosts), then the agent's
+health, SSH to every source, a ping over each test link."""
 import sys
 from pathlib import Path
 
@@ -6,4 +7,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xdplab import steps  # noqa: E402
 
 steps.run_step(snakemake, lambda sm, log: steps.check_connectivity(
-    sm.input.testbed, sm.output.connectivity, log))
+    steps.bring_up(dict(sm.params.testbed), log), sm.output.connectivity, log))

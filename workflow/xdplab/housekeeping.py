@@ -19,7 +19,7 @@ from pathlib import Path
 
 STEP_FILES = ("arm.json", "generator.json", "capture.json")
 CAPTURE_GLOB = "capture*.pcap"   # capture.pcap, or capture-<if>.pcap per DUT interface
-# temp() outputs of testbed_up and check_connectivity: true only for the invocation
+# temp() outputs of check_connectivity (and of testbed_up, which it replaced): true only for the invocation
 # that made them (the next one may find the testbed torn down).
 TESTBED_RECORDS = ("testbed.json", "connectivity.json")
 FAILED_FILE = "failed.json"   # steps.FAILED_FILE: why the trial's last attempt failed

@@ -274,17 +274,16 @@ def describe_embedded(desc: dict, source_python: str) -> dict:
             "embedded": {k: desc.get(k) for k in ("name", "state_dir", "cleared", "created")}}
 
 
-def testbed_up(params: dict, output: str, log: Log) -> None:
+def bring_up(params: dict, log: Log) -> dict:
     """Bring the embedded testbed up (idempotent: a healthy one is reused), or take a lab's
-    hosts from the configuration; write the testbed description."""
+    hosts from the configuration; return the testbed description."""
     if params["testbed"] == "lab":
         lab = params["lab"]
         desc = {"mode": "lab", "sources": lab["sources"], "dut": lab["dut"]}
-        write_json(output, desc)
         log(f"lab: {len(desc['sources'])} source host(s) "
             f"({', '.join(source.where(s) for s in desc['sources'])}), DUT agent "
             f"{desc['dut']['agent_url']} on {', '.join(desc['dut']['ifaces'])}")
-        return
+        return desc
     from .testbed import EmbeddedTestbed
 
     tb = EmbeddedTestbed(src_iface=params["src_iface"], dut_iface=params["dut_iface"], mtu=params["mtu"])
@@ -296,8 +295,8 @@ def testbed_up(params: dict, output: str, log: Log) -> None:
         log("reusing the testbed that is already up (left by an earlier run or by "
             "`python -m xdplab.testbed up`)", echo=True)
     desc = describe_embedded(raw, params["source_python"])
-    write_json(output, desc)
     log(f"testbed up: {json.dumps(desc)}")
+    return desc
 
 
 def _dut_ifaces(health: dict, wanted: list[str]) -> tuple[dict, list[str]]:
@@ -321,12 +320,13 @@ def _dut_ifaces(health: dict, wanted: list[str]) -> tuple[dict, list[str]]:
     return found, problems
 
 
-def check_connectivity(testbed_path: str, output: str, log: Log, timeout_s: float = 5.0) -> None:
+def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0) -> None:
     """The agent's health (and the DUT interfaces' addresses), SSH to every source (and its
     address), a ping from each source to its DUT interface: name what is unreachable.  What
     an earlier, crashed run left on the hosts (an armed session on the agent, a generator
-    on a source) is cleared here, and said so."""
-    desc = read_json(testbed_path)
+    on a source) is cleared here, and said so.  `testbed`: the description, or the path
+    of a JSON file holding it."""
+    desc = testbed if isinstance(testbed, dict) else read_json(testbed)
     problems = []
     agent = AgentClient.from_description(desc["dut"], timeout_s=timeout_s)
     dut_ifaces = {}
