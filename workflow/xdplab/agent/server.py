@@ -155,14 +155,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _send_pcap(self, s, query):
         name = query_interface(query, [i.name for i in s.ifaces])
-        with s.lock:
-            iface = [i for i in s.ifaces if i.name == name][0]
-            if iface.capture is None:
-                raise ApiError(409, "session %s: capture is still running; stop it first" % s.id)
-            path = iface.pcap_path
-        if path is None:
-            raise ApiError(410, "session %s: its capture was removed (the agent keeps the "
-                                "captures of the last finished sessions only)" % s.id)
+        iface, path = self.server.agent.stopped_capture(s, name)
         try:
             f = open(path, "rb")
         except OSError as e:

@@ -249,6 +249,20 @@ class Agent:
             raise ApiError(404, "no session %s on this agent" % sid)
         return s
 
+    @staticmethod
+    def stopped_capture(s, name):
+        """(the session's interface, its capture file) once tcpdump has stopped: 409 while it
+        runs, 410 once the capture was deleted."""
+        with s.lock:
+            iface = [i for i in s.ifaces if i.name == name][0]
+            if iface.capture is None:
+                raise ApiError(409, "session %s: capture is still running; stop it first" % s.id)
+            path = iface.pcap_path
+        if path is None:
+            raise ApiError(410, "session %s: its capture was removed (the agent keeps the "
+                                "captures of the last finished sessions only)" % s.id)
+        return iface, path
+
     def capture_check(self, s, body):
         """Check one run id's packets in a stopped capture against the generator's schedule,
         here where the capture was written (streaming, bounded memory: pcapcheck), so that
@@ -256,14 +270,7 @@ class Agent:
         from xdplab import pcapcheck   # beside the agent, in the pyz and in the repository
 
         req = validate_capture_check(body, [i.name for i in s.ifaces])
-        with s.lock:
-            iface = [i for i in s.ifaces if i.name == req["interface"]][0]
-            if iface.capture is None:
-                raise ApiError(409, "session %s: capture is still running; stop it first" % s.id)
-            path = iface.pcap_path
-        if path is None:
-            raise ApiError(410, "session %s: its capture was removed (the agent keeps the "
-                                "captures of the last finished sessions only)" % s.id)
+        iface, path = self.stopped_capture(s, req["interface"])
         t0 = time.monotonic()
         try:
             out = pcapcheck.verify_capture(path, run_id=req["run_id"], port=s.req["port"],
