@@ -24,7 +24,10 @@ MAGIC = 0x58444C42  # XDPLAB_MAGIC in bpf/xdplab.h
 HDR_LEN = 18  # XDPLAB_HDR_LEN
 LINKTYPE_ETHERNET = 1
 MISSING_EXAMPLES = 20
-CHUNK_BYTES = 16 << 20
+# Read size: the file is streamed, so memory is this (about three times, while a chunk
+# is joined to the rest of the previous one) plus one byte per scheduled packet, never
+# the capture's size.  1 MiB costs ~5 % of the speed of 16 MiB and a tenth of the memory.
+CHUNK_BYTES = 1 << 20
 MAX_RECORD_BYTES = 1 << 20  # larger than any snaplen tcpdump uses: the file is corrupt
 
 _PCAP_MAGICS = {0xA1B2C3D4: "us", 0xA1B23C4D: "ns"}

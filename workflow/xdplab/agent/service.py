@@ -12,7 +12,7 @@ from collections import OrderedDict
 
 from . import AGENT, sysstats
 from .api import ApiError, validate_arm, validate_build, validate_capture_check
-from .bpf import Program, PROG_NAME
+from .bpf import Program, PROG_NAME, release_freed_memory
 from .session import Session
 
 log = logging.getLogger("xdplab-agent")
@@ -280,6 +280,7 @@ class Agent:
             raise ApiError(500, "session %s: checking the capture of %s failed: %s"
                            % (s.id, req["interface"], e))
         out["check_s"] = round(time.monotonic() - t0, 3)
+        release_freed_memory()
         out["pcap_sha256"] = iface.capture.get("pcap_sha256")
         return out
 
@@ -290,7 +291,8 @@ class Agent:
             with self.lock:
                 if self.armed is s:
                     self.armed = None
-        x = {n: (r["xdp"]["matched"], r["nic"].get("rx_packets"))
+            release_freed_memory()   # the session's bitmaps and histograms
+        x = {n: ((r.get("xdp") or {}).get("matched"), (r.get("nic") or {}).get("rx_packets"))
              for n, r in res["interfaces"].items()}
         log.info("session %s disarmed%s in %.3f s (arm %.3f s, capture stop %s s): "
                  "matched/nic rx %s", s.id, " by the watchdog" if watchdog else "",
