@@ -13,9 +13,10 @@ Standard library only, pure logic (no subprocesses, no network), and fast
 enough for captures of ~10^6 packets: the file is read in large chunks, the
 common frame (untagged Ethernet, IPv4 without options, UDP) is decoded with a
 single ``struct.unpack_from``, and seen sequence numbers are kept in a
-bytearray with one byte per scheduled seq.
+bitmap, one bit per scheduled seq (15 million packets: 1.9 MB).
 """
 
+import re
 import struct
 
 __all__ = ["verify_capture", "MAGIC", "HDR_LEN", "LINKTYPE_ETHERNET"]
@@ -122,7 +123,8 @@ def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(
     threads = int(threads)
     if scheduled < 0 or threads < 1:
         raise ValueError("scheduled must be >= 0 and threads >= 1")
-    seen = bytearray(scheduled)
+    seen = bytearray((scheduled + 7) // 8)   # bit seq & 7 of byte seq >> 3
+    unique = 0
     high = [-1] * threads
     packets = matched = other_run = not_ours = 0
     duplicated = reordered = out_of_range = 0
@@ -178,10 +180,12 @@ def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(
                 if seq >= scheduled:
                     out_of_range += 1
                     continue
-                if seen[seq]:
+                bit = 1 << (seq & 7)
+                if seen[seq >> 3] & bit:
                     duplicated += 1
                     continue
-                seen[seq] = 1
+                seen[seq >> 3] |= bit
+                unique += 1
                 t = seq % threads
                 if seq < high[t]:
                     reordered += 1
@@ -195,15 +199,20 @@ def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(
             data = data[pos:] + more
             pos = 0
 
-    failed = set(s for s in failed_seqs if 0 <= s < scheduled and not seen[s])
-    never_seen = seen.count(0)
+    def was_seen(s):
+        return seen[s >> 3] & (1 << (s & 7))
+
+    failed = set(s for s in failed_seqs if 0 <= s < scheduled and not was_seen(s))
+    never_seen = scheduled - unique
     missing = never_seen - len(failed)
     examples = []
-    i = seen.find(0)
-    while i != -1 and len(examples) < MISSING_EXAMPLES:
-        if i not in failed:
-            examples.append(i)
-        i = seen.find(0, i + 1)
+    for m in re.finditer(rb"[^\xff]", seen):   # bytes with a seq never seen (or the last, partly used)
+        byte = m.start()
+        for s in range(byte * 8, min(byte * 8 + 8, scheduled)):
+            if not was_seen(s) and s not in failed and len(examples) < MISSING_EXAMPLES:
+                examples.append(s)
+        if len(examples) >= MISSING_EXAMPLES:
+            break
     return {
         "packets_in_file": packets,
         "matched": matched,
