@@ -85,10 +85,14 @@ def table(fig: dict) -> str:
         ours = next((r for r in pacing if r["tool"] == "generator.py" and r["pps"] == pps), None)
         theirs = next((r for r in pacing if r["tool"].startswith("iperf3") and r["pps"] == pps), None)
         if ours and theirs:
-            lines.append(f"| rate error / DUT gap p50, p99 at {pps:,} pps | {ours['rate_error_pct']:+.4f} % / "
-                         f"{ours['gap_p50_us']} µs, {ours['gap_p99_us']} µs | iperf3 -u: "
-                         f"{theirs['rate_error_pct']:+.3f} % / {theirs['gap_p50_us']} µs, "
-                         f"{theirs['gap_p99_us']} µs | p99/ideal {ours['p99_over_ideal']} vs "
+            # Rate error from each tool's own count over its window; the gaps from the
+            # receiver's capture (whose first packets may come before it listens).
+            def err(r):
+                return (r["own_achieved_pps"] - pps) / pps * 100
+            lines.append(f"| rate error (own count) / gaps at the receiver p50, p99, at {pps:,} pps | "
+                         f"{err(ours):+.4f} % / {ours['gap_p50_us']} µs, {ours['gap_p99_us']} µs | "
+                         f"iperf3 -u: {err(theirs):+.4f} % / {theirs['gap_p50_us']} µs, "
+                         f"{theirs['gap_p99_us']} µs | p99/ideal gap {ours['p99_over_ideal']} vs "
                          f"{theirs['p99_over_ideal']} |")
     coll = fig.get("collector") or {}
     for size, row in (coll.get("ns_per_packet") or {}).items():
