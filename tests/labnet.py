@@ -15,6 +15,8 @@ configuration (contract, section 3) for it, which is all the workflow knows.
 from __future__ import annotations
 
 import dataclasses
+import json
+import subprocess
 from pathlib import Path
 
 LAB_NAME = "xlt-lab"            # namespace prefix; xlt-: test-only (conftest's leak check)
@@ -22,6 +24,18 @@ LAB_NET = "10.204.0.0/16"
 LAB_SOURCES = 2
 AGENT_PORT = 7717
 REPO = Path(__file__).resolve().parents[1]
+
+
+def ip_json(*args, netns=None):
+    """`ip -j ...` (in a namespace) as parsed JSON; [] when it prints nothing."""
+    argv = ["ip", "-j"] + (["-n", netns] if netns else []) + list(args)
+    out = subprocess.run(argv, capture_output=True, text=True).stdout
+    return json.loads(out) if out.strip() else []
+
+
+def netns_names():
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 @dataclasses.dataclass

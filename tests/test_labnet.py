@@ -17,17 +17,7 @@ import pytest
 import yaml
 
 import labnet
-
-
-def ip_json(*args, netns=None):
-    argv = ["ip", "-j"] + (["-n", netns] if netns else []) + list(args)
-    out = subprocess.run(argv, capture_output=True, text=True).stdout
-    return json.loads(out) if out.strip() else []
-
-
-def netns_names():
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+from labnet import ip_json, netns_names
 
 
 def inet(netns, iface):

@@ -24,18 +24,9 @@ from xdplab import testbed as testbed_module
 
 MGMT_SRC_IFACE, MGMT_DUT_IFACE = testbed_module.MGMT_SRC_IFACE, testbed_module.MGMT_DUT_IFACE
 
+from labnet import ip_json, netns_names  # noqa: E402
+
 SRC_NS, DUT_NS = "xdplab-src", "xdplab-dut"
-
-
-def ip_json(*args, netns=None):
-    argv = ["ip", "-j"] + (["-n", netns] if netns else []) + list(args)
-    out = subprocess.run(argv, capture_output=True, text=True).stdout
-    return json.loads(out) if out.strip() else []
-
-
-def netns_names():
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 def link(name, netns=None):
