@@ -10,6 +10,7 @@ import json
 import math
 import random
 import re
+import threading
 import tracemalloc
 import types
 from pathlib import Path
@@ -317,9 +318,10 @@ def test_forgotten_sessions_and_stale_files_lose_their_pcap(tmp_path):
     def fake(sid, state):
         path = tmp_path / (sid + ".if0.pcap")
         path.write_bytes(b"pcap")
-        s = types.SimpleNamespace(id=sid, state=state,
+        s = types.SimpleNamespace(id=sid, state=state, lock=threading.RLock(), result=None,
                                   ifaces=[types.SimpleNamespace(name="eth1", pcap_path=str(path))])
         s.remove_pcaps = lambda s=s: session.Session.remove_pcaps(s)
+        s.drop_histograms = lambda s=s: session.Session.drop_histograms(s)
         return s
 
     for sid in ids:
@@ -378,3 +380,18 @@ def test_pyz_carries_the_bpf_files_and_runs_help_without_bcc():
     r = subprocess.run(["/usr/bin/python3", "-S", str(pyz), "--help"], capture_output=True,
                        text=True, cwd="/")
     assert r.returncode == 0 and "--interface" in r.stdout, r.stderr
+
+
+def test_old_sessions_keep_their_figures_but_not_their_histograms():
+    from xdplab.agent.session import Session
+
+    hist = {"scheme": "log-linear", "buckets": [[1, 1, 5]] * 3000}
+    result = {"interfaces": {"xl-dut0": {"features": {
+        "latency_ns": {"count": 5, "p50": 1, "histogram": dict(hist)},
+        "gap_ns": {"count": 4, "p50": 1, "histogram": dict(hist)}}}}}
+    old = types.SimpleNamespace(lock=threading.RLock(), result=result)
+    Session.drop_histograms(old)
+    feats = result["interfaces"]["xl-dut0"]["features"]
+    assert feats["latency_ns"]["p50"] == 1 and feats["latency_ns"]["count"] == 5
+    assert "buckets" not in feats["latency_ns"]["histogram"] and "dropped" in feats["gap_ns"]["histogram"]
+    Session.drop_histograms(types.SimpleNamespace(lock=threading.RLock(), result=None))  # nothing to drop

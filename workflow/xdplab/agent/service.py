@@ -227,6 +227,7 @@ class Agent:
         for sid in done[:max(0, len(done) - MAX_KEPT_CAPTURES)]:
             if sid in self.sessions:
                 self.sessions[sid].remove_pcaps()
+                self.sessions[sid].drop_histograms()
 
     def _watchdog(self, s):
         while not s.disarmed.is_set():

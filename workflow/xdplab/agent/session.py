@@ -395,6 +395,18 @@ class Session:
         d.update(self.timing)
         return d
 
+    def drop_histograms(self):
+        """Keep a finished session's figures but not its histograms (thousands of buckets
+        each): the agent remembers many finished sessions, and their histograms would
+        make its memory grow with every trial.  The controller reads them at disarm."""
+        with self.lock:
+            for i in ((self.result or {}).get("interfaces") or {}).values():
+                for h in ("latency_ns", "gap_ns"):
+                    block = (i.get("features") or {}).get(h)
+                    if isinstance(block, dict) and block.get("histogram") is not None:
+                        block["histogram"] = {"dropped": "the agent keeps the histograms of its "
+                                                         "latest finished sessions only"}
+
     def remove_pcaps(self):
         """Delete the session's capture files (never raises)."""
         for i in self.ifaces:
