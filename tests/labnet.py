@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 LAB_NAME = "xlt-lab"            # namespace prefix; xlt-: test-only (conftest's leak check)
@@ -31,6 +33,22 @@ def ip_json(*args, netns=None):
     argv = ["ip", "-j"] + (["-n", netns] if netns else []) + list(args)
     out = subprocess.run(argv, capture_output=True, text=True).stdout
     return json.loads(out) if out.strip() else []
+
+
+def agent(desc, method, path, token=True):
+    """(status, JSON body or None) of a request to a testbed's agent, with its token unless
+    told otherwise, whatever http_proxy says."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["X-Xdplab-Token"] = Path(desc["dut"]["token_file"]).read_text().strip()
+    req = urllib.request.Request(desc["dut"]["agent_url"] + path, method=method, headers=headers,
+                                 data=b"{}" if method == "POST" else None)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, None
 
 
 def netns_names():

@@ -6,18 +6,14 @@ Needs root; skips otherwise.  The tests share one lab (module fixture); the one
 that takes it down to check that nothing is left brings it up again.
 """
 
-import json
 import subprocess
-import urllib.error
-import urllib.request
-from pathlib import Path
 
 import paramiko
 import pytest
 import yaml
 
 import labnet
-from labnet import ip_json, netns_names
+from labnet import agent, ip_json, netns_names
 
 
 def inet(netns, iface):
@@ -42,20 +38,6 @@ def run(client, command, timeout=30):
     _, out, err = client.exec_command(command, timeout=timeout)
     rc = out.channel.recv_exit_status()
     return rc, out.read().decode() + err.read().decode()
-
-
-def agent(desc, method, path, token=True):
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["X-Xdplab-Token"] = Path(desc["dut"]["token_file"]).read_text().strip()
-    req = urllib.request.Request(desc["dut"]["agent_url"] + path, method=method, headers=headers,
-                                 data=b"{}" if method == "POST" else None)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, None
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from xdplab import testbed as testbed_module
 
 MGMT_SRC_IFACE, MGMT_DUT_IFACE = testbed_module.MGMT_SRC_IFACE, testbed_module.MGMT_DUT_IFACE
 
-from labnet import ip_json, netns_names  # noqa: E402
+from labnet import agent, ip_json, netns_names  # noqa: E402
 
 SRC_NS, DUT_NS = "xdplab-src", "xdplab-dut"
 
@@ -43,19 +41,6 @@ def neigh_state(netns, iface, addr):
         if n.get("dst") == addr:
             return n.get("state", [])
     return None
-
-
-def agent_get(desc, path, token=True):
-    headers = {}
-    if token:
-        headers["X-Xdplab-Token"] = Path(desc["dut"]["token_file"]).read_text().strip()
-    req = urllib.request.Request(desc["dut"]["agent_url"] + path, headers=headers)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, None
 
 
 def ssh(desc):
@@ -172,10 +157,10 @@ def test_ping_over_the_test_link(desc):
 
 
 def test_agent_health(desc):
-    status, body = agent_get(desc, "/health")
+    status, body = agent(desc, "GET", "/health")
     assert status == 200
     # Without the token: refused (agent/1) or only that it is alive (agent/2).
-    status, anon = agent_get(desc, "/health", token=False)
+    status, anon = agent(desc, "GET", "/health", token=False)
     assert status == 401 or (status == 200 and set(anon) == {"ok", "agent"}), anon
     assert body["agent"].startswith("xdplab-agent/") and body["ok"] is True
     assert "xl-dut0" in body["interfaces"]
