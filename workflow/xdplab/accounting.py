@@ -177,14 +177,14 @@ def merged_percentile(hists: list, pct: float):
     return None
 
 
-def _percentile(blocks: list, key: str, pct_key: str, pct: float):
-    """pct of a distribution over interfaces: the interface's own figure with one, the
-    merged histograms with several."""
+def _percentile(blocks: list, pct: int):
+    """pct of a distribution over interfaces: the interface's own figure ("p50", "p99")
+    with one, the merged histograms with several."""
     blocks = [b for b in blocks if b and b.get("count")]
     if not blocks:
         return None
     if len(blocks) == 1:
-        return blocks[0].get(pct_key)
+        return blocks[0].get(f"p{pct}")
     return merged_percentile([b.get("histogram") for b in blocks], pct)
 
 
@@ -344,8 +344,7 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
     same_clock = bool(gens) and all(g.get("boot_id") and g.get("boot_id") == gathered.get("boot_id")
                                     for g in gens)
     lat_blocks = [f.get("latency_ns") for f in feats]
-    p50 = _percentile(lat_blocks, "latency_ns", "p50", 50)
-    p99 = _percentile(lat_blocks, "latency_ns", "p99", 99)
+    p50, p99 = _percentile(lat_blocks, 50), _percentile(lat_blocks, 99)
     if same_clock and p50 is not None:
         method = ("send timestamp in the payload (CLOCK_MONOTONIC before sendto on the source) to "
                   "bpf_ktime_get_ns() in XDP on the DUT; one kernel, one clock; percentiles from a "
@@ -357,7 +356,7 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
                   else "not available: no feature records received" if collector == "features"
                   else f"not available: collector {collector} exports no records")
     gap_blocks = [f.get("gap_ns") for f in feats]
-    g50, g99 = _percentile(gap_blocks, "gap_ns", "p50", 50), _percentile(gap_blocks, "gap_ns", "p99", 99)
+    g50, g99 = _percentile(gap_blocks, 50), _percentile(gap_blocks, 99)
 
     lost = total(source_rows, "lost")
     located = {c: total(source_rows, c) or 0 for c in

@@ -379,11 +379,6 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
     return reports
 
 
-def run_generator(source: dict, args: dict, *, timeout_s: float, err_stream) -> dict:
-    """One source: run_generators() for a single job."""
-    return run_generators([(source, args)], timeout_s=timeout_s, err_stream=err_stream)[0]
-
-
 def _stop_after_failure(jobs: list, err_stream) -> None:
     """Best effort, bounded, all sources at once: leave no generator of these runs behind."""
     def stop(src, run_id):

@@ -469,7 +469,7 @@ FIXED_TRIAL_BYTES = 1 << 20     # step records, logs
 DISK_MARGIN = 1.25              # the estimate is refused when it would leave less than this
 
 
-def disk_estimate(trial: dict, params: dict, nsrc: int) -> dict:
+def disk_estimate(trial: dict, params: dict) -> dict:
     """What a trial will write, in bytes, on the DUT (its captures, while it runs) and in
     results/ (the captures again if kept, the records)."""
     packets = trial["target_pps"] * params["duration_s"]
@@ -509,7 +509,7 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     # run left; the agent's health is asked again here (it may have gone since).
     agent = agent_for(conn)
     health = agent.health()
-    estimate = disk_estimate(trial, params, len(conn["sources"]))
+    estimate = disk_estimate(trial, params)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     check_disk(estimate, str(Path(output).parent), health.get("state_dir_free_bytes"),
                health.get("state_dir"))
