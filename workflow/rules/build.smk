@@ -12,8 +12,10 @@ rule build_collector:
         MANIFEST,
     params:
         port=S["port"],
-        collector="features",
+        collector=lambda wildcards: wildcards.collector,
+    # as soon as its testbed check is done: every trial waits for it
+    priority: 14 * (len(ORDER) + 2)
     log:
-        f"{BUILD_STAGE}/logs/build_collector.log",
+        f"{BUILD_STAGE}/logs/build_{{collector}}.log",
     script:
         "../scripts/build_collector.py"

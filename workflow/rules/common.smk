@@ -1,6 +1,7 @@
 # Validated configuration, the list of trials, and paths shared by the rules.
 
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from xdplab.config import ConfigError, validate_config  # noqa: E402
-from xdplab import housekeeping  # noqa: E402
+from xdplab import housekeeping, trials  # noqa: E402
 
 try:
     S = validate_config(config).values
@@ -22,7 +23,9 @@ workflow.register_resource("testbed", 1)
 
 EXP = S["experiment"]
 RESULTS = f"results/{EXP}"
-TRIAL = f"{RESULTS}/trials/pps~{{pps}}/size~{{size}}/rep~{{rep}}"
+# A trial's directory is keyed by every setting that changes its numbers
+# (workflow/xdplab/trials.py): results/<experiment>/trials/<point>/rep~<n>.
+TRIAL = f"{RESULTS}/trials/{{point}}/rep~{{rep}}"
 TRIAL_LOG = f"{TRIAL}/logs/{{step}}.log"
 # The build and the testbed check belong to the DUT they ran on: the embedded
 # testbed, or a lab's agent (its URL's digest).
@@ -32,32 +35,59 @@ TESTBED_ID = (
     else f"lab-{hashlib.sha256(S['lab']['dut']['agent_url'].encode()).hexdigest()[:8]}"
 )
 BUILD_STAGE = f"results/build/{TESTBED_ID}/port~{S['port']}"
-MANIFEST = f"results/build/{TESTBED_ID}/collector_port~{S['port']}.json"
+# One build per collector program (features, counters); collector off loads none.
+MANIFEST = f"results/build/{TESTBED_ID}/{{collector}}_port~{S['port']}.json"
 
-TRIALS = [
-    {"pps": p, "size": s, "rep": r}
-    for p in S["target_pps"]
-    for s in S["packet_size"]
-    for r in range(S["repeats"])
-]
+# The configuration's trials, and the order they run in (shuffled by seed).
+TRIALS = trials.trials(S)
+RUN_ORDER = trials.run_order(TRIALS, S["seed"])
+ORDER = {(t["point"], t["rep"]): i for i, t in enumerate(RUN_ORDER)}
+TRIAL_DIRS = [trials.trial_dir(RESULTS, t["point"], t["rep"]) for t in TRIALS]
 
 
 wildcard_constraints:
-    pps=r"\d+",
-    size=r"\d+",
+    point=trials.POINT_PATTERN,
     rep=r"\d+",
-    port=r"\d+",
+    collector=r"features|counters",
     # What a connectivity check vouches for: the build, or one trial.
-    stage=r"results/(build/[^/]+/port~\d+|[^/]+/trials/pps~\d+/size~\d+/rep~\d+)",
+    stage=rf"results/(build/[^/]+/port~\d+|[^/]+/trials/{trials.POINT_PATTERN}/rep~\d+)",
+
+
+def settings_of(wildcards):
+    """All settings of the trial (its point's values, the configuration's others)."""
+    try:
+        return trials.settings_of_point(wildcards.point, S)
+    except trials.UnknownPoint as e:
+        raise WorkflowError(f"xdplab: {e}") from None
 
 
 def trial_of(wildcards):
-    return {
-        "experiment": EXP,
-        "target_pps": int(wildcards.pps),
-        "packet_size": int(wildcards.size),
-        "repeat": int(wildcards.rep),
-    }
+    return dict(trials.trial_record(EXP, settings_of(wildcards), int(wildcards.rep)), point=wildcards.point)
+
+
+def manifest_of(wildcards):
+    """The build a trial's collector needs (none with collector off)."""
+    collector = trials.parse_point(wildcards.point)["collector"]
+    return [] if collector == "off" else MANIFEST.format(collector=collector)
+
+
+def run_priority(step_rank):
+    """A step's priority: a trial's later step outranks any trial's earlier one (so an armed
+    trial finishes before another is armed); among trials, the run order decides."""
+    n = len(ORDER) + 1
+
+    def priority(wildcards):
+        key = (getattr(wildcards, "point", None), int(getattr(wildcards, "rep", 0) or 0))
+        return step_rank * (n + 1) + (n - ORDER.get(key, n - 1))
+
+    return priority
+
+
+def stage_priority(wildcards):
+    """check_connectivity's: the build's first, then each trial's in the run order."""
+    m = re.search(r"trials/([^/]+)/rep~(\d+)$", wildcards.stage)
+    n = len(ORDER) + 1
+    return 9 * (n + 1) + (n - ORDER.get((m[1], int(m[2])), n - 1) if m else n + 1)
 
 
 def trial_log(step):
@@ -79,28 +109,14 @@ def code_digest(paths):
 
 TRIAL_CODE = code_digest(
     [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
-    + [f"workflow/xdplab/{m}.py" for m in ("steps", "agent", "generator", "pcapcheck", "accounting", "source", "agentclient")]
+    + [f"workflow/xdplab/{m}.py" for m in ("steps", "generator", "pcapcheck", "accounting", "source", "agentclient")]
     + ["workflow/xdplab/agent"]
 )
 
-# Everything a trial's numbers depend on; a change reruns the trial from arm on.
-TESTBED_KEYS = (
-    ("testbed", "src_iface", "dut_iface", "mtu", "source_python")
-    if S["testbed"] == "embedded"
-    else ("testbed", "lab", "mtu")
-)
-TRIAL_SETTINGS = {
-    k: S[k]
-    for k in ("duration_s", "threads", "port", "xdp_mode", "keep_pcap", "send_path", "pattern", "watchdog_grace_s")
-    + TESTBED_KEYS
-    # a pattern's own knob only where it changes the traffic
-    + {"burst": ("burst_size",), "poisson": ("seed",)}.get(S["pattern"], ())
-}
-
 # The testbed as check_connectivity brings it up.
-TESTBED_SETTINGS = {k: S[k] for k in TESTBED_KEYS}
+TESTBED_SETTINGS = {k: S[k] for k in trials.TESTBED_KEYS[S["testbed"]] + ("mtu",)}
 
 # Partial trials left by an interrupted invocation are discarded, not continued;
 # so are testbed records (testbed.json, connectivity.json) an invocation left.
-for _note in housekeeping.discard_partial_trials(RESULTS, TRIALS):
+for _note in housekeeping.discard_partial_trials(RESULTS, TRIAL_DIRS):
     print(f"xdplab: {_note}", file=sys.stderr)

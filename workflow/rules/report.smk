@@ -17,9 +17,7 @@ report: "../report/workflow.rst"
 
 rule aggregate:
     input:
-        trials=expand(
-            f"{TRIAL}/trial.json", zip, pps=[t["pps"] for t in TRIALS], size=[t["size"] for t in TRIALS], rep=[t["rep"] for t in TRIALS]
-        ),
+        trials=[f"{d}/trial.json" for d in TRIAL_DIRS],
     output:
         csv=report(f"{RESULTS}/summary.csv", caption="../report/summary_csv.rst", category=REPORT_CATEGORY, subcategory="Summary table"),
         md=f"{RESULTS}/summary.md",

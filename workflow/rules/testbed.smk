@@ -15,7 +15,7 @@ rule check_connectivity:
         testbed=TESTBED_SETTINGS,
     resources:
         testbed=1,
-    priority: 9
+    priority: stage_priority
     log:
         "{stage}/logs/check_connectivity.log",
     script:
@@ -31,7 +31,7 @@ rule check_connectivity:
 # (the step disarms the agent and stops the generator), then the run ends.
 onstart:
     try:
-        housekeeping.on_start(S, RESULTS, [TRIAL.format(**t) for t in TRIALS])
+        housekeeping.on_start(S, RESULTS, [trials.trial_dir(RESULTS, t["point"], t["rep"]) for t in RUN_ORDER])
     except housekeeping.ResultsNotWritable as e:
         raise WorkflowError(str(e)) from None
 

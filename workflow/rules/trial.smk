@@ -8,17 +8,17 @@
 
 rule arm_collector:
     input:
-        build=MANIFEST,
+        build=manifest_of,
         connectivity=f"{TRIAL}/connectivity.json",
     output:
         arm=f"{TRIAL}/arm.json",
     params:
         trial=trial_of,
-        settings=TRIAL_SETTINGS,
+        settings=settings_of,
         code=TRIAL_CODE,
     resources:
         testbed=1,
-    priority: 10
+    priority: run_priority(10)
     log:
         trial_log("arm_collector"),
     script:
@@ -33,10 +33,10 @@ rule launch_generator:
         generator=f"{TRIAL}/generator.json",
     params:
         trial=trial_of,
-        settings=TRIAL_SETTINGS,
+        settings=settings_of,
     resources:
         testbed=1,
-    priority: 11
+    priority: run_priority(11)
     log:
         trial_log("launch_generator"),
     script:
@@ -54,10 +54,10 @@ rule verify_capture:
         capture=f"{TRIAL}/capture.json",
     params:
         trial=trial_of,
-        settings=TRIAL_SETTINGS,
+        settings=settings_of,
     resources:
         testbed=1,
-    priority: 12
+    priority: run_priority(12)
     log:
         trial_log("verify_capture"),
     script:
@@ -74,10 +74,10 @@ rule gather_results:
         trial=f"{TRIAL}/trial.json",
     params:
         trial=trial_of,
-        settings=TRIAL_SETTINGS,
+        settings=settings_of,
     resources:
         testbed=1,
-    priority: 13
+    priority: run_priority(13)
     log:
         trial_log("gather_results"),
     script:

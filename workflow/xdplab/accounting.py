@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import math
 
+from . import timeseries
+
 # Columns of summary.csv, in order.  The first twenty are the contract.
 COLUMNS = [
     "experiment", "target_pps", "packet_size", "repeat", "duration_s",
@@ -43,11 +45,16 @@ COLUMNS = [
     "unexplained_nic_vs_xdp", "unexplained_seen_vs_classified", "unexplained_xdp_vs_features",
     "unexplained_passed_vs_tcpdump", "unexplained_matched_over_sent",
     "latency_method", "run_id", "prog_tag",
+    # The trial's settings (its grid point and the rest), and its warm-up.
+    "point", "collector", "pattern", "xdp_mode_in_effect", "warmup_s", "warmup_sent",
+    "warmup_lost", "port", "send_path", "generator", "burst_size", "seed",
+    "unstable", "rx_rate_max_dev_pct", "run_index",
 ]
 
 SOURCE_COLUMNS = [
     "experiment", "target_pps", "packet_size", "repeat", "source", "host", "address",
     "dut_iface", "run_id", "source_pps", "scheduled", "sent", "send_errors", "not_offered",
+    "warmup_sent", "warmup_lost",
     "achieved_pps", "rate_error_pct", "rate_sustained", "xdp_matched", "lost", "loss_where",
     "lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
     "located_excess", "capture_matched", "capture_unique", "capture_missing",
@@ -102,6 +109,11 @@ def rate_sustained(gen: dict) -> bool:
         return bool(gen["rate_sustained"])
     target = gen.get("target_pps") or 0
     return target <= 0 or _achieved(gen) >= target * (1 - SUSTAINED_TOLERANCE_PCT / 100)
+
+
+def warmup_sent(gen: dict) -> int:
+    """Packets the source sent in the trial's warm-up (before its measured window)."""
+    return _n((gen.get("warmup") or {}).get("sent"))
 
 
 def not_offered(gen: dict) -> int:
@@ -209,8 +221,9 @@ def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
     if collector == "features":
         # Every matched packet either produced a record user space got, or a ring-buffer drop.
         rows.append({"name": "xdp_vs_features", "left": "xdp_matched", "left_value": _n(xdp.get("matched")),
-                     "right": "features_received + ringbuf_drops",
-                     "right_value": _n(feats.get("received")) + _n(xdp.get("ringbuf_full"))})
+                     "right": "features_received + warmup_records + ringbuf_drops",
+                     "right_value": _n(feats.get("received")) + _n(feats.get("warmup_records"))
+                     + _n(xdp.get("ringbuf_full"))})
     if collector != "off":
         rows += [
             # The collector passes every packet up: tcpdump (filtered on our header) saw or dropped each.
@@ -248,9 +261,10 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
     checks = capture.get("checks") or []
 
     # -- per interface
+    # What each DUT interface was sent, warm-up included (its counters count both).
     sent_to = {}
     for src, gen in zip(sources, gens):
-        sent_to[src["dut_iface"]] = sent_to.get(src["dut_iface"], 0) + gen["sent"]
+        sent_to[src["dut_iface"]] = sent_to.get(src["dut_iface"], 0) + gen["sent"] + warmup_sent(gen)
     iface_rows, identities = [], []
     for name, blk in ifaces.items():
         xdp, feats = blk.get("xdp") or {}, blk.get("features") or {}
@@ -286,13 +300,21 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
         sources_per_iface[src["dut_iface"]] = sources_per_iface.get(src["dut_iface"], 0) + 1
     for k, (src, gen) in enumerate(zip(sources, gens)):
         run = base_run + k
-        matched = sum(_n((blk.get("matched_by_run") or {}).get(str(run))) for blk in ifaces.values())
+
+        def matched_of(run_id):
+            return sum(_n((blk.get("matched_by_run") or {}).get(str(run_id))) for blk in ifaces.values())
+
+        matched = matched_of(run)
         lost = max(0, gen["sent"] - matched) if collector != "off" else None
+        warm = gen.get("warmup") or {}
+        warm_lost = (max(0, _n(warm.get("sent")) - matched_of(warm["run_id"]))
+                     if warm and collector != "off" else None)
         counted = source_loss_counters(gen)
         # The DUT interface's drops belong to this source only when it is the interface's only one.
         if sources_per_iface.get(src["dut_iface"]) == 1:
             counted["dut_nic"] = by_iface_dut_loss.get(src["dut_iface"], 0)
-        located = locate(lost or 0, counted)
+        # The counters cover the whole run: they locate the warm-up's losses too.
+        located = locate((lost or 0) + (warm_lost or 0), counted)
         check = next((c for c in checks if c.get("source") == src["name"]), {})
         dropped = _n((ifaces.get(src["dut_iface"], {}).get("tcpdump") or {}).get("dropped_by_kernel"))
         diff = matched - _n(check.get("matched"))
@@ -307,10 +329,11 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
             **key, "source": src["name"], "host": src["host"], "address": src.get("address"),
             "dut_iface": src["dut_iface"], "run_id": run, "source_pps": src_target,
             "scheduled": gen["scheduled"], "sent": gen["sent"], "send_errors": gen["send_errors"],
-            "not_offered": not_offered(gen), "achieved_pps": _round(achieved, 1),
+            "not_offered": not_offered(gen), "warmup_sent": warmup_sent(gen), "warmup_lost": warm_lost,
+            "achieved_pps": _round(achieved, 1),
             "rate_error_pct": _round((achieved - src_target) / src_target * 100.0, 3) if src_target else None,
             "rate_sustained": rate_sustained(gen), "xdp_matched": matched if collector != "off" else None,
-            "lost": lost, "loss_where": loss_where(located) if lost else "",
+            "lost": lost, "loss_where": loss_where(located) if (lost or warm_lost) else "",
             **located,
             "capture_matched": check.get("matched"), "capture_unique": check.get("unique"),
             "capture_missing": check.get("missing"), "capture_duplicated": check.get("duplicated"),
@@ -322,13 +345,16 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
         for name, value in res.items():
             identities.append({"name": name, "source": src["name"], "residual": value})
 
+    seconds = timeseries.per_second(gathered, gens, duration)
+    stable = timeseries.stability(seconds, settings.get("stability_pct", 5))
     row = _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, checks, collector,
-                     key, duration, size, target)
-    return {"row": row, "sources": source_rows, "interfaces": iface_rows, "identities": identities}
+                     key, duration, size, target, stable)
+    return {"row": row, "sources": source_rows, "interfaces": iface_rows, "identities": identities,
+            "timeseries": seconds}
 
 
 def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, checks, collector,
-               key, duration, size, target) -> dict:
+               key, duration, size, target, stability) -> dict:
     def total(rows, col):
         vals = [r[col] for r in rows if r.get(col) is not None]
         return sum(vals) if vals else None
@@ -397,7 +423,7 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
         "softirq_cpu_pct": _round((gathered.get("softirq") or {}).get("cpu_pct"), 2),
         "rate_sustained": all(s["rate_sustained"] for s in source_rows),
         "not_offered": sum(s["not_offered"] for s in source_rows),
-        "loss_where": loss_where(located) if lost else "",
+        "loss_where": loss_where(located) if (lost or total(source_rows, "warmup_lost")) else "",
         **located,
         "foreign_rx": total(iface_rows, "foreign_rx"),
         "foreign_arp": total(iface_rows, "foreign_arp"),
@@ -407,7 +433,7 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
         "testbed": settings.get("testbed", "embedded"),
         "sources": len(source_rows),
         "interfaces": len(iface_rows),
-        "xdp_mode": "/".join(modes) or None,
+        "xdp_mode": settings.get("xdp_mode") or "/".join(modes) or None,
         "threads": settings["threads"],
         "scheduled": sum(g["scheduled"] for g in gens),
         "send_errors": sum(g["send_errors"] for g in gens),
@@ -428,6 +454,21 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
         "latency_method": method,
         "run_id": arm["run_id"],
         "prog_tag": arm.get("prog_tag"),
+        "point": trial.get("point"),
+        "collector": collector,
+        "pattern": settings.get("pattern", "constant"),
+        "xdp_mode_in_effect": "/".join(modes) or None,
+        "warmup_s": settings.get("warmup_s", 0),
+        "warmup_sent": sum(warmup_sent(g) for g in gens),
+        "warmup_lost": total(source_rows, "warmup_lost"),
+        "port": settings.get("port"),
+        "send_path": settings.get("send_path", "udp"),
+        "generator": settings.get("generator", "python"),
+        "burst_size": settings.get("burst_size") if settings.get("pattern") == "burst" else None,
+        "seed": settings.get("seed") if settings.get("pattern") == "poisson" else None,
+        "unstable": stability.get("unstable"),
+        "rx_rate_max_dev_pct": stability.get("max_dev_pct"),
+        "run_index": (arm.get("place_in_run") or {}).get("index"),
     }
     assert list(row) == COLUMNS, "summary row and COLUMNS disagree"
     return row

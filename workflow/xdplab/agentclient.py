@@ -75,9 +75,17 @@ class AgentClient:
 
     def download_capture(self, session_id: str, dest: Path, interface: str | None = None) -> str:
         """Stream the capture of one interface to `dest`; return its sha256 (hex)."""
+        return self._download(f"/sessions/{session_id}/capture.pcap", dest, interface,
+                              f"the capture of session {session_id}")
+
+    def download_features(self, session_id: str, dest: Path, interface: str) -> str:
+        """Stream the raw feature records of one interface to `dest`; return their sha256."""
+        return self._download(f"/sessions/{session_id}/features", dest, interface,
+                              f"the feature records of session {session_id}")
+
+    def _download(self, path: str, dest: Path, interface: str | None, what: str) -> str:
         import hashlib
 
-        path = f"/sessions/{session_id}/capture.pcap"
         if interface is not None:
             path += f"?interface={interface}"
         r = self._call("GET", path, timeout_s=300, stream=True)
@@ -89,14 +97,13 @@ class AgentClient:
                     h.update(chunk)
                     size += len(chunk)
             except requests.RequestException as e:
-                raise AgentError(f"DUT agent at {self.url}: the capture download of session "
-                                 f"{session_id} broke off after {size} bytes ({_root_cause(e)})") from e
+                raise AgentError(f"DUT agent at {self.url}: the download of {what} broke off "
+                                 f"after {size} bytes ({_root_cause(e)})") from e
             finally:
                 r.close()
         expected = r.headers.get("Content-Length")
         if expected is not None and expected.isdigit() and int(expected) != size:
-            raise AgentError(f"DUT agent at {self.url}: the capture of session {session_id} has "
-                             f"{expected} bytes, received {size}")
+            raise AgentError(f"DUT agent at {self.url}: {what} has {expected} bytes, received {size}")
         return h.hexdigest()
 
     def disarm(self, session_id: str, timeout_s: float = 60) -> dict:

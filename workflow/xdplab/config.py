@@ -115,6 +115,8 @@ def _check_one(key: str, spec: dict, value: Any, bounds: dict) -> Any:
     if kind == "boolean":
         return _coerce_bool(key, value)
     if kind == "string":
+        if isinstance(value, bool) and "enum" in spec and ("on" if value else "off") in spec["enum"]:
+            value = "on" if value else "off"  # YAML 1.1 reads a bare off as false
         if not isinstance(value, str):
             raise ValueError(f"{key}: expected text, got {_show(value)}")
         if "enum" in spec and value not in spec["enum"]:

@@ -68,9 +68,14 @@ def executes_jobs(argv: list[str]) -> bool:
     return True
 
 
-def discard_partial_trials(results: str, trials: list[dict], argv: list[str] | None = None) -> list[str]:
+TRIAL_GLOB = "*/rep~*"   # under results/<experiment>/trials/ (trials.trial_dir)
+
+
+def discard_partial_trials(results: str, trial_dirs=None, argv: list[str] | None = None) -> list[str]:
     """Remove step records of trials without trial.json; return what was removed.  Only on
-    an invocation that runs jobs: a dry run, a lint or a report changes nothing."""
+    an invocation that runs jobs: a dry run, a lint or a report changes nothing.  Every
+    trial directory of the experiment is looked at (those of other settings, and the probes
+    of a zero-loss search, too), besides `trial_dirs`."""
     if not executes_jobs(sys.argv if argv is None else argv):
         return []
     if another_invocation_running(Path(".")):
@@ -79,8 +84,8 @@ def discard_partial_trials(results: str, trials: list[dict], argv: list[str] | N
     for d in Path(results).parent.glob("build/*/port~*"):
         for f in TESTBED_RECORDS:
             (d / f).unlink(missing_ok=True)
-    for t in trials:
-        d = Path(results, "trials", f"pps~{t['pps']}", f"size~{t['size']}", f"rep~{t['rep']}")
+    dirs = {Path(d) for d in trial_dirs or ()} | set(Path(results, "trials").glob(TRIAL_GLOB))
+    for d in sorted(dirs):
         for f in TESTBED_RECORDS:
             (d / f).unlink(missing_ok=True)
         if (d / "trial.json").exists():
@@ -193,18 +198,19 @@ def check_writable(results: str) -> None:
 _RUN = {"ended": False}
 
 
-def write_plan(trial_dirs: list[str]) -> None:
-    """The trials of this invocation, in order, for the progress lines (progress.banner)."""
+def write_plan(trial_dirs: list[str], seed=None) -> None:
+    """The trials of this invocation, in the order they run, for the progress lines
+    (progress.banner) and for each trial's record of its place in the run."""
     from .progress import PLAN_FILE
 
     PLAN_FILE.parent.mkdir(parents=True, exist_ok=True)
-    PLAN_FILE.write_text(json.dumps({"trials": trial_dirs, "started_unix_s": time.time()}))
+    PLAN_FILE.write_text(json.dumps({"trials": trial_dirs, "seed": seed, "started_unix_s": time.time()}))
 
 
 def on_start(settings: dict, results: str, trial_dirs: list[str] = ()) -> None:
     """Run by Snakemake before the first job (not on a dry run)."""
     check_writable(results)
-    write_plan(list(trial_dirs))
+    write_plan(list(trial_dirs), settings.get("seed"))
     forward_stop_signals()
     # Some failures skip Snakemake's onerror (an output directory that cannot be made,
     # an error in the scheduler): end the run in order anyway, at exit.
@@ -218,7 +224,7 @@ def on_start(settings: dict, results: str, trial_dirs: list[str] = ()) -> None:
 def failed_trials(results: str) -> list[dict]:
     """The failures recorded in the experiment's trials (failed.json), oldest first."""
     found = []
-    for path in sorted(Path(results, "trials").glob(f"*/*/*/{FAILED_FILE}")):
+    for path in sorted(Path(results, "trials").glob(f"{TRIAL_GLOB}/{FAILED_FILE}")):
         failure = _failure_of(path.parent)
         if failure is not None and not (path.parent / "trial.json").exists():
             found.append(failure)

@@ -21,7 +21,7 @@ import threading
 import time
 from pathlib import Path
 
-from . import accounting, progress, source
+from . import accounting, featurefile, progress, source, timeseries
 from .agentclient import AgentClient, AgentError
 
 # tcpdump keeps the first bytes of every frame: Ethernet 14 + IPv4 20 + UDP 8 +
@@ -237,8 +237,18 @@ def read_json(path: str):
 
 
 def trial_id(trial: dict) -> str:
-    return (f"{trial['experiment']}/pps~{trial['target_pps']}/size~{trial['packet_size']}"
-            f"/rep~{trial['repeat']}")
+    """<experiment>/<point>/rep~<n>: the trial's directory under results/<experiment>/trials."""
+    return f"{trial['experiment']}/{trial['point']}/rep~{trial['repeat']}"
+
+
+def place_in_run(trial_dir: str) -> dict | None:
+    """Where this trial stands in the invocation's run order (shuffled by seed)."""
+    try:
+        plan = json.loads(progress.PLAN_FILE.read_text())
+        return {"index": plan["trials"].index(trial_dir), "of": len(plan["trials"]),
+                "seed": plan.get("seed"), "started_unix_s": plan.get("started_unix_s")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def agent_for(connectivity: dict) -> AgentClient:
@@ -466,17 +476,23 @@ def source_shares(total_pps: int, n: int) -> list[int]:
 PCAP_RECORD_HEADER_BYTES = 16
 PCAP_FILE_HEADER_BYTES = 24
 FIXED_TRIAL_BYTES = 1 << 20     # step records, logs
+FEATURE_RECORD_BYTES = featurefile.RECORD_SIZE
 DISK_MARGIN = 1.25              # the estimate is refused when it would leave less than this
 
 
 def disk_estimate(trial: dict, params: dict) -> dict:
     """What a trial will write, in bytes, on the DUT (its captures, while it runs) and in
     results/ (the captures again if kept, the records)."""
-    packets = trial["target_pps"] * params["duration_s"]
+    measured = trial["target_pps"] * params["duration_s"]
+    packets = trial["target_pps"] * (params.get("warmup_s", 0) + params["duration_s"])
     frame = min(SNAPLEN_BYTES, 14 + 28 + trial["packet_size"])
     pcap = PCAP_FILE_HEADER_BYTES + packets * (PCAP_RECORD_HEADER_BYTES + frame)
+    keep_features = params.get("keep_features") and params.get("collector", "features") == "features"
+    features = measured * FEATURE_RECORD_BYTES if keep_features else 0
+    # results/: the raw records while they are converted, then the Parquet file beside them
     return {"expected_packets": packets, "pcap_bytes_per_packet": PCAP_RECORD_HEADER_BYTES + frame,
-            "dut_bytes": pcap, "results_bytes": FIXED_TRIAL_BYTES
+            "feature_bytes_per_packet": FEATURE_RECORD_BYTES if keep_features else 0,
+            "dut_bytes": pcap + features, "results_bytes": FIXED_TRIAL_BYTES + 2 * features
             + (pcap if params.get("keep_pcap", True) else 0)}
 
 
@@ -486,25 +502,33 @@ def check_disk(estimate: dict, results_dir: str, dut_free: int | None, dut_dir: 
     def mib(n):
         return f"{n / (1 << 20):,.1f} MiB"
 
+    packets = estimate["expected_packets"]
+    capture = f"{packets:,} packets x {estimate['pcap_bytes_per_packet']} bytes of capture"
+    feature_bpp = estimate.get("feature_bytes_per_packet") or 0
+    features = f"{feature_bpp} bytes per packet of feature records" if feature_bpp else ""
     st = os.statvfs(results_dir)
     free = st.f_bavail * st.f_frsize
     need = int(estimate["results_bytes"] * DISK_MARGIN)
+    kept_pcap = estimate["results_bytes"] - FIXED_TRIAL_BYTES > 2 * feature_bpp * packets
     if need > free:
+        what = ", ".join(w for w in ((capture + ", keep_pcap=true") if kept_pcap else "keep_pcap=false",
+                                     features and features + " (raw, then Parquet)") if w)
         raise StepError(f"not enough space in {results_dir}: the trial will write about "
-                        f"{mib(estimate['results_bytes'])} ({estimate['expected_packets']:,} packets x "
-                        f"{estimate['pcap_bytes_per_packet']} bytes of capture, keep_pcap="
-                        f"{'true' if estimate['results_bytes'] > FIXED_TRIAL_BYTES else 'false'}), "
-                        f"{mib(free)} are free; free space, shorten the trial, or set keep_pcap=false")
+                        f"{mib(estimate['results_bytes'])} ({what}), {mib(free)} are free; free space, "
+                        f"shorten the trial, or set keep_pcap=false"
+                        + (" or keep_features=false" if features else ""))
     if dut_free is not None and int(estimate["dut_bytes"] * DISK_MARGIN) > dut_free:
-        raise StepError(f"not enough space on the DUT in {dut_dir}: the trial's captures need about "
-                        f"{mib(estimate['dut_bytes'])} ({estimate['expected_packets']:,} packets x "
-                        f"{estimate['pcap_bytes_per_packet']} bytes), {mib(dut_free)} are free")
+        what = ", ".join(w for w in (capture, features) if w)
+        raise StepError(f"not enough space on the DUT in {dut_dir}: the trial's captures"
+                        f"{' and feature records' if features else ''} need about "
+                        f"{mib(estimate['dut_bytes'])} ({what}), {mib(dut_free)} are free")
 
 
 def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path: str,
                   output: str, log: Log) -> None:
     conn = read_json(connectivity_path)
-    build = read_json(build_path)
+    # collector off loads no program: there is no build to check against
+    build = read_json(build_path) if build_path else {}
     # check_connectivity, at the start of the invocation, disarmed any session an earlier
     # run left; the agent's health is asked again here (it may have gone since).
     agent = agent_for(conn)
@@ -514,17 +538,25 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     check_disk(estimate, str(Path(output).parent), health.get("state_dir_free_bytes"),
                health.get("state_dir"))
     nsrc = len(conn["sources"])
-    run_id = random.SystemRandom().randrange(1, 65536 - nsrc)
+    warmup = params.get("warmup_s", 0)
+    # Source k sends its measured window as run_id + k and its warm-up as run_id + nsrc + k.
+    run_ids = nsrc * 2 if warmup else nsrc
+    run_id = random.SystemRandom().randrange(1, 65536 - run_ids)
     duration = params["duration_s"]
     shares = source_shares(trial["target_pps"], nsrc)
+    collector = params.get("collector", "features")
     request = {
-        "trial": trial_id(trial), "run_id": run_id, "run_ids": nsrc,
+        "trial": trial_id(trial), "run_id": run_id, "run_ids": run_ids,
         "interfaces": list(conn["dut"]["ifaces"]), "xdp_mode": params["xdp_mode"],
-        "port": params["port"], "expected_tag": build["prog_tag"], "snaplen": SNAPLEN_BYTES,
-        "deadline_s": duration + params.get("watchdog_grace_s", DEADLINE_MARGIN_S),
-        "expected_packets": max(shares) * duration,
-        "collector": params.get("collector", "features"),
+        "port": params["port"], "expected_tag": build.get("prog_tag"), "snaplen": SNAPLEN_BYTES,
+        "deadline_s": warmup + duration + params.get("watchdog_grace_s", DEADLINE_MARGIN_S),
+        "expected_packets": max(shares) * (warmup + duration),
+        "collector": collector,
     }
+    if warmup:
+        request["measured_run_ids"] = nsrc
+    if collector == "features" and params.get("keep_features"):
+        request["keep_features"] = True
     banner = progress.banner(str(Path(output).parent), trial, duration)
     if banner:
         log(banner)
@@ -537,6 +569,7 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     armed["run_id"] = run_id
     armed["disk_estimate"] = estimate
     armed["armed_unix_s"] = time.time()
+    armed["place_in_run"] = place_in_run(str(Path(output).parent))
     write_json(output, armed)
     modes = sorted({(i or {}).get("xdp_mode_in_effect") for i in (armed.get("interfaces") or {}).values()}
                    - {None})
@@ -617,12 +650,15 @@ class _AgentWatch(threading.Thread):
 def generator_jobs(trial: dict, params: dict, conn: dict, run_id: int) -> list:
     """(source, generator arguments) for every source of the trial: its share of the rate,
     its own run id (run_id + k), sent from its address to its DUT interface's."""
-    shares = source_shares(trial["target_pps"], len(conn["sources"]))
+    nsrc = len(conn["sources"])
+    shares = source_shares(trial["target_pps"], nsrc)
     jobs = []
     for k, (src, pps) in enumerate(zip(conn["sources"], shares)):
         args = {"dst": src["dut_address"], "port": params["port"], "pps": pps,
                 "size": trial["packet_size"], "duration": params["duration_s"],
                 "threads": params["threads"], "run_id": run_id + k, "src": src["address"]}
+        if params.get("warmup_s"):
+            args.update(warmup_s=params["warmup_s"], warmup_run_id=run_id + nsrc + k)
         args.update(_generator_options(params, src))
         jobs.append((src, args))
     return jobs
@@ -655,7 +691,8 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
     watch = _AgentWatch(conn, arm, log)
     watch.start()
     try:
-        reports = source.run_generators(jobs, timeout_s=params["duration_s"] + 60, err_stream=log)
+        reports = source.run_generators(jobs, timeout_s=params.get("warmup_s", 0) + params["duration_s"] + 60,
+                                         err_stream=log)
     except source.SourceError as e:
         if watch.problem:
             raise StepError(f"{watch.problem}; the generator was stopped") from e
@@ -723,6 +760,51 @@ def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str
             f"{c['duplicated']} duplicated, {c['reordered']} reordered", echo=True)
 
 
+TIMESERIES_FILE = "timeseries.csv"
+FEATURES_FILE = "features.parquet"
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _keep_features(agent: AgentClient, arm: dict, gathered: dict, gens: list, trial_dir: Path,
+                   log: Log) -> dict | None:
+    """Download each interface's raw feature records (streamed to a file on the DUT while the
+    trial ran), check them against the agent's sha256 and count, and write features.parquet;
+    None when the trial kept none (keep_features=false, or collector counters/off)."""
+    kept = {name: blk["features_file"] for name, blk in (gathered.get("interfaces") or {}).items()
+            if blk.get("features_file")}
+    if not kept:
+        return None
+    same_clock = bool(gens) and all(g.get("boot_id") and g.get("boot_id") == gathered.get("boot_id")
+                                    for g in gens)
+    raw = []
+    try:
+        for name, info in kept.items():
+            path = trial_dir / f".features-{name}.bin"
+            with writing(path):
+                sha = agent.download_features(arm["session"], path, name)
+            if info.get("sha256") and sha != info["sha256"]:
+                raise StepError(f"the feature records of {name} downloaded from the DUT agent have "
+                                f"sha256 {sha}, the agent computed {info['sha256']}: the download was "
+                                f"corrupted")
+            raw.append((name, path))
+        with writing(trial_dir / FEATURES_FILE):
+            rows = featurefile.write_parquet(raw, trial_dir / FEATURES_FILE, same_clock)
+    finally:
+        for _, path in raw:
+            path.unlink(missing_ok=True)
+    expected = sum(int(info.get("records") or 0) for info in kept.values())
+    if rows != expected:
+        raise StepError(f"{FEATURES_FILE} has {rows} rows, the DUT agent wrote {expected} records")
+    size = (trial_dir / FEATURES_FILE).stat().st_size
+    log(f"kept {rows} feature records in {FEATURES_FILE} ({size / (1 << 20):.1f} MiB)", echo=True)
+    return {"file": FEATURES_FILE, "rows": rows, "bytes": size, "raw": kept}
+
+
 def capture_name(iface: str, ifaces: list) -> str:
     """capture.pcap with one DUT interface; capture-<if>.pcap with several."""
     return "capture.pcap" if len(ifaces) == 1 else f"capture-{iface}.pcap"
@@ -738,7 +820,11 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
     _continue_session(conn, agent, arm, arm_path, "gather_results")
     gathered = agent.disarm(arm["session"])
     log(f"disarmed session {arm['session']}")
+    trial_dir = Path(output).parent
+    features = _keep_features(agent, arm, gathered, gens, trial_dir, log)
     summary = accounting.summarize(params, trial, arm, conn["sources"], gens, capture, gathered)
+    with writing(trial_dir / TIMESERIES_FILE):
+        _write_text(trial_dir / TIMESERIES_FILE, timeseries.csv_text(summary["timeseries"]))
     # Earlier failed attempts of this trial stay on record in trial.json.
     failed_path = Path(output).parent / FAILED_FILE
     earlier = previous_failures(failed_path)
@@ -746,6 +832,8 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
             "actual": {"dut_bytes": sum(int(st.get("pcap_bytes") or 0)
                                         for st in (capture.get("tcpdump") or {}).values()
                                         if isinstance(st, dict)),
+                       "features_bytes": sum(int((b.get("features_file") or {}).get("bytes") or 0)
+                                             for b in (gathered.get("interfaces") or {}).values()),
                        "results_bytes": sum(p.stat().st_size for p in Path(output).parent.rglob("*")
                                             if p.is_file())}}
     wall = {"armed_unix_s": arm.get("armed_unix_s"), "gathered_unix_s": time.time()}
@@ -755,7 +843,8 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
                         "identities": summary["identities"], "arm": arm, "generators": gens,
                         "testbed": {"mode": conn["testbed"]["mode"], "sources": conn["sources"],
                                     "dut": conn["dut"]},
-                        "capture": capture, "agent": gathered, "previous_failures": earlier})
+                        "capture": capture, "features": features, "agent": gathered,
+                        "previous_failures": earlier})
     failed_path.unlink(missing_ok=True)
     row = summary["row"]
     if earlier:

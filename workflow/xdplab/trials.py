@@ -1,0 +1,154 @@
+"""Trials and the grid: which trials a configuration asks for, what each one's
+directory is called, and in which order they run.
+
+A trial's directory is keyed by every setting that changes its numbers, so that a
+changed setting runs new trials next to the old ones instead of overwriting them:
+
+    results/<experiment>/trials/<point>/rep~<n>
+    <point> = pps~10000_size~1458_dur~60_xdp~native_coll~features_pat~constant_cfg~1a2b3c4d
+
+The grid's dimensions and the duration are readable in the name; `cfg~` is a short
+digest of the other settings that change numbers (warm-up, threads, port, send path,
+the pattern's own knobs, the testbed).  Each trial's trial.json holds all of its
+settings.  Settings that do not change the numbers (keep_pcap, keep_features,
+watchdog_grace_s, stability_pct) are not in the name: changing them reruns the trial
+in place.
+
+Pure functions; no Snakemake here (tests and the archive's ./reaggregate use them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+
+# (name in the directory, setting, what it may be): the grid's dimensions and the
+# duration, readable in a trial's directory name.
+READABLE = (("pps", "target_pps", r"\d+"), ("size", "packet_size", r"\d+"),
+            ("dur", "duration_s", r"\d+"), ("xdp", "xdp_mode", "[a-z]+"),
+            ("coll", "collector", "[a-z]+"), ("pat", "pattern", "[a-z]+"))
+# The grid: each may be one value or a list in the configuration.
+GRID = ("target_pps", "packet_size", "xdp_mode", "collector", "pattern")
+INTEGER = {"target_pps", "packet_size", "duration_s"}
+# Settings that change a trial's numbers but are not readable in its name (cfg~ digest).
+DIGESTED = ("warmup_s", "threads", "port", "send_path", "generator", "mtu")
+# The testbed a trial ran on: the embedded one, or a lab's hosts.
+TESTBED_KEYS = {"embedded": ("testbed", "src_iface", "dut_iface", "source_python"),
+                "lab": ("testbed", "lab")}
+# Settings that a trial records and follows but that do not change its numbers.
+FOLLOWED = ("keep_pcap", "keep_features", "watchdog_grace_s", "stability_pct")
+# A pattern's own knob, where it changes the traffic.
+PATTERN_KNOBS = {"burst": ("burst_size",), "poisson": ("seed",)}
+
+
+def _name_regex(named: bool) -> str:
+    fields = "_".join(f"{short}~" + (f"(?P<{key}>{rx})" if named else f"(?:{rx})")
+                      for short, key, rx in READABLE)
+    return fields + ("_cfg~(?P<cfg>[0-9a-f]{8})" if named else "_cfg~[0-9a-f]{8}")
+
+
+_NAME_RE = re.compile(_name_regex(named=True))
+# For Snakemake's wildcard_constraints.
+POINT_PATTERN = _name_regex(named=False)
+
+
+class UnknownPoint(ValueError):
+    """A directory name that is not a point of this configuration."""
+
+
+def _testbed_keys(config: dict) -> tuple:
+    return TESTBED_KEYS["lab" if config.get("testbed") == "lab" else "embedded"]
+
+
+def _one(value):
+    return value[0] if isinstance(value, list) else value
+
+
+def _digested(settings: dict) -> dict:
+    keys = DIGESTED + _testbed_keys(settings) + PATTERN_KNOBS.get(settings.get("pattern"), ())
+    return {k: settings.get(k) for k in keys}
+
+
+def config_digest(settings: dict) -> str:
+    """Short digest of the settings that change numbers but are not readable in the name."""
+    text = json.dumps(_digested(settings), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def point_settings_of(config: dict, point: dict) -> dict:
+    """The full settings of one grid point: the configuration's scalars, the point's values."""
+    s = {k: config.get(k) for k in ("duration_s",) + DIGESTED + _testbed_keys(config) + FOLLOWED}
+    for k in GRID:
+        s[k] = point[k] if k in point else _one(config.get(k))
+    for k in PATTERN_KNOBS.get(s["pattern"], ()):
+        s[k] = config.get(k)
+    return s
+
+
+def point_name(settings: dict) -> str:
+    """The directory name of a grid point (its settings as point_settings_of gives)."""
+    readable = "_".join(f"{short}~{settings[key]}" for short, key, _ in READABLE)
+    return f"{readable}_cfg~{config_digest(settings)}"
+
+
+def parse_point(name: str) -> dict:
+    """The readable settings of a point's name, and its cfg digest."""
+    m = _NAME_RE.fullmatch(name)
+    if not m:
+        raise UnknownPoint(f"{name!r} is not a trial point name (pps~N_size~N_dur~N_xdp~M_coll~C_pat~P_cfg~D)")
+    d = m.groupdict()
+    return {k: int(v) if k in INTEGER else v for k, v in d.items()}
+
+
+def settings_of_point(name: str, config: dict) -> dict:
+    """The settings of the point named `name` under this configuration: its readable values
+    from the name, the rest from the configuration, which must give the same digest (a point
+    of another configuration is not run with this one's settings)."""
+    parsed = parse_point(name)
+    point = {k: parsed[k] for k in GRID}
+    s = point_settings_of(dict(config, duration_s=parsed["duration_s"]), point)
+    if config_digest(s) != parsed["cfg"]:
+        raise UnknownPoint(f"{name}: its settings digest {parsed['cfg']} is not this configuration's "
+                           f"({config_digest(s)}): the trial belongs to other settings")
+    return s
+
+
+def grid_points(config: dict) -> list[dict]:
+    """Every point of the configuration's grid, in canonical order."""
+    lists = {k: config[k] if isinstance(config[k], list) else [config[k]] for k in GRID}
+    points = [{}]
+    for k in GRID:
+        points = [dict(p, **{k: v}) for p in points for v in lists[k]]
+    return [point_settings_of(config, p) for p in points]
+
+
+def trials(config: dict) -> list[dict]:
+    """{"point": name, "rep": n, "settings": {...}} for every trial of the configuration,
+    in canonical order (grid order, then repeat)."""
+    out = []
+    for s in grid_points(config):
+        name = point_name(s)
+        for rep in range(config["repeats"]):
+            out.append({"point": name, "rep": rep, "settings": s})
+    return out
+
+
+def run_order(trial_list: list[dict], seed: int) -> list[dict]:
+    """The trials in the order they run: shuffled across the whole grid by `seed`, so that
+    a slow drift of the machine does not line up with a parameter."""
+    order = list(trial_list)
+    random.Random(seed).shuffle(order)
+    return order
+
+
+def trial_dir(results: str, point: str, rep: int) -> str:
+    return f"{results}/trials/{point}/rep~{rep}"
+
+
+def trial_record(experiment: str, settings: dict, rep: int) -> dict:
+    """What identifies a trial in its records and in summary.csv's first columns."""
+    return {"experiment": experiment, "target_pps": settings["target_pps"],
+            "packet_size": settings["packet_size"], "repeat": rep,
+            **{k: settings[k] for k in GRID if k not in ("target_pps", "packet_size")}}
