@@ -14,6 +14,28 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
+def find_trial(results_dir, pps, size=1458, rep=0):
+    """A trial's directory under results/<experiment>/ (trials/<point>/rep~<n>, the point's
+    name keyed by all its settings): the one whose point has this rate and size; a path
+    that does not exist when there is none yet."""
+    found = sorted(Path(results_dir, "trials").glob(f"pps~{pps}_size~{size}_*/rep~{rep}"))
+    assert len(found) <= 1, f"several trials at {pps} pps, {size} B: {found}"
+    return found[0] if found else Path(results_dir, "trials", f"pps~{pps}_size~{size}_(not yet)", f"rep~{rep}")
+
+
+def planned_trial(results_dir, config: dict, rep=0):
+    """The directory the workflow will give the trial of this configuration (one point:
+    config/config.yaml's values under `config`)."""
+    import yaml
+    from xdplab import trials
+    from xdplab.config import validate_config
+
+    raw = dict(yaml.safe_load((REPO / "config" / "config.yaml").read_text()), **config)
+    s = validate_config(raw).values
+    point = trials.point_name(trials.grid_points(s)[0])
+    return Path(results_dir, "trials", point, f"rep~{rep}")
+
+
 # Namespace prefixes used by this project's tests and testbed (xlt-: test-only).
 OUR_NETNS_PREFIXES = ("xdplab", "xlt-")
 

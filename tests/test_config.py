@@ -22,7 +22,7 @@ def test_defaults_follow_the_methodology():
     v = validate_config({}).values
     assert v["target_pps"] == [10000] and v["packet_size"] == [1458]
     assert (v["duration_s"], v["threads"], v["port"]) == (60, 2, 12345)
-    assert v["xdp_mode"] == "native" and v["keep_testbed"] is False
+    assert v["xdp_mode"] == ["native"] and v["collector"] == ["features"] and v["keep_testbed"] is False
 
 
 def test_config_file_is_valid_and_matches_schema_defaults():

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import find_trial, planned_trial
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -102,11 +103,11 @@ def wait_for(predicate, timeout, what, interval=0.1):
 
 
 def trial_dir(workdir, exp, pps, size=1458, rep=0):
-    return workdir / "results" / exp / "trials" / f"pps~{pps}" / f"size~{size}" / f"rep~{rep}"
+    return find_trial(workdir / "results" / exp, pps, size, rep)
 
 
 def step_log(workdir, exp, step, pps, size=1458, rep=0):
-    return workdir / "results" / exp / "trials" / f"pps~{pps}" / f"size~{size}" / f"rep~{rep}" / "logs" / f"{step}.log"
+    return trial_dir(workdir, exp, pps, size, rep) / "logs" / f"{step}.log"
 
 
 def generator_running(workdir, exp, pps, run=None):
@@ -230,12 +231,13 @@ def test_agent_sigkilled_during_a_trial_fails_it_and_the_next_run_works(workdir)
     assert rc != 0, out[-3000:]
     failure = failure_of(workdir, exp, 4000)
     assert failure["step"] == "launch_generator", failure
-    assert failure["trial"] == f"{exp}/pps~4000/size~1458/rep~0"
+    tid = f"{exp}/{trial_dir(workdir, exp, 4000).parent.name}/rep~0"
+    assert failure["trial"] == tid
     assert failure["reason"].startswith("the DUT agent stopped answering while the generator ran"), failure
     assert "10.201.2.2:7717" in failure["reason"] and "progress" not in failure["reason"], failure
     assert failure["time"], failure
     assert f"xdplab launch_generator: {failure['reason'].splitlines()[0]}" in out
-    assert f"trial {exp}/pps~4000/size~1458/rep~0 FAILED in launch_generator" in out
+    assert f"trial {tid} FAILED in launch_generator" in out
     assert not (trial_dir(workdir, exp, 4000) / "trial.json").exists()
     # The generator was stopped as soon as the agent was found gone, not after 20 s.
     assert generator_pids() == []
@@ -369,8 +371,10 @@ def test_interrupted_run_stops_cleanly_and_keeps_finished_trials(workdir, how):
     assert (trial_dir(workdir, exp, finished) / "trial.json").read_bytes() == trial_bytes, reasons
     # The terminal is quiet about jobs; Snakemake's log file names every job it ran.
     full_log = max((workdir / ".snakemake/log").glob("*.snakemake.log"), key=lambda p: p.stat().st_mtime)
-    assert f"pps~{interrupted}/size~1458/rep~0/arm.json" in full_log.read_text(), "the log names no job"
-    assert f"pps~{finished}/size~1458/rep~0/arm.json" not in full_log.read_text(), "the finished trial ran again"
+    assert f"{trial_dir(workdir, exp, interrupted).parent.name}/rep~0/arm.json" in full_log.read_text(), \
+        "the log names no job"
+    assert f"{trial_dir(workdir, exp, finished).parent.name}/rep~0/arm.json" not in full_log.read_text(), \
+        "the finished trial ran again"
     redone = json.loads((trial_dir(workdir, exp, interrupted) / "trial.json").read_text())
     assert [f["reason"] for f in redone["previous_failures"]] == [failure["reason"]]
     summary = (workdir / "results" / exp / "summary.csv").read_text().splitlines()
@@ -399,7 +403,8 @@ def test_leftovers_of_a_crashed_run_are_cleared_and_named(workdir, tmp_path):
                               "--threads", "1", "--run-id", "99"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # A half-done trial in results/.
-    partial = trial_dir(workdir, exp, 3000)
+    partial = planned_trial(workdir / "results" / exp, {"target_pps": 3000, "duration_s": 3,
+                                                        "experiment": exp})
     partial.mkdir(parents=True)
     (partial / "arm.json").write_text(json.dumps({"session": "gone", "run_id": 1}))
     try:
@@ -482,10 +487,12 @@ def test_a_trial_that_would_not_fit_is_refused_before_any_traffic(workdir, mount
     assert rc != 0, out[-3000:]
     failure = failure_of(workdir, exp, 10000)
     assert failure["step"] == "arm_collector", failure
-    d = f"results/{exp}/trials/pps~10000/size~1458/rep~0"
-    # 30,000 packets x (16 + 64) bytes of capture + 1 MiB of records
-    assert failure["reason"].startswith(f"not enough space in {d}: the trial will write about 3.3 MiB "
-                                        f"(30,000 packets x 80 bytes of capture"), failure
+    d = trial_dir(workdir, exp, 10000).relative_to(workdir)
+    # 40,000 packets (1 s of warm-up, 3 s measured) x (16 + 64) bytes of capture, 30,000 feature
+    # records x 40 bytes twice (raw, then Parquet) + 1 MiB of records
+    assert failure["reason"].startswith(f"not enough space in {d}: the trial will write about 6.3 MiB "
+                                        f"(40,000 packets x 80 bytes of capture, keep_pcap=true, "
+                                        f"40 bytes per packet of feature records"), failure
     assert "MiB are free" in failure["reason"], failure
     present = sorted(p.name for p in trial_dir(workdir, exp, 10000).iterdir())
     assert "arm.json" not in present and "generator.json" not in present, present
@@ -515,7 +522,7 @@ def test_disk_filled_during_a_trial_names_the_path_and_leaves_no_half_trial(work
         run.kill()
     out = run.output
     assert rc != 0, out[-3000:]
-    d = f"results/{exp}/trials/pps~10000/size~1458/rep~0/"
+    d = f"{trial_dir(workdir, exp, 10000).relative_to(workdir)}/"
     assert re.search(rf"cannot write {re.escape(d)}\S+: No space left on device", out), out[-4000:]
     d = trial_dir(workdir, exp, 10000)
     present = sorted(p.name for p in d.iterdir())

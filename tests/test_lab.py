@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import planned_trial
 import requests
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -108,7 +109,9 @@ def test_a_controller_killed_mid_trial_leaves_the_dut_clean_after_the_grace(netn
                              "experiment=killed"],
                             cwd=workflow_copy, env=_env(workflow_copy), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    log = workflow_copy / "results/killed/trials/pps~2000/size~1458/rep~0/logs/launch_generator.log"
+    log = planned_trial(workflow_copy / "results/killed",
+                        {"target_pps": 2000, "duration_s": 4, "watchdog_grace_s": 5, "experiment": "killed",
+                         **netns_lab.config}) / "logs/launch_generator.log"
     try:
         deadline = time.monotonic() + 120
         while not (log.exists() and "progress t=" in log.read_text(errors="replace")):

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import planned_trial
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SRC_NS, DUT_NS, SRC_IF, DUT_IF = "xdplab-src", "xdplab-dut", "xl-src0", "xl-dut0"
@@ -159,7 +160,8 @@ for i in range(3):                        # ARP requests
 
 def test_foreign_traffic_is_reported_and_never_unexplained(workdir):
     proc, out = start(workdir, "target_pps=5000", "duration_s=4", "experiment=foreign")
-    log = workdir / "results/foreign/trials/pps~5000/size~1458/rep~0/logs/launch_generator.log"
+    log = planned_trial(workdir / "results/foreign", {"target_pps": 5000, "duration_s": 4,
+                                                      "experiment": "foreign"}) / "logs/launch_generator.log"
     deadline = time.monotonic() + 120
     while not (log.exists() and "progress t=" in log.read_text(errors="replace")):
         assert proc.poll() is None and time.monotonic() < deadline, "the generator never ran"

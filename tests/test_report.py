@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from xdplab import figures, progress, report  # noqa: E402
+from xdplab import figures, progress, report, trials  # noqa: E402
 from xdplab.accounting import COLUMNS  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
 
@@ -38,12 +38,10 @@ def fake_results(root: Path, raw_config: dict) -> dict:
     exp = s["experiment"]
     res = root / "results" / exp
     paths = []
-    for pps in s["target_pps"]:
-        for size in s["packet_size"]:
-            for rep in range(s["repeats"]):
-                d = res / "trials" / f"pps~{pps}" / f"size~{size}" / f"rep~{rep}"
-                fake_trial(d, exp, pps, size, rep)
-                paths.append(d / "trial.json")
+    for t in trials.trials(s):
+        d = Path(trials.trial_dir(str(res), t["point"], t["rep"]))
+        fake_trial(d, exp, t["settings"]["target_pps"], t["settings"]["packet_size"], t["rep"])
+        paths.append(d / "trial.json")
     report.write_summary(paths, str(res / "summary.csv"), str(res / "summary.md"), exp,
                          html_out=str(res / "summary.html"), config_out=str(res / "config.yaml"),
                          settings=s)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from conftest import planned_trial
+
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 
 
@@ -55,7 +57,7 @@ def test_partial_trials_are_discarded_only_by_runs_that_execute_jobs(workflow_co
     for argv in (["-n"], ["-np"], ["--dry-run"], ["--lint"], ["--report", "r.html"], ["--report=r.html"],
                  ["--list-changes", "params"], ["--summary"], ["--unlock"], ["-D"]):
         assert not executes_jobs(["snakemake", "--cores", "1", *argv]), argv
-    partial = workflow_copy / "results/default/trials/pps~10000/size~1458/rep~0"
+    partial = planned_trial(workflow_copy / "results/default", {})
     partial.mkdir(parents=True)
     (partial / "arm.json").write_text("{}")
     for args in (["-n", "--cores", "1"], ["--lint"]):

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import find_trial
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
@@ -63,8 +64,8 @@ def test_one_trial_end_to_end_then_nothing_to_do(workdir):
     assert float(row["xdp_ns_per_pkt"]) > 0 and float(row["latency_p50_us"]) > 0
     assert "| offered pps |" in run.stdout, "the summary table is printed at the end"
     assert (workdir / "results/e2e/summary.svg").stat().st_size > 0
-    trial = json.loads((workdir / "results/e2e/trials/pps~10000/size~1458/rep~0/trial.json").read_text())
-    manifest = json.loads((workdir / "results/build/embedded/collector_port~12345.json").read_text())
+    trial = json.loads((find_trial(workdir / "results/e2e", 10000) / "trial.json").read_text())
+    manifest = json.loads((workdir / "results/build/embedded/features_port~12345.json").read_text())
     assert trial["arm"]["prog_tag"] == manifest["prog_tag"]
     assert_nothing_left()
 
@@ -79,7 +80,7 @@ def test_one_trial_end_to_end_then_nothing_to_do(workdir):
     assert more.returncode == 0, more.stderr
     planned = [line.split() for line in (more.stdout + more.stderr).splitlines()]
     assert ["arm_collector", "1"] in planned, more.stdout
-    assert "pps~10000" not in "".join(l for l in more.stdout.splitlines() if "output:" in l)
+    assert "pps~10000_" not in "".join(l for l in more.stdout.splitlines() if "output:" in l)
 
 
 def test_bad_config_stops_before_anything_privileged(workdir):

@@ -30,6 +30,11 @@ def trial_banner(n: int, total: int, point: dict, eta_s: float | None = None) ->
     parts = [f"{point['target_pps']} pps"]
     if point.get("packet_size") is not None:
         parts.append(f"{point['packet_size']} B payload")
+    # the other grid settings, where they are not the defaults
+    for key, default, label in (("xdp_mode", "native", "{} XDP"), ("collector", "features", "collector {}"),
+                                ("pattern", "constant", "{} pattern")):
+        if point.get(key) not in (None, default):
+            parts.append(label.format(point[key]))
     if point.get("repeat") is not None:
         parts.append(f"repeat {int(point['repeat']) + 1}")
     left = f" (about {_duration(eta_s)} left)" if eta_s is not None and eta_s >= 0 else ""

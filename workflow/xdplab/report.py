@@ -29,7 +29,8 @@ def load_rows(trial_paths) -> pd.DataFrame:
         with open(p) as f:
             rows.append(json.load(f)["summary"])
     df = pd.DataFrame(rows, columns=COLUMNS)
-    return df.sort_values(["target_pps", "packet_size", "repeat"], kind="stable").reset_index(drop=True)
+    keys = ["target_pps", "packet_size", "xdp_mode", "collector", "pattern", "duration_s", "repeat"]
+    return df.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
 
 
 # Shown only when some trial has them: where loss happened, traffic that was not ours.

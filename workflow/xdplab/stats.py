@@ -21,6 +21,18 @@ METRICS = [
     ("softirq_cpu_pct", "softirq CPU (% of all CPUs)"),
 ]
 POINT = ["target_pps", "packet_size"]
+# The other settings a grid point is keyed by (trials.py), where the summary has them.
+POINT_SETTINGS = ["xdp_mode", "collector", "pattern", "duration_s"]
+
+
+def point_columns(summary: pd.DataFrame) -> list:
+    """What a grid point is keyed by: rate, size and every other grid setting the summary has."""
+    return POINT + [c for c in POINT_SETTINGS if c in summary.columns]
+
+
+def _shown(points_df: pd.DataFrame, by) -> list:
+    """The keys a table shows: rate and size, and the other settings where they vary."""
+    return [b for b in by if b in POINT or points_df[b].nunique(dropna=False) > 1]
 
 # Two-sided 95 % quantiles of Student's t, t(0.975, df), for df = 1..30 (standard tables).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -57,12 +69,13 @@ def describe(values) -> dict:
     return {"n": n, "mean": mean, "sd": sd, "ci95_lo": mean - half, "ci95_hi": mean + half}
 
 
-def points(summary: pd.DataFrame, by=POINT) -> pd.DataFrame:
+def points(summary: pd.DataFrame, by=None) -> pd.DataFrame:
     """One row per grid point: for each metric its n, mean, sd and 95 % CI over repeats."""
+    by = point_columns(summary) if by is None else by
     df = summary.copy()
     df["loss_pct"] = [100.0 * l / s if s else None for l, s in zip(df["lost"], df["sent"])]
     rows = []
-    for key, g in df.groupby(list(by), sort=True):
+    for key, g in df.groupby(list(by), sort=True, dropna=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))
         row["repeats"] = len(g)
         for col, _ in METRICS:
@@ -80,7 +93,8 @@ def _cell(mean, lo, hi, n) -> str:
     return f"{mean:.4g} ± {(hi - lo) / 2:.2g}"
 
 
-def markdown(points_df: pd.DataFrame, by=POINT) -> str:
+def markdown(points_df: pd.DataFrame, by=None) -> str:
+    by = _shown(points_df, point_columns(points_df) if by is None else by)
     heads = list(by) + ["n"] + [label for _, label in METRICS]
     lines = ["| " + " | ".join(heads) + " |", "|" + "|".join("---:" for _ in heads) + "|"]
     for _, r in points_df.iterrows():
@@ -91,8 +105,9 @@ def markdown(points_df: pd.DataFrame, by=POINT) -> str:
             "(Student t, n - 1 degrees of freedom) over the repeats of each point.\n")
 
 
-def latex(points_df: pd.DataFrame, by=POINT) -> str:
+def latex(points_df: pd.DataFrame, by=None) -> str:
     """A booktabs table (\\usepackage{booktabs}); mean ± CI half-width per cell."""
+    by = _shown(points_df, point_columns(points_df) if by is None else by)
     def esc(text):
         return (str(text).replace("\\", "\\textbackslash{}").replace("_", "\\_").replace("%", "\\%")
                 .replace("µ", "$\\mu$").replace("±", "$\\pm$"))
