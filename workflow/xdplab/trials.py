@@ -152,3 +152,45 @@ def trial_record(experiment: str, settings: dict, rep: int) -> dict:
     return {"experiment": experiment, "target_pps": settings["target_pps"],
             "packet_size": settings["packet_size"], "repeat": rep,
             **{k: settings[k] for k in GRID if k not in ("target_pps", "packet_size")}}
+
+
+# -- every trial on disk --------------------------------------------------------------
+
+def on_disk(results: str) -> list[dict]:
+    """Every trial directory under results/<experiment>/trials, of any settings: its point's
+    readable settings, its repeat, and whether it finished (trial.json), failed (failed.json)
+    or stopped half-way."""
+    from pathlib import Path
+
+    out = []
+    for d in sorted(Path(results, "trials").glob("*/rep~*")):
+        try:
+            point = parse_point(d.parent.name)
+        except UnknownPoint:
+            continue
+        state = ("done" if (d / "trial.json").exists() else "failed" if (d / "failed.json").exists()
+                 else "partial")
+        out.append({**point, "repeat": int(d.name.split("~", 1)[1]), "state": state, "dir": str(d)})
+    return out
+
+
+def main(argv=None) -> int:
+    """python -m xdplab.trials results/<experiment>: list every trial on disk, whatever the
+    settings it ran with (summary.csv holds only the current configuration's)."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m xdplab.trials", description=main.__doc__)
+    ap.add_argument("results", help="results/<experiment>")
+    args = ap.parse_args(argv)
+    rows = on_disk(args.results)
+    keys = [k for _, k, _ in READABLE] + ["cfg", "repeat", "state"]
+    widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) if rows else len(k) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(str(r[k]).ljust(widths[k]) for k in keys))
+    print(f"{len(rows)} trial(s) in {args.results}/trials", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
