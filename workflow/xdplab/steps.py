@@ -557,7 +557,7 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
         request["measured_run_ids"] = nsrc
     if collector == "features" and params.get("keep_features"):
         request["keep_features"] = True
-    banner = progress.banner(str(Path(output).parent), trial, duration)
+    banner = progress.banner(str(Path(output).parent), trial, warmup + duration)
     if banner:
         log(banner)
         print(banner, file=sys.stderr, flush=True)
