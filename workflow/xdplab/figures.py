@@ -344,7 +344,7 @@ def _panels(n: int, title: str, note: str = ""):
     rows = max(1, math.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(max(10.0, 5.2 * cols + 0.8), 4.4 * rows + 0.9), dpi=DPI,
                              layout="constrained", squeeze=False)
-    for ax in axes.flat[n:]:
+    for ax in axes.flat[max(n, 1):]:
         ax.set_visible(False)
     chars = int(fig.get_figwidth() * 15)   # about what fits at 10 pt
     fig.suptitle("\n".join(textwrap.fill(t, chars) for t in (title, note) if t), fontsize=10)
