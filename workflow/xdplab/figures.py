@@ -346,7 +346,7 @@ def _panels(n: int, title: str, note: str = ""):
                              layout="constrained", squeeze=False)
     for ax in axes.flat[max(n, 1):]:
         ax.set_visible(False)
-    chars = int(fig.get_figwidth() * 15)   # about what fits at 10 pt
+    chars = int(fig.get_figwidth() * 13)   # about what fits at 10 pt
     fig.suptitle("\n".join(textwrap.fill(t, chars) for t in (title, note) if t), fontsize=10)
     return fig, list(axes.flat[:max(n, 1)])
 
