@@ -1,21 +1,36 @@
-"""One figure per experiment: where every packet went, what was lost, and the rates and costs.
+"""The experiment's figures, drawn from summary.csv (and each trial's timeseries.csv).
 
-Trials are grouped by their point (offered rate, payload size); repeats of a point are
-summarised (mean, with a bar from the lowest to the highest repeat) and each repeat is
-also drawn as a small dot, so that 1, 12 or 60 trials read the same way.  Losses get their
-own panel on a symmetric log axis: 273 lost of 3,000,000 sent is as visible there as
-273,000, and 0 is still 0.
+The summary figure: where every packet went, what was lost, and the rates and costs.
+Trials are grouped by their point (offered rate, payload size, and the grid's other
+dimensions where they vary); repeats of a point are summarised (mean, with a bar from the
+lowest to the highest repeat) and each repeat is also drawn as a small dot, so that 1, 12
+or 60 trials read the same way.  Losses get their own panel on a symmetric log axis: 273
+lost of 3,000,000 sent is as visible there as 273,000, and 0 is still 0.
+
+The figures for a paper (achieved and loss vs offered rate, XDP cost vs size, latency vs
+rate): one marker per grid point, the mean over its repeats with the 95 % confidence
+interval of the mean as error bar, computed by stats.points (the numbers of points.csv).
+One series per combination of the grid dimensions that vary (xdp_mode, collector,
+pattern), named in the legend; a dimension absent from old data counts as one value.
+
+Per trial: its time series, one row per second of the measured window.
 """
 
 from __future__ import annotations
 
 import math
+import textwrap
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+
+from . import stats  # noqa: E402
+
+# The same SVG for the same data: element ids from a fixed salt, not a random one.
+matplotlib.rcParams["svg.hashsalt"] = "xdplab"
 
 STAGES = [  # (column, label): the packet's path from the generator to user space
     ("sent", "sent (generator)"),
@@ -32,6 +47,9 @@ LOSSES = [  # (column, label, marker): what did not arrive or did not add up, pe
     ("send_errors", "send_errors (not sent)", "v"),
 ]
 POINT = ["target_pps", "packet_size"]
+# Grid dimensions beyond rate and size (summary.csv columns); a missing one is one value.
+DIMS = ["xdp_mode", "collector", "pattern"]
+MISSING = "n/a"
 # Room per category label on the accounting axes, in pixels of the saved figure.
 LABEL_PX = 13
 DPI = 110
@@ -41,16 +59,44 @@ def _num(df: pd.DataFrame, col: str) -> pd.Series:
     return pd.to_numeric(df[col], errors="coerce") if col in df else pd.Series(float("nan"), index=df.index)
 
 
-def points(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (offered rate, payload size), in order, with the number of repeats."""
-    pts = (df.groupby(POINT, sort=True).size().rename("n").reset_index())
-    pts["label"] = [f"{r.target_pps:,} pps, {r.packet_size} B" for r in pts.itertuples()]
+def normalise(df: pd.DataFrame) -> pd.DataFrame:
+    """The grid dimensions present as text, a missing value as 'n/a', so that grouping
+    never drops a trial; old data without a dimension keeps not having it."""
+    df = df.copy()
+    for d in DIMS:
+        if d in df:
+            df[d] = [MISSING if pd.isna(v) or v == "" else str(v) for v in df[d]]
+    return df
+
+
+def varying(df: pd.DataFrame) -> list[str]:
+    """The grid dimensions beyond rate and size that take more than one value."""
+    return [d for d in DIMS if d in df and df[d].nunique(dropna=False) > 1]
+
+
+def constant(df: pd.DataFrame) -> dict:
+    """The grid dimensions with one value in every trial: said once, in the title."""
+    return {d: df[d].iloc[0] for d in DIMS if d in df and len(df) and df[d].nunique(dropna=False) == 1}
+
+
+def combo_label(keys: list[str], values) -> str:
+    values = values if isinstance(values, tuple) else (values,)
+    return ", ".join(f"{k} {v}" for k, v in zip(keys, values))
+
+
+def points(df: pd.DataFrame, key: list[str] | None = None) -> pd.DataFrame:
+    """One row per point (offered rate, payload size, then the varying grid dimensions),
+    in order, with the number of repeats."""
+    key = key or POINT
+    pts = (df.groupby(key, sort=True).size().rename("n").reset_index())
+    pts["label"] = [", ".join([f"{r['target_pps']:,} pps", f"{r['packet_size']} B"]
+                              + [str(r[d]) for d in key[len(POINT):]]) for _, r in pts.iterrows()]
     return pts
 
 
-def _summary(df: pd.DataFrame, col: str) -> pd.DataFrame:
+def _summary(df: pd.DataFrame, col: str, key: list[str] | None = None) -> pd.DataFrame:
     """mean, min and max of `col` per point (NaN rows ignored)."""
-    g = df.assign(_v=_num(df, col)).groupby(POINT, sort=True)["_v"]
+    g = df.assign(_v=_num(df, col)).groupby(key or POINT, sort=True)["_v"]
     return pd.DataFrame({"mean": g.mean(), "min": g.min(), "max": g.max()}).reset_index()
 
 
@@ -85,16 +131,19 @@ def _by_size(ax, df: pd.DataFrame, col: str, label: str, marker: str = "o", line
     """Per payload size: each trial as a small dot, the mean over repeats joined by a
     line, with a bar from the lowest to the highest repeat."""
     drawn = False
-    for i, (size, g) in enumerate(df.groupby("packet_size", sort=True)):
+    dims = varying(df)
+    for i, (key, g) in enumerate(df.groupby(["packet_size"] + dims, sort=True)):
+        key = key if isinstance(key, tuple) else (key,)
         s = _summary(g, col).dropna(subset=["mean"])
         if not len(s):
             continue
         color = f"C{i % 10}"
         ax.plot(g["target_pps"], _num(g, col), marker, color=color, alpha=0.35, markersize=3,
                 linestyle="none", clip_on=False)
+        series = ", ".join([f"{key[0]} B payload"] + [str(v) for v in key[1:]])
         ax.errorbar(s["target_pps"], s["mean"], yerr=_errbars(s), color=color, marker=marker,
                     linestyle=linestyle, markersize=5, capsize=3, clip_on=False,
-                    label=f"{label}, {size} B payload" if label else f"{size} B payload")
+                    label=f"{label}, {series}" if label else series)
         drawn = True
     return drawn
 
@@ -109,17 +158,21 @@ def _top(values, floor: float = 1.0) -> float:
 
 def draw_summary(df: pd.DataFrame, experiment: str):
     """The figure for summary.csv's rows (a DataFrame); returns the matplotlib Figure."""
-    df = df.sort_values(POINT + ["repeat"], kind="stable").reset_index(drop=True)
-    pts = points(df)
+    df = normalise(df)
+    key = POINT + varying(df)
+    df = df.sort_values(key + (["repeat"] if "repeat" in df else []), kind="stable").reset_index(drop=True)
+    pts = points(df, key)
     n_trials, n_points = len(df), len(pts)
     reps = sorted(set(pts["n"]))
     fig_w = min(22.0, max(14.0, 6 + 0.25 * n_points))
     fig = plt.figure(figsize=(fig_w, 15), dpi=DPI, layout="constrained")
     rep_text = (f"{reps[0]} repeat(s) per point" if len(reps) == 1
                 else f"{reps[0]} to {reps[-1]} repeats per point")
+    same = constant(df)
+    same_text = ("; all trials " + ", ".join(f"{k} {v}" for k, v in same.items())) if same else ""
     fig.suptitle(f"xdplab experiment '{experiment}': {n_trials} trial(s), {n_points} point(s), "
-                 f"{rep_text}; markers: mean over repeats, bars: lowest to highest repeat, "
-                 "dots: single trials", fontsize=10)
+                 f"{rep_text}{same_text}\nmarkers: mean over repeats, bars: lowest to highest "
+                 "repeat, dots: single trials", fontsize=10)
     grid = fig.add_gridspec(3, 3, height_ratios=[1.15, 1.0, 1.0])
     width_px = fig_w * DPI * 0.85
 
@@ -128,7 +181,7 @@ def draw_summary(df: pd.DataFrame, experiment: str):
     xs = range(n_points)
     bar_w = 0.8 / len(STAGES)
     for i, (col, label) in enumerate(STAGES):
-        s = _summary(df, col)
+        s = _summary(df, col, key)
         x = [x - 0.4 + (i + 0.5) * bar_w for x in xs]
         ax.bar(x, s["mean"], bar_w, label=label, color=f"C{i}",
                yerr=_errbars(s) if max(reps) > 1 else None, capsize=2 if n_points < 20 else 0,
@@ -142,7 +195,7 @@ def draw_summary(df: pd.DataFrame, experiment: str):
 
     # Losses: symmetric log, so that 0, 273 and 273,000 are all visible.
     ax = fig.add_subplot(grid[1, :])
-    index = {tuple(k): i for i, k in enumerate(pts[POINT].itertuples(index=False, name=None))}
+    index = {tuple(k): i for i, k in enumerate(pts[key].itertuples(index=False, name=None))}
     tops = []
     for j, (col, label, marker) in enumerate(LOSSES):
         vals = _num(df, col)
@@ -155,10 +208,10 @@ def draw_summary(df: pd.DataFrame, experiment: str):
             continue
         tops.append(vals)
         off = (j - (len(LOSSES) - 1) / 2) * 0.12
-        x = [index[(r.target_pps, r.packet_size)] + off for r in df.itertuples()]
+        x = [index[k] + off for k in df[key].itertuples(index=False, name=None)]
         ax.plot(x, vals, marker, color=f"C{j + 5}", alpha=0.45, markersize=4, linestyle="none",
                 clip_on=False)
-        s = _summary(df, col)
+        s = _summary(df, col, key)
         ax.plot([i + off for i in range(n_points)], s["mean"], marker, color=f"C{j + 5}",
                 markersize=7, markerfacecolor="none", linestyle="none", label=label, clip_on=False)
     if not tops:
@@ -219,3 +272,315 @@ def plot_summary(csv_path: str, outputs: list[str], experiment: str) -> None:
     for out in outputs:
         fig.savefig(out, dpi=DPI)
     plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------
+# The figures for a paper: one marker per grid point, mean over its repeats +- 95 % CI.
+
+CI_NOTE = ("markers: mean over the repeats of a point; error bars: 95 % confidence interval "
+           "of the mean (Student t), cut at 0; a point with one repeat has no bar")
+RATE_LABEL = "offered rate (packets/s)"
+SIZE_LABEL = "UDP payload size (bytes)"
+SOFTIRQ_LABEL = "softirq CPU (% of all CPUs)"
+
+
+def grid_points(df: pd.DataFrame) -> pd.DataFrame:
+    """stats.points (the numbers of points.csv) per combination of offered rate, payload size
+    and the grid dimensions present; a missing metric column is NaN, never an error."""
+    df = normalise(df)
+    for col in ["sent", "lost"] + [c for c, _ in stats.METRICS] + POINT:
+        df[col] = _num(df, col)
+    df = df.dropna(subset=POINT)
+    by = POINT + [d for d in DIMS if d in df]
+    if not len(df):
+        return pd.DataFrame(columns=by)
+    p = stats.points(df, by=by)
+    for col in p.columns:
+        if col not in by:
+            p[col] = pd.to_numeric(p[col], errors="coerce")
+    return p
+
+
+def _series(p: pd.DataFrame, keys: list[str]):
+    """(label, rows) per combination of `keys`, in order; one unnamed series without keys."""
+    if not keys:
+        yield "", p
+        return
+    for values, g in p.groupby(keys, sort=True):
+        yield combo_label(keys, values), g
+
+
+def _ci(ax, x, p: pd.DataFrame, col: str, **style) -> bool:
+    """Means of `col` at x with their 95 % CI as error bars; False when nothing to draw.
+    Every metric drawn is at least 0 (rates, %, ns, µs), so a bar stops at 0."""
+    m = p[f"{col}_mean"]
+    ok = m.notna().to_numpy()
+    if not ok.any():
+        return False
+    lo = (m - p[f"{col}_ci95_lo"].clip(lower=0)).clip(lower=0).fillna(0)
+    hi = (p[f"{col}_ci95_hi"] - m).clip(lower=0).fillna(0)
+    ax.errorbar(pd.Series(x).to_numpy()[ok], m.to_numpy()[ok], yerr=[lo.to_numpy()[ok], hi.to_numpy()[ok]],
+                capsize=3, markersize=5, **style)
+    return True
+
+
+def _colors(p: pd.DataFrame, keys: list[str]) -> dict:
+    """One colour per series label, the same in every panel of a figure."""
+    return {label: f"C{i % 10}" for i, (label, _) in enumerate(_series(p, keys))}
+
+
+def _log_if_wide(ax, values, axis="x") -> bool:
+    vals = pd.Series(values, dtype=float).dropna()
+    vals = vals[vals > 0]
+    if len(vals) and vals.max() / vals.min() >= 20:
+        (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+        return True
+    return False
+
+
+def _panels(n: int, title: str, note: str = ""):
+    """A figure with n panels, at most three a row."""
+    cols = max(1, min(3, n))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(max(10.0, 5.2 * cols + 0.8), 4.4 * rows + 0.9), dpi=DPI,
+                             layout="constrained", squeeze=False)
+    for ax in axes.flat[max(n, 1):]:
+        ax.set_visible(False)
+    chars = int(fig.get_figwidth() * 13)   # about what fits at 10 pt
+    fig.suptitle("\n".join(textwrap.fill(t, chars) for t in (title, note) if t), fontsize=10)
+    return fig, list(axes.flat[:max(n, 1)])
+
+
+def _title(what: str, experiment: str, df: pd.DataFrame, extra: str = "") -> str:
+    same = constant(df)
+    parts = [f"xdplab experiment '{experiment}': {what}"]
+    if same:
+        parts.append("all trials " + ", ".join(f"{k} {v}" for k, v in same.items()))
+    return "; ".join(parts + ([extra] if extra else []))
+
+
+def _empty(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
+
+
+def _legend(ax) -> None:
+    handles, labels = ax.get_legend_handles_labels()
+    if labels:
+        ax.legend(fontsize=7, loc="best", ncol=1 + len(labels) // 12)
+
+
+def _without_off(p: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The points that ran an XDP program: collector `off` has no run time and no arrival
+    timestamps; says so when it drops any."""
+    if "collector" in p and (p["collector"] == "off").any():
+        return p[p["collector"] != "off"], "collector off not drawn (no XDP program)"
+    return p, ""
+
+
+def _by_size_panels(df: pd.DataFrame, experiment: str, what: str, extra: str = ""):
+    """Points, one panel per payload size, the series keys and their colours."""
+    p = grid_points(df)
+    sizes = sorted(p["packet_size"].unique()) if len(p) else []
+    keys = varying(p)
+    fig, axes = _panels(len(sizes), _title(what, experiment, normalise(df), extra), CI_NOTE)
+    return p, sizes, keys, fig, axes
+
+
+def draw_rate(df: pd.DataFrame, experiment: str):
+    """Achieved vs offered rate, one panel per payload size, with the ideal y = x."""
+    p, sizes, keys, fig, axes = _by_size_panels(df, experiment, "achieved vs offered rate")
+    colors = _colors(p, keys)
+    for ax, size in zip(axes, sizes):
+        ps = p[p["packet_size"] == size]
+        for label, g in _series(ps, keys):
+            _ci(ax, g["target_pps"], g, "achieved_pps", color=colors[label], marker="o",
+                linestyle="-", label=label or "achieved")
+        vals = pd.concat([ps["target_pps"], ps["achieved_pps_mean"], ps["achieved_pps_ci95_hi"]]).dropna()
+        lo, hi = (float(vals.min()), float(vals.max())) if len(vals) else (0.0, 1.0)
+        if _log_if_wide(ax, ps["target_pps"]):
+            ax.set_yscale("log")
+            lo = max(lo / 1.5, 1e-9)
+        else:
+            lo = 0.0
+        hi = max(hi, 1.0) * 1.1
+        ax.plot([max(lo, 1e-9) if lo else 0, hi], [max(lo, 1e-9) if lo else 0, hi], "k:",
+                linewidth=1, label="achieved = offered")
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        ax.set_title(f"{size} B payload", fontsize=10)
+        ax.set_xlabel(RATE_LABEL)
+        ax.set_ylabel("achieved rate (packets/s)")
+        _legend(ax)
+    if not sizes:
+        _empty(axes[0], "no trials")
+        axes[0].set_xlabel(RATE_LABEL)
+        axes[0].set_ylabel("achieved rate (packets/s)")
+    return fig
+
+
+def draw_loss(df: pd.DataFrame, experiment: str):
+    """Loss (% of packets sent that never reached XDP) vs offered rate, one panel per size;
+    symmetric log, so that 0.001 % and 10 % both show."""
+    p, sizes, keys, fig, axes = _by_size_panels(df, experiment, "loss vs offered rate")
+    colors = _colors(p, keys)
+    for ax, size in zip(axes, sizes):
+        ps = p[p["packet_size"] == size]
+        drawn = False
+        for label, g in _series(ps, keys):
+            drawn |= _ci(ax, g["target_pps"], g, "loss_pct", color=colors[label], marker="o",
+                         linestyle="-", label=label or "loss")
+        if not drawn:
+            _empty(ax, "loss not available (no sent or lost count)")
+        _log_if_wide(ax, ps["target_pps"])
+        ax.margins(x=0.08)
+        ax.set_yscale("symlog", linthresh=1e-3)
+        vals = pd.concat([ps["loss_pct_ci95_hi"], ps["loss_pct_mean"]]).dropna()
+        ax.set_ylim(0, max(1.0, float(vals.max()) * 3 if len(vals) else 1.0))
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_title(f"{size} B payload", fontsize=10)
+        ax.set_xlabel(RATE_LABEL)
+        ax.set_ylabel("loss (% of packets sent, symlog)")
+        _legend(ax)
+    if not sizes:
+        _empty(axes[0], "no trials")
+        axes[0].set_xlabel(RATE_LABEL)
+        axes[0].set_ylabel("loss (% of packets sent, symlog)")
+    return fig
+
+
+def draw_xdp_cost(df: pd.DataFrame, experiment: str):
+    """XDP run time per packet vs payload size, one series per offered rate (and per
+    combination of the varying dimensions)."""
+    p = grid_points(df)
+    p, skipped = _without_off(p)
+    keys = ["target_pps"] + varying(grid_points(df))
+    fig, (ax,) = _panels(1, _title("XDP run time per packet vs payload size", experiment,
+                                   normalise(df), skipped), CI_NOTE)
+    drawn = False
+    series = list(_series(p, keys))
+    # Series side by side at each size, so that their bars do not hide each other.
+    span = float(p["packet_size"].max() - p["packet_size"].min()) if len(p) else 0.0
+    step = 0.008 * (span or 100.0)
+    for i, (label, g) in enumerate(series):
+        label = label.replace("target_pps ", "").replace(",", " pps,", 1) if "," in label else \
+            label.replace("target_pps ", "") + " pps"
+        x = g["packet_size"] + (i - (len(series) - 1) / 2) * step
+        drawn |= _ci(ax, x, g, "xdp_ns_per_pkt", color=f"C{i % 10}", marker="o",
+                     linestyle="-", label=f"offered {label}")
+    if not drawn:
+        _empty(ax, "no XDP run-time statistics\n(collector off, or not measured)")
+    vals = p["xdp_ns_per_pkt_ci95_hi"].fillna(p["xdp_ns_per_pkt_mean"]).dropna() if len(p) else []
+    ax.set_ylim(0, max(1.0, float(max(vals)) if len(vals) else 1.0) * 1.15)
+    ax.margins(x=0.08)
+    ax.set_xlabel(SIZE_LABEL)
+    ax.set_ylabel("XDP run time per packet (ns)")
+    _legend(ax)
+    return fig
+
+
+def draw_latency(df: pd.DataFrame, experiment: str):
+    """One-way latency p50 and p99 vs offered rate, one panel per payload size."""
+    p0 = grid_points(df)
+    p, skipped = _without_off(p0)
+    sizes = sorted(p0["packet_size"].unique()) if len(p0) else []
+    keys = varying(p0)
+    colors = _colors(p0, keys)
+    fig, axes = _panels(len(sizes), _title("one-way latency vs offered rate", experiment,
+                                           normalise(df), skipped), CI_NOTE)
+    for ax, size in zip(axes, sizes):
+        ps = p[p["packet_size"] == size]
+        drawn = False
+        for label, g in _series(ps, keys):
+            for col, pct, marker, ls in (("latency_p50_us", "p50", "o", "-"),
+                                         ("latency_p99_us", "p99", "s", "--")):
+                drawn |= _ci(ax, g["target_pps"], g, col, color=colors[label], marker=marker,
+                             linestyle=ls, label=f"{label}, {pct}" if label else pct)
+        if not drawn:
+            _empty(ax, "latency not available\n(source and DUT do not share a clock,\nor collector off)")
+        _log_if_wide(ax, p0.loc[p0["packet_size"] == size, "target_pps"])
+        ax.margins(x=0.08)
+        vals = pd.concat([ps["latency_p99_us_ci95_hi"], ps["latency_p99_us_mean"],
+                          ps["latency_p50_us_mean"]]).dropna()
+        ax.set_ylim(0, max(1.0, float(vals.max()) if len(vals) else 1.0) * 1.15)
+        ax.set_title(f"{size} B payload", fontsize=10)
+        ax.set_xlabel(RATE_LABEL)
+        ax.set_ylabel("one-way latency (µs)")
+        _legend(ax)
+    if not sizes:
+        _empty(axes[0], "no trials")
+        axes[0].set_xlabel(RATE_LABEL)
+        axes[0].set_ylabel("one-way latency (µs)")
+    return fig
+
+
+# name: (file stem, drawing function); the rule names its outputs after the stems.
+FIGURES = {
+    "rate": ("achieved_vs_offered", draw_rate),
+    "loss": ("loss_vs_offered", draw_loss),
+    "xdp_cost": ("xdp_ns_vs_size", draw_xdp_cost),
+    "latency": ("latency_vs_offered", draw_latency),
+}
+
+
+def _save(fig, outputs) -> None:
+    for out in outputs:
+        fig.savefig(out, dpi=DPI)
+    plt.close(fig)
+
+
+def plot_figures(csv_path: str, outputs: dict, experiment: str) -> None:
+    """outputs: {figure name (FIGURES): [paths, .svg and/or .png]}."""
+    df = pd.read_csv(csv_path)
+    for name, paths in outputs.items():
+        _save(FIGURES[name][1](df, experiment), paths)
+
+
+# ---------------------------------------------------------------------------------------
+# Per trial: the time series of its measured window, one row per second.
+
+TS_RATES = [  # (column, label): the packet's path, per second
+    ("sent_pps", "sent (generator)"),
+    ("nic_rx_pps", "nic_rx (DUT interface)"),
+    ("xdp_matched_pps", "xdp_matched (collector)"),
+    ("features_pps", "features (ring buffer)"),
+]
+
+
+def draw_timeseries(ts: pd.DataFrame, title: str):
+    """Rates along the path, ring-buffer drops and softirq CPU, per second of the window."""
+    x = _num(ts, "second") if "second" in ts else pd.Series(range(len(ts)), dtype=float)
+    fig, axes = plt.subplots(3, 1, figsize=(9, 8), dpi=DPI, layout="constrained", sharex=True,
+                             height_ratios=[2, 1, 1])
+    fig.suptitle(f"{title}\none point per second of the measured window (warm-up excluded)",
+                 fontsize=10)
+    ax = axes[0]
+    styles = ["-", "--", "-.", ":"]
+    drawn = False
+    for i, (col, label) in enumerate(TS_RATES):
+        y = _num(ts, col)
+        if y.notna().any():
+            ax.plot(x, y, styles[i], color=f"C{i}", marker="o", markersize=3, label=label)
+            drawn = True
+    if not drawn:
+        _empty(ax, "no rates in timeseries.csv")
+    top = pd.concat([_num(ts, c) for c, _ in TS_RATES]).max()
+    ax.set_ylim(0, max(1.0, 0.0 if pd.isna(top) else float(top)) * 1.3)   # room for the legend
+    ax.set_ylabel("rate (packets/s)")
+    _legend(ax)
+    for ax, col, label, what in ((axes[1], "ringbuf_drops_per_s", "ring-buffer drops (records/s)",
+                                  "ring-buffer drops"),
+                                 (axes[2], "softirq_pct", SOFTIRQ_LABEL, "softirq CPU")):
+        y = _num(ts, col)
+        if y.notna().any():
+            ax.plot(x, y, "-", color="C3" if col.startswith("ringbuf") else "C4", marker="o",
+                    markersize=3)
+            ax.set_ylim(bottom=0, top=max(1.0, float(y.max())) * 1.15)
+        else:
+            _empty(ax, f"{what} not recorded")
+        ax.set_ylabel(label)
+    axes[-1].set_xlabel("second of the measured window (s)")
+    return fig
+
+
+def plot_timeseries(csv_path: str, outputs: list[str], title: str) -> None:
+    _save(draw_timeseries(pd.read_csv(csv_path), title), outputs)
