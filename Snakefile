@@ -24,5 +24,5 @@ include: "workflow/rules/figures.smk"
 rule all:
     input:
         rules.aggregate.output.csv,
-        rules.figures.output.svg,
+        rules.figures.output,
     default_target: True

@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from xdplab import figures, progress, report, trials  # noqa: E402
+from xdplab import figures, progress, report, timeseries, trials  # noqa: E402
 from xdplab.accounting import COLUMNS  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
 
@@ -46,7 +46,20 @@ def fake_results(root: Path, raw_config: dict) -> dict:
                          html_out=str(res / "summary.html"), config_out=str(res / "config.yaml"),
                          settings=s)
     figures.plot_summary(str(res / "summary.csv"), [str(res / "summary.svg"), str(res / "summary.png")], exp)
+    (res / "figures").mkdir(exist_ok=True)
+    figures.plot_figures(str(res / "summary.csv"),
+                         {name: [str(res / "figures" / f"{base}.svg"), str(res / "figures" / f"{base}.png")]
+                          for name, base in FIGURE_FILES.items()}, exp)
+    for p in paths:
+        (p.parent / "timeseries.csv").write_text(timeseries.csv_text([]))
+        figures.plot_timeseries(str(p.parent / "timeseries.csv"),
+                                [str(p.parent / "timeseries.svg"), str(p.parent / "timeseries.png")], "trial")
     return s
+
+
+# rule figures' outputs under results/<experiment>/figures/ (workflow/rules/figures.smk)
+FIGURE_FILES = {"rate": "achieved_vs_offered", "loss": "loss_vs_offered", "xdp_cost": "xdp_ns_vs_size",
+                "latency": "latency_vs_offered"}
 
 
 def embedded(html: str) -> dict:

@@ -72,6 +72,9 @@ rule gather_results:
         connectivity=f"{TRIAL}/connectivity.json",
     output:
         trial=f"{TRIAL}/trial.json",
+        # one row per second of the measured window (features.parquet, when kept, is
+        # beside it and not an output: keep_features=false writes none)
+        timeseries=f"{TRIAL}/timeseries.csv",
     params:
         trial=trial_of,
         settings=settings_of,

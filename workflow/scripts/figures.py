@@ -1,6 +1,6 @@
-"""Rules figures, grid_figures and timeseries_figure: the experiment's summary figure, the
-figures over the grid (mean and 95 % CI per point), and a trial's time series; each as SVG
-for papers and PNG for a quick look."""
+"""Rule figures: the experiment's summary figure, the figures over the grid (mean and 95 %
+CI per point), and each trial's time series; each as SVG for papers and PNG for a quick
+look.  One job for all of them (matplotlib is imported once)."""
 import sys
 from pathlib import Path
 
@@ -9,17 +9,14 @@ from xdplab import figures, steps  # noqa: E402
 
 
 def draw(sm, log):
-    if sm.rule == "figures":
-        figures.plot_summary(sm.input.csv, [sm.output.svg, sm.output.png], sm.params.experiment)
-        outs = [sm.output.svg, sm.output.png]
-    elif sm.rule == "grid_figures":
-        outs = {name: [sm.output[f"{name}_svg"], sm.output[f"{name}_png"]] for name in figures.FIGURES}
-        figures.plot_figures(sm.input.csv, outs, sm.params.experiment)
-        outs = [p for paths in outs.values() for p in paths]
-    else:
-        figures.plot_timeseries(sm.input.csv, [sm.output.svg, sm.output.png], sm.params.title)
-        outs = [sm.output.svg, sm.output.png]
-    log("wrote " + ", ".join(outs))
+    figures.plot_summary(sm.input.csv, [sm.output.svg, sm.output.png], sm.params.experiment)
+    grid = {name: [sm.output[f"{name}_svg"], sm.output[f"{name}_png"]] for name in figures.FIGURES}
+    figures.plot_figures(sm.input.csv, grid, sm.params.experiment)
+    log("wrote " + ", ".join([sm.output.svg, sm.output.png] + [p for ps in grid.values() for p in ps]))
+    for csv, svg, png in zip(sm.input.timeseries, sm.output.timeseries_svg, sm.output.timeseries_png):
+        trial = str(Path(csv).parent)
+        figures.plot_timeseries(csv, [svg, png], f"xdplab trial {trial.split('/trials/', 1)[-1]}")
+    log(f"wrote the time series of {len(sm.input.timeseries)} trial(s) (timeseries.svg, .png)")
 
 
 steps.run_step(snakemake, draw)
