@@ -16,7 +16,6 @@ rule archive:
         archive=f"{RESULTS}/{EXP}-{time.strftime('%Y-%m-%d', time.gmtime())}.tar.gz",
     params:
         experiment=EXP,
-        results=RESULTS,
         settings=S,
         pcaps=S.get("archive_pcaps", False),
         repo=workflow.basedir,

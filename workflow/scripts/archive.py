@@ -22,9 +22,10 @@ def testbeds_of(trial_paths) -> list:
 
 def run(sm, log):
     environment = hostenv.collect(testbeds_of(sm.input.trials), log=log)
-    archive.build(sm.output.archive, experiment=sm.params.experiment, results_dir=sm.params.results,
-                  trial_paths=list(sm.input.trials), settings=sm.params.settings, repo=sm.params.repo,
-                  pcaps=sm.params.pcaps, environment=environment, skip=[sm.log[0]], log=log)
+    archive.build(sm.output.archive, experiment=sm.params.experiment,
+                  results_dir=str(Path(sm.output.archive).parent), trial_paths=list(sm.input.trials),
+                  settings=sm.params.settings, repo=sm.params.repo, pcaps=sm.params.pcaps,
+                  environment=environment, skip=[sm.log[0]], log=log)
     print(f"xdplab archive: {sm.output.archive}", file=sys.stderr, flush=True)
 
 
