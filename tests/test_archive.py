@@ -297,7 +297,9 @@ def test_snakemake_archive_on_the_embedded_testbed(workflow_copy, tmp_path):
     assert 'include: "workflow/rules/archive.smk"' in (workflow_copy / "Snakefile").read_text(), \
         "the Snakefile must include workflow/rules/archive.smk"
     env = {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
-    config = ["--config", "duration_s=1", "target_pps=2000", "repeats=2", "experiment=arc"]
+    # warmup_s=0 keep_features=false: an agent without the warm-up and features file works too
+    config = ["--config", "duration_s=1", "target_pps=2000", "repeats=2", "experiment=arc", "warmup_s=0",
+              "keep_features=false"]
 
     def snakemake(*args):
         return subprocess.run([str(SNAKEMAKE), "--cores", "1", *args, *config], cwd=workflow_copy, env=env,
