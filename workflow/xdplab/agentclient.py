@@ -55,6 +55,11 @@ class AgentClient:
     def health(self, timeout_s: float | None = None) -> dict:
         return self._call("GET", "/health", timeout_s=timeout_s).json()
 
+    def environment(self, timeout_s: float | None = None) -> dict:
+        """What the DUT runs: kernel and its BPF options, CPU, NICs, BCC, LLVM, tcpdump,
+        Python, the collector (PROTOCOL.md)."""
+        return self._call("GET", "/environment", timeout_s=timeout_s or 30).json()
+
     def build(self, port: int, collector: str = "features") -> dict:
         return self._call("POST", "/build", json={"port": port, "collector": collector},
                           timeout_s=120).json()
