@@ -12,7 +12,6 @@ rule archive:
         trials=rules.aggregate.input.trials,
         tables=rules.aggregate.output,
         figures=rules.figures.output,
-        grid_figures=rules.grid_figures.output,
     output:
         archive=f"{RESULTS}/{EXP}-{time.strftime('%Y-%m-%d', time.gmtime())}.tar.gz",
     params:

@@ -13,6 +13,8 @@ rule check_connectivity:
         connectivity=temp("{stage}/connectivity.json"),
     params:
         testbed=TESTBED_SETTINGS,
+        # each host's environment, recorded at an invocation's first check (for archives)
+        environment=f"results/build/{TESTBED_ID}/environment.json",
     resources:
         testbed=1,
     priority: stage_priority

@@ -399,6 +399,32 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0) -
         echo=True)
 
 
+ENVIRONMENT_FILE = "environment.json"
+
+
+def record_environment(desc: dict, path: Path, log: Log) -> None:
+    """Each host's environment (xdplab.hostenv: kernel and its BPF options, CPU, NIC driver
+    and offloads, tool versions) as the run found it, for an archive made after the
+    testbed is gone.  Best effort: a host that cannot say is recorded with the reason."""
+    from . import hostenv
+
+    hosts = hostenv.collect([desc], log=log)
+    write_json(str(path), {"recorded_unix_s": time.time(),
+                           "recorded": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "hosts": hosts})
+
+
+def record_environment_once(desc: dict, path: str, log: Log) -> None:
+    """record_environment, at the first connectivity check of an invocation only."""
+    try:
+        started = json.loads(progress.PLAN_FILE.read_text()).get("started_unix_s") or 0
+    except (OSError, ValueError):
+        started = 0
+    with contextlib.suppress(OSError):
+        if Path(path).stat().st_mtime >= started:
+            return
+    record_environment(desc, Path(path), log)
+
+
 def _in_parallel(fn, items) -> list:
     """fn(item) for every item at once (threads); each result, or the exception it raised."""
     out = [None] * len(items)
