@@ -19,6 +19,7 @@ include: "workflow/rules/build.smk"
 include: "workflow/rules/trial.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/ndr.smk"
 
 
 rule all:

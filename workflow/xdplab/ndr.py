@@ -259,3 +259,48 @@ def trial_point(base: dict, pps: int, duration_s: int) -> str:
     from . import trials
 
     return trials.point_name(dict(base, target_pps=int(pps), duration_s=int(duration_s)))
+
+
+# -- tables ----------------------------------------------------------------------------
+
+# ndr.csv: one row per search.  Units in the names; the method in workflow/rules/NDR.md.
+COLUMNS = [
+    "packet_size", "ndr_pps", "probes", "confirm_sent", "confirm_lost", "limited_by",
+    "resolution_pct", "loss_threshold_pct", "confirm_loss_pct", "confirm_s", "confirmations",
+    "fail_pps", "fail_kind", "fail_outcome", "fail_loss_pct", "fail_loss_where",
+    "ndr_wire_mbps", "min_pps", "max_pps", "probe_s", "xdp_mode", "collector", "pattern", "search",
+]
+# ndr_probes.csv: one row per trial of every search, in the order they ran.
+PROBE_COLUMNS = [
+    "packet_size", "step", "kind", "target_pps", "duration_s", "outcome", "sent", "lost",
+    "loss_pct", "rate_sustained", "not_offered", "delivered_pps", "loss_where",
+    "xdp_mode", "collector", "pattern", "search", "trial",
+]
+
+
+def wire_mbps(pps: int | None, payload: int) -> float | None:
+    """The rate on an Ethernet wire, Mbit/s: frame + preamble + inter-frame gap per packet
+    (as summary.csv's throughput_wire_mbps)."""
+    from .accounting import wire_bytes
+
+    return None if pps is None else round(pps * wire_bytes(payload) * 8 / 1e6, 3)
+
+
+def table_row(step: dict) -> dict:
+    """ndr.csv's row of a search, from the step that ended it."""
+    r, s, p = step["result"], step["settings"], step["params"]
+    row = {k: r.get(k) for k in COLUMNS if k in r}
+    row.update({k: s[k] for k in SEARCH_DIMENSIONS}, search=step["search"],
+               min_pps=p["min_pps"], max_pps=p["max_pps"], probe_s=p["probe_s"],
+               ndr_wire_mbps=wire_mbps(r["ndr_pps"], s["packet_size"]))
+    return {k: row.get(k) for k in COLUMNS}
+
+
+def probe_rows(step: dict) -> list[dict]:
+    """ndr_probes.csv's rows of a search: each of its trials, in order."""
+    s = step["settings"]
+    out = []
+    for e in step["history"]:
+        row = dict(e, target_pps=e["pps"], search=step["search"], **{k: s[k] for k in SEARCH_DIMENSIONS})
+        out.append({k: row.get(k) for k in PROBE_COLUMNS})
+    return out
