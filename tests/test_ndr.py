@@ -221,3 +221,17 @@ def test_config_keys_take_decimals_and_refuse_nonsense():
             validate_config(bad)
     assert ndr.Params.from_settings(dict(validate_config({}).values, ndr_min_pps=5000,
                                          ndr_max_pps=4000)).problems()
+
+
+def test_table_rows_carry_the_result_its_settings_and_units():
+    p = params(max_pps=200_000)
+    result, history = ndr.run(p, Device(capacity=150_000))
+    settings = {"packet_size": 18, "xdp_mode": "native", "collector": "features", "pattern": "constant"}
+    step = {"search": "s", "params": p.as_dict(), "settings": settings, "history": history, "result": result}
+    row = ndr.table_row(step)
+    assert list(row) == ndr.COLUMNS and row["ndr_pps"] == result["ndr_pps"]
+    assert row["ndr_wire_mbps"] == round(row["ndr_pps"] * 84 * 8 / 1e6, 3)  # 64-byte frames
+    assert row["min_pps"] == 1000 and row["probe_s"] == 5 and row["packet_size"] == 18
+    probes = ndr.probe_rows(step)
+    assert [r["target_pps"] for r in probes] == [e["pps"] for e in history]
+    assert all(list(r) == ndr.PROBE_COLUMNS for r in probes)
