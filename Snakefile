@@ -20,6 +20,7 @@ include: "workflow/rules/trial.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/archive.smk"
+include: "workflow/rules/ndr.smk"
 
 
 rule all:

@@ -68,6 +68,20 @@ def _coerce_int(key: str, value: Any) -> int:
     raise ValueError(f"{key}: expected an integer, got {_show(value)}")
 
 
+def _coerce_number(key: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{key}: expected a number, got {_show(value)} (a boolean)")
+    if isinstance(value, (int, float)):
+        number = float(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*", value):
+        number = float(value)
+    else:
+        raise ValueError(f"{key}: expected a number, got {_show(value)}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ValueError(f"{key}: expected a finite number, got {_show(value)}")
+    return number
+
+
 def _coerce_bool(key: str, value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -103,8 +117,8 @@ def item_spec(spec: dict, schema: dict) -> tuple[dict, bool]:
 
 def _check_one(key: str, spec: dict, value: Any, bounds: dict) -> Any:
     kind = spec.get("type")
-    if kind == "integer":
-        value = _coerce_int(key, value)
+    if kind in ("integer", "number"):
+        value = _coerce_int(key, value) if kind == "integer" else _coerce_number(key, value)
         lo = spec.get("minimum")
         hi = bounds.get(key, spec.get("maximum"))
         if (lo is not None and value < lo) or (hi is not None and value > hi):
