@@ -276,10 +276,14 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
         print("xdplab: the run failed (reasons above; each trial's logs are in its directory, "
               f"{results}/trials/.../logs/). Run the same command again: finished trials are kept, "
               "failed or interrupted ones run again.", file=sys.stderr)
-    table = Path(results, "summary.md")
+    # A zero-loss search (`snakemake ndr`) ends with its own table.
+    searched = "ndr" in sys.argv[1:] and Path(results, "ndr.md").exists()
+    table = Path(results, "ndr.md" if searched else "summary.md")
     if not failed and table.exists():
         print("\n" + table.read_text())
-        print(f"Results: {results}/summary.csv (one row per trial; columns explained in README.md)")
+        print(f"Results: {results}/ndr.csv (one row per search; README.md, 'Zero-loss rate search')"
+              if searched else
+              f"Results: {results}/summary.csv (one row per trial; columns explained in README.md)")
     for line in source_limited(results):
         print(line)
 
