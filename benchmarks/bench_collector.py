@@ -8,12 +8,16 @@ agent's consumer reads its records (figures, no assertions).  Needs root and BCC
    (collector `features`, and `counters`: the same parse and counters, no ring
    buffer) and of a minimal program that only increments one per-CPU counter,
    loaded the same way (BCC), on frames that match (our header, a run id in the
-   session's range) with 18- and 1458-byte payloads.  The kernel's duration is the
+   session's range) with 18- and 1458-byte payloads.  Beside them, where the
+   time goes: the floor plus one bpf_ktime_get_ns() (`floor_ktime`: what any
+   per-packet timestamp costs), and the features path with its timestamp
+   replaced by a constant (`features_no_ktime`: parse, counters, staging and
+   batched ring-buffer output).  The kernel's duration is the
    total over `repeat` runs divided by `repeat`; 100,000 runs fit the 8 MiB ring, so
    no reservation fails; the median of 15 rounds is reported.
 2. The agent's ring-buffer consumer (its Features accounting, histograms and
-   bitmaps included): records per second over 100,000 records put in the ring by
-   test runs.
+   bitmaps included, and the features file): records per second over 100,000
+   records put in the ring (in batches) by test runs, the staged rest included.
 
 Takes about 20 s.
 """
@@ -21,11 +25,14 @@ Takes about 20 s.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes as ct
 import json
+import os
 import statistics
 import struct
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +58,7 @@ int xdplab_floor(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 """
+FLOOR_KTIME = FLOOR.replace("(*v)++;", "*v += bpf_ktime_get_ns();")
 
 
 class TestRunAttr(ct.Structure):
@@ -107,45 +115,61 @@ def main() -> int:
     from bcc import BPF
 
     sources = Sources.load()
-    floor = BPF(text=FLOOR)
-    floor_fn = floor.load_func("xdplab_floor", BPF.XDP)
+    floors = {name: BPF(text=text) for name, text in (("floor", FLOOR), ("floor_ktime", FLOOR_KTIME))}
+    floor_fds = {name: b.load_func("xdplab_floor", BPF.XDP).fd for name, b in floors.items()}
     progs = {c: Program(sources, PORT, c) for c in ("features", "counters")}
+    # The features path without its timestamp: same source, bpf_ktime_get_ns() replaced.
+    ktime = "rec->arrival_ns = bpf_ktime_get_ns();"
+    assert ktime in sources.text
+    no_ktime = copy.copy(sources)
+    no_ktime.text = sources.text.replace(ktime, "rec->arrival_ns = 0;")
+    progs["features_no_ktime"] = Program(no_ktime, PORT, "features")
     for prog in progs.values():
         prog.set_run_range(RUN_ID, 1)
     figures = {"method": "BPF_PROG_TEST_RUN, %d runs per round, median of %d rounds" % (REPEAT, ROUNDS),
                "ns_per_packet": {}}
     try:
-        drained = []
-        progs["features"].on_record = lambda data, size: drained.append(1)
         for payload in (18, 1458):
             data = frame(payload)
-            row = {"floor": round(median_ns(floor_fn.fd, data), 1)}
+            row = {name: round(median_ns(fd, data), 1) for name, fd in floor_fds.items()}
+            row["floor_ktime_ratio"] = round(row["floor_ktime"] / row["floor"], 2)
             for name, prog in progs.items():
                 row[name] = round(median_ns(prog.prog_fd, data, drain=prog.consume), 1)
                 row[f"{name}_ratio"] = round(row[name] / row["floor"], 2)
+            row["features_over_floor_ktime"] = round(row["features"] / row["floor_ktime"], 2)
             snap = progs["counters"].snapshot()["counters"]
             row["matched_check"] = snap.get("XDPLAB_MATCHED", 0) > 0
             figures["ns_per_packet"][f"{payload}B"] = row
             print(f"{payload:5d} B payload: floor {row['floor']} ns, features {row['features']} ns "
-                  f"({row['features_ratio']}x), counters {row['counters']} ns ({row['counters_ratio']}x)",
+                  f"({row['features_ratio']}x), counters {row['counters']} ns ({row['counters_ratio']}x); "
+                  f"floor + ktime {row['floor_ktime']} ns ({row['floor_ktime_ratio']}x), features "
+                  f"without ktime {row['features_no_ktime']} ns ({row['features_no_ktime_ratio']}x)",
                   flush=True)
         # The consumer: the agent's own per-record work on 100,000 records.
-        feats = Features(RUN_ID, 1, REPEAT, sources.feature_struct())
         prog = progs["features"]
         prog.consume()
-        prog.on_record = feats.on_record
-        test_run(prog.prog_fd, frame(18), REPEAT)
-        t0 = time.perf_counter()
-        prog.consume()
-        took = time.perf_counter() - t0
-        figures["consumer"] = {"records": feats.received, "seconds": round(took, 3),
-                               "records_per_s": round(feats.received / took) if took else None}
-        print(f"consumer: {feats.received} records in {took:.3f} s = "
-              f"{figures['consumer']['records_per_s']:,} records/s", flush=True)
+        prog.drain_staged()
+        with tempfile.TemporaryDirectory() as tmp:
+            feats = Features(RUN_ID, 1, REPEAT, sources.feature_struct(),
+                             features_path=os.path.join(tmp, "features.bin"))
+            prog.on_record = feats.on_record
+            test_run(prog.prog_fd, frame(18), REPEAT)
+            t0 = time.perf_counter()
+            prog.consume()
+            prog.drain_staged()
+            summary = feats.summary()
+            took = time.perf_counter() - t0
+        figures["consumer"] = {"records": feats.measured_received, "seconds": round(took, 3),
+                               "records_per_s": round(feats.measured_received / took) if took else None,
+                               "features_file_bytes": summary["features_file"]["bytes"],
+                               "batch": sources.batch}
+        print(f"consumer: {feats.measured_received} records in {took:.3f} s = "
+              f"{figures['consumer']['records_per_s']:,} records/s (features file included)", flush=True)
     finally:
         for prog in progs.values():
             prog.close()
-        floor.cleanup()
+        for b in floors.values():
+            b.cleanup()
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
     return 0

@@ -90,9 +90,9 @@ def vm_hwm_kib(pid: int) -> int:
     raise RuntimeError("no VmHWM")
 
 
-def memory(workdir: Path, pps: int = 300000) -> list[dict]:
+def memory(workdir: Path, pps: int = 300000, counts=(1, 5, 15)) -> list[dict]:
     out = []
-    for millions in (1, 5, 15):
+    for millions in counts:
         packets = millions * 1_000_000
         duration = max(1, round(packets / pps))
         pid = agent_pid()

@@ -48,6 +48,25 @@ struct xdplab_feature {
 	__u32 cpu;        /* CPU that ran the XDP program */
 };
 
+/* Records are staged per CPU and handed to the ring buffer in batches: one
+ * bpf_ringbuf_output() of up to XDPLAB_BATCH records (a power of two) instead
+ * of a reserve and a submit per packet.  A CPU's batch also goes out as soon as
+ * its oldest staged record is XDPLAB_FLUSH_NS old when the next record
+ * arrives, so at low rates records reach the consumer within about a packet
+ * interval.  What is still staged when the program is detached is read from
+ * the `stage` map by the agent (every CPU's first n records), so every record
+ * arrives.  A ring-buffer record is therefore 1..XDPLAB_BATCH features back to
+ * back, never a partial one. */
+#define XDPLAB_BATCH 64
+#define XDPLAB_FLUSH_NS 1000000
+
+/* The per-CPU staging area (one-entry per-CPU array `stage`). */
+struct xdplab_stage {
+	__u32 n;          /* records staged in recs[0 .. n-1] */
+	__u32 pad;
+	struct xdplab_feature recs[XDPLAB_BATCH];
+};
+
 /* A session matches run ids first .. first+count-1 (count <= XDPLAB_MAX_RUN_IDS).
  * The agent writes them into the one-entry `run_range` array map at arm as a
  * u64: first in the low 32 bits, count in the high 32 bits (one lookup in
@@ -63,8 +82,11 @@ enum xdplab_counter {
 	XDPLAB_SEEN = 0,      /* every frame the program ran on */
 	XDPLAB_IPV4_UDP,      /* parsed as IPv4 + UDP (first fragments included) */
 	XDPLAB_MATCHED,       /* UDP to the port, magic, run id in the session's range */
-	XDPLAB_FEATURES,      /* feature records submitted to the ring buffer */
-	XDPLAB_RINGBUF_FULL,  /* matched, but the ring buffer had no room: record dropped */
+	XDPLAB_FEATURES,      /* feature records exported: in the ring buffer or staged
+			       * (the agent reads staged ones at disarm) */
+	XDPLAB_RINGBUF_FULL,  /* matched, but the ring buffer had no room for the batch
+			       * holding the record: record lost (FEATURES + RINGBUF_FULL
+			       * = MATCHED) */
 	XDPLAB_PARSE_ERRORS,  /* claimed IPv4/UDP but a header ran past the frame's end */
 	XDPLAB_FOREIGN_ARP,   /* ARP frames */
 	XDPLAB_FOREIGN_PORT,  /* IPv4/UDP to the port: short payload, no magic, or a run id

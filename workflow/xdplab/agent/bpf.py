@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import re
+import sys
 import time
 
 log = logging.getLogger("xdplab-agent")
@@ -24,6 +25,8 @@ BPF_XDP_ATTACH_TYPE = 37          # enum bpf_attach_type: BPF_XDP
 BPF_LINK_CREATE_CMD = 28          # enum bpf_cmd
 BPF_ENABLE_STATS_CMD = 32         # enum bpf_cmd
 BPF_STATS_RUN_TIME = 0            # enum bpf_stats_type
+BPF_MAP_LOOKUP_ELEM_CMD = 1       # enum bpf_cmd
+BPF_MAP_UPDATE_ELEM_CMD = 2
 XDP_FLAGS = {"generic": 2, "native": 4}   # XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE
 SYS_BPF = {"x86_64": 321, "aarch64": 280, "armv7l": 386, "riscv64": 280}
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
@@ -54,6 +57,17 @@ class _LinkCreateAttr(ct.Structure):
     _fields_ = [("prog_fd", ct.c_uint32), ("target_ifindex", ct.c_uint32),
                 ("attach_type", ct.c_uint32), ("flags", ct.c_uint32),
                 ("pad", ct.c_uint64 * 4)]
+
+
+class _MapElemAttr(ct.Structure):
+    # union bpf_attr, map element member: map_fd, key, value, flags.
+    _fields_ = [("map_fd", ct.c_uint32), ("pad", ct.c_uint32), ("key", ct.c_uint64),
+                ("value", ct.c_uint64), ("flags", ct.c_uint64)]
+
+
+def _possible_cpus():
+    from bcc.utils import get_possible_cpus
+    return len(get_possible_cpus())
 
 
 def _sys_bpf(cmd, attr):
@@ -148,6 +162,11 @@ class Program:
             self.ring_bytes = self.ring_pages = None
             self.on_record = None            # set per session; the ring's callback calls it
             if collector == "features":
+                self.batch, self.record_size = sources.batch, sources.record_size
+                self.stage_fd = self.bpf["stage"].map_fd
+                # A per-CPU value is padded to 8 bytes per CPU in the syscall's buffer.
+                self.stage_stride = (8 + self.batch * sources.record_size + 7) // 8 * 8
+                self.ncpus = _possible_cpus()
                 events = self.bpf["events"]
                 self.ring_bytes = fdinfo(events.map_fd).get("max_entries")
                 self.ring_pages = self.ring_bytes // PAGE_SIZE
@@ -175,6 +194,31 @@ class Program:
         """Hand every record in the ring to on_record (no waiting)."""
         if self.collector == "features":
             self.bpf.ring_buffer_consume()
+
+    def drain_staged(self):
+        """Hand the records still staged per CPU (fewer than a batch each) to
+        on_record, then empty the staging.  Only while the program is detached
+        (at disarm, after the ring is consumed; at arm, to discard leftovers):
+        the program writes the staging without any lock."""
+        if self.collector != "features":
+            return 0
+        size = self.ncpus * self.stage_stride
+        buf = ct.create_string_buffer(size)
+        key = ct.c_uint32(0)
+        _sys_bpf(BPF_MAP_LOOKUP_ELEM_CMD, _MapElemAttr(
+            map_fd=self.stage_fd, key=ct.addressof(key), value=ct.addressof(buf)))
+        base, rs, records = ct.addressof(buf), self.record_size, 0
+        raw = buf.raw
+        for cpu in range(self.ncpus):
+            off = cpu * self.stage_stride
+            n = int.from_bytes(raw[off:off + 4], sys.byteorder)
+            if 0 < n <= self.batch:
+                self._callback(None, base + off + 8, n * rs)
+                records += n
+        ct.memset(buf, 0, size)
+        _sys_bpf(BPF_MAP_UPDATE_ELEM_CMD, _MapElemAttr(
+            map_fd=self.stage_fd, key=ct.addressof(key), value=ct.addressof(buf)))
+        return records
 
     def set_run_range(self, first, count):
         self.run_range[ct.c_int(0)] = ct.c_uint64(first | (count << 32))

@@ -47,6 +47,8 @@ class Sources:
         self.counters = parse_counter_enum(text)
         self.feature_fields = parse_feature_fields(text)
         self.max_run_ids = parse_define(text, "XDPLAB_MAX_RUN_IDS")
+        self.batch = parse_define(text, "XDPLAB_BATCH")
+        self.record_size = ct.sizeof(self.feature_struct())
         self.text = inline_header(source.decode(), text)
 
     @classmethod

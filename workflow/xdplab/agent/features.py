@@ -1,107 +1,296 @@
 """What the ring-buffer records of one interface add up to, in bounded memory.
 
-Per record: counts per run id, duplicate detection with a bitmap per run id
+The collector hands records over in batches (1..XDPLAB_BATCH `struct
+xdplab_feature` back to back in one ring-buffer record, see xdplab.h); a
+batch is decoded at once through memoryview casts (one strided `tolist()` per
+field), so the Python work per record is a few list operations, not a ctypes
+object and a call.
+
+Per record of a measured run id (run_id .. run_id + measured_run_ids - 1):
+counts per run id, duplicate detection with a bitmap per measured run id
 (sized at arm from expected_packets, capped), latency (arrival_ns - send_ns)
-and inter-arrival gap (in the order the consumer reads records) into
-log-linear histograms.  Nothing is kept per packet: memory does not grow with
-the packet count.  Touched only by the consumer thread until it is joined.
+and inter-arrival gap (between consecutive measured records, in the order the
+consumer reads them) into log-linear histograms, and, with a features file,
+its 40 raw bytes appended to the file (buffered, ~1 MiB per write).  Records
+of the session's other run ids (warm-up) are counted, nothing more.  Nothing
+is kept per packet: memory does not grow with the packet count.  Touched only
+by the consumer thread until it is joined (the counters are read live, racily,
+by the time-series sampler).
 """
 
 import ctypes as ct
+import hashlib
+from operator import sub
 
 from .hist import DESCRIPTION, Histogram
 
 # Duplicate bitmaps of one interface together use at most this much; seqs at or
 # above a run's bitmap are counted (seq_beyond_bitmap) but not checked.
 BITMAP_MAX_BYTES = 1 << 24            # 16 MiB = 134M seqs
+FILE_CHUNK_BYTES = 1 << 20            # features file: written in chunks of ~1 MiB
+
+# The fields the consumer reads, and the memoryview format of their C type.
+_FIELDS = {"arrival_ns": "Q", "send_ns": "Q", "seq": "I", "run_id": "H", "cpu": "I"}
+_SIZES = {"Q": 8, "I": 4, "H": 2}
+
+
+def _layout(record_cls):
+    """{field: (format, stride in elements, index in the record)} from the ctypes
+    struct parsed from xdplab.h, checked against what the casts assume."""
+    size = ct.sizeof(record_cls)
+    out = {}
+    for name, fmt in _FIELDS.items():
+        field = getattr(record_cls, name)
+        el = _SIZES[fmt]
+        if field.size != el or field.offset % el or size % el:
+            raise RuntimeError("struct xdplab_feature: field %s is not a %d-byte aligned "
+                               "integer" % (name, el))
+        out[name] = (fmt, size // el, field.offset // el)
+    return out
 
 
 class Features:
-    def __init__(self, run_id, run_ids, expected_packets, record_cls):
+    def __init__(self, run_id, run_ids, expected_packets, record_cls, measured_run_ids=None,
+                 features_path=None):
         self.run_id, self.run_ids = run_id, run_ids
-        self.record_ptr = ct.POINTER(record_cls)
+        self.measured = run_ids if measured_run_ids is None else measured_run_ids
+        if not 1 <= self.measured <= run_ids:
+            raise ValueError("measured_run_ids must be 1..run_ids")
         self.record_size = ct.sizeof(record_cls)
-        self.received = 0
+        self.layout = _layout(record_cls)
+        self.records_read = 0          # every record, whatever its run id
+        self.measured_received = 0     # records of measured run ids (read live by the sampler)
+        self.warmup_records = 0        # records of the session's other (warm-up) run ids
         self.other_run = 0
         self.callback_errors = 0
         self.seq_beyond_bitmap = 0
         self.first_arrival = None
         self.last_arrival = None
         self.prev_arrival = None
-        per_run = min(expected_packets // 8 + 1, BITMAP_MAX_BYTES // run_ids)
+        per_run = min(expected_packets // 8 + 1, BITMAP_MAX_BYTES // self.measured)
         self.bitmap_bits = per_run * 8
-        self.bitmaps = [bytearray(per_run) for _ in range(run_ids)]
+        self.bitmaps = [bytearray(per_run) for _ in range(self.measured)]
         self.run_received = [0] * run_ids
-        self.run_unique = [0] * run_ids
-        self.run_duplicates = [0] * run_ids
+        self.run_unique = [0] * self.measured
+        self.run_duplicates = [0] * self.measured
         self.latency = Histogram()
         self.gap = Histogram()
         self.gap_negative = 0
         self.per_cpu = {}
+        self.features_path = features_path
+        self._file = None
+        self._buf = bytearray()
+        self._sha = None
+        self.file_records = self.file_bytes = 0
+        self.file_error = None
+        if features_path is not None:
+            self._file = open(features_path, "wb")
+            self._sha = hashlib.sha256()
 
+    @property
+    def received(self):
+        """Every record read (the session's drain loop watches it grow)."""
+        return self.records_read
+
+    # --- input ---------------------------------------------------------------------------
     def on_record(self, data, size):
-        """The ring buffer's callback: never raises (BCC would print and go on)."""
+        """The ring buffer's callback (data: address, size: bytes): one batch of
+        records.  Never raises (BCC would print and go on)."""
         try:
-            if size < self.record_size:
-                raise ValueError("short record")
-            self.add(ct.cast(data, self.record_ptr).contents)
+            if size < self.record_size or size % self.record_size:
+                raise ValueError("ring-buffer record of %d bytes" % size)
+            self.add_batch(ct.string_at(data, size))
         except Exception:
             self.callback_errors += 1
 
     def add(self, ev):
-        self.received += 1
-        arrival = ev.arrival_ns
-        prev = self.prev_arrival
-        if prev is not None:
-            if arrival >= prev:
-                self.gap.record(arrival - prev)
-            else:
-                self.gap_negative += 1
-        self.prev_arrival = arrival
-        slot = ev.run_id - self.run_id
-        if not 0 <= slot < self.run_ids:
-            self.other_run += 1      # XDP filters run ids: only a stale record could land here
+        """One ctypes record (tests)."""
+        self.add_batch(bytes(ev))
+
+    def add_batch(self, buf):
+        """buf: bytes of n whole records."""
+        n = len(buf) // self.record_size
+        if not n:
             return
-        self.run_received[slot] += 1
-        seq = ev.seq
-        if seq < self.bitmap_bits:
-            bm = self.bitmaps[slot]
-            byte, bit = seq >> 3, 1 << (seq & 7)
-            if bm[byte] & bit:
-                self.run_duplicates[slot] += 1
+        self.records_read += n
+        mv = memoryview(buf)
+        lay = self.layout
+        views = {}
+
+        def column(name):
+            fmt, stride, idx = lay[name]
+            v = views.get(fmt)
+            if v is None:
+                v = views[fmt] = mv.cast(fmt)
+            return v[idx::stride].tolist()
+
+        runs = column("run_id")
+        r0 = runs[0]
+        if runs.count(r0) == n:                      # one run id: the usual batch
+            slot = r0 - self.run_id
+            if 0 <= slot < self.measured:
+                self._measured(buf, n, column, slot, None)
+            elif self.measured <= slot < self.run_ids:
+                self.warmup_records += n
+                self.run_received[slot] += n
             else:
-                bm[byte] |= bit
-                self.run_unique[slot] += 1
+                self.other_run += n      # XDP filters run ids: only a stale record lands here
+            return
+        # Several run ids (two sources on one interface, the warm-up's end): by record.
+        slots = [r - self.run_id for r in runs]
+        keep = []
+        for k, slot in enumerate(slots):
+            if 0 <= slot < self.measured:
+                keep.append(k)
+            elif self.measured <= slot < self.run_ids:
+                self.warmup_records += 1
+                self.run_received[slot] += 1
+            else:
+                self.other_run += 1
+        if keep:
+            self._measured(buf, n, column, None, keep, slots)
+
+    def _measured(self, buf, n, column, slot, keep, slots=None):
+        """The measured records of a batch: all n (slot given) or those at `keep`."""
+        arrivals, sends, seqs = column("arrival_ns"), column("send_ns"), column("seq")
+        cpus = column("cpu")
+        rs = self.record_size
+        if keep is not None and len(keep) < n:
+            arrivals = [arrivals[k] for k in keep]
+            sends = [sends[k] for k in keep]
+            seqs = [seqs[k] for k in keep]
+            cpus = [cpus[k] for k in keep]
+            slots = [slots[k] for k in keep]
+            raw = b"".join(buf[k * rs:(k + 1) * rs] for k in keep) if self._file else None
         else:
-            self.seq_beyond_bitmap += 1
-        if self.first_arrival is None or arrival < self.first_arrival:
-            self.first_arrival = arrival
-        if self.last_arrival is None or arrival > self.last_arrival:
-            self.last_arrival = arrival
-        self.latency.record(arrival - ev.send_ns)
-        cpu = ev.cpu
-        self.per_cpu[cpu] = self.per_cpu.get(cpu, 0) + 1
+            raw = buf
+        m = len(arrivals)
+        self.measured_received += m
+        # Gaps between consecutive measured records, in reading order.
+        prev = self.prev_arrival
+        gaps = list(map(sub, arrivals[1:], arrivals))
+        if prev is not None:
+            gaps.insert(0, arrivals[0] - prev)
+        self.prev_arrival = arrivals[-1]
+        if gaps:
+            if min(gaps) < 0:
+                pos = [g for g in gaps if g >= 0]
+                self.gap_negative += len(gaps) - len(pos)
+                gaps = pos
+            self.gap.record_many(gaps)
+        self.latency.record_many(list(map(sub, arrivals, sends)))
+        lo, hi = min(arrivals), max(arrivals)
+        if self.first_arrival is None or lo < self.first_arrival:
+            self.first_arrival = lo
+        if self.last_arrival is None or hi > self.last_arrival:
+            self.last_arrival = hi
+        c0 = cpus[0]
+        pc = self.per_cpu
+        if cpus.count(c0) == m:                      # a batch comes from one CPU's staging
+            pc[c0] = pc.get(c0, 0) + m
+        else:
+            for c in cpus:
+                pc[c] = pc.get(c, 0) + 1
+        if slot is not None:
+            self.run_received[slot] += m
+            self._seqs(slot, seqs)
+        else:
+            for s in set(slots):
+                sel = [q for q, r in zip(seqs, slots) if r == s]
+                self.run_received[s] += len(sel)
+                self._seqs(s, sel)
+        if self._file is not None and self.file_error is None:
+            self._write(raw, m)
+
+    def _seqs(self, slot, seqs):
+        """Duplicate check of one run's seqs: a run of consecutive seqs (the usual
+        batch) is tested and set with one big-int operation."""
+        bm, bits = self.bitmaps[slot], self.bitmap_bits
+        m, s0, s1 = len(seqs), seqs[0], seqs[-1]
+        if s1 - s0 == m - 1 and s1 < bits and seqs == list(range(s0, s1 + 1)):
+            b0, b1 = s0 >> 3, (s1 >> 3) + 1
+            chunk = int.from_bytes(bm[b0:b1], "little")
+            mask = ((1 << m) - 1) << (s0 & 7)
+            dup = (chunk & mask).bit_count()
+            if dup != m:
+                bm[b0:b1] = (chunk | mask).to_bytes(b1 - b0, "little")
+            self.run_duplicates[slot] += dup
+            self.run_unique[slot] += m - dup
+            return
+        dups = beyond = 0
+        for seq in seqs:
+            if seq < bits:
+                byte, bit = seq >> 3, 1 << (seq & 7)
+                if bm[byte] & bit:
+                    dups += 1
+                else:
+                    bm[byte] |= bit
+            else:
+                beyond += 1
+        self.run_duplicates[slot] += dups
+        self.run_unique[slot] += len(seqs) - dups - beyond
+        self.seq_beyond_bitmap += beyond
+
+    # --- the features file -----------------------------------------------------------------
+    def _write(self, raw, records):
+        self._buf += raw
+        self.file_records += records
+        if len(self._buf) >= FILE_CHUNK_BYTES:
+            self._flush()
+
+    def _flush(self):
+        if not self._buf or self._file is None:
+            return
+        try:
+            self._file.write(self._buf)
+            self._sha.update(self._buf)
+            self.file_bytes += len(self._buf)
+        except OSError as e:
+            # A full disk ends the file, not the measurement: said in the summary.
+            self.file_error = "%s: %s" % (type(e).__name__, e)
+        self._buf = bytearray()
+
+    def close_file(self):
+        """Flush and close the features file (idempotent; the summary calls it)."""
+        if self._file is None:
+            return
+        self._flush()
+        try:
+            self._file.close()
+        except OSError as e:
+            self.file_error = self.file_error or "%s: %s" % (type(e).__name__, e)
+        self._file = None
 
     def release(self):
-        """Drop the bitmaps once the summary is taken."""
+        """Drop the bitmaps and histograms once the summary is taken."""
+        self.close_file()
         self.bitmaps = []
+        self.latency = self.gap = None
 
+    # --- output ------------------------------------------------------------------------------
     def summary(self):
+        self.close_file()
         lat = self.latency.summary()
-        lat["method"] = ("arrival_ns - send_ns per record of the session's run ids (duplicates "
-                         "included; negative values, e.g. from two hosts' clocks, are counted "
-                         "in out_of_range); " + DESCRIPTION)
+        lat["method"] = ("arrival_ns - send_ns per record of the session's measured run ids "
+                         "(duplicates included; negative values, e.g. from two hosts' clocks, "
+                         "are counted in out_of_range); " + DESCRIPTION)
         gap = self.gap.summary(percentiles=(50, 99))
         gap["negative"] = self.gap_negative
-        gap["method"] = ("arrival_ns difference of consecutive records in the order the "
-                         "consumer read them; " + DESCRIPTION)
-        by_run = {str(self.run_id + i): {"received": self.run_received[i],
-                                         "unique_seqs": self.run_unique[i],
-                                         "duplicates": self.run_duplicates[i]}
-                  for i in range(self.run_ids)}
-        return {
-            "received": self.received,
-            "for_run": sum(self.run_received),
+        gap["method"] = ("arrival_ns difference of consecutive records of the measured run ids "
+                         "in the order the consumer read them; " + DESCRIPTION)
+        by_run = {}
+        for i in range(self.run_ids):
+            if i < self.measured:
+                by_run[str(self.run_id + i)] = {"received": self.run_received[i],
+                                                "unique_seqs": self.run_unique[i],
+                                                "duplicates": self.run_duplicates[i]}
+            else:
+                by_run[str(self.run_id + i)] = {"received": self.run_received[i],
+                                                "warmup": True}
+        out = {
+            "received": self.measured_received,
+            "for_run": self.measured_received,
+            "warmup_records": self.warmup_records,
             "other_run": self.other_run,
             "unique_seqs": sum(self.run_unique),
             "duplicates": sum(self.run_duplicates),
@@ -114,12 +303,19 @@ class Features:
             "latency_ns": lat,
             "gap_ns": gap,
         }
+        if self.features_path is not None:
+            out["features_file"] = {"records": self.file_bytes // self.record_size,
+                                    "bytes": self.file_bytes,
+                                    "sha256": self._sha.hexdigest(),
+                                    "record_size": self.record_size,
+                                    "error": self.file_error}
+        return out
 
 
 def empty_summary(collector):
     """features for a session without records ("counters": zeros, "off": nulls)."""
     z = 0 if collector == "counters" else None
-    return {"received": z, "for_run": z, "other_run": z, "unique_seqs": z, "duplicates": z,
-            "seq_beyond_bitmap": z, "by_run": {}, "first_arrival_ns": None,
+    return {"received": z, "for_run": z, "warmup_records": z, "other_run": z, "unique_seqs": z,
+            "duplicates": z, "seq_beyond_bitmap": z, "by_run": {}, "first_arrival_ns": None,
             "last_arrival_ns": None, "per_cpu": {}, "callback_errors": z,
             "latency_ns": None, "gap_ns": None}

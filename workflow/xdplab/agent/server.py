@@ -139,6 +139,8 @@ class Handler(BaseHTTPRequestHandler):
                 routes = {"POST": lambda: (200, get().capture_stop())}
             elif rest == "capture.pcap":
                 routes = {"GET": lambda: self._send_pcap(get(), query)}
+            elif rest == "features":
+                routes = {"GET": lambda: self._send_features(get(), query)}
             elif rest == "capture/check":
                 routes = {"POST": lambda: (200, agent.capture_check(get(), body()))}
             elif rest == "disarm":
@@ -177,6 +179,34 @@ class Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
         return None
 
+
+    def _send_features(self, s, query):
+        """GET /sessions/<id>/features?interface=IF: the raw feature records (struct
+        xdplab_feature, host byte order) of the session's measured run ids."""
+        name = query_interface(query, [i.name for i in s.ifaces])
+        iface, path, info = self.server.agent.features_file(s, name)
+        try:
+            f = open(path, "rb")
+        except OSError as e:
+            raise ApiError(500, "session %s: cannot open features file %s: %s"
+                           % (s.id, path, e.strerror))
+        with f:
+            size = os.fstat(f.fileno()).st_size
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.send_header("Content-Disposition",
+                             "attachment; filename=%s.features-%s.bin" % (s.id, name))
+            self.send_header("X-Xdplab-Sha256", info.get("sha256") or "")
+            self.send_header("X-Xdplab-Record-Size", str(info.get("record_size") or ""))
+            self.end_headers()
+            try:
+                for chunk in iter(lambda: f.read(1 << 16), b""):
+                    self.wfile.write(chunk)
+            except OSError as e:   # headers are out: no JSON error possible any more
+                log.warning("session %s: features download aborted: %s", s.id, e)
+                self.close_connection = True
+        return None
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True

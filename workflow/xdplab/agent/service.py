@@ -264,6 +264,26 @@ class Agent:
                                 "captures of the last finished sessions only)" % s.id)
         return iface, path
 
+    @staticmethod
+    def features_file(s, name):
+        """(the session's interface, its features file and that file's summary) once the
+        session is disarmed (the file is complete and closed then): 409 before, 404 for a
+        session that kept none, 410 once the file was removed."""
+        with s.lock:
+            iface = [i for i in s.ifaces if i.name == name][0]
+            path = getattr(iface.features, "features_path", None)
+            if path is None:
+                raise ApiError(404, "session %s: no features file for %s (keep_features was "
+                                    "not asked for, or collector is not features)" % (s.id, name))
+            if s.result is None:
+                raise ApiError(409, "session %s: the features file is complete at disarm; "
+                                    "disarm first" % s.id)
+            info = ((s.result.get("interfaces") or {}).get(name) or {}).get(
+                "features", {}).get("features_file")
+        if not os.path.isfile(path):
+            raise ApiError(410, "session %s: its features file was removed" % s.id)
+        return iface, path, info or {}
+
     def capture_check(self, s, body):
         """Check one run id's packets in a stopped capture against the generator's schedule,
         here where the capture was written (streaming, bounded memory: pcapcheck), so that

@@ -163,6 +163,7 @@ class Session:
                     raise ApiError(422, "prog_tag %s of the compiled program differs from "
                                         "expected_tag %s" % (prog.tag, req["expected_tag"]))
                 prog.consume()                    # discard what an earlier session left
+                prog.drain_staged()               # (ring, and records staged per CPU)
                 prog.set_run_range(self.run_id, self.run_ids)
                 if self.collector == "features":
                     i.features = Features(self.run_id, self.run_ids, req["expected_packets"],
@@ -264,6 +265,8 @@ class Session:
                 after = sum(i.features.received for i in self.ifaces if i.features)
                 empty = empty + 1 if after == before else 0
             self.drained = empty >= 2
+            for p in progs:          # detached by now: the records still staged per CPU
+                p.drain_staged()
         except Exception as e:
             self.consumer_error = "%s: %s" % (type(e).__name__, e)
             log.error("session %s: ring buffer consumer failed: %s", self.id, e)
