@@ -111,33 +111,6 @@ class AgentClient:
             raise AgentError(f"DUT agent at {self.url}: {what} has {expected} bytes, received {size}")
         return h.hexdigest()
 
-    def download_features(self, session_id: str, dest: Path, interface: str | None = None) -> str:
-        """Stream the features file of one interface (raw struct xdplab_feature records)
-        to `dest` after disarm; return its sha256 (hex)."""
-        import hashlib
-
-        path = f"/sessions/{session_id}/features"
-        if interface is not None:
-            path += f"?interface={interface}"
-        r = self._call("GET", path, timeout_s=300, stream=True)
-        size, h = 0, hashlib.sha256()
-        with open(dest, "wb") as f:
-            try:
-                for chunk in r.iter_content(1 << 20):
-                    f.write(chunk)
-                    h.update(chunk)
-                    size += len(chunk)
-            except requests.RequestException as e:
-                raise AgentError(f"DUT agent at {self.url}: the features download of session "
-                                 f"{session_id} broke off after {size} bytes ({_root_cause(e)})") from e
-            finally:
-                r.close()
-        expected = r.headers.get("Content-Length")
-        if expected is not None and expected.isdigit() and int(expected) != size:
-            raise AgentError(f"DUT agent at {self.url}: the features file of session {session_id} "
-                             f"has {expected} bytes, received {size}")
-        return h.hexdigest()
-
     def disarm(self, session_id: str, timeout_s: float = 60) -> dict:
         return self._call("POST", f"/sessions/{session_id}/disarm", timeout_s=timeout_s).json()
 
