@@ -318,20 +318,29 @@ def test_forgotten_sessions_and_stale_files_lose_their_pcap(tmp_path):
     def fake(sid, state):
         path = tmp_path / (sid + ".if0.pcap")
         path.write_bytes(b"pcap")
+        fdir = tmp_path / ("20261126T120000-%08x" % len(a.sessions))
+        fdir.mkdir()
+        fpath = fdir / "features-eth1.bin"
+        fpath.write_bytes(bytes(40))
         s = types.SimpleNamespace(id=sid, state=state, lock=threading.RLock(), result=None,
-                                  ifaces=[types.SimpleNamespace(name="eth1", pcap_path=str(path))])
+                                  features_dir=str(fdir),
+                                  ifaces=[types.SimpleNamespace(name="eth1", pcap_path=str(path),
+                                                                features_path=str(fpath))])
         s.remove_pcaps = lambda s=s: session.Session.remove_pcaps(s)
         s.drop_histograms = lambda s=s: session.Session.drop_histograms(s)
         return s
 
-    for sid in ids:
-        a.sessions[sid] = fake(sid, "disarmed")
-    a.sessions["armed"] = fake("armed", "armed")
+    for sid in ids + ["armed"]:
+        a.sessions[sid] = fake(sid, "disarmed" if sid != "armed" else "armed")
     a._forget_old_sessions()
     assert sorted(a.sessions) == sorted(ids[3:] + ["armed"])
     kept = [sid + ".if0.pcap" for sid in ids[-service.MAX_KEPT_CAPTURES:]] + ["armed.if0.pcap"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    kept_dirs = [Path(a.sessions[sid].features_dir).name
+                 for sid in ids[-service.MAX_KEPT_CAPTURES:] + ["armed"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + kept_dirs)
     assert a.sessions[ids[3]].ifaces[0].pcap_path is None
+    assert a.sessions[ids[3]].ifaces[0].features_path is None
+    kept += [d + "/features-eth1.bin" for d in kept_dirs]
 
     # At start: only <session>[.ifN].pcap regular files go; nothing else is touched.
     (tmp_path / "notes.txt").write_text("keep")
