@@ -10,7 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from . import AGENT, sysstats
+from . import AGENT, environment, sysstats
 from .api import ApiError, validate_arm, validate_build, validate_capture_check
 from .bpf import Program, PROG_NAME, release_freed_memory
 from .session import Session
@@ -25,6 +25,8 @@ MAX_KEPT_CAPTURES = 2
 MAX_PROGRAM_KEYS = 4                  # (port, collector, ring pages) kept compiled
 SHUTDOWN_ARMING_WAIT_S = 60.0         # a compile + attach in flight finishes first
 PCAP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.if\d{1,3})?\.pcap$")
+SESSION_DIR_RE = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")     # <state_dir>/<session>/
+FEATURES_NAME_RE = re.compile(r"^features-[^/]{1,64}\.bin$")
 
 
 class Programs:
@@ -39,6 +41,7 @@ class Programs:
         self.max_per_key = max_per_key
         self.lock = threading.Lock()       # LLVM in BCC: one compile at a time
         self.free = OrderedDict()
+        self.last = None                   # the program most recently taken (/environment)
 
     def acquire(self, port, collector, ring_pages):
         key = (port, collector, ring_pages)
@@ -46,6 +49,7 @@ class Programs:
             progs = self.free.get(key)
             if progs:
                 self.free.move_to_end(key)
+                self.last = progs[-1]
                 return progs.pop(), 0.0
             try:
                 prog = Program(self.sources, port, collector, ring_pages)
@@ -56,6 +60,7 @@ class Programs:
                                % (PROG_NAME, " ".join(_cflags(port, collector, ring_pages)), e))
             log.info("compiled %s for port %d, collector %s, ring pages %s in %.2f s (tag %s)",
                      PROG_NAME, port, collector, ring_pages, prog.compile_s, prog.tag)
+            self.last = prog
             return prog, prog.compile_s
 
     def release(self, prog):
@@ -120,6 +125,27 @@ def remove_stale_pcaps(state_dir):
         removed.append({"file": name, "bytes": st.st_size})
         log.warning("removed stale capture %s (%d bytes) left by an earlier agent",
                     path, st.st_size)
+    for name in sorted(os.listdir(state_dir)):   # session directories with features files
+        path = os.path.join(state_dir, name)
+        if not SESSION_DIR_RE.match(name) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        for f in sorted(os.listdir(path)):
+            fp = os.path.join(path, f)
+            try:
+                st = os.lstat(fp)
+                if not FEATURES_NAME_RE.match(f) or (st.st_mode & 0o170000) != 0o100000:
+                    continue
+                os.unlink(fp)
+            except OSError as e:
+                log.warning("could not remove stale features file %s: %s", fp, e)
+                continue
+            removed.append({"file": os.path.join(name, f), "bytes": st.st_size})
+            log.warning("removed stale features file %s (%d bytes) left by an earlier agent",
+                        fp, st.st_size)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
     return removed
 
 
@@ -162,6 +188,22 @@ class Agent:
                 "programs_loaded": self.programs.loaded(),
                 "state_dir": self.state_dir, "state_dir_free_bytes": sysstats.free_bytes(self.state_dir),
                 "session": s.summary() if s else None}
+
+    def environment(self):
+        """GET /environment (environment.py): what this DUT runs."""
+        with self.lock:
+            s = self.armed
+        prog = None
+        if s is not None:
+            prog = next((i.program for i in s.ifaces if i.program is not None), None)
+        prog = prog or self.programs.last
+        collector = {"prog_tag": prog.tag if prog else
+                     (None, "no collector loaded yet (POST /build or arm first)"),
+                     "source_sha256": self.sources.source_sha256,
+                     "header_sha256": self.sources.header_sha256,
+                     "source_origin": self.sources.source_origin,
+                     "cflags": list(prog.cflags) if prog else None}
+        return environment.gather(self.allowed, self.bcc_version, collector, sysstats.run_argv)
 
     def build(self, body):
         """Compile (or reuse) one instance per --interface, so that arming any
