@@ -145,10 +145,11 @@ def kernel_config(release):
     return None, "neither %s nor /proc/config.gz exists" % boot
 
 
-def gather(interfaces, bcc_version, collector, run):
+def gather(interfaces, bcc_version, collector, run, llvm_maps=None):
     """The /environment reply.  run(argv) -> CompletedProcess (sysstats.run_argv);
     collector: {"prog_tag", "source_sha256", ...} from the agent (prog_tag may be
-    (None, reason))."""
+    (None, reason)); llvm_maps: /proc/<pid>/maps lines of a process that imported
+    bcc (the agent asks a child at start), else this process's own maps."""
     c = Collected()
     release = platform.release()
     cfg, source = kernel_config(release)
@@ -210,9 +211,9 @@ def gather(interfaces, bcc_version, collector, run):
         c.unavailable["libpcap"] = why
 
     def llvm():
-        found = llvm_from_maps(_read("/proc/self/maps"))
+        found = llvm_from_maps(llvm_maps or _read("/proc/self/maps"))
         if found is None:
-            return None, "no libLLVM mapped in the agent (BCC not loaded?)"
+            return None, "importing bcc maps no libLLVM (linked statically?)"
         major, path = found
         for tool in ("llvm-config-%s" % major.split(".")[0], "llvm-config"):
             try:   # the full version, when an llvm-config of the same major is installed

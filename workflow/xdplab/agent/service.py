@@ -151,9 +151,11 @@ def remove_stale_pcaps(state_dir):
 
 class Agent:
     def __init__(self, interfaces, state_dir, token, sources, spawner):
-        import bcc   # imported here so --help and the unit tests work without bcc
         from . import session as session_mod
-        self.bcc_version = getattr(bcc, "__version__", "unknown")
+        from .bpf import bcc_facts
+        facts = bcc_facts()                # from a child: bcc is never imported here
+        self.bcc_version = facts["bcc"]
+        self.llvm_maps = "".join("0-0 r-xp 0 0 0 %s\n" % p for p in facts["maps"])
         self.allowed = list(dict.fromkeys(interfaces))
         self.state_dir = state_dir
         self.token = token
@@ -203,7 +205,8 @@ class Agent:
                      "header_sha256": self.sources.header_sha256,
                      "source_origin": self.sources.source_origin,
                      "cflags": list(prog.cflags) if prog else None}
-        return environment.gather(self.allowed, self.bcc_version, collector, sysstats.run_argv)
+        return environment.gather(self.allowed, self.bcc_version, collector, sysstats.run_argv,
+                                  llvm_maps=self.llvm_maps)
 
     def build(self, body):
         """Compile (or reuse) one instance per --interface, so that arming any
