@@ -1021,7 +1021,8 @@ def test_arm_refuses_bad_warmup_and_keep_features(agent):
 
 
 def test_environment(agent, built):
-    assert agent.post("/build", {"port": TEST_PORT}).json()["reused"]   # the latest used
+    # The latest program built or armed (another test may have restarted the agent).
+    assert agent.post("/build", {"port": TEST_PORT}).json()["prog_tag"] == built["prog_tag"]
     r = agent.get("/environment")
     assert r.status_code == 200, r.text
     e = r.json()
@@ -1054,3 +1055,35 @@ def test_environment(agent, built):
     assert c["prog_tag"] == built["prog_tag"]
     sys.stderr.write("environment: %s\n" % json.dumps(
         {k: e[k] for k in ("bcc", "llvm", "tcpdump", "libpcap", "python")}))
+
+
+def _vm_kib(pid, key):
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def test_agent_peak_rss_stays_under_200_mib(agent):
+    """BCC compiles in a child process: LLVM's peak (~140 MiB a compile) never lands in
+    the long-lived agent, whose VmHWM stays under 200 MiB over builds and trials."""
+    pid = agent.proc.pid
+    steps = [("start", _vm_kib(pid, "VmHWM"), _vm_kib(pid, "VmRSS"))]
+    builds = []
+    for port, coll in ((TEST_PORT, "features"), (TEST_PORT, "counters"),
+                       (TEST_PORT + 7, "features")):
+        builds.append(agent.post("/build", {"port": port, "collector": coll}).json())
+        steps.append(("build %s %d" % (coll, port), _vm_kib(pid, "VmHWM"), _vm_kib(pid, "VmRSS")))
+    sys.stderr.write("VmHWM/VmRSS KiB: %s\n" % steps)
+    sid = arm(agent, interfaces=[IF_DUT, IF_DUT1], port=TEST_PORT + 7, expected_packets=2000)["session"]
+    send(2000, port=TEST_PORT + 7)
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    assert res["interfaces"][IF_DUT]["xdp"]["matched"] == 2000
+    hwm, rss = _vm_kib(pid, "VmHWM"), _vm_kib(pid, "VmRSS")
+    child = max(b["compile_vm_hwm_bytes"] or 0 for b in builds)
+    sys.stderr.write("agent VmHWM %.0f MiB, VmRSS %.0f MiB (RssAnon %.0f, RssFile %.0f, RssShmem "
+                     "%.0f); compile child VmHWM %.0f MiB\n"
+                     % (hwm / 1024, rss / 1024, _vm_kib(pid, "RssAnon") / 1024,
+                        _vm_kib(pid, "RssFile") / 1024, _vm_kib(pid, "RssShmem") / 1024,
+                        child / 2 ** 20))
+    assert hwm < 200 * 1024, hwm
