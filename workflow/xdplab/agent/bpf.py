@@ -289,10 +289,6 @@ class Program:
                 self.ring_bytes = fdinfo(self.map_fds["events"]).get("max_entries")
                 self.ring_pages = self.ring_bytes // PAGE_SIZE
                 self._cb = self._lib.cb_type(self._callback)   # kept: the library holds it
-                self._rb = self._lib.ring_new(self.map_fds["events"], self._cb)
-                if not self._rb:
-                    raise OSError("opening the ring buffer of the events map failed (%s)"
-                                  % self._lib.name)
         except BaseException:
             self.close()
             raise
@@ -310,6 +306,22 @@ class Program:
     @property
     def tag(self):
         return self.info.get("prog_tag")
+
+    def open_ring(self):
+        """Map the ring buffer into the agent (a session's arm).  The mapping counts in
+        the agent's resident size (ringbuf_pages x 4 KiB, populated at once), so only
+        armed instances hold one; the records and positions live in the kernel's map
+        and survive a close and reopen."""
+        if self.collector == "features" and not self._rb:
+            self._rb = self._lib.ring_new(self.map_fds["events"], self._cb)
+            if not self._rb:
+                raise OSError("opening the ring buffer of the events map failed (%s)"
+                              % self._lib.name)
+
+    def close_ring(self):
+        if self._rb:
+            self._lib.ring_free(self._rb)
+            self._rb = None
 
     def consume(self):
         """Hand every record in the ring to on_record (no waiting)."""
@@ -356,12 +368,10 @@ class Program:
     def close(self):
         """Free the ring buffer and close every descriptor: the kernel frees the
         program and maps once no descriptor (and no bpf_link) holds them."""
-        if self._rb:
-            try:
-                self._lib.ring_free(self._rb)
-            except Exception as e:   # cleanup must not hide the caller's error
-                log.warning("freeing the ring buffer failed: %s", e)
-            self._rb = None
+        try:
+            self.close_ring()
+        except Exception as e:   # cleanup must not hide the caller's error
+            log.warning("freeing the ring buffer failed: %s", e)
         for fd in [self._prog_fd] + list(self.map_fds.values()):
             if fd is not None:
                 try:

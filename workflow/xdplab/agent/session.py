@@ -184,6 +184,8 @@ class Session:
                 if req["expected_tag"] is not None and prog.tag != req["expected_tag"]:
                     raise ApiError(422, "prog_tag %s of the compiled program differs from "
                                         "expected_tag %s" % (prog.tag, req["expected_tag"]))
+                prog.open_ring()                  # mapped while armed only (memory)
+                st.callback(prog.close_ring)
                 prog.consume()                    # discard what an earlier session left
                 prog.set_run_range(self.run_id, self.run_ids)
                 if self.collector == "features":
