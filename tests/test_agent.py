@@ -374,7 +374,8 @@ def test_health_without_token_is_minimal_and_with_token_full(agent):
 @pytest.mark.parametrize("method,path", [
     ("GET", "/metrics"), ("POST", "/build"), ("POST", "/sessions"), ("POST", "/reset"),
     ("GET", "/sessions/x"), ("POST", "/sessions/x/disarm"), ("POST", "/sessions/x/capture/stop"),
-    ("GET", "/sessions/x/capture.pcap"), ("GET", "/nowhere")])
+    ("GET", "/sessions/x/capture.pcap"), ("GET", "/nowhere"), ("GET", "/environment"),
+    ("GET", "/sessions/x/features")])
 @pytest.mark.parametrize("token", [None, "wrong", TOKEN[:-1]])
 def test_no_or_wrong_token_is_401_and_changes_nothing(agent, method, path, token):
     headers = {} if token is None else {"X-Xdplab-Token": token}
@@ -917,3 +918,172 @@ def test_reset_disarms(agent):
     assert xdp_on_dut() is None
     assert agent.post("/reset").json() == {"disarmed": []}
     assert agent.get("/sessions/" + sid).json()["state"] == "disarmed"
+
+
+# --- time series and environment ---------------------------------------------------------
+
+TS_COLUMNS = ["t_ns", "nic_rx_packets", "xdp_seen", "xdp_matched_measured",
+              "features_measured", "ringbuf_drops", "softirq_pct"]
+
+
+def check_series(ts, interval_s=0.1):
+    """Rows in time order, every count cumulative (never falling); returns the rows."""
+    assert ts["columns"] == TS_COLUMNS and ts["interval_s"] == interval_s
+    rows = ts["rows"]
+    assert len(rows) >= 3 and all(len(r) == len(TS_COLUMNS) for r in rows)
+    for prev, row in zip(rows, rows[1:]):
+        assert row[0] > prev[0]
+        for c in range(1, 6):
+            assert (prev[c] is None) == (row[c] is None)
+            assert prev[c] is None or row[c] >= prev[c], (TS_COLUMNS[c], prev, row)
+        assert row[6] is None or 0 <= row[6] <= 100
+    assert rows[0][6] is None
+    gaps = sorted(b[0] - a[0] for a, b in zip(rows[:-1], rows[1:-1]))   # the last is at disarm
+    if gaps:
+        assert 0.08e9 <= gaps[len(gaps) // 2] <= 0.15e9, gaps
+    return rows
+
+
+def test_timeseries_follows_the_trial(agent, built):
+    n = 600
+    a = arm(agent, expected_packets=n, expected_tag=built["prog_tag"])
+    sid = a["session"]
+    assert a["measured_run_ids"] == 1 and a["keep_features"] is False
+    for _ in range(3):                 # three bursts 0.25 s apart: the series sees them grow
+        send(n // 3)
+        time.sleep(0.25)
+    agent.post("/sessions/%s/capture/stop" % sid)
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    i = res["interfaces"][IF_DUT]
+    rows = check_series(i["timeseries"])
+    last = rows[-1]
+    assert last[1] == i["nic"]["rx_packets"] == n
+    assert last[2] == i["xdp"]["seen"] and last[3] == i["xdp"]["matched"] == n
+    assert last[4] == i["features"]["received"] == n and last[5] == i["xdp"]["ringbuf_full"]
+    assert rows[0][0] >= res["window"]["armed_monotonic_ns"]
+    assert rows[-1][0] <= res["window"]["disarmed_monotonic_ns"]
+    # The counts grew in steps: some row in between holds part of the packets.
+    assert any(0 < r[3] < n for r in rows), rows
+    assert i["measured_window_ns"] == [i["features"]["first_arrival_ns"],
+                                       i["features"]["last_arrival_ns"]]
+    assert i["measured_window_from"] == "feature records"
+    assert i["features"]["features_file"] if "features_file" in i["features"] else True
+
+
+def test_timeseries_with_counters_and_off(agent):
+    for collector in ("counters", "off"):
+        sid = arm(agent, collector=collector)["session"]
+        time.sleep(0.25)
+        send(100)
+        time.sleep(0.25)
+        res = agent.post("/sessions/%s/disarm" % sid).json()
+        i = res["interfaces"][IF_DUT]
+        rows = check_series(i["timeseries"])
+        assert rows[-1][1] == 100 and rows[-1][4] is None
+        if collector == "counters":
+            assert rows[-1][3] == i["xdp"]["matched"] == 100 and rows[-1][5] == 0
+            column = "xdp_matched_measured"
+        else:
+            assert rows[-1][2] is None and rows[-1][3] is None and rows[-1][5] is None
+            column = "nic_rx_packets"
+        first, last = i["measured_window_ns"]
+        assert rows[0][0] < first <= last <= rows[-1][0]
+        assert column in i["measured_window_from"]
+
+
+def _features_take_warmup():
+    import inspect
+    from xdplab.agent import features
+    return "measured_run_ids" in inspect.signature(features.Features).parameters
+
+
+@pytest.mark.skipif(not _features_take_warmup(),
+                    reason="Features(measured_run_ids=) not there yet (consumer's branch)")
+def test_timeseries_counts_measured_run_ids_only(agent, built):
+    sid = arm(agent, run_id=500, run_ids=2, measured_run_ids=1, expected_packets=300)["session"]
+    send(200, run_id=501)              # warm-up
+    send(300, run_id=500)              # measured
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    assert res["measured_run_ids"] == 1
+    i = res["interfaces"][IF_DUT]
+    last = check_series(i["timeseries"])[-1]
+    assert i["matched_by_run"] == {"500": 300, "501": 200}
+    assert last[1] == 500 and last[2] == 500 and last[3] == 300 and last[4] == 300
+
+
+def test_arm_refuses_bad_warmup_and_keep_features(agent):
+    for field, value in (("measured_run_ids", 0), ("measured_run_ids", 2),
+                         ("measured_run_ids", "1"), ("keep_features", "yes"),
+                         ("keep_features", 1)):
+        r = agent.post("/sessions", arm_body(**{field: value}))
+        assert r.status_code == 400 and r.json()["error"].startswith(field + ":"), r.text
+    assert xdp_on_dut() is None
+
+
+def test_environment(agent, built):
+    # The latest program built or armed (another test may have restarted the agent).
+    assert agent.post("/build", {"port": TEST_PORT}).json()["prog_tag"] == built["prog_tag"]
+    r = agent.get("/environment")
+    assert r.status_code == 200, r.text
+    e = r.json()
+    assert set(e) >= {"kernel", "cpu", "interfaces", "bcc", "llvm", "tcpdump", "libpcap",
+                      "python", "collector", "unavailable"}
+    assert e["kernel"]["release"] == os.uname().release
+    assert e["kernel"]["version"] == os.uname().version
+    cfg = e["kernel"]["config"]
+    if cfg is None:
+        assert "kernel.config" in e["unavailable"]
+    else:
+        assert cfg.get("CONFIG_BPF") == "y" and cfg.get("CONFIG_BPF_SYSCALL") == "y"
+        assert all(k.startswith("CONFIG_") for k in cfg)
+    assert e["cpu"]["count"] == os.cpu_count() and e["cpu"]["model"]
+    assert set(e["interfaces"]) == {IF_DUT, IF_DUT1}
+    i = e["interfaces"][IF_DUT]
+    assert i["driver"] == "veth" and i["version"]
+    assert i["offloads"]["generic-receive-offload"].split()[0] in ("on", "off")
+    for k in ("firmware", "bus"):      # veth reports none: null, with the reason
+        assert i[k] is None and "interfaces.%s.%s" % (IF_DUT, k) in e["unavailable"]
+    out = sh("tcpdump", "--version").stdout
+    assert e["tcpdump"] in out and e["libpcap"] in out
+    assert e["bcc"] == built["bcc_version"]
+    assert e["llvm"] and e["llvm"][0].isdigit()
+    assert e["python"] == sh(SYS_PY, "-c", "import platform; "
+                                           "print(platform.python_version())").stdout.strip()
+    c = e["collector"]
+    assert c["source_sha256"] == built["source_sha256"] == \
+        hashlib.sha256((BPF_DIR / "collector.bpf.c").read_bytes()).hexdigest()
+    assert c["prog_tag"] == built["prog_tag"]
+    sys.stderr.write("environment: %s\n" % json.dumps(
+        {k: e[k] for k in ("bcc", "llvm", "tcpdump", "libpcap", "python")}))
+
+
+def _vm_kib(pid, key):
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def test_agent_peak_rss_stays_under_200_mib(agent):
+    """BCC compiles in a child process: LLVM's peak (~140 MiB a compile) never lands in
+    the long-lived agent, whose VmHWM stays under 200 MiB over builds and trials."""
+    pid = agent.proc.pid
+    steps = [("start", _vm_kib(pid, "VmHWM"), _vm_kib(pid, "VmRSS"))]
+    builds = []
+    for port, coll in ((TEST_PORT, "features"), (TEST_PORT, "counters"),
+                       (TEST_PORT + 7, "features")):
+        builds.append(agent.post("/build", {"port": port, "collector": coll}).json())
+        steps.append(("build %s %d" % (coll, port), _vm_kib(pid, "VmHWM"), _vm_kib(pid, "VmRSS")))
+    sys.stderr.write("VmHWM/VmRSS KiB: %s\n" % steps)
+    sid = arm(agent, interfaces=[IF_DUT, IF_DUT1], port=TEST_PORT + 7, expected_packets=2000)["session"]
+    send(2000, port=TEST_PORT + 7)
+    res = agent.post("/sessions/%s/disarm" % sid).json()
+    assert res["interfaces"][IF_DUT]["xdp"]["matched"] == 2000
+    hwm, rss = _vm_kib(pid, "VmHWM"), _vm_kib(pid, "VmRSS")
+    child = max(b["compile_vm_hwm_bytes"] or 0 for b in builds)
+    sys.stderr.write("agent VmHWM %.0f MiB, VmRSS %.0f MiB (RssAnon %.0f, RssFile %.0f, RssShmem "
+                     "%.0f); compile child VmHWM %.0f MiB\n"
+                     % (hwm / 1024, rss / 1024, _vm_kib(pid, "RssAnon") / 1024,
+                        _vm_kib(pid, "RssFile") / 1024, _vm_kib(pid, "RssShmem") / 1024,
+                        child / 2 ** 20))
+    assert hwm < 200 * 1024, hwm

@@ -321,20 +321,29 @@ def test_forgotten_sessions_and_stale_files_lose_their_pcap(tmp_path):
     def fake(sid, state):
         path = tmp_path / (sid + ".if0.pcap")
         path.write_bytes(b"pcap")
+        fdir = tmp_path / ("20261126T120000-%08x" % len(a.sessions))
+        fdir.mkdir()
+        fpath = fdir / "features-eth1.bin"
+        fpath.write_bytes(bytes(40))
         s = types.SimpleNamespace(id=sid, state=state, lock=threading.RLock(), result=None,
-                                  ifaces=[types.SimpleNamespace(name="eth1", pcap_path=str(path))])
+                                  features_dir=str(fdir),
+                                  ifaces=[types.SimpleNamespace(name="eth1", pcap_path=str(path),
+                                                                features_path=str(fpath))])
         s.remove_pcaps = lambda s=s: session.Session.remove_pcaps(s)
         s.drop_histograms = lambda s=s: session.Session.drop_histograms(s)
         return s
 
-    for sid in ids:
-        a.sessions[sid] = fake(sid, "disarmed")
-    a.sessions["armed"] = fake("armed", "armed")
+    for sid in ids + ["armed"]:
+        a.sessions[sid] = fake(sid, "disarmed" if sid != "armed" else "armed")
     a._forget_old_sessions()
     assert sorted(a.sessions) == sorted(ids[3:] + ["armed"])
     kept = [sid + ".if0.pcap" for sid in ids[-service.MAX_KEPT_CAPTURES:]] + ["armed.if0.pcap"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept)
+    kept_dirs = [Path(a.sessions[sid].features_dir).name
+                 for sid in ids[-service.MAX_KEPT_CAPTURES:] + ["armed"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(kept + kept_dirs)
     assert a.sessions[ids[3]].ifaces[0].pcap_path is None
+    assert a.sessions[ids[3]].ifaces[0].features_path is None
+    kept += [d + "/features-eth1.bin" for d in kept_dirs]
 
     # At start: only <session>[.ifN].pcap regular files go; nothing else is touched.
     (tmp_path / "notes.txt").write_text("keep")
@@ -398,3 +407,234 @@ def test_old_sessions_keep_their_figures_but_not_their_histograms():
     assert feats["latency_ns"]["p50"] == 1 and feats["latency_ns"]["count"] == 5
     assert "buckets" not in feats["latency_ns"]["histogram"] and "dropped" in feats["gap_ns"]["histogram"]
     Session.drop_histograms(types.SimpleNamespace(lock=threading.RLock(), result=None))  # nothing to drop
+
+
+# --- arm: warm-up and features file fields -----------------------------------------------------
+
+def test_validate_arm_measured_run_ids_and_keep_features():
+    req = api.validate_arm(good(run_ids=4), ["eth1"])
+    assert req["measured_run_ids"] == 4 and req["keep_features"] is False
+    req = api.validate_arm(good(run_ids=4, measured_run_ids=2, keep_features=True), ["eth1"])
+    assert req["measured_run_ids"] == 2 and req["keep_features"] is True
+    for field, value in (("measured_run_ids", 0), ("measured_run_ids", 5),
+                         ("measured_run_ids", True), ("keep_features", "true"),
+                         ("keep_features", None)):
+        with pytest.raises(api.ApiError) as e:
+            api.validate_arm(good(run_ids=4, **{field: value}), ["eth1"])
+        assert e.value.status == 400 and e.value.message.startswith(field + ":")
+
+
+def test_features_get_warmup_and_file_arguments_only_when_not_default(tmp_path):
+    req = api.validate_arm(good(run_ids=2), ["eth1"])
+    s = session.Session("20261126T120000-0000abcd", req, "inst", str(tmp_path))
+    assert s._features_kwargs(s.ifaces[0]) == {} and s.features_dir is None
+    req = api.validate_arm(good(run_ids=2, measured_run_ids=1, keep_features=True), ["eth1"])
+    s = session.Session("20261126T120000-0000abcd", req, "inst", str(tmp_path))
+    kw = s._features_kwargs(s.ifaces[0])
+    assert kw == {"measured_run_ids": 1, "features_path": str(
+        tmp_path / "20261126T120000-0000abcd" / "features-eth1.bin")}
+    req = api.validate_arm(good(keep_features=True, collector="counters"), ["eth1"])
+    assert session.Session("x", req, "inst", str(tmp_path)).features_dir is None
+
+
+# --- time series -------------------------------------------------------------------------------
+
+from xdplab.agent import environment, timeseries   # noqa: E402
+
+
+def test_series_rows_and_softirq_pct_over_each_rows_interval():
+    s = timeseries.Series()
+    s.append(1000, (0, 0, 0, 0, 0), 10, 100)
+    s.append(2000, (5, 5, 4, None, 0), 15, 200)        # 5 of 100 jiffies: 5 %
+    s.append(3000, (9, 9, 8, None, 1), 15, 200)        # no time passed in /proc/stat
+    s.append(4000, (9, 9, 8, None, 1), 65, 300)        # 50 of 100: 50 %
+    assert s.rows() == [[1000, 0, 0, 0, 0, 0, None], [2000, 5, 5, 4, None, 0, 5.0],
+                        [3000, 9, 9, 8, None, 1, None], [4000, 9, 9, 8, None, 1, 50.0]]
+    s.halve()       # rows 0 and 2 stay; the percentage now spans their longer interval
+    assert s.rows() == [[1000, 0, 0, 0, 0, 0, None], [3000, 9, 9, 8, None, 1, 5.0]]
+
+
+def test_measured_window_from_rows():
+    rows = [[10, 0, 0, 0], [20, 0, 0, 0], [30, 3, 0, 3], [40, 5, 0, 5], [50, 5, 0, 5],
+            [60, 6, 0, 5]]
+    rows = [r + [None, None, None] for r in rows]
+    assert timeseries.measured_window(rows, "xdp_matched_measured") == (30, 40)
+    assert timeseries.measured_window(rows, "nic_rx_packets") == (30, 60)
+    assert timeseries.measured_window(rows[:2], "nic_rx_packets") == (None, None)
+    none_rows = [[10, 0, None, None, None, None, None], [20, 4, None, None, None, None, None]]
+    assert timeseries.measured_window(none_rows, "xdp_matched_measured") == (None, None)
+
+
+def test_session_measured_window_prefers_feature_records():
+    rows = [[10, 0, 0, 0, 0, 0, None], [20, 2, 2, 2, 2, 0, 1.0]]
+    feats = {"first_arrival_ns": 12, "last_arrival_ns": 18}
+    assert session.measured_window("features", feats, rows) == ([12, 18], "feature records")
+    w, how = session.measured_window("features", {"first_arrival_ns": None}, rows)
+    assert w == [20, 20] and "xdp_matched_measured" in how
+    w, how = session.measured_window("off", None, rows)
+    assert w == [20, 20] and "nic_rx_packets" in how
+    assert session.measured_window("counters", None, rows[:1])[0] is None
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0
+
+    def __call__(self):
+        self.t += 10 ** 8
+        return self.t
+
+
+def test_sampler_rows_are_bounded_and_stop_at_the_deadline():
+    clock, n = FakeClock(), [0]
+
+    def counts():
+        n[0] += 1
+        return n[0], n[0], n[0], None, 0
+    stat = lambda: (n[0], 10 * n[0])                                   # noqa: E731
+    s = timeseries.Sampler("t", {"eth1": counts}, deadline_ns=10 ** 15, stat=stat,
+                           interval=0.0005, max_rows=50, clock=clock)
+    s.start()
+    assert wait_until(lambda: n[0] > 150)
+    s.stop(last_sample=True)
+    r = s.result("eth1")
+    rows = r["rows"]
+    assert r["columns"] == timeseries.COLUMNS and 25 <= len(rows) <= 51
+    assert r["interval_s"] > 0.0005 and r["max_rows"] == 50
+    assert rows[-1][1] == n[0]                       # the last row: taken at stop
+    assert all(b[0] > a[0] and b[1] > a[1] for a, b in zip(rows, rows[1:]))
+    assert all(row[4] is None for row in rows)
+    # A sampler whose deadline has passed stops by itself; stop() still adds the last row.
+    clock2, m = FakeClock(), [0]
+    s2 = timeseries.Sampler("u", {"eth1": lambda: (m[0], 0, 0, 0, 0)},
+                            deadline_ns=3 * 10 ** 8 - timeseries.DEADLINE_GRACE_NS,
+                            stat=lambda: (0, 1), interval=0.001, clock=clock2)
+    s2.start()
+    assert wait_until(lambda: not s2._thread.is_alive())
+    before = len(s2.series["eth1"])
+    m[0] = 7
+    s2.stop(last_sample=True)
+    assert len(s2.series["eth1"]) == before + 1 and s2.result("eth1")["rows"][-1][1] == 7
+
+
+def test_sampler_survives_a_failing_source():
+    def bad():
+        raise OSError("interface gone")
+    s = timeseries.Sampler("t", {"eth1": bad}, 10 ** 18, stat=lambda: (0, 1),
+                           clock=FakeClock())
+    s.sample()
+    s.sample()
+    assert s.errors == 2 and s.result("eth1")["rows"] == []
+
+
+def wait_until(pred, timeout=10):
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.005)
+    return pred()
+
+
+def test_series_memory_is_bounded():
+    s = timeseries.Series()
+    for k in range(timeseries.MAX_ROWS):
+        s.append(k, (k, k, k, k, k), k, k)
+    assert sum(a.itemsize * len(a) for a in s.cols) == 8 * 8 * timeseries.MAX_ROWS
+
+
+def test_old_sessions_lose_their_time_series_rows():
+    from xdplab.agent.session import Session
+    result = {"interfaces": {"eth1": {"features": {}, "timeseries": {
+        "columns": timeseries.COLUMNS, "rows": [[1, 2, 3, 4, 5, 6, None]]}}}}
+    Session.drop_histograms(types.SimpleNamespace(lock=threading.RLock(), result=result))
+    ts = result["interfaces"]["eth1"]["timeseries"]
+    assert ts["rows"] is None and "dropped" in ts and ts["columns"] == timeseries.COLUMNS
+
+
+# --- environment -------------------------------------------------------------------------------
+
+KCONFIG = """#
+# Automatically generated file; DO NOT EDIT.
+CONFIG_BPF=y
+CONFIG_HAVE_EBPF_JIT=y
+CONFIG_BPF_SYSCALL=y
+CONFIG_BPF_JIT=y
+# CONFIG_BPF_PRELOAD is not set
+CONFIG_XDP_SOCKETS=y
+CONFIG_DEBUG_INFO_BTF=y
+CONFIG_DEBUG_INFO_BTF_MODULES=y
+CONFIG_NET_CLS_BPF=m
+CONFIG_HZ=250
+CONFIG_EXT4_FS=y
+CONFIG_LOCALVERSION="-xdp"
+CONFIG_BPFILTER_UMH=m
+"""
+
+
+def test_parse_kernel_config_keeps_bpf_options_only():
+    cfg = environment.parse_kernel_config(KCONFIG)
+    assert cfg == {"CONFIG_BPF": "y", "CONFIG_BPFILTER_UMH": "m", "CONFIG_BPF_JIT": "y",
+                   "CONFIG_BPF_PRELOAD": "n", "CONFIG_BPF_SYSCALL": "y",
+                   "CONFIG_DEBUG_INFO_BTF": "y", "CONFIG_DEBUG_INFO_BTF_MODULES": "y",
+                   "CONFIG_HAVE_EBPF_JIT": "y", "CONFIG_HZ": "250", "CONFIG_NET_CLS_BPF": "m",
+                   "CONFIG_XDP_SOCKETS": "y"}
+
+
+def test_parse_cpuinfo_ethtool_and_versions():
+    assert environment.parse_cpuinfo("processor\t: 0\nmodel name\t: AMD EPYC 7B13\n"
+                                     "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n") == \
+        "AMD EPYC 7B13"
+    assert environment.parse_cpuinfo("processor : 0\nBogoMIPS : 50\nHardware : BCM2835\n") == \
+        "BCM2835"
+    assert environment.parse_cpuinfo("processor : 0\n") is None
+    veth = ("driver: veth\nversion: 1.0\nfirmware-version: \nexpansion-rom-version: \n"
+            "bus-info: \nsupports-statistics: yes\n")
+    assert environment.parse_ethtool_i(veth) == {"driver": "veth", "version": "1.0",
+                                                 "firmware": None, "bus": None}
+    mlx = "driver: mlx5_core\nversion: 6.1.0\nfirmware-version: 16.35.2000 (MT_0000000080)\n" \
+          "bus-info: 0000:41:00.0\n"
+    assert environment.parse_ethtool_i(mlx)["firmware"] == "16.35.2000 (MT_0000000080)"
+    assert environment.parse_ethtool_i(mlx)["bus"] == "0000:41:00.0"
+    k = ("Features for xlt-ad0:\nrx-checksumming: on\ntx-checksumming: on\n"
+         "\ttx-checksum-ipv4: off [fixed]\ngeneric-receive-offload: off\n"
+         "rx-gro-hw: off [fixed]\n")
+    assert environment.parse_ethtool_k(k) == {
+        "rx-checksumming": "on", "tx-checksumming": "on", "tx-checksum-ipv4": "off [fixed]",
+        "generic-receive-offload": "off", "rx-gro-hw": "off [fixed]"}
+    assert environment.parse_tcpdump_version(
+        "tcpdump version 4.99.3\nlibpcap version 1.10.3 (with TPACKET_V3)\nOpenSSL 3.0\n") == \
+        ("4.99.3", "1.10.3")
+    assert environment.parse_tcpdump_version("what?") == (None, None)
+    maps = ("7f00-7f01 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/libbcc.so.0.26.0\n"
+            "7f02-7f03 r-xp 0 08:01 2 /usr/lib/x86_64-linux-gnu/libLLVM-14.so.1\n")
+    assert environment.llvm_from_maps(maps) == ("14", "/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1")
+    assert environment.llvm_from_maps("1-2 r-xp 0 0 3 /usr/lib/libLLVM.so.19.1\n")[0] == "19.1"
+    assert environment.llvm_from_maps("1-2 r-xp 0 0 3 /usr/lib/libc.so.6\n") is None
+
+
+def test_environment_names_what_it_cannot_read():
+    import subprocess
+
+    def run(argv):
+        if argv[0] == "tcpdump":
+            raise FileNotFoundError(2, "No such file or directory", "tcpdump")
+        if argv[0] == "ethtool" and argv[1] == "-i":
+            return subprocess.CompletedProcess(argv, 0, "driver: veth\nversion: 1.0\n"
+                                                        "firmware-version: \nbus-info: \n", "")
+        if argv[0] == "ethtool":
+            return subprocess.CompletedProcess(argv, 76, "", "Operation not supported")
+        return subprocess.CompletedProcess(argv, 1, "", "")
+    e = environment.gather(["eth9"], "", {"prog_tag": (None, "nothing loaded"),
+                                          "source_sha256": "ab"}, run)
+    json.dumps(e)
+    u = e["unavailable"]
+    assert e["tcpdump"] is None and "tcpdump" in u["tcpdump"] and e["libpcap"] is None
+    assert e["interfaces"]["eth9"]["driver"] == "veth"
+    assert e["interfaces"]["eth9"]["offloads"] is None
+    assert "not supported" in u["interfaces.eth9.offloads"]
+    assert "interfaces.eth9.firmware" in u and e["bcc"] is None and "bcc" in u
+    assert e["collector"] == {"prog_tag": None, "source_sha256": "ab"}
+    assert u["collector.prog_tag"] == "nothing loaded"
+    assert e["kernel"]["release"] and e["cpu"]["count"] >= 1 and e["python"]

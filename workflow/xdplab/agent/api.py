@@ -84,7 +84,7 @@ def validate_arm(body, allowed):
     body = require_object(body)
     check_fields(body, ("trial", "run_id", "run_ids", "interfaces", "xdp_mode", "port",
                         "expected_tag", "snaplen", "deadline_s", "expected_packets",
-                        "ringbuf_pages", "collector"))
+                        "ringbuf_pages", "collector", "measured_run_ids", "keep_features"))
     req = {}
     trial = body.get("trial")
     if not isinstance(trial, str) or not 1 <= len(trial) <= TRIAL_MAX_CHARS or \
@@ -125,6 +125,14 @@ def validate_arm(body, allowed):
     req["ringbuf_pages"] = get_ring_pages(body)
     if req["collector"] != "features" and req["ringbuf_pages"] is not None:
         raise ApiError(400, "ringbuf_pages: only with collector \"features\"")
+    # The first measured_run_ids ids of the range are measured; the rest are warm-up,
+    # counted but kept out of the latency figures, the features file and the time series.
+    req["measured_run_ids"] = get_int(body, "measured_run_ids", 1, req["run_ids"],
+                                      default=req["run_ids"])
+    keep = body.get("keep_features", False)
+    if not isinstance(keep, bool):
+        raise ApiError(400, "keep_features: must be true or false")
+    req["keep_features"] = keep
     return req
 
 

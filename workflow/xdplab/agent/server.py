@@ -126,6 +126,8 @@ class Handler(BaseHTTPRequestHandler):
             routes = {"POST": lambda: (200, agent.build(body()))}
         elif path == "/sessions":
             routes = {"POST": lambda: (201, agent.arm(body()))}
+        elif path == "/environment":
+            routes = {"GET": lambda: (200, agent.environment())}
         elif path == "/reset":
             routes = {"POST": lambda: (200, agent.reset())}
         elif len(parts) >= 2 and parts[0] == "sessions":
@@ -158,55 +160,39 @@ class Handler(BaseHTTPRequestHandler):
     def _send_pcap(self, s, query):
         name = query_interface(query, [i.name for i in s.ifaces])
         iface, path = self.server.agent.stopped_capture(s, name)
-        try:
-            f = open(path, "rb")
-        except OSError as e:
-            raise ApiError(500, "session %s: cannot open capture %s: %s" % (s.id, path, e.strerror))
-        with f:
-            size = os.fstat(f.fileno()).st_size
-            self.send_response(200)
-            self.send_header("Content-Type", "application/vnd.tcpdump.pcap")
-            self.send_header("Content-Length", str(size))
-            self.send_header("Content-Disposition",
-                             "attachment; filename=%s.%s.pcap" % (s.id, name))
-            self.send_header("X-Xdplab-Sha256", iface.capture.get("pcap_sha256") or "")
-            self.end_headers()
-            try:
-                for chunk in iter(lambda: f.read(1 << 16), b""):
-                    self.wfile.write(chunk)
-            except OSError as e:   # headers are out: no JSON error possible any more
-                log.warning("session %s: pcap download aborted: %s", s.id, e)
-                self.close_connection = True
+        self._send_file(s, path, "application/vnd.tcpdump.pcap", "%s.%s.pcap" % (s.id, name),
+                        iface.capture.get("pcap_sha256") or "")
         return None
-
 
     def _send_features(self, s, query):
-        """GET /sessions/<id>/features?interface=IF: the raw feature records (struct
-        xdplab_feature, host byte order) of the session's measured run ids."""
         name = query_interface(query, [i.name for i in s.ifaces])
-        iface, path, info = self.server.agent.features_file(s, name)
+        path = s.features_file(name)
+        block = ((((s.result or {}).get("interfaces") or {}).get(name) or {})
+                 .get("features") or {}).get("features_file") or {}
+        self._send_file(s, path, "application/octet-stream",
+                        "%s.features-%s.bin" % (s.id, name), block.get("sha256") or "")
+        return None
+
+    def _send_file(self, s, path, ctype, filename, sha256):
         try:
             f = open(path, "rb")
         except OSError as e:
-            raise ApiError(500, "session %s: cannot open features file %s: %s"
-                           % (s.id, path, e.strerror))
+            raise ApiError(500, "session %s: cannot open %s: %s" % (s.id, path, e.strerror))
         with f:
             size = os.fstat(f.fileno()).st_size
             self.send_response(200)
-            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(size))
-            self.send_header("Content-Disposition",
-                             "attachment; filename=%s.features-%s.bin" % (s.id, name))
-            self.send_header("X-Xdplab-Sha256", info.get("sha256") or "")
-            self.send_header("X-Xdplab-Record-Size", str(info.get("record_size") or ""))
+            self.send_header("Content-Disposition", "attachment; filename=%s" % filename)
+            self.send_header("X-Xdplab-Sha256", sha256)
             self.end_headers()
             try:
                 for chunk in iter(lambda: f.read(1 << 16), b""):
                     self.wfile.write(chunk)
             except OSError as e:   # headers are out: no JSON error possible any more
-                log.warning("session %s: features download aborted: %s", s.id, e)
+                log.warning("session %s: download of %s aborted: %s", s.id, filename, e)
                 self.close_connection = True
-        return None
+
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True

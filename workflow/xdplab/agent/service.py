@@ -10,7 +10,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from . import AGENT, sysstats
+from . import AGENT, environment, sysstats
 from .api import ApiError, validate_arm, validate_build, validate_capture_check
 from .bpf import Program, PROG_NAME, release_freed_memory
 from .session import Session
@@ -25,6 +25,8 @@ MAX_KEPT_CAPTURES = 2
 MAX_PROGRAM_KEYS = 4                  # (port, collector, ring pages) kept compiled
 SHUTDOWN_ARMING_WAIT_S = 60.0         # a compile + attach in flight finishes first
 PCAP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.if\d{1,3})?\.pcap$")
+SESSION_DIR_RE = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")     # <state_dir>/<session>/
+FEATURES_NAME_RE = re.compile(r"^features-[^/]{1,64}\.bin$")
 
 
 class Programs:
@@ -39,6 +41,7 @@ class Programs:
         self.max_per_key = max_per_key
         self.lock = threading.Lock()       # LLVM in BCC: one compile at a time
         self.free = OrderedDict()
+        self.last = None                   # the program most recently taken (/environment)
 
     def acquire(self, port, collector, ring_pages):
         key = (port, collector, ring_pages)
@@ -46,6 +49,7 @@ class Programs:
             progs = self.free.get(key)
             if progs:
                 self.free.move_to_end(key)
+                self.last = progs[-1]
                 return progs.pop(), 0.0
             try:
                 prog = Program(self.sources, port, collector, ring_pages)
@@ -56,6 +60,7 @@ class Programs:
                                % (PROG_NAME, " ".join(_cflags(port, collector, ring_pages)), e))
             log.info("compiled %s for port %d, collector %s, ring pages %s in %.2f s (tag %s)",
                      PROG_NAME, port, collector, ring_pages, prog.compile_s, prog.tag)
+            self.last = prog
             return prog, prog.compile_s
 
     def release(self, prog):
@@ -120,14 +125,37 @@ def remove_stale_pcaps(state_dir):
         removed.append({"file": name, "bytes": st.st_size})
         log.warning("removed stale capture %s (%d bytes) left by an earlier agent",
                     path, st.st_size)
+    for name in sorted(os.listdir(state_dir)):   # session directories with features files
+        path = os.path.join(state_dir, name)
+        if not SESSION_DIR_RE.match(name) or not os.path.isdir(path) or os.path.islink(path):
+            continue
+        for f in sorted(os.listdir(path)):
+            fp = os.path.join(path, f)
+            try:
+                st = os.lstat(fp)
+                if not FEATURES_NAME_RE.match(f) or (st.st_mode & 0o170000) != 0o100000:
+                    continue
+                os.unlink(fp)
+            except OSError as e:
+                log.warning("could not remove stale features file %s: %s", fp, e)
+                continue
+            removed.append({"file": os.path.join(name, f), "bytes": st.st_size})
+            log.warning("removed stale features file %s (%d bytes) left by an earlier agent",
+                        fp, st.st_size)
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
     return removed
 
 
 class Agent:
     def __init__(self, interfaces, state_dir, token, sources, spawner):
-        import bcc   # imported here so --help and the unit tests work without bcc
         from . import session as session_mod
-        self.bcc_version = getattr(bcc, "__version__", "unknown")
+        from .bpf import bcc_facts
+        facts = bcc_facts()                # from a child: bcc is never imported here
+        self.bcc_version = facts["bcc"]
+        self.llvm_maps = "".join("0-0 r-xp 0 0 0 %s\n" % p for p in facts["maps"])
         self.allowed = list(dict.fromkeys(interfaces))
         self.state_dir = state_dir
         self.token = token
@@ -162,6 +190,23 @@ class Agent:
                 "programs_loaded": self.programs.loaded(),
                 "state_dir": self.state_dir, "state_dir_free_bytes": sysstats.free_bytes(self.state_dir),
                 "session": s.summary() if s else None}
+
+    def environment(self):
+        """GET /environment (environment.py): what this DUT runs."""
+        with self.lock:
+            s = self.armed
+        prog = None
+        if s is not None:
+            prog = next((i.program for i in s.ifaces if i.program is not None), None)
+        prog = prog or self.programs.last
+        collector = {"prog_tag": prog.tag if prog else
+                     (None, "no collector loaded yet (POST /build or arm first)"),
+                     "source_sha256": self.sources.source_sha256,
+                     "header_sha256": self.sources.header_sha256,
+                     "source_origin": self.sources.source_origin,
+                     "cflags": list(prog.cflags) if prog else None}
+        return environment.gather(self.allowed, self.bcc_version, collector, sysstats.run_argv,
+                                  llvm_maps=self.llvm_maps)
 
     def build(self, body):
         """Compile (or reuse) one instance per --interface, so that arming any
@@ -263,26 +308,6 @@ class Agent:
             raise ApiError(410, "session %s: its capture was removed (the agent keeps the "
                                 "captures of the last finished sessions only)" % s.id)
         return iface, path
-
-    @staticmethod
-    def features_file(s, name):
-        """(the session's interface, its features file and that file's summary) once the
-        session is disarmed (the file is complete and closed then): 409 before, 404 for a
-        session that kept none, 410 once the file was removed."""
-        with s.lock:
-            iface = [i for i in s.ifaces if i.name == name][0]
-            path = getattr(iface.features, "features_path", None)
-            if path is None:
-                raise ApiError(404, "session %s: no features file for %s (keep_features was "
-                                    "not asked for, or collector is not features)" % (s.id, name))
-            if s.result is None:
-                raise ApiError(409, "session %s: the features file is complete at disarm; "
-                                    "disarm first" % s.id)
-            info = ((s.result.get("interfaces") or {}).get(name) or {}).get(
-                "features", {}).get("features_file")
-        if not os.path.isfile(path):
-            raise ApiError(410, "session %s: its features file was removed" % s.id)
-        return iface, path, info or {}
 
     def capture_check(self, s, body):
         """Check one run id's packets in a stopped capture against the generator's schedule,

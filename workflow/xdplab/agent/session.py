@@ -16,7 +16,7 @@ import threading
 import time
 from contextlib import ExitStack
 
-from . import capture, sysstats
+from . import capture, sysstats, timeseries
 from .api import ApiError
 from .bpf import enable_run_time_stats, fdinfo, xdp_link_create, PROG_NAME
 from .features import Features, empty_summary
@@ -70,6 +70,20 @@ def session_result(meta, interfaces, softirq, udp_sink, timing, boot_id):
     return out
 
 
+def measured_window(collector, features, rows):
+    """([first, last] or None, how): DUT CLOCK_MONOTONIC of the first and last arrival
+    of a measured-run packet.  From the feature records when there are any; else from
+    the time series, to its 0.1 s resolution."""
+    if features and features.get("first_arrival_ns"):
+        return [features["first_arrival_ns"], features["last_arrival_ns"]], "feature records"
+    column = "nic_rx_packets" if collector == "off" else "xdp_matched_measured"
+    first, last = timeseries.measured_window(rows, column)
+    if first is None:
+        return None, "no %s in the time series" % column
+    return [first, last], "time series (%s grew; each arrival lies in the %.1f s before)" % (
+        column, timeseries.INTERVAL_S)
+
+
 def first_last_arrival(feature_summaries):
     firsts = [f["first_arrival_ns"] for f in feature_summaries if f and f["first_arrival_ns"]]
     lasts = [f["last_arrival_ns"] for f in feature_summaries if f and f["last_arrival_ns"]]
@@ -83,6 +97,7 @@ class Iface:
 
     def __init__(self, name, ifindex, pcap_path):
         self.name, self.ifindex, self.pcap_path = name, ifindex, pcap_path
+        self.features_path = None   # <state_dir>/<session>/features-<if>.bin when kept
         self.program = None
         self.features = None
         self.tcpdump = None
@@ -97,7 +112,11 @@ class Session:
         self.id = sid
         self.req = req
         self.trial, self.run_id, self.run_ids = req["trial"], req["run_id"], req["run_ids"]
+        self.measured_run_ids = req.get("measured_run_ids", self.run_ids)
         self.collector = req["collector"]
+        self.features_dir = None
+        if req.get("keep_features") and self.collector == "features":
+            self.features_dir = os.path.join(state_dir, sid)
         self.agent_instance = agent_instance
         self.ifaces = [Iface(name, None, os.path.join(state_dir, "%s.if%d.pcap" % (sid, i)))
                        for i, name in enumerate(req["interfaces"])]
@@ -106,6 +125,7 @@ class Session:
         self.stack = ExitStack()       # everything, released in reverse order
         self.links = ExitStack()       # the bpf_links: detached first at disarm
         self.sampler = None
+        self.timeseries = None
         self.sink_inode = None
         self.sink = None
         self.sink_base = None
@@ -153,6 +173,8 @@ class Session:
                 raise ApiError(409, "interface %s already has an XDP program attached (%s mode: "
                                     "%s); left in place" % (i.name, foreign["mode"], desc))
         compile_s = 0.0
+        if self.features_dir is not None:
+            os.makedirs(self.features_dir, mode=0o700, exist_ok=True)
         if self.collector != "off":
             for i in self.ifaces:
                 prog, cs = programs.acquire(req["port"], self.collector, req["ringbuf_pages"])
@@ -162,12 +184,14 @@ class Session:
                 if req["expected_tag"] is not None and prog.tag != req["expected_tag"]:
                     raise ApiError(422, "prog_tag %s of the compiled program differs from "
                                         "expected_tag %s" % (prog.tag, req["expected_tag"]))
+                prog.open_ring()                  # mapped while armed only (memory)
+                st.callback(prog.close_ring)
                 prog.consume()                    # discard what an earlier session left
                 prog.drain_staged()               # (ring, and records staged per CPU)
                 prog.set_run_range(self.run_id, self.run_ids)
                 if self.collector == "features":
                     i.features = Features(self.run_id, self.run_ids, req["expected_packets"],
-                                          record_cls)
+                                          record_cls, **self._features_kwargs(i))
                     prog.on_record = i.features.on_record
                     st.callback(setattr, prog, "on_record", None)
             if self.collector == "features":
@@ -229,11 +253,17 @@ class Session:
                                   " | ".join(list(i.tcpdump.lines)[-5:])))
         self.armed_ns = time.monotonic_ns()
         self.deadline_ns = self.armed_ns + int(req["deadline_s"] * 1e9)
+        self.timeseries = timeseries.Sampler(self.id, {i.name: self._timeseries_source(i)
+                                                       for i in self.ifaces},
+                                             self.deadline_ns, sysstats.proc_stat_cpu)
+        self.timeseries.start()
+        st.callback(self.timeseries.stop)
         self.state = "armed"
         p = self.ifaces[0].program
         self.arm_reply = {
             "session": self.id, "trial": self.trial, "run_id": self.run_id,
-            "run_ids": self.run_ids, "collector": self.collector,
+            "run_ids": self.run_ids, "measured_run_ids": self.measured_run_ids,
+            "keep_features": self.features_dir is not None, "collector": self.collector,
             "interfaces": {i.name: i.link for i in self.ifaces},
             "xdp_mode_requested": req["xdp_mode"], "port": req["port"],
             "prog_tag": p.tag if p else None, "insn_count": p.insn_count if p else None,
@@ -245,6 +275,43 @@ class Session:
             "armed_monotonic_ns": self.armed_ns, "deadline_monotonic_ns": self.deadline_ns,
             "agent_instance": self.agent_instance, "compile_s": round(compile_s, 3),
         }
+
+    def _features_kwargs(self, i):
+        """Features' warm-up and file arguments, given only when they differ from its
+        defaults (all ids measured, no file)."""
+        kw = {}
+        if self.measured_run_ids != self.run_ids:
+            kw["measured_run_ids"] = self.measured_run_ids
+        if self.features_dir is not None:
+            i.features_path = os.path.join(self.features_dir, "features-%s.bin" % i.name)
+            kw["features_path"] = i.features_path
+        return kw
+
+    def _timeseries_source(self, i):
+        """A callable giving i's five time-series counts since arm (None: not counted)."""
+        rx_path = "/sys/class/net/%s/statistics/rx_packets" % i.name
+        nic0 = i.base["nic"].get("rx_packets", 0)
+        slots = range(self.measured_run_ids)
+        prog = i.program
+        if prog is not None:
+            b = i.base["prog"]
+            seen0, drops0 = b["counters"]["seen"], b["counters"]["ringbuf_full"]
+            matched0 = sum(b["matched_by_run"][k] for k in slots)
+
+        def counts():
+            nic = int(sysstats.read_text(rx_path)) - nic0
+            if prog is None:
+                return nic, None, None, None, None
+            seen, matched, drops = prog.sample(slots)
+            feats = None
+            if i.features is not None:
+                feats = getattr(i.features, "measured_received", None)
+                if callable(feats):
+                    feats = feats()
+                if feats is None:
+                    feats = i.features.received
+            return nic, seen - seen0, matched - matched0, feats, drops - drops0
+        return counts
 
     # --- ring-buffer consumer ---------------------------------------------------------
     def _consume(self):
@@ -327,6 +394,7 @@ class Session:
                     i.end = {"nic": sysstats.nic_stats(i.name),
                              "prog": i.program.snapshot() if i.program else None}
                 self._stop_consumer()
+                self.timeseries.stop(last_sample=True)   # the last row: the final counts
                 disarmed_ns = time.monotonic_ns()
                 self.result = self._result(disarmed_ns)
                 self.timing["disarm_s"] = round(time.monotonic() - t0, 3)
@@ -376,9 +444,14 @@ class Session:
                                                i.link, i.base, i.end, feats.get(i.name),
                                                i.capture)
                       for i in self.ifaces}
+        for i in self.ifaces:
+            out = interfaces[i.name]
+            out["timeseries"] = self.timeseries.result(i.name)
+            out["measured_window_ns"], out["measured_window_from"] = measured_window(
+                self.collector, feats.get(i.name), out["timeseries"]["rows"])
         meta = {"session": self.id, "trial": self.trial, "run_id": self.run_id,
-                "run_ids": self.run_ids, "collector": self.collector,
-                "watchdog": self.watchdog_fired, "agent_instance": self.agent_instance,
+                "run_ids": self.run_ids, "measured_run_ids": self.measured_run_ids,
+                "collector": self.collector, "watchdog": self.watchdog_fired, "agent_instance": self.agent_instance,
                 "port": self.req["port"], "prog_tag": self.arm_reply["prog_tag"],
                 "ringbuf_pages": self.arm_reply["ringbuf_pages"],
                 "window": {"armed_monotonic_ns": self.armed_ns,
@@ -400,10 +473,16 @@ class Session:
 
     def drop_histograms(self):
         """Keep a finished session's figures but not its histograms (thousands of buckets
-        each): the agent remembers many finished sessions, and their histograms would
-        make its memory grow with every trial.  The controller reads them at disarm."""
+        each) nor its time series (up to 36,000 rows): the agent remembers many finished
+        sessions, and these would make its memory grow with every trial.  The controller
+        reads them at disarm."""
         with self.lock:
             for i in ((self.result or {}).get("interfaces") or {}).values():
+                ts = i.get("timeseries")
+                if isinstance(ts, dict) and ts.get("rows") is not None:
+                    ts["rows"] = None
+                    ts["dropped"] = ("the agent keeps the time series of its latest finished "
+                                     "sessions only")
                 for h in ("latency_ns", "gap_ns"):
                     block = (i.get("features") or {}).get(h)
                     if isinstance(block, dict) and block.get("histogram") is not None:
@@ -411,18 +490,43 @@ class Session:
                                                          "latest finished sessions only"}
 
     def remove_pcaps(self):
-        """Delete the session's capture files (never raises)."""
+        """Delete the session's capture and features files (never raises)."""
         for i in self.ifaces:
-            path, i.pcap_path = i.pcap_path, None
-            if not path:
-                continue
+            for attr in ("pcap_path", "features_path"):
+                path = getattr(i, attr)
+                setattr(i, attr, None)
+                if not path:
+                    continue
+                try:
+                    os.unlink(path)
+                    log.info("session %s: removed %s", self.id, path)
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    log.error("session %s: could not remove %s: %s", self.id, path, e)
+        if self.features_dir is not None:
             try:
-                os.unlink(path)
-                log.info("session %s: removed its capture %s", self.id, path)
+                os.rmdir(self.features_dir)
             except FileNotFoundError:
                 pass
             except OSError as e:
-                log.error("session %s: could not remove its capture %s: %s", self.id, path, e)
+                log.error("session %s: could not remove %s: %s", self.id, self.features_dir, e)
+
+    def features_file(self, name):
+        """The interface's features file once the consumer has stopped (409 before;
+        404 when the session keeps none; 410 once removed)."""
+        with self.lock:
+            iface = [i for i in self.ifaces if i.name == name][0]
+            if self.features_dir is None:
+                raise ApiError(404, "session %s keeps no features file (keep_features was "
+                                    "false or the collector is not features)" % self.id)
+            if self.state != "disarmed" or self.result is None:
+                raise ApiError(409, "session %s: the features file is complete only after "
+                                    "disarm" % self.id)
+            if iface.features_path is None:
+                raise ApiError(410, "session %s: its features file was removed (the agent "
+                                    "keeps the files of the last finished sessions only)" % self.id)
+            return iface.features_path
 
     def pcap_path(self, name):
         for i in self.ifaces:
@@ -431,4 +535,4 @@ class Session:
         return None
 
     def has_pcaps(self):
-        return any(i.pcap_path for i in self.ifaces)
+        return any(i.pcap_path or i.features_path for i in self.ifaces)
