@@ -801,8 +801,12 @@ def _keep_features(agent: AgentClient, arm: dict, gathered: dict, gens: list, tr
     """Download each interface's raw feature records (streamed to a file on the DUT while the
     trial ran), check them against the agent's sha256 and count, and write features.parquet;
     None when the trial kept none (keep_features=false, or collector counters/off)."""
-    kept = {name: blk["features_file"] for name, blk in (gathered.get("interfaces") or {}).items()
-            if blk.get("features_file")}
+    kept = {name: (blk.get("features") or {})["features_file"]
+            for name, blk in (gathered.get("interfaces") or {}).items()
+            if (blk.get("features") or {}).get("features_file")}
+    for name, info in kept.items():
+        if info.get("error"):
+            raise StepError(f"the DUT agent could not keep every feature record of {name}: {info['error']}")
     if not kept:
         return None
     same_clock = bool(gens) and all(g.get("boot_id") and g.get("boot_id") == gathered.get("boot_id")
@@ -858,7 +862,8 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
             "actual": {"dut_bytes": sum(int(st.get("pcap_bytes") or 0)
                                         for st in (capture.get("tcpdump") or {}).values()
                                         if isinstance(st, dict)),
-                       "features_bytes": sum(int((b.get("features_file") or {}).get("bytes") or 0)
+                       "features_bytes": sum(int(((b.get("features") or {}).get("features_file") or {})
+                                                 .get("bytes") or 0)
                                              for b in (gathered.get("interfaces") or {}).values()),
                        "results_bytes": sum(p.stat().st_size for p in Path(output).parent.rglob("*")
                                             if p.is_file())}}
