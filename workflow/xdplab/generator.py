@@ -12,7 +12,8 @@ Usage::
     python3 generator.py --dst 10.201.0.2 --port 12345 --pps 10000 --size 1458 \\
         --duration 5 --threads 2 --run-id 4242 [--src 10.201.0.1] [--progress-s 1] \\
         [--pattern constant|burst|poisson] [--burst-size N] [--seed N] \\
-        [--send-path udp|packet] [--iface IF] [--dst-mac MAC] [--counters-iface IF]
+        [--send-path udp|packet] [--iface IF] [--dst-mac MAC] [--counters-iface IF] \\
+        [--warmup-s S --warmup-run-id W]
 
 Every UDP payload is ``--size`` bytes: an 18-byte header (magic, seq, send_ns,
 run_id; network byte order) followed by zero bytes.  ``--threads T`` starts T
@@ -47,6 +48,22 @@ then is ``not_offered``,
 and ``achieved_pps = sent / window_s`` with ``window_s = duration`` (or less
 when interrupted).  ``rate_sustained`` is false when ``achieved_pps`` is more
 than 0.1 % below ``target_pps``.
+
+Warm-up.  With ``--warmup-s S --warmup-run-id W`` every sender first sends
+the warm-up, ``ceil(pps * S)`` packets with run id W (seqs from 0, the same
+rate, pattern and stream split), in ``[start, start + S)``, then the measured
+run (run id ``--run-id``, seqs from 0) in ``[start + S, start + S + duration)``:
+one absolute schedule, no gap but the pattern's own.  A warm-up packet not
+sent by ``start + S`` is not sent (no grace: the measured window begins on
+time).  The report's fields are the measured run's; ``"warmup"`` holds the
+warm-up's (run_id, duration_s, scheduled, sent, send_errors,
+send_error_kinds, not_offered, failed_seqs (at most 1000), start/end
+monotonic ns), null without a warm-up.  ``source_counters`` span both.
+
+``sent_per_s``: packets sent in each whole second of the measured window,
+from its start, summed over senders (a batch counts in the second in which it
+went out).  The last partial second, and packets sent in the END_GRACE_S
+after the window, are dropped, so ``sum(sent_per_s) <= sent``.
 
 Send paths: ``udp`` (default) uses one connected UDP socket per sender.
 ``packet`` uses an AF_PACKET socket with PACKET_QDISC_BYPASS per sender and
@@ -211,6 +228,11 @@ def parse_args(argv=None):
     p.add_argument("--dst-mac", type=_mac, default=None, help="next hop's MAC address (packet path)")
     p.add_argument("--counters-iface", default=None,
                    help="interface whose NIC and qdisc counters are read (default --iface)")
+    p.add_argument("--warmup-s", type=float, default=0.0,
+                   help="seconds of warm-up before the measured --duration, at the same rate and pattern, "
+                   "with --warmup-run-id (default 0: none)")
+    p.add_argument("--warmup-run-id", type=int, default=None,
+                   help="run identifier of the warm-up's packets (0..65535, not --run-id)")
     a = p.parse_args(argv)
 
     if not 1 <= a.port <= 65535:
@@ -257,8 +279,24 @@ def parse_args(argv=None):
             p.error("--send-path packet needs --dst-mac")
     elif a.dst_mac is not None:
         p.error("--dst-mac applies to --send-path packet only")
+    if not (a.warmup_s >= 0 and math.isfinite(a.warmup_s)):
+        p.error("--warmup-s must be 0 (none) or a positive number of seconds, got %s" % a.warmup_s)
+    if a.warmup_s > 0:
+        if a.warmup_run_id is None:
+            p.error("--warmup-s needs --warmup-run-id")
+        if not 0 <= a.warmup_run_id <= 0xFFFF:
+            p.error("--warmup-run-id must be 0..65535 (it is a u16 in the header), got %d" % a.warmup_run_id)
+        if a.warmup_run_id == a.run_id:
+            p.error("--warmup-run-id must differ from --run-id (%d): the DUT tells the two apart by it"
+                    % a.run_id)
+    elif a.warmup_run_id is not None:
+        p.error("--warmup-run-id applies with --warmup-s > 0 only")
     # Packets i with i/pps < duration; the epsilon keeps 10000 * 0.3 from becoming 3001.
     a.scheduled = int(math.ceil(a.pps * a.duration - 1e-9))
+    a.warmup_scheduled = int(math.ceil(a.pps * a.warmup_s - 1e-9)) if a.warmup_s > 0 else 0
+    if a.warmup_scheduled > 1 << 32:
+        p.error("--pps x --warmup-s schedules %d packets; seq is a u32 (at most %d)"
+                % (a.warmup_scheduled, 1 << 32))
     if a.scheduled < 1:
         p.error("--pps x --duration schedules no packet")
     if a.scheduled > 1 << 32:
@@ -549,11 +587,7 @@ def send_stream(sender, cfg, shm, stop):
     the loop; per packet it costs one pack_into and one monotonic_ns()."""
     T = cfg["threads"]
     t = sender.index
-    n = sender.scheduled
     pps = cfg["pps"]
-    start = cfg["start"]
-    end = start + cfg["duration"] + END_GRACE_S
-    run_id = cfg["run_id"]
     ppid = cfg["ppid"]
     counter_off = 8 + 16 * t
     packet = cfg["send_path"] == "packet"
@@ -606,6 +640,7 @@ def send_stream(sender, cfg, shm, stop):
     retries = 0
     error_kinds = {}
     failed = []
+    phase_reports = []
 
     def failure(err, seq):
         name = errno.errorcode.get(err, str(err))
@@ -625,126 +660,166 @@ def send_stream(sender, cfg, shm, stop):
     B = cfg["burst_size"] if cfg["pattern"] == "burst" else 1
     gap = B / pps  # seconds between burst starts (between packets when B == 1)
     inf = float("inf")
-    if poisson:
-        rnd = random.Random("%d/%d" % (cfg["seed"], t)).random
-        D = cfg["duration"]
-        # u: packet k's place in [0, 1), the k-th of n sorted uniforms, drawn in
-        # order: the minimum of m uniforms on [u, 1) is u + (1-u)(1 - V^(1/m)).
-        u = 1.0 - rnd() ** (1.0 / n) if n else 1.0
-        nxt = start + D * u if n else inf
-    k = 0
     run = 0  # packets sent since this sender was last ahead of schedule
     max_run = 0
     max_lag = 0.0
     interrupted = False
     checks = 0
     first_pc = None
-    while k < n:
-        if stop[0] or shm[0]:
-            interrupted = True
+    done = done_errors = 0  # earlier phases' (the shared progress counter is cumulative)
+    # Phases, on one absolute schedule: the warm-up (its own run id, seqs from 0)
+    # in [start, start + W), then the measured run in [start + W, start + W + D).
+    phases = cfg.get("phases") or [
+        {"run_id": cfg["run_id"], "scheduled": sender.scheduled * T, "start": cfg["start"],
+         "duration": cfg["duration"], "end": cfg["start"] + cfg["duration"] + END_GRACE_S, "seed_tag": "%d/%d",
+         "per_s": True}]
+    for ph in phases:
+        if interrupted:
             break
-        now = clock()
-        if now >= end:
-            break
+        n = stream_count(ph["scheduled"], T, t)
+        start = ph["start"]
+        D = ph["duration"]
+        end = ph["end"]
+        run_id = ph["run_id"]
+        errors = 0
+        error_kinds = {}
+        failed = []
+        per_s = [0] * (int(D) + 2) if ph["per_s"] else None
+        last_s = len(per_s) - 1 if per_s else 0
         if poisson:
-            due = nxt
-            ready = due <= now
-        else:
-            due = start + ((k * T + t) // B) * gap
-            ready = due <= now
-        if not ready:
-            run = 0
-            wait = due - now
-            if wait > spin:
-                sleep(min(wait - spin, max_sleep))
-                checks += 1
-                if checks & 15 == 0 and os.getppid() != ppid:
-                    interrupted = True  # the main process is gone (macOS has no PDEATHSIG)
-                    break
-                continue
-            while clock() < due:
-                pass
+            rnd = random.Random(ph["seed_tag"] % (cfg["seed"], t)).random
+            # u: packet k's place in [0, 1), the k-th of n sorted uniforms, drawn in
+            # order: the minimum of m uniforms on [u, 1) is u + (1-u)(1 - V^(1/m)).
+            u = 1.0 - rnd() ** (1.0 / n) if n else 1.0
+            nxt = start + D * u if n else inf
+        k = 0
+        phase_first = None
+        while k < n:
+            if stop[0] or shm[0]:
+                interrupted = True
+                break
             now = clock()
-        lag = now - due
-        if lag > max_lag:
-            max_lag = lag
-        # The batch: every packet of this stream due by now, at most BATCH_MAX.
-        if poisson:
-            nb = 0
-            while True:
-                pack(buf, nb * stride + hdr_off, magic, (k + nb) * T + t, mono(), run_id)
-                nb += 1
-                left = n - k - nb
-                if left <= 0:
-                    nxt = inf
-                    break
-                u += (1.0 - u) * (1.0 - rnd() ** (1.0 / left))
-                nxt = start + D * u
-                if nxt > now or nb >= BATCH_MAX:
-                    break
-        else:
-            j = int((now - start) / gap)  # latest burst that has begun
-            kd = ((j + 1) * B - t + T - 1) // T  # packets of this stream due by now
-            if kd > n:
-                kd = n
-            nb = kd - k
-            if nb < 1:
-                nb = 1  # float rounding at the boundary: due <= now says packet k is due
-            elif nb > BATCH_MAX:
-                nb = BATCH_MAX
-            seq = k * T + t
-            for m in range(nb):
-                pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
-                seq += T
-        if first_pc is None:
-            first_pc = now
-        if mmsg is not None:
-            i = 0
-            retried = -1
-            while i < nb:
-                r = mmsg(fd, msg_at[i], nb - i, 0)
-                if r > 0:
-                    i += r
-                    continue
-                # sendmmsg reports an error only for the first message of a call
-                err = get_errno() if r < 0 else errno.EIO
-                if err == refused and retried != i:
-                    # A connected socket reports an earlier ICMP port-unreachable
-                    # on the next send, which is then not sent; reading the error
-                    # clears it, so the same packet is sent again, once.
-                    retried = i
-                    retries += 1
-                    continue
-                errors += 1
-                failure(err, (k + i) * T + t)
-                i += 1
-        else:
-            for m in range(nb):
-                frame = view[m * stride:(m + 1) * stride]
-                for attempt in (0, 1):
-                    try:
-                        if packet or connected:
-                            send_call(frame)
-                        else:
-                            send_call(frame, addr)
+            if now >= end:
+                break
+            if poisson:
+                due = nxt
+                ready = due <= now
+            else:
+                due = start + ((k * T + t) // B) * gap
+                ready = due <= now
+            if not ready:
+                run = 0
+                wait = due - now
+                if wait > spin:
+                    sleep(min(wait - spin, max_sleep))
+                    checks += 1
+                    if checks & 15 == 0 and os.getppid() != ppid:
+                        interrupted = True  # the main process is gone (macOS has no PDEATHSIG)
                         break
-                    except OSError as e:
-                        if e.errno == refused and attempt == 0:
-                            retries += 1
-                            continue  # as above: the error of an earlier ICMP message
-                        errors += 1
-                        failure(e.errno, (k + m) * T + t)
+                    continue
+                while clock() < due:
+                    pass
+                now = clock()
+            lag = now - due
+            if lag > max_lag:
+                max_lag = lag
+            # The batch: every packet of this stream due by now, at most BATCH_MAX.
+            if poisson:
+                nb = 0
+                while True:
+                    pack(buf, nb * stride + hdr_off, magic, (k + nb) * T + t, mono(), run_id)
+                    nb += 1
+                    left = n - k - nb
+                    if left <= 0:
+                        nxt = inf
                         break
-        k += nb
-        run += nb
-        if run > max_run:
-            max_run = run
-        counters(shm, counter_off, k, errors)
+                    u += (1.0 - u) * (1.0 - rnd() ** (1.0 / left))
+                    nxt = start + D * u
+                    if nxt > now or nb >= BATCH_MAX:
+                        break
+            else:
+                j = int((now - start) / gap)  # latest burst that has begun
+                kd = ((j + 1) * B - t + T - 1) // T  # packets of this stream due by now
+                if kd > n:
+                    kd = n
+                nb = kd - k
+                if nb < 1:
+                    nb = 1  # float rounding at the boundary: due <= now says packet k is due
+                elif nb > BATCH_MAX:
+                    nb = BATCH_MAX
+                seq = k * T + t
+                for m in range(nb):
+                    pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
+                    seq += T
+            if first_pc is None:
+                first_pc = now
+            if phase_first is None:
+                phase_first = now
+            e0 = errors
+            if mmsg is not None:
+                i = 0
+                retried = -1
+                while i < nb:
+                    r = mmsg(fd, msg_at[i], nb - i, 0)
+                    if r > 0:
+                        i += r
+                        continue
+                    # sendmmsg reports an error only for the first message of a call
+                    err = get_errno() if r < 0 else errno.EIO
+                    if err == refused and retried != i:
+                        # A connected socket reports an earlier ICMP port-unreachable
+                        # on the next send, which is then not sent; reading the error
+                        # clears it, so the same packet is sent again, once.
+                        retried = i
+                        retries += 1
+                        continue
+                    errors += 1
+                    failure(err, (k + i) * T + t)
+                    i += 1
+            else:
+                for m in range(nb):
+                    frame = view[m * stride:(m + 1) * stride]
+                    for attempt in (0, 1):
+                        try:
+                            if packet or connected:
+                                send_call(frame)
+                            else:
+                                send_call(frame, addr)
+                            break
+                        except OSError as e:
+                            if e.errno == refused and attempt == 0:
+                                retries += 1
+                                continue  # as above: the error of an earlier ICMP message
+                            errors += 1
+                            failure(e.errno, (k + m) * T + t)
+                            break
+            k += nb
+            run += nb
+            if run > max_run:
+                max_run = run
+            if per_s is not None:
+                # by the second of the window in which the batch went out
+                sec = int(now - start)
+                per_s[sec if sec < last_s else last_s] += nb - (errors - e0)
+            counters(shm, counter_off, done + k, done_errors + errors)
+        done += k
+        done_errors += errors
+        phase_reports.append({"scheduled": n, "attempted": k, "send_errors": errors,
+                              "send_error_kinds": error_kinds, "failed_seqs": failed,
+                              "first_pc": phase_first, "per_s": per_s})
     end_pc = clock()
-    return {"index": t, "scheduled": n, "attempted": k, "send_errors": errors, "send_error_kinds": error_kinds,
-            "failed_seqs": failed, "max_lag_s": max_lag, "max_burst": max_run, "end_pc": end_pc,
-            "first_pc": first_pc, "interrupted": interrupted, "send_call": "sendmmsg" if mmsg else "sendto",
-            "refused_retries": retries, "crash": None}
+    for ph in phases[len(phase_reports):]:  # phases an interruption left unstarted
+        phase_reports.append({"scheduled": stream_count(ph["scheduled"], T, t), "attempted": 0,
+                              "send_errors": 0, "send_error_kinds": {}, "failed_seqs": [], "first_pc": None,
+                              "per_s": [0] * (int(ph["duration"]) + 2) if ph["per_s"] else None})
+    # The measured phase (the last) keeps the report's historical fields; a warm-up
+    # phase before it is reported beside them.
+    m = phase_reports[-1]
+    return {"index": t, "scheduled": m["scheduled"], "attempted": m["attempted"], "send_errors": m["send_errors"],
+            "send_error_kinds": m["send_error_kinds"], "failed_seqs": m["failed_seqs"], "max_lag_s": max_lag,
+            "max_burst": max_run, "end_pc": end_pc, "first_pc": first_pc, "interrupted": interrupted,
+            "send_call": "sendmmsg" if mmsg else "sendto", "refused_retries": retries, "crash": None,
+            "per_s": m["per_s"], "warmup": phase_reports[0] if len(phase_reports) > 1 else None}
 
 
 def _child(sender, cfg, shm, wfd):
@@ -752,7 +827,7 @@ def _child(sender, cfg, shm, wfd):
     report = {"index": sender.index, "scheduled": sender.scheduled, "attempted": 0, "send_errors": 0,
               "send_error_kinds": {}, "failed_seqs": [], "max_lag_s": 0.0, "max_burst": 0,
               "end_pc": time.perf_counter(), "first_pc": None, "interrupted": True, "send_call": None,
-              "crash": None}
+              "crash": None, "per_s": None, "warmup": None}
     try:
         stop = [False]
 
@@ -946,6 +1021,39 @@ def _read_report(fd):
         return None
 
 
+def sent_per_second(reports, duration):
+    """Packets sent in each whole second of the measured window, from its start,
+    summed over senders; a batch counts in the second in which it went out.  The
+    last partial second (duration not a whole number of seconds) and packets sent
+    in the END_GRACE_S after the window are left out, so sum(sent_per_s) <= sent."""
+    whole = int(duration + 1e-9)
+    out = [0] * whole
+    for r in reports:
+        for i, v in enumerate((r.get("per_s") or [])[:whole]):
+            out[i] += v
+    return out
+
+
+def warmup_report(args, reports, senders, mono_at, start0, start):
+    """The warm-up phase's figures (None without --warmup-s)."""
+    if args.warmup_s <= 0:
+        return None
+    ws = [r.get("warmup") or {"scheduled": stream_count(args.warmup_scheduled, args.threads, s.index),
+                              "attempted": 0, "send_errors": 0, "send_error_kinds": {}, "failed_seqs": []}
+          for s, r in zip(senders, reports)]
+    attempted = sum(w["attempted"] for w in ws)
+    errors = sum(w["send_errors"] for w in ws)
+    kinds = {}
+    for w in ws:
+        for k, v in w["send_error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return {"run_id": args.warmup_run_id, "duration_s": float(args.warmup_s),
+            "scheduled": args.warmup_scheduled, "sent": attempted - errors, "send_errors": errors,
+            "send_error_kinds": kinds, "not_offered": args.warmup_scheduled - attempted,
+            "failed_seqs": sorted(x for w in ws for x in w["failed_seqs"])[:MAX_FAILED_SEQS],
+            "start_monotonic_ns": mono_at(start0), "end_monotonic_ns": mono_at(start)}
+
+
 def run(args):
     """Send the run described by parse_args() and return (result dict, exit status)."""
     T = args.threads
@@ -971,11 +1079,25 @@ def run(args):
 
     # One sampling of the three clocks maps perf_counter() instants to the
     # monotonic (send_ns, DUT-comparable on one machine) and Unix timelines.
+    # Each clock is read once before: a first call costs ~5 us here, which
+    # would shift the mapping by as much.
+    time.perf_counter(), time.monotonic_ns(), time.time_ns()
     pc0 = time.perf_counter()
     mono0 = time.monotonic_ns()
     unix0 = time.time_ns()
-    start = pc0 + START_DELAY_S
-    cfg.update(threads=T, pps=args.pps, start=start, duration=float(args.duration), run_id=args.run_id,
+    start0 = pc0 + START_DELAY_S  # the warm-up's start (or the measured window's, without one)
+    start = start0 + args.warmup_s  # the measured window's start
+    duration = float(args.duration)
+    phases = []
+    if args.warmup_s > 0:
+        # No grace at the warm-up's end: the measured window begins on time, and a
+        # warm-up packet not sent by then is the warm-up's not_offered.
+        phases.append({"run_id": args.warmup_run_id, "scheduled": args.warmup_scheduled, "start": start0,
+                       "duration": float(args.warmup_s), "end": start, "seed_tag": "%d/%d/warmup",
+                       "per_s": False})
+    phases.append({"run_id": args.run_id, "scheduled": args.scheduled, "start": start, "duration": duration,
+                   "end": start + duration + END_GRACE_S, "seed_tag": "%d/%d", "per_s": True})
+    cfg.update(threads=T, pps=args.pps, phases=phases, run_id=args.run_id,
                ppid=os.getpid(), send_path=args.send_path, size=args.size, dst=args.dst, port=args.port,
                pattern=args.pattern, burst_size=args.burst_size, seed=args.seed)
     sys.stdout.flush()
@@ -1005,8 +1127,8 @@ def run(args):
         return total
 
     progress = args.progress_s > 0
-    next_report = start + args.progress_s
-    last_t, last_sent = start, 0
+    next_report = start0 + args.progress_s
+    last_t, last_sent = start0, 0
     watch = _StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
     gone = None  # why we think the controller is gone
     running = {s.pid: s for s in senders}
@@ -1030,7 +1152,8 @@ def run(args):
         if gone is None and progress and now >= next_report:
             sent = sent_so_far()
             rate = (sent - last_sent) / (now - last_t) if now > last_t else 0.0
-            if not _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n" % (now - start, sent, rate)):
+            # t from the first packet's due time, sent over warm-up and measured run together
+            if not _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n" % (now - start0, sent, rate)):
                 gone = "writing a progress line to stderr failed"
             last_t, last_sent = now, sent
             next_report += args.progress_s
@@ -1055,8 +1178,9 @@ def run(args):
         sys.stderr.write("generator.py: error: sender %d failed: %s\n" % crashed[0])
     reports = [r if r is not None else {"index": s.index, "scheduled": s.scheduled, "attempted": 0,
                                          "send_errors": 0, "send_error_kinds": {}, "failed_seqs": [],
-                                         "max_lag_s": 0.0, "max_burst": 0, "end_pc": start, "first_pc": None,
-                                         "interrupted": True, "send_call": None}
+                                         "max_lag_s": 0.0, "max_burst": 0, "end_pc": start0, "first_pc": None,
+                                         "interrupted": True, "send_call": None, "per_s": None,
+                                         "warmup": None}
                for s, r in zip(senders, reports)]
 
     sent = sum(r["attempted"] - r["send_errors"] for r in reports)
@@ -1070,7 +1194,6 @@ def run(args):
     end_pc = max(r["end_pc"] for r in reports)
     elapsed = max(end_pc - start, 0.0)
     interrupted = bool(caught) or gone is not None or any(r["interrupted"] for r in reports)
-    duration = float(args.duration)
     if interrupted:
         # The window ends where the sending was stopped (or the senders ended, if earlier).
         stopped = min(x for x in (stop_pc, end_pc) if x is not None)
@@ -1122,6 +1245,8 @@ def run(args):
         "boot_id": _boot_id(),
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
+        "sent_per_s": sent_per_second(reports, duration),
+        "warmup": warmup_report(args, reports, senders, mono_at, start0, start),
         "per_thread": [
             {"thread": r["index"], "scheduled": r["scheduled"], "sent": r["attempted"] - r["send_errors"],
              "send_errors": r["send_errors"], "not_offered": r["scheduled"] - r["attempted"],
