@@ -473,7 +473,7 @@ def test_too_high_a_rate_does_not_stretch_the_trial():
     assert out["rate_sustained"] is False and out["interrupted"] is False
     assert out["window_s"] == 3.0
     assert out["not_offered"] == out["scheduled"] - out["sent"] - out["send_errors"] > 0
-    assert out["achieved_pps"] == pytest.approx(out["sent"] / 3.0, rel=1e-9)
+    assert out["achieved_pps"] == pytest.approx(out["sent"] / 3.0, abs=0.0005)  # rounded to 3 decimals
     # The issue's own bound: the sending ends within a second of its duration.
     assert (out["end_monotonic_ns"] - out["start_monotonic_ns"]) / 1e9 < 3.0 + 1.0
     assert wall < 3.0 + 1.0 + 2.0  # plus interpreter start and counter reads, generously
