@@ -37,7 +37,7 @@ JSON_KEYS = {
     "achieved_pps", "start_monotonic_ns", "end_monotonic_ns", "start_unix_ns", "end_unix_ns",
     "max_lag_us", "interrupted", "boot_id", "hostname", "python", "per_thread",
     "window_s", "not_offered", "rate_sustained", "max_burst", "pattern", "burst_size", "seed",
-    "send_path", "send_call", "batch_max", "source_counters", "refused_retries", "sent_per_s", "warmup",
+    "send_path", "send_call", "batch_max", "source_counters", "refused_retries", "sent_per_s", "warmup", "backend",
 }
 PROGRESS = re.compile(r"^progress t=\d+\.\ds sent=\d+ pps=\d+$")
 

@@ -71,6 +71,11 @@ sends whole hand-built Ethernet/IPv4/UDP frames (IPv4 checksum computed, UDP
 checksum 0) to ``--dst-mac`` out of ``--iface``: no UDP/IP stack, no qdisc,
 no neighbour lookup.  It needs Linux and root (CAP_NET_RAW).
 
+Backend trafgen (``--backend trafgen``, Linux, root): netsniff-ng's trafgen
+sends instead, the same header (send_ns left 0: trafgen cannot write it), seqs
+0.. counted by trafgen itself; constant pattern, one sender; see "trafgen
+backend" below for how, and for what each figure measures.
+
 Source counters (``source_counters`` in the JSON): read before the first
 packet and again once the traffic drained, from /proc/net/snmp,
 /proc/net/stat/arp_cache, /sys/class/net/IF/statistics/tx_* and
@@ -114,6 +119,7 @@ import mmap
 import os
 import platform
 import random
+import re
 import select
 import shutil
 import signal
@@ -121,6 +127,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 GENERATOR = "xdplab-generator/1"
@@ -228,6 +235,11 @@ def parse_args(argv=None):
     p.add_argument("--dst-mac", type=_mac, default=None, help="next hop's MAC address (packet path)")
     p.add_argument("--counters-iface", default=None,
                    help="interface whose NIC and qdisc counters are read (default --iface)")
+    p.add_argument("--backend", choices=("python", "trafgen"), default="python",
+                   help="python (default): this program sends; trafgen: netsniff-ng's trafgen sends "
+                   "(Linux, root; needs --iface and --dst-mac; constant pattern, one sender)")
+    p.add_argument("--trafgen", default=None,
+                   help="trafgen's path for --backend trafgen (default: found on PATH or in /usr/sbin)")
     p.add_argument("--warmup-s", type=float, default=0.0,
                    help="seconds of warm-up before the measured --duration, at the same rate and pattern, "
                    "with --warmup-run-id (default 0: none)")
@@ -270,7 +282,27 @@ def parse_args(argv=None):
             p.error("--%s %r is not an interface name" % (name.replace("_", "-"), value))
     if a.counters_iface is None:
         a.counters_iface = a.iface
-    if a.send_path == "packet":
+    if a.backend == "trafgen":
+        if not sys.platform.startswith("linux"):
+            p.error("--backend trafgen needs Linux; this is %s" % sys.platform)
+        if a.pattern != "constant":
+            p.error("--backend trafgen sends the constant pattern only (trafgen's own pacing); "
+                    "--pattern %s needs --backend python" % a.pattern)
+        if a.threads != 1:
+            p.error("--backend trafgen runs one sender (trafgen paces with --rate in one process, "
+                    "pinned); --threads %d needs --backend python" % a.threads)
+        if a.iface is None:
+            p.error("--backend trafgen needs --iface")
+        if a.dst_mac is None:
+            p.error("--backend trafgen needs --dst-mac")
+        a.send_path = "packet"
+        a.trafgen = a.trafgen or shutil.which("trafgen") or next(
+            (x for x in ("/usr/sbin/trafgen", "/usr/local/sbin/trafgen") if os.access(x, os.X_OK)), None)
+        if a.trafgen is None:
+            p.error("--backend trafgen: no trafgen found (install netsniff-ng, or give --trafgen PATH)")
+    elif a.trafgen is not None:
+        p.error("--trafgen applies to --backend trafgen only")
+    elif a.send_path == "packet":
         if not sys.platform.startswith("linux"):
             p.error("--send-path packet needs Linux (AF_PACKET); this is %s" % sys.platform)
         if a.iface is None:
@@ -278,7 +310,7 @@ def parse_args(argv=None):
         if a.dst_mac is None:
             p.error("--send-path packet needs --dst-mac")
     elif a.dst_mac is not None:
-        p.error("--dst-mac applies to --send-path packet only")
+        p.error("--dst-mac applies to --send-path packet or --backend trafgen only")
     if not (a.warmup_s >= 0 and math.isfinite(a.warmup_s)):
         p.error("--warmup-s must be 0 (none) or a positive number of seconds, got %s" % a.warmup_s)
     if a.warmup_s > 0:
@@ -1211,6 +1243,7 @@ def run(args):
 
     result = {
         "generator": GENERATOR,
+        "backend": "python",
         "run_id": args.run_id,
         "dst": args.dst,
         "port": args.port,
@@ -1267,9 +1300,460 @@ def run(args):
     return result, status
 
 
+# ---------------------------------------------------------------- trafgen backend
+#
+# --backend trafgen hands the sending to netsniff-ng's trafgen (measured 0.6.8),
+# one process per phase (warm-up, then measured), and reports the same JSON.
+#
+# The payload header.  trafgen's runtime counters are one byte wide (no carry),
+# and a protocol header after udp() is refused (an assertion in its
+# udp_set_next_proto), but a protocol *field* counts as a 32-bit big-endian
+# integer with carry (dinc).  So the UDP header and the first 12 payload bytes
+# are written as a second IPv4 header ("IP in IP" to trafgen, never on the
+# wire as such: the outer header says UDP), whose fields land on:
+#
+#   inner ver/ihl, tos  -> UDP source port        inner ttl, proto, csum -> magic
+#   inner len           -> UDP destination port   inner saddr            -> seq (dinc: +1 per packet)
+#   inner id            -> UDP length             inner daddr            -> send_ns, upper 4 bytes (0)
+#   inner flags/frag    -> UDP checksum (0: none)
+#
+# followed by raw bytes: send_ns's lower 4 bytes (0), run_id, zeros.  Every
+# inner field is given, so trafgen computes none of them (its checksum
+# included: measured, the magic stays intact while saddr counts).  send_ns
+# stays 0: trafgen cannot write a send time.
+#
+# Pacing.  trafgen --rate Npps sends through sendto() and, measured here, each
+# second's N packets back to back at the start of that second (1000 pps: 1000
+# packets within 6 ms, then 994 ms idle): the mean rate is exact, the spacing
+# is one burst per second.  "pacing" in the report says so.  It runs one
+# process (trafgen's --rate implies it), so --threads is 1.
+#
+# No stretch.  The measured window starts when trafgen says "Running!" (read
+# from its stdout at once) and lasts --duration; trafgen gets --num scheduled
+# packets, and is stopped with SIGINT (its process group: trafgen forks its
+# sender) at the window's end plus END_GRACE_S if it has not finished.
+# sent is trafgen's own count ("N packets outgoing", printed at its exit);
+# the NIC's tx_packets delta over each phase is reported beside it.
+
+TRAFGEN_READY_S = 5.0  # trafgen must say "Running!" within this long
+TRAFGEN_STOP_S = 2.0  # after SIGINT, this long before SIGKILL
+# sent_per_s samples this long before each whole second: trafgen's seconds (and
+# its first packet) begin ~2 ms before its "Running!" reaches us (measured).
+TRAFGEN_SAMPLE_LEAD_S = 0.02
+
+
+def trafgen_config(dst_mac, src_mac, src_ip, dst_ip, sport, dport, size, run_id):
+    """trafgen's packet configuration for one run: the xdplab payload header with
+    seq counting from 0 (see the comment above)."""
+    udp_len = UDP_HLEN + size
+    return ("{\n"
+            "  eth(da=%s, sa=%s),\n"
+            "  ipv4(sa=%s, da=%s, ttl=64, df, id=0, proto=17),\n"
+            "  /* UDP header and payload bytes 0-11, written as a second IPv4 header (32-bit seq counter) */\n"
+            "  ipv4(ver=%d, ihl=%d, tos=%d, len=%d, id=%d, frag=0, ttl=%d, proto=%d, csum=%d,\n"
+            "       sa=0.0.0.0, sa=dinc(), da=0.0.0.0),\n"
+            "  c32(0), c16(%d)%s\n"
+            "}\n") % (_mac_text(dst_mac), _mac_text(src_mac), src_ip, dst_ip, sport >> 12, (sport >> 8) & 0xF,
+                      sport & 0xFF, dport, udp_len, MAGIC >> 24, (MAGIC >> 16) & 0xFF, MAGIC & 0xFFFF, run_id,
+                      ",\n  fill(0x00, %d)" % (size - HEADER_LEN) if size > HEADER_LEN else "")
+
+
+def parse_trafgen_stats(text):
+    """trafgen's exit summary: {"packets", "bytes", "cpu_s", "per_cpu": [{"cpu", "packets", "s"}]}
+    with None where a line is missing (killed before printing)."""
+    out = {"packets": None, "bytes": None, "per_cpu": []}
+    m = re.search(r"^\s*(\d+) packets outgoing", text, re.M)
+    if m:
+        out["packets"] = int(m.group(1))
+    m = re.search(r"^\s*(\d+) bytes outgoing", text, re.M)
+    if m:
+        out["bytes"] = int(m.group(1))
+    for m in re.finditer(r"^\s*(\d+) sec, (\d+) usec on CPU(\d+) \((\d+) packets\)", text, re.M):
+        out["per_cpu"].append({"cpu": int(m.group(3)), "packets": int(m.group(4)),
+                               "s": int(m.group(1)) + int(m.group(2)) / 1e6})
+    return out
+
+
+def trafgen_argv(trafgen, iface, conf, num, pps):
+    """One phase's command line: --num packets at --rate pps, one process, no
+    change to the host's socket memory sysctls or the NIC's IRQ affinity."""
+    return [trafgen, "--dev", iface, "--conf", conf, "--num", str(num), "--rate", "%dpps" % pps, "--cpus", "1",
+            "--no-sock-mem", "--notouch-irq"]
+
+
+def _nic_tx(iface):
+    v = _read("/sys/class/net/%s/statistics/tx_packets" % iface)
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+class _TrafgenPhase(object):
+    """One trafgen process: started, read until "Running!", stopped at its deadline."""
+
+    def __init__(self, argv):
+        self.argv = argv
+        self.proc = None
+        self.out = b""
+        self.err = b""
+        self.ready_pc = None
+        self.end_pc = None
+        self.stopped = False  # SIGINT sent by us
+        self.killed = False
+
+    def start(self, poll_stop):
+        """Start and wait for "Running!"; returns an error message or None."""
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        limit = time.perf_counter() + TRAFGEN_READY_S
+        while self.ready_pc is None:
+            self._read(0.005)
+            if b"Running!" in self.out:
+                self.ready_pc = time.perf_counter()
+                return None
+            if self.proc.poll() is not None:
+                self._read(0)
+                self.end_pc = time.perf_counter()
+                return "trafgen exited with %s before sending: %s" % (
+                    self.proc.returncode, (self.err or self.out).decode("utf-8", "replace").strip()[-300:])
+            if time.perf_counter() > limit or poll_stop():
+                self.stop()
+                return "trafgen did not start sending within %g s" % TRAFGEN_READY_S
+        return None
+
+    def _read(self, wait):
+        fds = [f for f in (self.proc.stdout, self.proc.stderr) if f is not None]
+        try:
+            ready, _, _ = select.select(fds, [], [], wait)
+        except (OSError, ValueError):
+            return
+        for f in ready:
+            try:
+                data = os.read(f.fileno(), 65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if f is self.proc.stdout:
+                self.out += data
+            else:
+                self.err = (self.err + data)[-65536:]
+
+    def done(self):
+        if self.proc.poll() is None:
+            return False
+        if self.end_pc is None:
+            self.end_pc = time.perf_counter()
+        return True
+
+    def stop(self):
+        """SIGINT to trafgen's process group (it prints its counts and exits), SIGKILL
+        if it has not ended within TRAFGEN_STOP_S; then collect its output."""
+        if self.proc.poll() is None:
+            self.stopped = True
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+            except OSError:
+                pass
+            limit = time.perf_counter() + TRAFGEN_STOP_S
+            while self.proc.poll() is None and time.perf_counter() < limit:
+                self._read(0.01)
+            if self.proc.poll() is None:
+                self.killed = True
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.proc.wait()
+        if self.end_pc is None:
+            self.end_pc = time.perf_counter()
+        self.finish()
+
+    def finish(self):
+        self.proc.wait()
+        while True:
+            before = len(self.out) + len(self.err)
+            self._read(0)
+            if len(self.out) + len(self.err) == before:
+                break
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+    def report(self):
+        text = self.out.decode("utf-8", "replace")
+        stats = parse_trafgen_stats(text)
+        return {"argv": self.argv, "exit_status": self.proc.returncode if self.proc else None,
+                "stopped_by_sigint": self.stopped, "killed": self.killed, "stats": stats,
+                "stderr": self.err.decode("utf-8", "replace").strip()[-500:] or None}
+
+
+def run_trafgen(args):
+    """--backend trafgen: the run described by parse_args(); (result dict, exit status)."""
+    iface = args.iface
+    mtu = _read("/sys/class/net/%s/mtu" % iface)
+    mac = _read("/sys/class/net/%s/address" % iface)
+    if mtu is None or mac is None:
+        _die("--iface %s: no such interface" % iface)
+    if args.size + IP_HLEN + UDP_HLEN > int(mtu):
+        _die("--size %d does not fit --iface %s's MTU of %d bytes (at most %d)"
+             % (args.size, iface, int(mtu), int(mtu) - IP_HLEN - UDP_HLEN))
+    src_ip = args.src
+    if src_ip is None:
+        try:
+            src_ip = _iface_ipv4(iface)
+        except OSError:
+            _die("--backend trafgen: --iface %s has no IPv4 address; give --src" % iface)
+    try:
+        keep = _open_udp(src_ip)  # reserves the source port: no other program's traffic shares the flow
+    except OSError as e:
+        _die("--src %s cannot be bound: %s" % (src_ip, e))
+    sport = keep.getsockname()[1]
+    version = None
+    try:
+        r = subprocess.run([args.trafgen, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=5)
+        version = r.stdout.decode("utf-8", "replace").strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        _die("--backend trafgen: cannot run %s" % args.trafgen)
+
+    tag = os.path.basename(sys.argv[0] or "generator") + ".trafgen-"
+    phases = []
+    if args.warmup_s > 0:
+        phases.append(("warmup", args.warmup_run_id, args.warmup_scheduled, float(args.warmup_s)))
+    phases.append(("measured", args.run_id, args.scheduled, float(args.duration)))
+    confs = {}
+    for name, run_id, _, _ in phases:
+        fd, path = tempfile.mkstemp(prefix=tag + name + "-", suffix=".cfg")
+        with os.fdopen(fd, "w") as f:
+            f.write(trafgen_config(args.dst_mac, _mac(mac.strip()), src_ip, args.dst, sport, args.port, args.size,
+                                   run_id))
+        confs[name] = path
+
+    stop = [False]
+    caught = []
+
+    def on_signal(signum, frame):
+        stop[0] = True
+        caught.append(signum)
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
+    watch = _StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
+    gone = [None]
+
+    def poll_stop():
+        if gone[0] is None:
+            broken = watch.broken()
+            if broken:
+                gone[0] = "%s lost its reader" % broken
+        return bool(caught) or gone[0] is not None
+
+    time.perf_counter(), time.monotonic_ns(), time.time_ns()
+    pc0 = time.perf_counter()
+    mono0 = time.monotonic_ns()
+    unix0 = time.time_ns()
+
+    def mono_at(pc):
+        return mono0 + int(round((pc - pc0) * 1e9))
+
+    def unix_at(pc):
+        return unix0 + int(round((pc - pc0) * 1e9))
+
+    before = read_counters(iface)
+    results = {}
+    failure = None
+    progress = args.progress_s > 0
+    run_start = None
+    last_t, last_tx = None, _nic_tx(iface)
+    total_sent_nic = 0
+    try:
+        for name, run_id, scheduled, duration in phases:
+            if poll_stop():
+                break
+            if name == "measured" and "warmup" in results:
+                # the measured run starts on the warm-up's schedule, not before its end
+                w = results["warmup"]
+                while time.perf_counter() < w["ready_pc"] + w["duration"] and not poll_stop():
+                    time.sleep(0.0005)
+            tx0 = _nic_tx(iface)
+            ph = _TrafgenPhase(trafgen_argv(args.trafgen, iface, confs[name], scheduled, args.pps))
+            failure = ph.start(poll_stop)
+            if failure:
+                ph.finish()
+                results[name] = {"phase": ph, "ready_pc": None, "duration": duration, "tx0": tx0,
+                                 "tx1": _nic_tx(iface), "samples": []}
+                break
+            ready = ph.ready_pc
+            if run_start is None:
+                run_start = ready
+                last_t = ready
+            deadline = ready + duration + (END_GRACE_S if name == "measured" else 0.0)
+            samples = []  # NIC tx_packets before each whole second's burst (measured run)
+            whole = int(duration + 1e-9) if name == "measured" else 0
+            next_sample = 1
+            next_report = (last_t + args.progress_s) if progress else float("inf")
+            while not ph.done():
+                now = time.perf_counter()
+                if poll_stop() or now >= deadline:
+                    break
+                if next_sample <= whole and now >= ready + next_sample - TRAFGEN_SAMPLE_LEAD_S:
+                    samples.append(_nic_tx(iface))
+                    next_sample += 1
+                if now >= next_report:
+                    tx = _nic_tx(iface)
+                    if tx is not None and last_tx is not None:
+                        line = "progress t=%.1fs sent=%d pps=%.0f\n" % (
+                            now - run_start, total_sent_nic + tx - tx0, (tx - last_tx) / max(now - last_t, 1e-9))
+                        if not _write(sys.stderr, line):
+                            gone[0] = "writing a progress line to stderr failed"
+                    last_t, last_tx = now, tx
+                    next_report += args.progress_s
+                    while next_report <= now:
+                        next_report += args.progress_s
+                nxt = min(deadline, next_report,
+                          ready + next_sample - TRAFGEN_SAMPLE_LEAD_S if next_sample <= whole else deadline)
+                time.sleep(min(max(nxt - time.perf_counter(), 0.0), WATCH_S))
+            ph.stop()  # a no-op when trafgen finished by itself
+            tx1 = _nic_tx(iface)
+            while len(samples) < whole:
+                samples.append(tx1)  # trafgen ended before these seconds: nothing more was sent
+            if tx0 is not None and tx1 is not None:
+                total_sent_nic += tx1 - tx0
+            results[name] = {"phase": ph, "ready_pc": ready, "duration": duration, "tx0": tx0, "tx1": tx1,
+                             "samples": samples}
+    finally:
+        for path in confs.values():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    t_drain = time.perf_counter()
+    after = wait_drained(iface)
+    drained_s = time.perf_counter() - t_drain
+    keep.close()
+
+    def phase_figures(name, scheduled):
+        r = results.get(name)
+        if r is None:
+            return {"sent": 0, "not_offered": scheduled, "nic_tx_packets": None, "ready_pc": None, "end_pc": None,
+                    "trafgen": None}
+        rep = r["phase"].report()
+        sent = rep["stats"]["packets"]
+        nic = r["tx1"] - r["tx0"] if r["tx0"] is not None and r["tx1"] is not None else None
+        if sent is None:
+            sent = nic if nic is not None else 0  # killed before its summary: the NIC's count
+        return {"sent": sent, "not_offered": scheduled - sent, "nic_tx_packets": nic, "ready_pc": r["ready_pc"],
+                "end_pc": r["phase"].end_pc, "trafgen": rep, "samples": r["samples"], "tx0": r["tx0"],
+                "tx1": r["tx1"]}
+
+    m = phase_figures("measured", args.scheduled)
+    interrupted = bool(caught) or gone[0] is not None or failure is not None
+    duration = float(args.duration)
+    start = m["ready_pc"]
+    if start is None:
+        window = 0.0
+        start = m["end_pc"] or time.perf_counter()
+    elif interrupted:
+        window = min(max(m["end_pc"] - start, 0.0), duration)
+    else:
+        window = duration
+    end_pc = m["end_pc"] or start
+    achieved = m["sent"] / window if window > 0 else 0.0
+    per_s = []
+    if m.get("samples") is not None and m.get("tx0") is not None and None not in m["samples"]:
+        marks = [m["tx0"]] + m["samples"]
+        per_s = [b - a for a, b in zip(marks, marks[1:])]
+    warm = None
+    if args.warmup_s > 0:
+        w = phase_figures("warmup", args.warmup_scheduled)
+        warm = {"run_id": args.warmup_run_id, "duration_s": float(args.warmup_s),
+                "scheduled": args.warmup_scheduled, "sent": w["sent"], "send_errors": 0, "send_error_kinds": {},
+                "not_offered": w["not_offered"], "failed_seqs": [], "nic_tx_packets": w["nic_tx_packets"],
+                "start_monotonic_ns": mono_at(w["ready_pc"]) if w["ready_pc"] else None,
+                "end_monotonic_ns": mono_at(w["end_pc"]) if w["end_pc"] else None,
+                # from the warm-up's planned end (its start + warmup_s) to the measured run's start
+                "gap_to_measured_s": (round(m["ready_pc"] - (w["ready_pc"] + float(args.warmup_s)), 6)
+                                      if w["ready_pc"] and m["ready_pc"] else None),
+                "trafgen": w["trafgen"]}
+    result = {
+        "generator": GENERATOR,
+        "backend": "trafgen",
+        "run_id": args.run_id,
+        "dst": args.dst,
+        "port": args.port,
+        "target_pps": args.pps,
+        "payload_bytes": args.size,
+        "duration_s": duration,
+        "threads": 1,
+        "scheduled": args.scheduled,
+        "sent": m["sent"],
+        "send_errors": 0,
+        "send_error_kinds": {},
+        "failed_seqs": [],
+        "elapsed_s": round(max(end_pc - start, 0.0), 6),
+        "window_s": round(window, 6),
+        "achieved_pps": round(achieved, 3),
+        "not_offered": m["not_offered"],
+        "rate_sustained": achieved >= args.pps * (1.0 - SUSTAINED_TOLERANCE),
+        "max_burst": None,
+        "pattern": "constant",
+        "burst_size": None,
+        "seed": None,
+        "send_path": "packet",
+        "send_call": "trafgen",
+        "refused_retries": 0,
+        "batch_max": None,
+        "start_monotonic_ns": mono_at(start),
+        "end_monotonic_ns": mono_at(end_pc),
+        "start_unix_ns": unix_at(start),
+        "end_unix_ns": unix_at(end_pc),
+        "max_lag_us": None,
+        "interrupted": interrupted,
+        "boot_id": _boot_id(),
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "per_thread": [{"thread": 0, "scheduled": args.scheduled, "sent": m["sent"], "send_errors": 0,
+                        "not_offered": m["not_offered"], "max_burst": None, "max_lag_us": None}],
+        "sent_per_s": per_s,
+        "warmup": warm,
+        "source_counters": counters_report(iface, before, after, drained_s),
+        "send_ns": "0 in every packet: trafgen cannot write a send time; latency not available",
+        "pacing": "trafgen --rate: each second's packets back to back at the start of that second "
+                  "(mean rate exact, one burst per second)",
+        "methods": {
+            "sent": "trafgen's own count ('packets outgoing' at its exit; the NIC's tx_packets delta "
+                    "if trafgen was killed before printing it)",
+            "send_errors": "not reported by trafgen: 0 here; compare sent with nic_tx_packets",
+            "window": "from trafgen's 'Running!' line (read at once; its first packet leaves ~2 ms "
+                      "before, measured) for duration_s; trafgen is stopped with SIGINT at its end plus "
+                      "%g s" % END_GRACE_S,
+            "sent_per_s": "the NIC's tx_packets read before trafgen started and %g ms before each whole "
+                          "second of the window (every packet on the interface counts)"
+                          % (TRAFGEN_SAMPLE_LEAD_S * 1000),
+        },
+        "nic_tx_packets": m["nic_tx_packets"],
+        "trafgen": {"path": args.trafgen, "version": version, "sport": sport, "measured": m["trafgen"]},
+    }
+    if caught:
+        status = 128 + caught[0]
+    elif gone[0] is not None:
+        status = EXIT_CONTROLLER_GONE
+        _write(sys.stderr, "generator.py: error: stopped sending, the controller is gone (%s)\n" % gone[0])
+    elif failure is not None:
+        _write(sys.stderr, "generator.py: error: %s\n" % failure)
+        status = 1
+    else:
+        status = 0
+    return result, status
+
+
 def main(argv=None):
     args = parse_args(argv)
-    result, status = run(args)
+    result, status = run_trafgen(args) if args.backend == "trafgen" else run(args)
     if not _write(sys.stdout, json.dumps(result) + "\n") and status == 0:
         status = EXIT_CONTROLLER_GONE  # nobody received the report
     return status
