@@ -249,3 +249,54 @@ def test_trafgen_backend_sends_every_seq_of_warmup_and_measured_run():
     # The measured run followed the warm-up closely, and the gap is recorded.
     assert 0 <= w["gap_to_measured_s"] < 0.1
     assert sum(out["sent_per_s"]) <= 3000 and len(out["sent_per_s"]) == 1
+
+
+@pytest.mark.skipif(shutil.which("trafgen") is None or shutil.which("tcpdump") is None,
+                    reason="needs trafgen (netsniff-ng) and tcpdump")
+def test_trafgen_backend_over_ssh_on_the_embedded_testbed(embedded_testbed):
+    """The controller's path: source.run_generators uploads the generator over SSH and
+    runs it with backend trafgen (warm-up, then measured) in the source namespace; a
+    capture on the DUT's interface holds every seq of both runs, and nothing of ours
+    is left on the source."""
+    import io
+
+    sys.path.insert(0, str(REPO / "workflow"))
+    from xdplab import source
+    from xdplab.pcapcheck import verify_capture
+
+    tb, desc = embedded_testbed
+    s = desc["sources"][0]
+    link_ = desc["test_link"]
+    src = {k: s[k] for k in ("host", "port", "user", "key_file", "known_hosts", "python", "iface")}
+    src["name"] = "src-trafgen"
+    args = {"dst": link_["dut_addr"], "port": 12345, "pps": 5000, "size": 64, "duration": 1.2, "threads": 1,
+            "run_id": 300, "src": link_["src_addr"], "iface": link_["src_iface"], "backend": "trafgen",
+            "dst_mac": link_["dut_mac"], "warmup_s": 0.4, "warmup_run_id": 301, "progress_s": 0.5}
+    pcap = "/tmp/xlt-gen-trafgen-ssh-%d.pcap" % os.getpid()
+    cap = subprocess.Popen(nsx(desc["dut"]["netns"], "tcpdump", "-i", link_["dut_iface"], "-p", "-nn", "-U",
+                               "--immediate-mode", "-s", "128", "-w", pcap, "udp", "port", "12345"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert "listening on" in cap.stderr.readline()
+        log = io.StringIO()
+        [out] = source.run_generators([(src, args)], timeout_s=30, err_stream=log)
+    finally:
+        time.sleep(0.3)
+        cap.send_signal(2)
+        cap.communicate(timeout=10)
+    try:
+        measured = verify_capture(pcap, run_id=300, port=12345, scheduled=out["scheduled"], threads=1)
+        warm = verify_capture(pcap, run_id=301, port=12345, scheduled=out["warmup"]["scheduled"], threads=1)
+    finally:
+        os.unlink(pcap)
+    assert out["backend"] == "trafgen" and out["interrupted"] is False
+    assert (out["scheduled"], out["sent"], out["warmup"]["scheduled"], out["warmup"]["sent"]) == (6000, 6000,
+                                                                                                  2000, 2000)
+    for check, n in ((measured, 6000), (warm, 2000)):
+        assert (check["unique"], check["missing"], check["duplicated"]) == (n, 0, 0), check
+    assert "progress t=" in log.getvalue()
+    # nothing of ours left on the source: no generator, no trafgen, no configuration file
+    procs = subprocess.run(nsx(s["netns"], "pgrep", "-af", "[/]tmp/xdplab-generator-"), stdout=subprocess.PIPE,
+                           universal_newlines=True).stdout
+    assert procs.strip() == ""
+    assert [f for f in os.listdir("/tmp") if f.startswith("xdplab-generator-")] == []

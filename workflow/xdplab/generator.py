@@ -1519,14 +1519,18 @@ def run_trafgen(args):
     except (OSError, subprocess.SubprocessError, IndexError):
         _die("--backend trafgen: cannot run %s" % args.trafgen)
 
-    tag = os.path.basename(sys.argv[0] or "generator") + ".trafgen-"
+    # Uploaded as /tmp/xdplab-generator-<run_id>.py, the configurations go beside it,
+    # named after it: the controller's cleanup finds (pgrep -f) and removes them by that name.
+    me = os.path.abspath(sys.argv[0] or "generator")
+    tag = os.path.basename(me) + ".trafgen-"
+    conf_dir = os.path.dirname(me) if os.path.basename(me).startswith("xdplab-generator-") else None
     phases = []
     if args.warmup_s > 0:
         phases.append(("warmup", args.warmup_run_id, args.warmup_scheduled, float(args.warmup_s)))
     phases.append(("measured", args.run_id, args.scheduled, float(args.duration)))
     confs = {}
     for name, run_id, _, _ in phases:
-        fd, path = tempfile.mkstemp(prefix=tag + name + "-", suffix=".cfg")
+        fd, path = tempfile.mkstemp(prefix=tag + name + "-", suffix=".cfg", dir=conf_dir)
         with os.fdopen(fd, "w") as f:
             f.write(trafgen_config(args.dst_mac, _mac(mac.strip()), src_ip, args.dst, sport, args.port, args.size,
                                    run_id))
