@@ -127,8 +127,12 @@ def summary(*_):
           % (sent[0], sent[0] * 60, 0, 1, sent[0]), flush=True)
     os._exit(0)
 signal.signal(signal.SIGINT, summary)
+if os.environ.get("FAKE_TRAFGEN_FAIL") == "before":
+    sys.stderr.write("Cannot find device!\n"); sys.exit(1)
 print("     1 packets to schedule\n    60 bytes in total\nRunning! Hang up with ^C!", flush=True)
 t0 = time.monotonic(); s = 0
+if os.environ.get("FAKE_TRAFGEN_FAIL") == "after":
+    time.sleep(0.2); sys.stderr.write("sendto failed!\n"); sys.exit(1)
 while sent[0] < num:
     sent[0] = min(num, sent[0] + min(rate, int(os.environ.get("FAKE_TRAFGEN_CAP", rate))))
     s += 1
@@ -221,3 +225,15 @@ def test_sigterm_stops_trafgen_and_still_reports(fake_trafgen, tmp_path):
     r = json.loads(out)
     assert r["interrupted"] is True and r["sent"] in (100, 200) and 0.5 < r["window_s"] < 2.5
     assert r["trafgen"]["measured"]["stopped_by_sigint"] is True
+
+
+@linux_only
+@pytest.mark.parametrize("when, said", [("before", "before sending: Cannot find device!"),
+                                        ("after", "while sending: sendto failed!")])
+def test_trafgen_failing_fails_the_run_with_its_words(fake_trafgen, monkeypatch, when, said):
+    monkeypatch.setenv("FAKE_TRAFGEN_FAIL", when)
+    p, calls, _ = fake_trafgen("--pps", 100, "--duration", 1, "--warmup-s", 0.5, "--warmup-run-id", 12)
+    assert p.returncode == 1
+    assert "generator.py: error: trafgen exited with 1 %s" % said in p.stderr
+    out = json.loads(p.stdout)  # the report still comes
+    assert out["interrupted"] is True and out["sent"] == 0 and len(calls) == 1  # no measured run after it

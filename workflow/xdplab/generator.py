@@ -1622,6 +1622,9 @@ def run_trafgen(args):
                           ready + next_sample - TRAFGEN_SAMPLE_LEAD_S if next_sample <= whole else deadline)
                 time.sleep(min(max(nxt - time.perf_counter(), 0.0), WATCH_S))
             ph.stop()  # a no-op when trafgen finished by itself
+            if not ph.stopped and ph.proc.returncode != 0:
+                failure = "trafgen exited with %s while sending: %s" % (
+                    ph.proc.returncode, ph.err.decode("utf-8", "replace").strip()[-300:])
             tx1 = _nic_tx(iface)
             while len(samples) < whole:
                 samples.append(tx1)  # trafgen ended before these seconds: nothing more was sent
@@ -1629,6 +1632,8 @@ def run_trafgen(args):
                 total_sent_nic += tx1 - tx0
             results[name] = {"phase": ph, "ready_pc": ready, "duration": duration, "tx0": tx0, "tx1": tx1,
                              "samples": samples}
+            if failure:
+                break
     finally:
         for path in confs.values():
             try:
