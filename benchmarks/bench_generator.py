@@ -19,7 +19,10 @@ every path out.  Run them under the testbed lock.
    veth's tx_packets + tx_dropped (every frame the veth took) over a fixed
    window from 1.0 s to 3.5 s after launch, read with one `cat` per sample (the
    read's midpoint is the sample's time).  Rounds alternate the tools;
-   ratio = generator / trafgen within the same round.
+   ratio = generator / trafgen within the same round.  With one sender also:
+   trafgen --rate 5000000pps (its paced sendto path) and generator.py
+   --backend trafgen (that path plus the payload header's 32-bit seq counter),
+   each against the same round's unpaced trafgen.
 2. Pacing: generator.py (udp path, one sender) and `iperf3 -u` at 1,000,
    10,000 and 100,000 packets/s for 2 s, 64-byte payloads (iperf3 -l 64 -b
    pps*64*8: iperf3 counts payload bits).  Captured on the peer with tcpdump
@@ -159,17 +162,37 @@ def bench_peak(python, peer_mac, rounds):
                                  "generator_send_call": rep.get("send_call")})
                     print("%5d %8s %-22s %12.0f %8.3f" % (rnd, cpus, "generator %s x%d" % (path, senders),
                                                           g_pps, g_pps / t_pps))
+                if senders == 1:
+                    # trafgen paced (--rate: its sendto path, as the backend runs it), then the
+                    # generator's trafgen backend (the same, plus the header's 32-bit seq counter)
+                    tr = ["taskset", "-c", cpus, "trafgen", "--dev", SRC_IF, "--conf", cfg, "--cpus", "1",
+                          "--rate", "5000000pps", "--no-sock-mem", "--notouch-irq"]
+                    r_pps, _, _ = _peak_window(nsx(SRC_NS, *tr))
+                    rows.append({"round": rnd, "cpus": cpus, "tool": "trafgen --rate", "send_path": "packet (sendto)",
+                                 "senders": 1, "pps": round(r_pps), "ratio": round(r_pps / t_pps, 3)})
+                    print("%5d %8s %-22s %12.0f %8.3f" % (rnd, cpus, "trafgen --rate", r_pps, r_pps / t_pps))
+                    g = ["taskset", "-c", cpus, python, str(GENERATOR), "--dst", DST_IP, "--port", str(PORT),
+                         "--pps", "5000000", "--size", "18", "--duration", "4", "--run-id", "1", "--progress-s",
+                         "0", "--iface", SRC_IF, "--backend", "trafgen", "--dst-mac", dmac]
+                    b_pps, out, err = _peak_window(nsx(SRC_NS, *g))
+                    rep = json.loads(out) if out.strip() else {}
+                    rows.append({"round": rnd, "cpus": cpus, "tool": "generator.py", "send_path": "trafgen",
+                                 "senders": 1, "pps": round(b_pps), "ratio": round(b_pps / t_pps, 3),
+                                 "generator_sent": rep.get("sent"), "generator_achieved_pps": rep.get("achieved_pps")})
+                    print("%5d %8s %-22s %12.0f %8.3f" % (rnd, cpus, "generator trafgen x1", b_pps, b_pps / t_pps))
     finally:
         os.unlink(cfg)
         sh("ip", "-n", SRC_NS, "neigh", "replace", DST_IP, "lladdr", peer_mac, "dev", SRC_IF, "nud", "permanent")
     summary = {}
-    for path in ("udp", "packet"):
+    for tool, path in (("generator.py", "udp"), ("generator.py", "packet"), ("generator.py", "trafgen"),
+                       ("trafgen --rate", "packet (sendto)")):
         for senders in (1, 2):
-            ratios = sorted(r["ratio"] for r in rows if r["tool"] == "generator.py" and r["send_path"] == path
+            ratios = sorted(r["ratio"] for r in rows if r["tool"] == tool and r["send_path"] == path
                             and r["senders"] == senders)
             if ratios:
-                summary["%s x%d" % (path, senders)] = {"ratio_median": ratios[len(ratios) // 2],
-                                                       "ratio_min": ratios[0], "ratio_max": ratios[-1]}
+                name = "%s x%d" % (path, senders) if tool == "generator.py" else "%s x%d" % (tool, senders)
+                summary[name] = {"ratio_median": ratios[len(ratios) // 2], "ratio_min": ratios[0],
+                                 "ratio_max": ratios[-1]}
     print("ratio generator/trafgen (median over rounds): "
           + ", ".join("%s %.3f" % (k, v["ratio_median"]) for k, v in summary.items()))
     return {"rows": rows, "ratio_summary": summary}

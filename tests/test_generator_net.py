@@ -1,5 +1,6 @@
 """Generator tests that need root: source counters against a real qdisc and an
-unresolved neighbour, and the AF_PACKET send path, each in namespaces of its own
+unresolved neighbour, the AF_PACKET send path, and the trafgen backend (every seq of
+its warm-up and measured runs in a tcpdump capture), each in namespaces of its own
 (xlt-gen-*, 10.203.0.0/16), removed on every path out.
 
 Run under the testbed lock:
@@ -13,6 +14,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -182,3 +184,119 @@ def test_packet_path_bypasses_the_qdisc():
         rx = stat(l["dst"], l["dif"], "rx_packets") - rx0
     assert out["sent"] == rx == 500
     assert out["source_counters"]["delta"]["qdisc_drops"] == 0
+
+
+def _snmp(ns):
+    text = sh(*nsx(ns, "cat", "/proc/net/snmp")).stdout
+    return {"%s.%s" % k: v for k, v in _gen_module().parse_snmp(text).items()}
+
+
+def _gen_module():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("xdplab_generator_net", GENERATOR)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.skipif(shutil.which("trafgen") is None or shutil.which("tcpdump") is None,
+                    reason="needs trafgen (netsniff-ng) and tcpdump")
+def test_trafgen_backend_sends_every_seq_of_warmup_and_measured_run():
+    sys.path.insert(0, str(REPO / "workflow"))
+    from xdplab.pcapcheck import verify_capture
+
+    with link("t", 45) as l:
+        pcap = "/tmp/xlt-gen-trafgen-%d.pcap" % os.getpid()
+        cap = subprocess.Popen(nsx(l["dst"], "tcpdump", "-i", l["dif"], "-p", "-nn", "-U", "--immediate-mode",
+                                   "-s", "128", "-w", pcap,
+                                   "udp"), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               universal_newlines=True)
+        try:
+            assert "listening on" in cap.stderr.readline()
+            snmp0 = _snmp(l["dst"])
+            rx0 = stat(l["dst"], l["dif"], "rx_packets")
+            out = generate(l, "--backend", "trafgen", "--pps", 2000, "--size", 100, "--duration", 1.5,
+                           "--warmup-s", 0.5, "--warmup-run-id", 6, "--iface", l["sif"], "--dst-mac", l["dmac"])
+            rx = stat(l["dst"], l["dif"], "rx_packets") - rx0
+            snmp = _snmp(l["dst"])
+        finally:
+            time.sleep(0.3)  # what tcpdump has received, it writes before it stops
+            cap.send_signal(2)
+            cap_err = cap.communicate(timeout=10)[1]
+        try:
+            measured = verify_capture(pcap, run_id=5, port=12345, scheduled=out["scheduled"], threads=1)
+            warm = verify_capture(pcap, run_id=6, port=12345, scheduled=out["warmup"]["scheduled"], threads=1)
+        finally:
+            os.unlink(pcap)
+    w = out["warmup"]
+    assert out["backend"] == "trafgen" and out["interrupted"] is False
+    # Exact counts: everything scheduled was sent (trafgen's count), left the NIC and arrived.
+    assert (out["scheduled"], out["sent"], out["not_offered"]) == (3000, 3000, 0)
+    assert (w["scheduled"], w["sent"], w["not_offered"], w["nic_tx_packets"]) == (1000, 1000, 0, 1000)
+    assert out["nic_tx_packets"] == 3000
+    assert out["source_counters"]["delta"]["nic_tx_packets"] == 4000 == rx
+    assert out["rate_sustained"] is True and out["window_s"] == 1.5
+    # Each run's seqs 0..n-1, each once, in order, with the magic and its run id.
+    for check, n in ((measured, 3000), (warm, 1000)):
+        assert (check["unique"], check["missing"], check["duplicated"], check["out_of_range"]) == (n, 0, 0, 0), (
+            check, cap_err)
+        assert check["reordered"] == 0
+    assert measured["matched"] == 3000 and warm["matched"] == 1000
+    # The kernel took every frame as valid UDP (nobody listens: NoPorts), no header errors.
+    assert snmp["Udp.NoPorts"] - snmp0["Udp.NoPorts"] == 4000
+    assert snmp["Ip.InHdrErrors"] == snmp0["Ip.InHdrErrors"]
+    assert snmp.get("Udp.InCsumErrors") == snmp0.get("Udp.InCsumErrors")
+    # The measured run followed the warm-up closely, and the gap is recorded.
+    assert 0 <= w["gap_to_measured_s"] < 0.1
+    assert sum(out["sent_per_s"]) <= 3000 and len(out["sent_per_s"]) == 1
+
+
+@pytest.mark.skipif(shutil.which("trafgen") is None or shutil.which("tcpdump") is None,
+                    reason="needs trafgen (netsniff-ng) and tcpdump")
+def test_trafgen_backend_over_ssh_on_the_embedded_testbed(embedded_testbed):
+    """The controller's path: source.run_generators uploads the generator over SSH and
+    runs it with backend trafgen (warm-up, then measured) in the source namespace; a
+    capture on the DUT's interface holds every seq of both runs, and nothing of ours
+    is left on the source."""
+    import io
+
+    sys.path.insert(0, str(REPO / "workflow"))
+    from xdplab import source
+    from xdplab.pcapcheck import verify_capture
+
+    tb, desc = embedded_testbed
+    s = desc["sources"][0]
+    link_ = desc["test_link"]
+    src = {k: s[k] for k in ("host", "port", "user", "key_file", "known_hosts", "python", "iface")}
+    src["name"] = "src-trafgen"
+    args = {"dst": link_["dut_addr"], "port": 12345, "pps": 5000, "size": 64, "duration": 1.2, "threads": 1,
+            "run_id": 300, "src": link_["src_addr"], "iface": link_["src_iface"], "backend": "trafgen",
+            "dst_mac": link_["dut_mac"], "warmup_s": 0.4, "warmup_run_id": 301, "progress_s": 0.5}
+    pcap = "/tmp/xlt-gen-trafgen-ssh-%d.pcap" % os.getpid()
+    cap = subprocess.Popen(nsx(desc["dut"]["netns"], "tcpdump", "-i", link_["dut_iface"], "-p", "-nn", "-U",
+                               "--immediate-mode", "-s", "128", "-w", pcap, "udp", "port", "12345"),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert "listening on" in cap.stderr.readline()
+        log = io.StringIO()
+        [out] = source.run_generators([(src, args)], timeout_s=30, err_stream=log)
+    finally:
+        time.sleep(0.3)
+        cap.send_signal(2)
+        cap.communicate(timeout=10)
+    try:
+        measured = verify_capture(pcap, run_id=300, port=12345, scheduled=out["scheduled"], threads=1)
+        warm = verify_capture(pcap, run_id=301, port=12345, scheduled=out["warmup"]["scheduled"], threads=1)
+    finally:
+        os.unlink(pcap)
+    assert out["backend"] == "trafgen" and out["interrupted"] is False
+    assert (out["scheduled"], out["sent"], out["warmup"]["scheduled"], out["warmup"]["sent"]) == (6000, 6000,
+                                                                                                  2000, 2000)
+    for check, n in ((measured, 6000), (warm, 2000)):
+        assert (check["unique"], check["missing"], check["duplicated"]) == (n, 0, 0), check
+    assert "progress t=" in log.getvalue()
+    # nothing of ours left on the source: no generator, no trafgen, no configuration file
+    procs = subprocess.run(nsx(s["netns"], "pgrep", "-af", "[/]tmp/xdplab-generator-"), stdout=subprocess.PIPE,
+                           universal_newlines=True).stdout
+    assert procs.strip() == ""
+    assert [f for f in os.listdir("/tmp") if f.startswith("xdplab-generator-")] == []

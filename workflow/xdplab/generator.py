@@ -12,7 +12,8 @@ Usage::
     python3 generator.py --dst 10.201.0.2 --port 12345 --pps 10000 --size 1458 \\
         --duration 5 --threads 2 --run-id 4242 [--src 10.201.0.1] [--progress-s 1] \\
         [--pattern constant|burst|poisson] [--burst-size N] [--seed N] \\
-        [--send-path udp|packet] [--iface IF] [--dst-mac MAC] [--counters-iface IF]
+        [--send-path udp|packet] [--iface IF] [--dst-mac MAC] [--counters-iface IF] \\
+        [--warmup-s S --warmup-run-id W]
 
 Every UDP payload is ``--size`` bytes: an 18-byte header (magic, seq, send_ns,
 run_id; network byte order) followed by zero bytes.  ``--threads T`` starts T
@@ -48,11 +49,32 @@ and ``achieved_pps = sent / window_s`` with ``window_s = duration`` (or less
 when interrupted).  ``rate_sustained`` is false when ``achieved_pps`` is more
 than 0.1 % below ``target_pps``.
 
+Warm-up.  With ``--warmup-s S --warmup-run-id W`` every sender first sends
+the warm-up, ``ceil(pps * S)`` packets with run id W (seqs from 0, the same
+rate, pattern and stream split), in ``[start, start + S)``, then the measured
+run (run id ``--run-id``, seqs from 0) in ``[start + S, start + S + duration)``:
+one absolute schedule, no gap but the pattern's own.  A warm-up packet not
+sent by ``start + S`` is not sent (no grace: the measured window begins on
+time).  The report's fields are the measured run's; ``"warmup"`` holds the
+warm-up's (run_id, duration_s, scheduled, sent, send_errors,
+send_error_kinds, not_offered, failed_seqs (at most 1000), start/end
+monotonic ns), null without a warm-up.  ``source_counters`` span both.
+
+``sent_per_s``: packets sent in each whole second of the measured window,
+from its start, summed over senders (a batch counts in the second in which it
+went out).  The last partial second, and packets sent in the END_GRACE_S
+after the window, are dropped, so ``sum(sent_per_s) <= sent``.
+
 Send paths: ``udp`` (default) uses one connected UDP socket per sender.
 ``packet`` uses an AF_PACKET socket with PACKET_QDISC_BYPASS per sender and
 sends whole hand-built Ethernet/IPv4/UDP frames (IPv4 checksum computed, UDP
 checksum 0) to ``--dst-mac`` out of ``--iface``: no UDP/IP stack, no qdisc,
 no neighbour lookup.  It needs Linux and root (CAP_NET_RAW).
+
+Backend trafgen (``--backend trafgen``, Linux, root): netsniff-ng's trafgen
+sends instead, the same header (send_ns left 0: trafgen cannot write it), seqs
+0.. counted by trafgen itself; constant pattern, one sender; see "trafgen
+backend" below for how, and for what each figure measures.
 
 Source counters (``source_counters`` in the JSON): read before the first
 packet and again once the traffic drained, from /proc/net/snmp,
@@ -97,6 +119,7 @@ import mmap
 import os
 import platform
 import random
+import re
 import select
 import shutil
 import signal
@@ -104,6 +127,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 
 GENERATOR = "xdplab-generator/1"
@@ -211,6 +235,16 @@ def parse_args(argv=None):
     p.add_argument("--dst-mac", type=_mac, default=None, help="next hop's MAC address (packet path)")
     p.add_argument("--counters-iface", default=None,
                    help="interface whose NIC and qdisc counters are read (default --iface)")
+    p.add_argument("--backend", choices=("python", "trafgen"), default="python",
+                   help="python (default): this program sends; trafgen: netsniff-ng's trafgen sends "
+                   "(Linux, root; needs --iface and --dst-mac; constant pattern, one sender)")
+    p.add_argument("--trafgen", default=None,
+                   help="trafgen's path for --backend trafgen (default: found on PATH or in /usr/sbin)")
+    p.add_argument("--warmup-s", type=float, default=0.0,
+                   help="seconds of warm-up before the measured --duration, at the same rate and pattern, "
+                   "with --warmup-run-id (default 0: none)")
+    p.add_argument("--warmup-run-id", type=int, default=None,
+                   help="run identifier of the warm-up's packets (0..65535, not --run-id)")
     a = p.parse_args(argv)
 
     if not 1 <= a.port <= 65535:
@@ -248,7 +282,27 @@ def parse_args(argv=None):
             p.error("--%s %r is not an interface name" % (name.replace("_", "-"), value))
     if a.counters_iface is None:
         a.counters_iface = a.iface
-    if a.send_path == "packet":
+    if a.backend == "trafgen":
+        if not sys.platform.startswith("linux"):
+            p.error("--backend trafgen needs Linux; this is %s" % sys.platform)
+        if a.pattern != "constant":
+            p.error("--backend trafgen sends the constant pattern only (trafgen's own pacing); "
+                    "--pattern %s needs --backend python" % a.pattern)
+        if a.threads != 1:
+            p.error("--backend trafgen runs one sender (trafgen paces with --rate in one process, "
+                    "pinned); --threads %d needs --backend python" % a.threads)
+        if a.iface is None:
+            p.error("--backend trafgen needs --iface")
+        if a.dst_mac is None:
+            p.error("--backend trafgen needs --dst-mac")
+        a.send_path = "packet"
+        a.trafgen = a.trafgen or shutil.which("trafgen") or next(
+            (x for x in ("/usr/sbin/trafgen", "/usr/local/sbin/trafgen") if os.access(x, os.X_OK)), None)
+        if a.trafgen is None:
+            p.error("--backend trafgen: no trafgen found (install netsniff-ng, or give --trafgen PATH)")
+    elif a.trafgen is not None:
+        p.error("--trafgen applies to --backend trafgen only")
+    elif a.send_path == "packet":
         if not sys.platform.startswith("linux"):
             p.error("--send-path packet needs Linux (AF_PACKET); this is %s" % sys.platform)
         if a.iface is None:
@@ -256,9 +310,25 @@ def parse_args(argv=None):
         if a.dst_mac is None:
             p.error("--send-path packet needs --dst-mac")
     elif a.dst_mac is not None:
-        p.error("--dst-mac applies to --send-path packet only")
+        p.error("--dst-mac applies to --send-path packet or --backend trafgen only")
+    if not (a.warmup_s >= 0 and math.isfinite(a.warmup_s)):
+        p.error("--warmup-s must be 0 (none) or a positive number of seconds, got %s" % a.warmup_s)
+    if a.warmup_s > 0:
+        if a.warmup_run_id is None:
+            p.error("--warmup-s needs --warmup-run-id")
+        if not 0 <= a.warmup_run_id <= 0xFFFF:
+            p.error("--warmup-run-id must be 0..65535 (it is a u16 in the header), got %d" % a.warmup_run_id)
+        if a.warmup_run_id == a.run_id:
+            p.error("--warmup-run-id must differ from --run-id (%d): the DUT tells the two apart by it"
+                    % a.run_id)
+    elif a.warmup_run_id is not None:
+        p.error("--warmup-run-id applies with --warmup-s > 0 only")
     # Packets i with i/pps < duration; the epsilon keeps 10000 * 0.3 from becoming 3001.
     a.scheduled = int(math.ceil(a.pps * a.duration - 1e-9))
+    a.warmup_scheduled = int(math.ceil(a.pps * a.warmup_s - 1e-9)) if a.warmup_s > 0 else 0
+    if a.warmup_scheduled > 1 << 32:
+        p.error("--pps x --warmup-s schedules %d packets; seq is a u32 (at most %d)"
+                % (a.warmup_scheduled, 1 << 32))
     if a.scheduled < 1:
         p.error("--pps x --duration schedules no packet")
     if a.scheduled > 1 << 32:
@@ -549,11 +619,7 @@ def send_stream(sender, cfg, shm, stop):
     the loop; per packet it costs one pack_into and one monotonic_ns()."""
     T = cfg["threads"]
     t = sender.index
-    n = sender.scheduled
     pps = cfg["pps"]
-    start = cfg["start"]
-    end = start + cfg["duration"] + END_GRACE_S
-    run_id = cfg["run_id"]
     ppid = cfg["ppid"]
     counter_off = 8 + 16 * t
     packet = cfg["send_path"] == "packet"
@@ -606,6 +672,7 @@ def send_stream(sender, cfg, shm, stop):
     retries = 0
     error_kinds = {}
     failed = []
+    phase_reports = []
 
     def failure(err, seq):
         name = errno.errorcode.get(err, str(err))
@@ -625,126 +692,166 @@ def send_stream(sender, cfg, shm, stop):
     B = cfg["burst_size"] if cfg["pattern"] == "burst" else 1
     gap = B / pps  # seconds between burst starts (between packets when B == 1)
     inf = float("inf")
-    if poisson:
-        rnd = random.Random("%d/%d" % (cfg["seed"], t)).random
-        D = cfg["duration"]
-        # u: packet k's place in [0, 1), the k-th of n sorted uniforms, drawn in
-        # order: the minimum of m uniforms on [u, 1) is u + (1-u)(1 - V^(1/m)).
-        u = 1.0 - rnd() ** (1.0 / n) if n else 1.0
-        nxt = start + D * u if n else inf
-    k = 0
     run = 0  # packets sent since this sender was last ahead of schedule
     max_run = 0
     max_lag = 0.0
     interrupted = False
     checks = 0
     first_pc = None
-    while k < n:
-        if stop[0] or shm[0]:
-            interrupted = True
+    done = done_errors = 0  # earlier phases' (the shared progress counter is cumulative)
+    # Phases, on one absolute schedule: the warm-up (its own run id, seqs from 0)
+    # in [start, start + W), then the measured run in [start + W, start + W + D).
+    phases = cfg.get("phases") or [
+        {"run_id": cfg["run_id"], "scheduled": sender.scheduled * T, "start": cfg["start"],
+         "duration": cfg["duration"], "end": cfg["start"] + cfg["duration"] + END_GRACE_S, "seed_tag": "%d/%d",
+         "per_s": True}]
+    for ph in phases:
+        if interrupted:
             break
-        now = clock()
-        if now >= end:
-            break
+        n = stream_count(ph["scheduled"], T, t)
+        start = ph["start"]
+        D = ph["duration"]
+        end = ph["end"]
+        run_id = ph["run_id"]
+        errors = 0
+        error_kinds = {}
+        failed = []
+        per_s = [0] * (int(D) + 2) if ph["per_s"] else None
+        last_s = len(per_s) - 1 if per_s else 0
         if poisson:
-            due = nxt
-            ready = due <= now
-        else:
-            due = start + ((k * T + t) // B) * gap
-            ready = due <= now
-        if not ready:
-            run = 0
-            wait = due - now
-            if wait > spin:
-                sleep(min(wait - spin, max_sleep))
-                checks += 1
-                if checks & 15 == 0 and os.getppid() != ppid:
-                    interrupted = True  # the main process is gone (macOS has no PDEATHSIG)
-                    break
-                continue
-            while clock() < due:
-                pass
+            rnd = random.Random(ph["seed_tag"] % (cfg["seed"], t)).random
+            # u: packet k's place in [0, 1), the k-th of n sorted uniforms, drawn in
+            # order: the minimum of m uniforms on [u, 1) is u + (1-u)(1 - V^(1/m)).
+            u = 1.0 - rnd() ** (1.0 / n) if n else 1.0
+            nxt = start + D * u if n else inf
+        k = 0
+        phase_first = None
+        while k < n:
+            if stop[0] or shm[0]:
+                interrupted = True
+                break
             now = clock()
-        lag = now - due
-        if lag > max_lag:
-            max_lag = lag
-        # The batch: every packet of this stream due by now, at most BATCH_MAX.
-        if poisson:
-            nb = 0
-            while True:
-                pack(buf, nb * stride + hdr_off, magic, (k + nb) * T + t, mono(), run_id)
-                nb += 1
-                left = n - k - nb
-                if left <= 0:
-                    nxt = inf
-                    break
-                u += (1.0 - u) * (1.0 - rnd() ** (1.0 / left))
-                nxt = start + D * u
-                if nxt > now or nb >= BATCH_MAX:
-                    break
-        else:
-            j = int((now - start) / gap)  # latest burst that has begun
-            kd = ((j + 1) * B - t + T - 1) // T  # packets of this stream due by now
-            if kd > n:
-                kd = n
-            nb = kd - k
-            if nb < 1:
-                nb = 1  # float rounding at the boundary: due <= now says packet k is due
-            elif nb > BATCH_MAX:
-                nb = BATCH_MAX
-            seq = k * T + t
-            for m in range(nb):
-                pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
-                seq += T
-        if first_pc is None:
-            first_pc = now
-        if mmsg is not None:
-            i = 0
-            retried = -1
-            while i < nb:
-                r = mmsg(fd, msg_at[i], nb - i, 0)
-                if r > 0:
-                    i += r
-                    continue
-                # sendmmsg reports an error only for the first message of a call
-                err = get_errno() if r < 0 else errno.EIO
-                if err == refused and retried != i:
-                    # A connected socket reports an earlier ICMP port-unreachable
-                    # on the next send, which is then not sent; reading the error
-                    # clears it, so the same packet is sent again, once.
-                    retried = i
-                    retries += 1
-                    continue
-                errors += 1
-                failure(err, (k + i) * T + t)
-                i += 1
-        else:
-            for m in range(nb):
-                frame = view[m * stride:(m + 1) * stride]
-                for attempt in (0, 1):
-                    try:
-                        if packet or connected:
-                            send_call(frame)
-                        else:
-                            send_call(frame, addr)
+            if now >= end:
+                break
+            if poisson:
+                due = nxt
+                ready = due <= now
+            else:
+                due = start + ((k * T + t) // B) * gap
+                ready = due <= now
+            if not ready:
+                run = 0
+                wait = due - now
+                if wait > spin:
+                    sleep(min(wait - spin, max_sleep))
+                    checks += 1
+                    if checks & 15 == 0 and os.getppid() != ppid:
+                        interrupted = True  # the main process is gone (macOS has no PDEATHSIG)
                         break
-                    except OSError as e:
-                        if e.errno == refused and attempt == 0:
-                            retries += 1
-                            continue  # as above: the error of an earlier ICMP message
-                        errors += 1
-                        failure(e.errno, (k + m) * T + t)
+                    continue
+                while clock() < due:
+                    pass
+                now = clock()
+            lag = now - due
+            if lag > max_lag:
+                max_lag = lag
+            # The batch: every packet of this stream due by now, at most BATCH_MAX.
+            if poisson:
+                nb = 0
+                while True:
+                    pack(buf, nb * stride + hdr_off, magic, (k + nb) * T + t, mono(), run_id)
+                    nb += 1
+                    left = n - k - nb
+                    if left <= 0:
+                        nxt = inf
                         break
-        k += nb
-        run += nb
-        if run > max_run:
-            max_run = run
-        counters(shm, counter_off, k, errors)
+                    u += (1.0 - u) * (1.0 - rnd() ** (1.0 / left))
+                    nxt = start + D * u
+                    if nxt > now or nb >= BATCH_MAX:
+                        break
+            else:
+                j = int((now - start) / gap)  # latest burst that has begun
+                kd = ((j + 1) * B - t + T - 1) // T  # packets of this stream due by now
+                if kd > n:
+                    kd = n
+                nb = kd - k
+                if nb < 1:
+                    nb = 1  # float rounding at the boundary: due <= now says packet k is due
+                elif nb > BATCH_MAX:
+                    nb = BATCH_MAX
+                seq = k * T + t
+                for m in range(nb):
+                    pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
+                    seq += T
+            if first_pc is None:
+                first_pc = now
+            if phase_first is None:
+                phase_first = now
+            e0 = errors
+            if mmsg is not None:
+                i = 0
+                retried = -1
+                while i < nb:
+                    r = mmsg(fd, msg_at[i], nb - i, 0)
+                    if r > 0:
+                        i += r
+                        continue
+                    # sendmmsg reports an error only for the first message of a call
+                    err = get_errno() if r < 0 else errno.EIO
+                    if err == refused and retried != i:
+                        # A connected socket reports an earlier ICMP port-unreachable
+                        # on the next send, which is then not sent; reading the error
+                        # clears it, so the same packet is sent again, once.
+                        retried = i
+                        retries += 1
+                        continue
+                    errors += 1
+                    failure(err, (k + i) * T + t)
+                    i += 1
+            else:
+                for m in range(nb):
+                    frame = view[m * stride:(m + 1) * stride]
+                    for attempt in (0, 1):
+                        try:
+                            if packet or connected:
+                                send_call(frame)
+                            else:
+                                send_call(frame, addr)
+                            break
+                        except OSError as e:
+                            if e.errno == refused and attempt == 0:
+                                retries += 1
+                                continue  # as above: the error of an earlier ICMP message
+                            errors += 1
+                            failure(e.errno, (k + m) * T + t)
+                            break
+            k += nb
+            run += nb
+            if run > max_run:
+                max_run = run
+            if per_s is not None:
+                # by the second of the window in which the batch went out
+                sec = int(now - start)
+                per_s[sec if sec < last_s else last_s] += nb - (errors - e0)
+            counters(shm, counter_off, done + k, done_errors + errors)
+        done += k
+        done_errors += errors
+        phase_reports.append({"scheduled": n, "attempted": k, "send_errors": errors,
+                              "send_error_kinds": error_kinds, "failed_seqs": failed,
+                              "first_pc": phase_first, "per_s": per_s})
     end_pc = clock()
-    return {"index": t, "scheduled": n, "attempted": k, "send_errors": errors, "send_error_kinds": error_kinds,
-            "failed_seqs": failed, "max_lag_s": max_lag, "max_burst": max_run, "end_pc": end_pc,
-            "first_pc": first_pc, "interrupted": interrupted, "send_call": "sendmmsg" if mmsg else "sendto",
-            "refused_retries": retries, "crash": None}
+    for ph in phases[len(phase_reports):]:  # phases an interruption left unstarted
+        phase_reports.append({"scheduled": stream_count(ph["scheduled"], T, t), "attempted": 0,
+                              "send_errors": 0, "send_error_kinds": {}, "failed_seqs": [], "first_pc": None,
+                              "per_s": [0] * (int(ph["duration"]) + 2) if ph["per_s"] else None})
+    # The measured phase (the last) keeps the report's historical fields; a warm-up
+    # phase before it is reported beside them.
+    m = phase_reports[-1]
+    return {"index": t, "scheduled": m["scheduled"], "attempted": m["attempted"], "send_errors": m["send_errors"],
+            "send_error_kinds": m["send_error_kinds"], "failed_seqs": m["failed_seqs"], "max_lag_s": max_lag,
+            "max_burst": max_run, "end_pc": end_pc, "first_pc": first_pc, "interrupted": interrupted,
+            "send_call": "sendmmsg" if mmsg else "sendto", "refused_retries": retries, "crash": None,
+            "per_s": m["per_s"], "warmup": phase_reports[0] if len(phase_reports) > 1 else None}
 
 
 def _child(sender, cfg, shm, wfd):
@@ -752,7 +859,7 @@ def _child(sender, cfg, shm, wfd):
     report = {"index": sender.index, "scheduled": sender.scheduled, "attempted": 0, "send_errors": 0,
               "send_error_kinds": {}, "failed_seqs": [], "max_lag_s": 0.0, "max_burst": 0,
               "end_pc": time.perf_counter(), "first_pc": None, "interrupted": True, "send_call": None,
-              "crash": None}
+              "crash": None, "per_s": None, "warmup": None}
     try:
         stop = [False]
 
@@ -946,6 +1053,39 @@ def _read_report(fd):
         return None
 
 
+def sent_per_second(reports, duration):
+    """Packets sent in each whole second of the measured window, from its start,
+    summed over senders; a batch counts in the second in which it went out.  The
+    last partial second (duration not a whole number of seconds) and packets sent
+    in the END_GRACE_S after the window are left out, so sum(sent_per_s) <= sent."""
+    whole = int(duration + 1e-9)
+    out = [0] * whole
+    for r in reports:
+        for i, v in enumerate((r.get("per_s") or [])[:whole]):
+            out[i] += v
+    return out
+
+
+def warmup_report(args, reports, senders, mono_at, start0, start):
+    """The warm-up phase's figures (None without --warmup-s)."""
+    if args.warmup_s <= 0:
+        return None
+    ws = [r.get("warmup") or {"scheduled": stream_count(args.warmup_scheduled, args.threads, s.index),
+                              "attempted": 0, "send_errors": 0, "send_error_kinds": {}, "failed_seqs": []}
+          for s, r in zip(senders, reports)]
+    attempted = sum(w["attempted"] for w in ws)
+    errors = sum(w["send_errors"] for w in ws)
+    kinds = {}
+    for w in ws:
+        for k, v in w["send_error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return {"run_id": args.warmup_run_id, "duration_s": float(args.warmup_s),
+            "scheduled": args.warmup_scheduled, "sent": attempted - errors, "send_errors": errors,
+            "send_error_kinds": kinds, "not_offered": args.warmup_scheduled - attempted,
+            "failed_seqs": sorted(x for w in ws for x in w["failed_seqs"])[:MAX_FAILED_SEQS],
+            "start_monotonic_ns": mono_at(start0), "end_monotonic_ns": mono_at(start)}
+
+
 def run(args):
     """Send the run described by parse_args() and return (result dict, exit status)."""
     T = args.threads
@@ -971,11 +1111,25 @@ def run(args):
 
     # One sampling of the three clocks maps perf_counter() instants to the
     # monotonic (send_ns, DUT-comparable on one machine) and Unix timelines.
+    # Each clock is read once before: a first call costs ~5 us here, which
+    # would shift the mapping by as much.
+    time.perf_counter(), time.monotonic_ns(), time.time_ns()
     pc0 = time.perf_counter()
     mono0 = time.monotonic_ns()
     unix0 = time.time_ns()
-    start = pc0 + START_DELAY_S
-    cfg.update(threads=T, pps=args.pps, start=start, duration=float(args.duration), run_id=args.run_id,
+    start0 = pc0 + START_DELAY_S  # the warm-up's start (or the measured window's, without one)
+    start = start0 + args.warmup_s  # the measured window's start
+    duration = float(args.duration)
+    phases = []
+    if args.warmup_s > 0:
+        # No grace at the warm-up's end: the measured window begins on time, and a
+        # warm-up packet not sent by then is the warm-up's not_offered.
+        phases.append({"run_id": args.warmup_run_id, "scheduled": args.warmup_scheduled, "start": start0,
+                       "duration": float(args.warmup_s), "end": start, "seed_tag": "%d/%d/warmup",
+                       "per_s": False})
+    phases.append({"run_id": args.run_id, "scheduled": args.scheduled, "start": start, "duration": duration,
+                   "end": start + duration + END_GRACE_S, "seed_tag": "%d/%d", "per_s": True})
+    cfg.update(threads=T, pps=args.pps, phases=phases, run_id=args.run_id,
                ppid=os.getpid(), send_path=args.send_path, size=args.size, dst=args.dst, port=args.port,
                pattern=args.pattern, burst_size=args.burst_size, seed=args.seed)
     sys.stdout.flush()
@@ -1005,8 +1159,8 @@ def run(args):
         return total
 
     progress = args.progress_s > 0
-    next_report = start + args.progress_s
-    last_t, last_sent = start, 0
+    next_report = start0 + args.progress_s
+    last_t, last_sent = start0, 0
     watch = _StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
     gone = None  # why we think the controller is gone
     running = {s.pid: s for s in senders}
@@ -1030,7 +1184,8 @@ def run(args):
         if gone is None and progress and now >= next_report:
             sent = sent_so_far()
             rate = (sent - last_sent) / (now - last_t) if now > last_t else 0.0
-            if not _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n" % (now - start, sent, rate)):
+            # t from the first packet's due time, sent over warm-up and measured run together
+            if not _write(sys.stderr, "progress t=%.1fs sent=%d pps=%.0f\n" % (now - start0, sent, rate)):
                 gone = "writing a progress line to stderr failed"
             last_t, last_sent = now, sent
             next_report += args.progress_s
@@ -1055,8 +1210,9 @@ def run(args):
         sys.stderr.write("generator.py: error: sender %d failed: %s\n" % crashed[0])
     reports = [r if r is not None else {"index": s.index, "scheduled": s.scheduled, "attempted": 0,
                                          "send_errors": 0, "send_error_kinds": {}, "failed_seqs": [],
-                                         "max_lag_s": 0.0, "max_burst": 0, "end_pc": start, "first_pc": None,
-                                         "interrupted": True, "send_call": None}
+                                         "max_lag_s": 0.0, "max_burst": 0, "end_pc": start0, "first_pc": None,
+                                         "interrupted": True, "send_call": None, "per_s": None,
+                                         "warmup": None}
                for s, r in zip(senders, reports)]
 
     sent = sum(r["attempted"] - r["send_errors"] for r in reports)
@@ -1070,7 +1226,6 @@ def run(args):
     end_pc = max(r["end_pc"] for r in reports)
     elapsed = max(end_pc - start, 0.0)
     interrupted = bool(caught) or gone is not None or any(r["interrupted"] for r in reports)
-    duration = float(args.duration)
     if interrupted:
         # The window ends where the sending was stopped (or the senders ended, if earlier).
         stopped = min(x for x in (stop_pc, end_pc) if x is not None)
@@ -1088,6 +1243,7 @@ def run(args):
 
     result = {
         "generator": GENERATOR,
+        "backend": "python",
         "run_id": args.run_id,
         "dst": args.dst,
         "port": args.port,
@@ -1122,6 +1278,8 @@ def run(args):
         "boot_id": _boot_id(),
         "hostname": socket.gethostname(),
         "python": platform.python_version(),
+        "sent_per_s": sent_per_second(reports, duration),
+        "warmup": warmup_report(args, reports, senders, mono_at, start0, start),
         "per_thread": [
             {"thread": r["index"], "scheduled": r["scheduled"], "sent": r["attempted"] - r["send_errors"],
              "send_errors": r["send_errors"], "not_offered": r["scheduled"] - r["attempted"],
@@ -1142,9 +1300,469 @@ def run(args):
     return result, status
 
 
+# ---------------------------------------------------------------- trafgen backend
+#
+# --backend trafgen hands the sending to netsniff-ng's trafgen (measured 0.6.8),
+# one process per phase (warm-up, then measured), and reports the same JSON.
+#
+# The payload header.  trafgen's runtime counters are one byte wide (no carry),
+# and a protocol header after udp() is refused (an assertion in its
+# udp_set_next_proto), but a protocol *field* counts as a 32-bit big-endian
+# integer with carry (dinc).  So the UDP header and the first 12 payload bytes
+# are written as a second IPv4 header ("IP in IP" to trafgen, never on the
+# wire as such: the outer header says UDP), whose fields land on:
+#
+#   inner ver/ihl, tos  -> UDP source port        inner ttl, proto, csum -> magic
+#   inner len           -> UDP destination port   inner saddr            -> seq (dinc: +1 per packet)
+#   inner id            -> UDP length             inner daddr            -> send_ns, upper 4 bytes (0)
+#   inner flags/frag    -> UDP checksum (0: none)
+#
+# followed by raw bytes: send_ns's lower 4 bytes (0), run_id, zeros.  Every
+# inner field is given, so trafgen computes none of them (its checksum
+# included: measured, the magic stays intact while saddr counts).  send_ns
+# stays 0: trafgen cannot write a send time.
+#
+# Pacing.  trafgen --rate Npps sends through sendto() and, measured here, each
+# second's N packets back to back at the start of that second (1000 pps: 1000
+# packets within 6 ms, then 994 ms idle): the mean rate is exact, the spacing
+# is one burst per second.  "pacing" in the report says so.  It runs one
+# process (trafgen's --rate implies it), so --threads is 1.
+#
+# No stretch.  The measured window starts when trafgen says "Running!" (read
+# from its stdout at once) and lasts --duration; trafgen gets --num scheduled
+# packets, and is stopped with SIGINT (its process group: trafgen forks its
+# sender) at the window's end plus END_GRACE_S if it has not finished.
+# sent is trafgen's own count ("N packets outgoing", printed at its exit);
+# the NIC's tx_packets delta over each phase is reported beside it.
+
+TRAFGEN_READY_S = 5.0  # trafgen must say "Running!" within this long
+TRAFGEN_STOP_S = 2.0  # after SIGINT, this long before SIGKILL
+# sent_per_s samples this long before each whole second: trafgen's seconds (and
+# its first packet) begin ~2 ms before its "Running!" reaches us (measured).
+TRAFGEN_SAMPLE_LEAD_S = 0.02
+
+
+def trafgen_config(dst_mac, src_mac, src_ip, dst_ip, sport, dport, size, run_id):
+    """trafgen's packet configuration for one run: the xdplab payload header with
+    seq counting from 0 (see the comment above)."""
+    udp_len = UDP_HLEN + size
+    return ("{\n"
+            "  eth(da=%s, sa=%s),\n"
+            "  ipv4(sa=%s, da=%s, ttl=64, df, id=0, proto=17),\n"
+            "  /* UDP header and payload bytes 0-11, written as a second IPv4 header (32-bit seq counter) */\n"
+            "  ipv4(ver=%d, ihl=%d, tos=%d, len=%d, id=%d, frag=0, ttl=%d, proto=%d, csum=%d,\n"
+            "       sa=0.0.0.0, sa=dinc(), da=0.0.0.0),\n"
+            "  c32(0), c16(%d)%s\n"
+            "}\n") % (_mac_text(dst_mac), _mac_text(src_mac), src_ip, dst_ip, sport >> 12, (sport >> 8) & 0xF,
+                      sport & 0xFF, dport, udp_len, MAGIC >> 24, (MAGIC >> 16) & 0xFF, MAGIC & 0xFFFF, run_id,
+                      ",\n  fill(0x00, %d)" % (size - HEADER_LEN) if size > HEADER_LEN else "")
+
+
+def parse_trafgen_stats(text):
+    """trafgen's exit summary: {"packets", "bytes", "cpu_s", "per_cpu": [{"cpu", "packets", "s"}]}
+    with None where a line is missing (killed before printing)."""
+    out = {"packets": None, "bytes": None, "per_cpu": []}
+    m = re.search(r"^\s*(\d+) packets outgoing", text, re.M)
+    if m:
+        out["packets"] = int(m.group(1))
+    m = re.search(r"^\s*(\d+) bytes outgoing", text, re.M)
+    if m:
+        out["bytes"] = int(m.group(1))
+    for m in re.finditer(r"^\s*(\d+) sec, (\d+) usec on CPU(\d+) \((\d+) packets\)", text, re.M):
+        out["per_cpu"].append({"cpu": int(m.group(3)), "packets": int(m.group(4)),
+                               "s": int(m.group(1)) + int(m.group(2)) / 1e6})
+    return out
+
+
+def trafgen_argv(trafgen, iface, conf, num, pps):
+    """One phase's command line: --num packets at --rate pps, one process, no
+    change to the host's socket memory sysctls or the NIC's IRQ affinity."""
+    return [trafgen, "--dev", iface, "--conf", conf, "--num", str(num), "--rate", "%dpps" % pps, "--cpus", "1",
+            "--no-sock-mem", "--notouch-irq"]
+
+
+def _nic_tx(iface):
+    v = _read("/sys/class/net/%s/statistics/tx_packets" % iface)
+    try:
+        return int(v) if v is not None else None
+    except ValueError:
+        return None
+
+
+class _TrafgenPhase(object):
+    """One trafgen process: started, read until "Running!", stopped at its deadline."""
+
+    def __init__(self, argv):
+        self.argv = argv
+        self.proc = None
+        self.out = b""
+        self.err = b""
+        self.ready_pc = None
+        self.end_pc = None
+        self.stopped = False  # SIGINT sent by us
+        self.killed = False
+
+    def start(self, poll_stop):
+        """Start and wait for "Running!"; returns an error message or None."""
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, start_new_session=True)
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        os.set_blocking(self.proc.stderr.fileno(), False)
+        limit = time.perf_counter() + TRAFGEN_READY_S
+        while self.ready_pc is None:
+            self._read(0.005)
+            if b"Running!" in self.out:
+                self.ready_pc = time.perf_counter()
+                return None
+            if self.proc.poll() is not None:
+                self._read(0)
+                self.end_pc = time.perf_counter()
+                return "trafgen exited with %s before sending: %s" % (
+                    self.proc.returncode, (self.err or self.out).decode("utf-8", "replace").strip()[-300:])
+            if time.perf_counter() > limit or poll_stop():
+                self.stop()
+                return "trafgen did not start sending within %g s" % TRAFGEN_READY_S
+        return None
+
+    def _read(self, wait):
+        fds = [f for f in (self.proc.stdout, self.proc.stderr) if f is not None]
+        try:
+            ready, _, _ = select.select(fds, [], [], wait)
+        except (OSError, ValueError):
+            return
+        for f in ready:
+            try:
+                data = os.read(f.fileno(), 65536)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            if f is self.proc.stdout:
+                self.out += data
+            else:
+                self.err = (self.err + data)[-65536:]
+
+    def done(self):
+        if self.proc.poll() is None:
+            return False
+        if self.end_pc is None:
+            self.end_pc = time.perf_counter()
+        return True
+
+    def stop(self):
+        """SIGINT to trafgen's process group (it prints its counts and exits), SIGKILL
+        if it has not ended within TRAFGEN_STOP_S; then collect its output."""
+        if self.proc.poll() is None:
+            self.stopped = True
+            try:
+                os.killpg(self.proc.pid, signal.SIGINT)
+            except OSError:
+                pass
+            limit = time.perf_counter() + TRAFGEN_STOP_S
+            while self.proc.poll() is None and time.perf_counter() < limit:
+                self._read(0.01)
+            if self.proc.poll() is None:
+                self.killed = True
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.proc.wait()
+        if self.end_pc is None:
+            self.end_pc = time.perf_counter()
+        self.finish()
+
+    def finish(self):
+        self.proc.wait()
+        while True:
+            before = len(self.out) + len(self.err)
+            self._read(0)
+            if len(self.out) + len(self.err) == before:
+                break
+        for f in (self.proc.stdout, self.proc.stderr):
+            f.close()
+
+    def report(self):
+        text = self.out.decode("utf-8", "replace")
+        stats = parse_trafgen_stats(text)
+        return {"argv": self.argv, "exit_status": self.proc.returncode if self.proc else None,
+                "stopped_by_sigint": self.stopped, "killed": self.killed, "stats": stats,
+                "stderr": self.err.decode("utf-8", "replace").strip()[-500:] or None}
+
+
+def run_trafgen(args):
+    """--backend trafgen: the run described by parse_args(); (result dict, exit status)."""
+    iface = args.iface
+    mtu = _read("/sys/class/net/%s/mtu" % iface)
+    mac = _read("/sys/class/net/%s/address" % iface)
+    if mtu is None or mac is None:
+        _die("--iface %s: no such interface" % iface)
+    if args.size + IP_HLEN + UDP_HLEN > int(mtu):
+        _die("--size %d does not fit --iface %s's MTU of %d bytes (at most %d)"
+             % (args.size, iface, int(mtu), int(mtu) - IP_HLEN - UDP_HLEN))
+    src_ip = args.src
+    if src_ip is None:
+        try:
+            src_ip = _iface_ipv4(iface)
+        except OSError:
+            _die("--backend trafgen: --iface %s has no IPv4 address; give --src" % iface)
+    try:
+        keep = _open_udp(src_ip)  # reserves the source port: no other program's traffic shares the flow
+    except OSError as e:
+        _die("--src %s cannot be bound: %s" % (src_ip, e))
+    sport = keep.getsockname()[1]
+    version = None
+    try:
+        r = subprocess.run([args.trafgen, "--version"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=5)
+        version = r.stdout.decode("utf-8", "replace").strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        _die("--backend trafgen: cannot run %s" % args.trafgen)
+
+    # Uploaded as /tmp/xdplab-generator-<run_id>.py, the configurations go beside it,
+    # named after it: the controller's cleanup finds (pgrep -f) and removes them by that name.
+    me = os.path.abspath(sys.argv[0] or "generator")
+    tag = os.path.basename(me) + ".trafgen-"
+    conf_dir = os.path.dirname(me) if os.path.basename(me).startswith("xdplab-generator-") else None
+    phases = []
+    if args.warmup_s > 0:
+        phases.append(("warmup", args.warmup_run_id, args.warmup_scheduled, float(args.warmup_s)))
+    phases.append(("measured", args.run_id, args.scheduled, float(args.duration)))
+    confs = {}
+    for name, run_id, _, _ in phases:
+        fd, path = tempfile.mkstemp(prefix=tag + name + "-", suffix=".cfg", dir=conf_dir)
+        with os.fdopen(fd, "w") as f:
+            f.write(trafgen_config(args.dst_mac, _mac(mac.strip()), src_ip, args.dst, sport, args.port, args.size,
+                                   run_id))
+        confs[name] = path
+
+    stop = [False]
+    caught = []
+
+    def on_signal(signum, frame):
+        stop[0] = True
+        caught.append(signum)
+
+    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), on_signal)
+    watch = _StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
+    gone = [None]
+
+    def poll_stop():
+        if gone[0] is None:
+            broken = watch.broken()
+            if broken:
+                gone[0] = "%s lost its reader" % broken
+        return bool(caught) or gone[0] is not None
+
+    time.perf_counter(), time.monotonic_ns(), time.time_ns()
+    pc0 = time.perf_counter()
+    mono0 = time.monotonic_ns()
+    unix0 = time.time_ns()
+
+    def mono_at(pc):
+        return mono0 + int(round((pc - pc0) * 1e9))
+
+    def unix_at(pc):
+        return unix0 + int(round((pc - pc0) * 1e9))
+
+    before = read_counters(iface)
+    results = {}
+    failure = None
+    progress = args.progress_s > 0
+    run_start = None
+    last_t, last_tx = None, _nic_tx(iface)
+    total_sent_nic = 0
+    try:
+        for name, run_id, scheduled, duration in phases:
+            if poll_stop():
+                break
+            if name == "measured" and "warmup" in results:
+                # the measured run starts on the warm-up's schedule, not before its end
+                w = results["warmup"]
+                while time.perf_counter() < w["ready_pc"] + w["duration"] and not poll_stop():
+                    time.sleep(0.0005)
+            tx0 = _nic_tx(iface)
+            ph = _TrafgenPhase(trafgen_argv(args.trafgen, iface, confs[name], scheduled, args.pps))
+            failure = ph.start(poll_stop)
+            if failure:
+                ph.finish()
+                results[name] = {"phase": ph, "ready_pc": None, "duration": duration, "tx0": tx0,
+                                 "tx1": _nic_tx(iface), "samples": []}
+                break
+            ready = ph.ready_pc
+            if run_start is None:
+                run_start = ready
+                last_t = ready
+            deadline = ready + duration + (END_GRACE_S if name == "measured" else 0.0)
+            samples = []  # NIC tx_packets before each whole second's burst (measured run)
+            whole = int(duration + 1e-9) if name == "measured" else 0
+            next_sample = 1
+            next_report = (last_t + args.progress_s) if progress else float("inf")
+            while not ph.done():
+                now = time.perf_counter()
+                if poll_stop() or now >= deadline:
+                    break
+                if next_sample <= whole and now >= ready + next_sample - TRAFGEN_SAMPLE_LEAD_S:
+                    samples.append(_nic_tx(iface))
+                    next_sample += 1
+                if now >= next_report:
+                    tx = _nic_tx(iface)
+                    if tx is not None and last_tx is not None:
+                        line = "progress t=%.1fs sent=%d pps=%.0f\n" % (
+                            now - run_start, total_sent_nic + tx - tx0, (tx - last_tx) / max(now - last_t, 1e-9))
+                        if not _write(sys.stderr, line):
+                            gone[0] = "writing a progress line to stderr failed"
+                    last_t, last_tx = now, tx
+                    next_report += args.progress_s
+                    while next_report <= now:
+                        next_report += args.progress_s
+                nxt = min(deadline, next_report,
+                          ready + next_sample - TRAFGEN_SAMPLE_LEAD_S if next_sample <= whole else deadline)
+                time.sleep(min(max(nxt - time.perf_counter(), 0.0), WATCH_S))
+            ph.stop()  # a no-op when trafgen finished by itself
+            if not ph.stopped and ph.proc.returncode != 0:
+                failure = "trafgen exited with %s while sending: %s" % (
+                    ph.proc.returncode, ph.err.decode("utf-8", "replace").strip()[-300:])
+            tx1 = _nic_tx(iface)
+            while len(samples) < whole:
+                samples.append(tx1)  # trafgen ended before these seconds: nothing more was sent
+            if tx0 is not None and tx1 is not None:
+                total_sent_nic += tx1 - tx0
+            results[name] = {"phase": ph, "ready_pc": ready, "duration": duration, "tx0": tx0, "tx1": tx1,
+                             "samples": samples}
+            if failure:
+                break
+    finally:
+        for path in confs.values():
+            try:
+                os.unlink(path)
+            except OSError:
+                pass
+    t_drain = time.perf_counter()
+    after = wait_drained(iface)
+    drained_s = time.perf_counter() - t_drain
+    keep.close()
+
+    def phase_figures(name, scheduled):
+        r = results.get(name)
+        if r is None:
+            return {"sent": 0, "not_offered": scheduled, "nic_tx_packets": None, "ready_pc": None, "end_pc": None,
+                    "trafgen": None}
+        rep = r["phase"].report()
+        sent = rep["stats"]["packets"]
+        nic = r["tx1"] - r["tx0"] if r["tx0"] is not None and r["tx1"] is not None else None
+        if sent is None:
+            sent = nic if nic is not None else 0  # killed before its summary: the NIC's count
+        return {"sent": sent, "not_offered": scheduled - sent, "nic_tx_packets": nic, "ready_pc": r["ready_pc"],
+                "end_pc": r["phase"].end_pc, "trafgen": rep, "samples": r["samples"], "tx0": r["tx0"],
+                "tx1": r["tx1"]}
+
+    m = phase_figures("measured", args.scheduled)
+    interrupted = bool(caught) or gone[0] is not None or failure is not None
+    duration = float(args.duration)
+    start = m["ready_pc"]
+    if start is None:
+        window = 0.0
+        start = m["end_pc"] or time.perf_counter()
+    elif interrupted:
+        window = min(max(m["end_pc"] - start, 0.0), duration)
+    else:
+        window = duration
+    end_pc = m["end_pc"] or start
+    achieved = m["sent"] / window if window > 0 else 0.0
+    per_s = []
+    if m.get("samples") is not None and m.get("tx0") is not None and None not in m["samples"]:
+        marks = [m["tx0"]] + m["samples"]
+        per_s = [b - a for a, b in zip(marks, marks[1:])]
+    warm = None
+    if args.warmup_s > 0:
+        w = phase_figures("warmup", args.warmup_scheduled)
+        warm = {"run_id": args.warmup_run_id, "duration_s": float(args.warmup_s),
+                "scheduled": args.warmup_scheduled, "sent": w["sent"], "send_errors": 0, "send_error_kinds": {},
+                "not_offered": w["not_offered"], "failed_seqs": [], "nic_tx_packets": w["nic_tx_packets"],
+                "start_monotonic_ns": mono_at(w["ready_pc"]) if w["ready_pc"] else None,
+                "end_monotonic_ns": mono_at(w["end_pc"]) if w["end_pc"] else None,
+                # from the warm-up's planned end (its start + warmup_s) to the measured run's start
+                "gap_to_measured_s": (round(m["ready_pc"] - (w["ready_pc"] + float(args.warmup_s)), 6)
+                                      if w["ready_pc"] and m["ready_pc"] else None),
+                "trafgen": w["trafgen"]}
+    result = {
+        "generator": GENERATOR,
+        "backend": "trafgen",
+        "run_id": args.run_id,
+        "dst": args.dst,
+        "port": args.port,
+        "target_pps": args.pps,
+        "payload_bytes": args.size,
+        "duration_s": duration,
+        "threads": 1,
+        "scheduled": args.scheduled,
+        "sent": m["sent"],
+        "send_errors": 0,
+        "send_error_kinds": {},
+        "failed_seqs": [],
+        "elapsed_s": round(max(end_pc - start, 0.0), 6),
+        "window_s": round(window, 6),
+        "achieved_pps": round(achieved, 3),
+        "not_offered": m["not_offered"],
+        "rate_sustained": achieved >= args.pps * (1.0 - SUSTAINED_TOLERANCE),
+        "max_burst": None,
+        "pattern": "constant",
+        "burst_size": None,
+        "seed": None,
+        "send_path": "packet",
+        "send_call": "trafgen",
+        "refused_retries": 0,
+        "batch_max": None,
+        "start_monotonic_ns": mono_at(start),
+        "end_monotonic_ns": mono_at(end_pc),
+        "start_unix_ns": unix_at(start),
+        "end_unix_ns": unix_at(end_pc),
+        "max_lag_us": None,
+        "interrupted": interrupted,
+        "boot_id": _boot_id(),
+        "hostname": socket.gethostname(),
+        "python": platform.python_version(),
+        "per_thread": [{"thread": 0, "scheduled": args.scheduled, "sent": m["sent"], "send_errors": 0,
+                        "not_offered": m["not_offered"], "max_burst": None, "max_lag_us": None}],
+        "sent_per_s": per_s,
+        "warmup": warm,
+        "source_counters": counters_report(iface, before, after, drained_s),
+        "send_ns": "0 in every packet: trafgen cannot write a send time; latency not available",
+        "pacing": "trafgen --rate: each second's packets back to back at the start of that second "
+                  "(mean rate exact, one burst per second)",
+        "methods": {
+            "sent": "trafgen's own count ('packets outgoing' at its exit; the NIC's tx_packets delta "
+                    "if trafgen was killed before printing it)",
+            "send_errors": "not reported by trafgen: 0 here; compare sent with nic_tx_packets",
+            "window": "from trafgen's 'Running!' line (read at once; its first packet leaves ~2 ms "
+                      "before, measured) for duration_s; trafgen is stopped with SIGINT at its end plus "
+                      "%g s" % END_GRACE_S,
+            "sent_per_s": "the NIC's tx_packets read before trafgen started and %g ms before each whole "
+                          "second of the window (every packet on the interface counts)"
+                          % (TRAFGEN_SAMPLE_LEAD_S * 1000),
+        },
+        "nic_tx_packets": m["nic_tx_packets"],
+        "trafgen": {"path": args.trafgen, "version": version, "sport": sport, "measured": m["trafgen"]},
+    }
+    if caught:
+        status = 128 + caught[0]
+    elif gone[0] is not None:
+        status = EXIT_CONTROLLER_GONE
+        _write(sys.stderr, "generator.py: error: stopped sending, the controller is gone (%s)\n" % gone[0])
+    elif failure is not None:
+        _write(sys.stderr, "generator.py: error: %s\n" % failure)
+        status = 1
+    else:
+        status = 0
+    return result, status
+
+
 def main(argv=None):
     args = parse_args(argv)
-    result, status = run(args)
+    result, status = run_trafgen(args) if args.backend == "trafgen" else run(args)
     if not _write(sys.stdout, json.dumps(result) + "\n") and status == 0:
         status = EXIT_CONTROLLER_GONE  # nobody received the report
     return status

@@ -147,7 +147,8 @@ elif out["exists"]:
 
 code, text = run(["ps", "-axo", "pid=,command="])
 ours = []
-generator = re.compile(r"(^|\s)" + re.escape(prefix) + r"\d+\.py(\s|$)")   # not this script's own line
+# not this script's own line; a trafgen the generator started reads <generator>.trafgen-*.cfg
+generator = re.compile(r"(^|\s)" + re.escape(prefix) + r"\d+\.py(\s|$|\.trafgen-)")
 for line in text.splitlines():
     pid, _, cmd = line.strip().partition(" ")
     if generator.search(cmd) and pid.isdigit() and int(pid) != os.getpid():
@@ -175,7 +176,7 @@ for pid, cmd in ours:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
-for path in glob.glob(prefix + "*.py"):
+for path in glob.glob(prefix + "*.py") + glob.glob(prefix + "*.py.trafgen-*.cfg"):
     try:
         os.unlink(path)
     except OSError:
@@ -264,11 +265,13 @@ def stop_generators(source: dict, run_id: int | None = None,
                                              'pgrep -f "$1" >/dev/null || exit 0; sleep 0.2; done; '
                                              'pkill -KILL -f "$1"', "sh", pattern),
                       hide=True, warn=True, timeout=timeout_s)
+            # the generator's file, and the trafgen configurations it writes beside it
             if run_id is not None:
-                c.run(remote_cmd("rm", "-f", path), hide=True, warn=True, timeout=timeout_s)
+                c.run(remote_cmd("sh", "-c", 'rm -f "$1" "$1".trafgen-*.cfg', "sh", path), hide=True, warn=True,
+                      timeout=timeout_s)
             else:
-                c.run(remote_cmd("sh", "-c", 'rm -f "$1"*.py', "sh", REMOTE_PREFIX), hide=True,
-                      warn=True, timeout=timeout_s)
+                c.run(remote_cmd("sh", "-c", 'rm -f "$1"*.py "$1"*.py.trafgen-*.cfg', "sh", REMOTE_PREFIX),
+                      hide=True, warn=True, timeout=timeout_s)
     except CommandTimedOut as e:
         raise SourceError(f"{where(source)}: stopping the generator took more than {timeout_s:g} s") from e
     except (paramiko.SSHException, OSError) as e:
@@ -304,7 +307,12 @@ class _Prefixed:
 def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 0.05) -> list[dict]:
     """Run the generator on every source at once and return their JSON reports in order.
 
-    `jobs` is a list of (source, args).  Every source is connected and given the
+    `jobs` is a list of (source, args); args are the generator's options (generator.py
+    --help), e.g. {"dst", "port", "pps", "size", "duration", "threads", "run_id", "src",
+    "iface", "pattern", "warmup_s", "warmup_run_id"}.  `"backend": "trafgen"` (with
+    "iface", "dst_mac", threads 1, pattern constant; root on the source) has the same
+    uploaded generator hand the sending to the source's trafgen: the same launch, stop
+    and cleanup, and the same report (see generator.py, "trafgen backend").  Every source is connected and given the
     generator first, then all are started back to back, so they begin within
     milliseconds of each other.  The wait is this function's own loop (not the SSH
     library's, which would wait for the remote command before letting an exception
