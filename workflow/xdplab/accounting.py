@@ -345,7 +345,7 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
         for name, value in res.items():
             identities.append({"name": name, "source": src["name"], "residual": value})
 
-    seconds = timeseries.per_second(gathered, gens, duration)
+    seconds = timeseries.per_second(gathered, gens, duration, warmup=bool(settings.get("warmup_s")))
     stable = timeseries.stability(seconds, settings.get("stability_pct", 5))
     row = _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, checks, collector,
                      key, duration, size, target, stable)
@@ -371,14 +371,16 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
                                     for g in gens)
     lat_blocks = [f.get("latency_ns") for f in feats]
     p50, p99 = _percentile(lat_blocks, 50), _percentile(lat_blocks, 99)
-    if same_clock and p50 is not None:
+    no_send_time = any(g.get("backend") == "trafgen" for g in gens)
+    if same_clock and p50 is not None and not no_send_time:
         method = ("send timestamp in the payload (CLOCK_MONOTONIC before sendto on the source) to "
                   "bpf_ktime_get_ns() in XDP on the DUT; one kernel, one clock; percentiles from a "
                   "log-linear histogram (3 significant digits)")
         p50, p99 = p50 / 1000.0, p99 / 1000.0
     else:
         p50 = p99 = None
-        method = ("not available: the source and the DUT do not share a clock" if not same_clock
+        method = ("not available: trafgen writes no send time into its packets" if no_send_time
+                  else "not available: the source and the DUT do not share a clock" if not same_clock
                   else "not available: no feature records received" if collector == "features"
                   else f"not available: collector {collector} exports no records")
     gap_blocks = [f.get("gap_ns") for f in feats]
@@ -410,7 +412,8 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
         "achieved_pps": _round(achieved, 1),
         "rate_error_pct": _round((achieved - target) / target * 100.0, 3),
         "nic_rx": total(iface_rows, "nic_rx"),
-        "xdp_matched": total(iface_rows, "xdp_matched"),
+        # the measured run ids' (the interfaces' rows count the warm-up's too)
+        "xdp_matched": total(source_rows, "xdp_matched"),
         "features_received": total(iface_rows, "features_received"),
         "ringbuf_drops": total(iface_rows, "ringbuf_drops"),
         "tcpdump_captured": total(iface_rows, "tcpdump_captured"),

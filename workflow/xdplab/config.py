@@ -208,6 +208,9 @@ def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
         except ValueError as e:
             problems.append(str(e))
 
+    if not problems and values["generator"] == "trafgen" and values["pattern"] != ["constant"]:
+        problems.append(f"pattern: {values['pattern']} cannot be sent with generator trafgen, which "
+                        "spaces packets only one way; use pattern constant (or generator python)")
     if not problems and values["src_iface"] == values["dut_iface"]:
         problems.append(f"src_iface and dut_iface: both are {values['src_iface']!r}; "
                         "the two ends of the test link need different names")

@@ -14,7 +14,7 @@ from .accounting import COLUMNS
 # The readable table: (column, heading with unit).
 TABLE = [
     ("target_pps", "offered pps"), ("packet_size", "payload B"), ("repeat", "rep"),
-    ("sent", "sent"), ("achieved_pps", "achieved pps"), ("rate_error_pct", "rate err %"),
+    ("sent", "sent"), ("warmup_sent", "warm-up"), ("achieved_pps", "achieved pps"), ("rate_error_pct", "rate err %"),
     ("nic_rx", "nic_rx"), ("xdp_matched", "xdp_matched"), ("features_received", "features"),
     ("ringbuf_drops", "rb drops"), ("tcpdump_captured", "tcpdump"), ("tcpdump_dropped", "tcpdump drop"),
     ("lost", "lost"), ("unexplained", "unexplained"), ("xdp_ns_per_pkt", "xdp ns/pkt"),

@@ -685,6 +685,12 @@ def generator_jobs(trial: dict, params: dict, conn: dict, run_id: int) -> list:
                 "threads": params["threads"], "run_id": run_id + k, "src": src["address"]}
         if params.get("warmup_s"):
             args.update(warmup_s=params["warmup_s"], warmup_run_id=run_id + nsrc + k)
+        if params.get("generator") == "trafgen":
+            # netsniff-ng's trafgen: one paced process, constant spacing, whole frames to the
+            # driver (the configuration refuses other patterns)
+            args.update(backend="trafgen", threads=1, iface=src["iface"], dst_mac=src.get("dut_mac"))
+            jobs.append((src, args))
+            continue
         args.update(_generator_options(params, src))
         jobs.append((src, args))
     return jobs
@@ -754,7 +760,8 @@ def verify_capture(trial: dict, params: dict, arm_path: str, generator_path: str
     for k, (src, gen) in enumerate(zip(conn["sources"], gens)):
         check = agent.check_capture(arm["session"], {
             "interface": src["dut_iface"], "run_id": arm["run_id"] + k, "scheduled": gen["scheduled"],
-            "threads": params["threads"], "failed_seqs": gen.get("failed_seqs", [])[:1000],
+            "threads": gen.get("threads") or params["threads"],
+            "failed_seqs": gen.get("failed_seqs", [])[:1000],
             "send_errors": gen["send_errors"]})
         checks.append(dict(check, source=src["name"], interface=src["dut_iface"]))
     kept = bool(params.get("keep_pcap", True))

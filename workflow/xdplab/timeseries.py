@@ -55,7 +55,39 @@ def _window(ifaces: dict):
     return (min(starts), max(ends)) if starts else (None, None)
 
 
-def per_second(gathered: dict, gens: list[dict], duration_s: int) -> list[dict]:
+def _anchored(idx: dict, rows: list, first: int, last: int, warmup: bool) -> dict:
+    """Per column, (times, values) with the traffic's edges added: a counter is linear
+    between samples only while packets flow, so without the edges the second holding the
+    first or the last packet would be off by up to a sample's worth.  The measured run's
+    counters are 0 at its first arrival and final at its last; the NIC's (and XDP's seen)
+    are final at the last arrival too (nothing of ours comes after it), and, without a
+    warm-up, still at their last value before the first arrival."""
+    times = [r[idx["t_ns"]] for r in rows]
+    out = {}
+    for col, i in idx.items():
+        if col == "t_ns":
+            continue
+        vals = [r[i] for r in rows]
+        if col in ("xdp_matched_measured", "features_measured", "nic_rx_packets", "xdp_seen") \
+                and all(v is not None for v in vals):
+            after = [v for tm, v in zip(times, vals) if tm >= last]
+            before = [v for tm, v in zip(times, vals) if tm <= first]
+            anchors = {}
+            if after:
+                anchors[last] = after[0]
+            if col in ("xdp_matched_measured", "features_measured"):
+                anchors[first] = 0
+            elif not warmup and before:
+                anchors[first] = before[-1]
+            pts = sorted([(tm, v) for tm, v in zip(times, vals) if tm not in anchors]
+                         + list(anchors.items()))
+            out[col] = ([p[0] for p in pts], [p[1] for p in pts])
+        else:
+            out[col] = (times, vals)
+    return out
+
+
+def per_second(gathered: dict, gens: list[dict], duration_s: int, warmup: bool = False) -> list[dict]:
     """One row per whole second of the measured window (COLUMNS); [] when the agent kept no
     samples or no measured packet arrived."""
     ifaces = gathered.get("interfaces") or {}
@@ -70,8 +102,7 @@ def per_second(gathered: dict, gens: list[dict], duration_s: int) -> list[dict]:
         if not rows:
             continue
         idx = {c: i for i, c in enumerate(cols)}
-        times = [r[idx["t_ns"]] for r in rows]
-        series.append((idx, times, rows))
+        series.append((idx, _anchored(idx, rows, first, last, warmup)))
     if not series:
         return []
     out = []
@@ -82,11 +113,11 @@ def per_second(gathered: dict, gens: list[dict], duration_s: int) -> list[dict]:
         row["sent_pps"] = sum(sent) if sent else None
         for col, src in _RATE_OF.items():
             total = 0.0
-            for idx, times, rows in series:
+            for idx, cols in series:
                 if src not in idx:
                     total = None
                     break
-                vs = [r[idx[src]] for r in rows]
+                times, vs = cols[src]
                 va, vb = _at(times, vs, a), _at(times, vs, b)
                 if va is None or vb is None:
                     total = None
@@ -94,10 +125,9 @@ def per_second(gathered: dict, gens: list[dict], duration_s: int) -> list[dict]:
                 total += vb - va
             row[col] = round(total, 1) if total is not None else None
         soft = []
-        for idx, times, rows in series[:1]:   # the DUT's CPUs: the same for every interface
-            if "softirq_pct" in idx:
-                soft = [r[idx["softirq_pct"]] for r, t in zip(rows, times)
-                        if a < t <= b and r[idx["softirq_pct"]] is not None]
+        for idx, cols in series[:1]:   # the DUT's CPUs: the same for every interface
+            if "softirq_pct" in cols:
+                soft = [v for tm, v in zip(*cols["softirq_pct"]) if a < tm <= b and v is not None]
         row["softirq_pct"] = round(sum(soft) / len(soft), 2) if soft else None
         out.append(row)
     return out
