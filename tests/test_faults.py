@@ -213,7 +213,9 @@ def workdir(workflow_copy):
 
 def test_agent_sigkilled_during_a_trial_fails_it_and_the_next_run_works(workdir):
     exp = "agentkill"
-    config = ["--config", "target_pps=4000", "duration_s=20", f"experiment={exp}"]
+    # The trial is repeated by the next run with the same settings (its directory is keyed by
+    # them); 8 s leave time to kill the agent while packets flow and to notice it.
+    config = ["--config", "target_pps=4000", "duration_s=8", f"experiment={exp}"]
     run = Run(workdir, "--cores", "1", *config, "keep_testbed=true")
     try:
         wait_for(lambda: generator_running(workdir, exp, 4000, run), 120, "the generator to run")
@@ -244,8 +246,7 @@ def test_agent_sigkilled_during_a_trial_fails_it_and_the_next_run_works(workdir)
     assert failure["unix_s"] - killed_wall < 15, failure
 
     # The next plain run clears the dead testbed, discards the partial trial, repeats it.
-    rc, out = snakemake(workdir, "--cores", "1", "--config", "target_pps=4000", "duration_s=3",
-                        f"experiment={exp}")
+    rc, out = snakemake(workdir, "--cores", "1", *config)
     assert rc == 0, out[-4000:]
     assert "cleared leftover" in out and "discarded the partial trial" in out, out[-4000:]
     trial = json.loads((trial_dir(workdir, exp, 4000) / "trial.json").read_text())
