@@ -73,7 +73,7 @@ def table(fig: dict) -> str:
     peak = (gen.get("peak") or {}).get("rows") or []
     for cpus, senders in (("1", 1), ("0-1", 2)):
         trafgen = [r["pps"] for r in peak if r["tool"] == "trafgen" and r["cpus"] == cpus]
-        for path in ("udp", "packet"):
+        for path in ("udp", "packet", "trafgen"):
             ours = [r for r in peak if r["tool"] == "generator.py" and r["cpus"] == cpus
                     and r["send_path"] == path]
             if ours and trafgen:
@@ -100,6 +100,10 @@ def table(fig: dict) -> str:
                      f"{row['features']} ns | count-only floor {row['floor']} ns | {row['features_ratio']}x |")
         lines.append(f"| collector (counters) per packet, {size} payload, BPF_PROG_TEST_RUN | "
                      f"{row['counters']} ns | count-only floor {row['floor']} ns | {row['counters_ratio']}x |")
+        if row.get("floor_ktime"):
+            lines.append(f"| collector (features) per packet, {size} payload, against a floor that also "
+                         f"reads the clock once | {row['features']} ns | count-only + bpf_ktime_get_ns() "
+                         f"{row['floor_ktime']} ns | {row['features_over_floor_ktime']}x |")
     if coll.get("consumer"):
         lines.append(f"| agent's ring-buffer consumer | {coll['consumer']['records_per_s']:,} records/s | | |")
     wf = fig.get("workflow") or {}
@@ -111,8 +115,13 @@ def table(fig: dict) -> str:
     for m in wf.get("memory") or []:
         lines.append(f"| trial of {m['packets_scheduled']:,} packets: agent peak RSS (VmHWM) / controller | "
                      f"{m['agent_vm_hwm_mib']} MiB / {m['controller_max_rss_mib']} MiB | "
-                     f"{m['results_bytes_per_packet']} bytes written per packet (keep_pcap=false) | lost "
-                     f"{m['lost']}, unexplained {m['unexplained']} |")
+                     f"{m['results_bytes_per_packet']} bytes written per packet (keep_pcap=false, "
+                     f"features kept) | sent {m['sent']:,}, lost {m['lost']}, unexplained {m['unexplained']} |")
+    mem = wf.get("memory") or []
+    if len(mem) >= 2 and mem[0]["agent_vm_hwm_mib"]:
+        growth = (mem[-1]["agent_vm_hwm_mib"] / mem[0]["agent_vm_hwm_mib"] - 1) * 100
+        lines.append(f"| agent peak RSS growth from {mem[0]['packets_scheduled']:,} to "
+                     f"{mem[-1]['packets_scheduled']:,} packets | {growth:+.1f} % | | |")
     return "\n".join(lines) + "\n"
 
 

@@ -58,7 +58,10 @@ def test_one_trial_end_to_end_then_nothing_to_do(workdir):
     (row,) = rows(workdir / "results/e2e/summary.csv")
     sent = int(row["sent"])
     assert abs(sent - 50000) <= 250, row
-    assert int(row["xdp_matched"]) == int(row["nic_rx"]) == int(row["tcpdump_captured"]) == sent, row
+    warm = int(row["warmup_sent"])      # 1 s of warm-up at the trial's rate, before its window
+    assert abs(warm - 10000) <= 50, row
+    assert int(row["nic_rx"]) == int(row["tcpdump_captured"]) == sent + warm, row
+    assert int(row["xdp_matched"]) == int(row["features_received"]) == sent, row
     assert int(row["lost"]) == 0 and int(row["unexplained"]) == 0, row
     assert row["xdp_mode"] == "native"
     assert float(row["xdp_ns_per_pkt"]) > 0 and float(row["latency_p50_us"]) > 0
@@ -97,7 +100,7 @@ def test_trials_never_interleave_with_two_cores(workdir):
                     "packet_size=[64,512]", "duration_s=2", "experiment=par")
     assert run.returncode == 0, run.stderr[-4000:]
     windows = []
-    for p in sorted((workdir / "results/par/trials").glob("*/*/*/trial.json")):
+    for p in sorted((workdir / "results/par/trials").glob("*/rep~*/trial.json")):
         t = json.loads(p.read_text())
         w = t["agent"]["window"]
         windows.append((w["armed_monotonic_ns"], w["disarmed_monotonic_ns"]))

@@ -39,18 +39,29 @@ class Programs:
     def __init__(self, sources, max_per_key):
         self.sources = sources
         self.max_per_key = max_per_key
-        self.lock = threading.Lock()       # LLVM in BCC: one compile at a time
-        self.free = OrderedDict()
+        self.compiling = threading.Lock()  # one compile at a time
+        self.lock = threading.Lock()       # the free lists: never held while compiling, so that
+        self.free = OrderedDict()          # /health answers during a compile
         self.last = None                   # the program most recently taken (/environment)
 
-    def acquire(self, port, collector, ring_pages):
-        key = (port, collector, ring_pages)
+    def _take(self, key):
         with self.lock:
             progs = self.free.get(key)
             if progs:
                 self.free.move_to_end(key)
                 self.last = progs[-1]
-                return progs.pop(), 0.0
+                return progs.pop()
+        return None
+
+    def acquire(self, port, collector, ring_pages):
+        key = (port, collector, ring_pages)
+        prog = self._take(key)
+        if prog is not None:
+            return prog, 0.0
+        with self.compiling:
+            prog = self._take(key)        # compiled meanwhile by another request
+            if prog is not None:
+                return prog, 0.0
             try:
                 prog = Program(self.sources, port, collector, ring_pages)
             except ApiError:
