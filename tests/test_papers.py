@@ -64,7 +64,7 @@ def test_a_sweep_for_a_paper(workdir, tmp_path):
     assert len(summary) == 12
     for r in summary:
         assert int(r["lost"]) == 0 and int(r["unexplained"]) == 0, r
-        assert int(r["warmup_sent"]) == int(r["target_pps"]), r     # 1 s of warm-up
+        assert abs(int(r["warmup_sent"]) - int(r["target_pps"])) <= 0.01 * int(r["target_pps"]), r  # 1 s
         assert r["collector"] == "features" and r["pattern"] == "constant" and r["xdp_mode"] == "native"
     # The run order was shuffled (seed 1) and recorded.
     order = sorted(int(r["run_index"]) for r in summary)
