@@ -93,8 +93,8 @@ def test_a_sweep_for_a_paper(workdir, tmp_path):
     # The archive checks, and re-aggregates byte for byte.
     (tgz,) = res.glob("paper-*.tar.gz")
     with tarfile.open(tgz) as tar:
-        tar.extractall(tmp_path)
-    (top,) = [p for p in tmp_path.iterdir() if p.is_dir()]
+        tar.extractall(tmp_path / "unpacked")
+    (top,) = [p for p in (tmp_path / "unpacked").iterdir() if p.is_dir()]
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=top).returncode == 0
     r = subprocess.run([sys.executable, "reaggregate"], cwd=top, capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
