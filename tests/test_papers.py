@@ -111,7 +111,7 @@ def test_a_sweep_for_a_paper(workdir, tmp_path):
     longer = snakemake(workdir, "--config", "target_pps=2000", "packet_size=64", "repeats=1",
                        "duration_s=2", "experiment=paper")
     assert longer.returncode == 0, longer.stderr[-4000:]
-    dirs = sorted(p.parent.name for p in res.glob("trials/*/rep~*/trial.json"))
+    dirs = sorted(p.parent.parent.name for p in res.glob("trials/*/rep~*/trial.json"))
     assert len(dirs) == 13 and any("_dur~2_" in d for d in dirs), dirs
     (row,) = rows(res / "summary.csv")
     assert row["duration_s"] == "2"
