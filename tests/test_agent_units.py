@@ -409,6 +409,31 @@ def test_old_sessions_keep_their_figures_but_not_their_histograms():
     Session.drop_histograms(types.SimpleNamespace(lock=threading.RLock(), result=None))  # nothing to drop
 
 
+def test_a_new_session_finds_the_finished_ones_without_histograms():
+    """What the agent holds during a trial does not depend on the trials before it: their
+    histograms and time series go when the next session arms (their controllers read them
+    at disarm); the armed session's stay."""
+    from xdplab.agent.session import Session
+
+    def sess(state):
+        result = {"interfaces": {"xl-dut0": {
+            "features": {"latency_ns": {"count": 5, "p50": 1, "histogram": {"buckets": [[1, 1, 5]]}}},
+            "timeseries": {"columns": ["t_ns"], "rows": [[1]] * 100}}}}
+        s = types.SimpleNamespace(state=state, lock=threading.RLock(), result=result)
+        s.drop_histograms = lambda s=s: Session.drop_histograms(s)
+        return s
+
+    a = service.Agent.__new__(service.Agent)
+    a.lock = threading.Lock()
+    a.sessions = {"old": sess("disarmed"), "now": sess("armed")}
+    a._drop_finished_histograms()
+    old = a.sessions["old"].result["interfaces"]["xl-dut0"]
+    now = a.sessions["now"].result["interfaces"]["xl-dut0"]
+    assert "buckets" not in old["features"]["latency_ns"]["histogram"] and old["timeseries"]["rows"] is None
+    assert old["features"]["latency_ns"]["p50"] == 1
+    assert now["features"]["latency_ns"]["histogram"]["buckets"] and len(now["timeseries"]["rows"]) == 100
+
+
 # --- arm: warm-up and features file fields -----------------------------------------------------
 
 def test_validate_arm_measured_run_ids_and_keep_features():

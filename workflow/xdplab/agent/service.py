@@ -255,6 +255,7 @@ class Agent:
                 raise ApiError(409, "another session is being armed")
             self.arming = True
         try:
+            self._drop_finished_histograms()
             sid = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(4)
             s = Session(sid, req, self.instance, self.state_dir)
             s.arm(self.programs, self.spawner, self.record_cls)
@@ -283,7 +284,18 @@ class Agent:
         for sid in done[:max(0, len(done) - MAX_KEPT_CAPTURES)]:
             if sid in self.sessions:
                 self.sessions[sid].remove_pcaps()
-                self.sessions[sid].drop_histograms()
+
+    def _drop_finished_histograms(self):
+        """Before a new session: the finished ones let go of their histograms and time
+        series (their controllers read them at disarm; one session is armed at a time), so
+        what the agent holds during a trial does not depend on the trials before it.  A
+        finished session keeps its figures, and its captures and features files."""
+        with self.lock:
+            done = [s for s in self.sessions.values() if s.state == "disarmed"]
+        for s in done:
+            s.drop_histograms()
+        if done:
+            release_freed_memory()
 
     def _watchdog(self, s):
         while not s.disarmed.is_set():
