@@ -1,11 +1,14 @@
 """The agent: compiled programs kept across sessions, one armed session at a
 time, the finished sessions it remembers, and its own identity."""
 
+import json
 import logging
 import os
 import platform
 import re
 import secrets
+import subprocess
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -27,6 +30,19 @@ SHUTDOWN_ARMING_WAIT_S = 60.0         # a compile + attach in flight finishes fi
 PCAP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.if\d{1,3})?\.pcap$")
 SESSION_DIR_RE = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")     # <state_dir>/<session>/
 FEATURES_NAME_RE = re.compile(r"^features-[^/]{1,64}\.bin$")
+
+
+CHECK_TIMEOUT_S = 600                 # a capture check of the largest trials takes minutes
+PCAPCHECK_CHILD = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from xdplab import pcapcheck
+try:
+    out = pcapcheck.verify_capture(**json.loads(sys.argv[2]))
+except (OSError, ValueError) as e:
+    out = {"error": str(e)}
+print(json.dumps(out))
+"""
 
 
 class Programs:
@@ -341,15 +357,23 @@ class Agent:
         req = validate_capture_check(body, [i.name for i in s.ifaces])
         iface, path = self.stopped_capture(s, req["interface"])
         t0 = time.monotonic()
+        args = dict(pcap_path=path, run_id=req["run_id"], port=s.req["port"], scheduled=req["scheduled"],
+                    threads=req["threads"], failed_seqs=req["failed_seqs"], send_errors=req["send_errors"])
+        # In a child process: its bitmap (1 bit per scheduled packet) and read buffers never
+        # count in the agent's own memory.
+        where = os.path.dirname(os.path.dirname(os.path.abspath(pcapcheck.__file__)))
         try:
-            out = pcapcheck.verify_capture(path, run_id=req["run_id"], port=s.req["port"],
-                                           scheduled=req["scheduled"], threads=req["threads"],
-                                           failed_seqs=req["failed_seqs"], send_errors=req["send_errors"])
-        except (OSError, ValueError) as e:
+            r = subprocess.run([sys.executable, "-c", PCAPCHECK_CHILD, where, json.dumps(args)],
+                               capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
+            out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
+        except (OSError, ValueError, subprocess.TimeoutExpired) as e:
             raise ApiError(500, "session %s: checking the capture of %s failed: %s"
                            % (s.id, req["interface"], e))
+        if r.returncode != 0 or "error" in out:
+            raise ApiError(500, "session %s: checking the capture of %s failed: %s"
+                           % (s.id, req["interface"], out.get("error") or r.stderr.strip()[-500:]
+                              or "exit status %d" % r.returncode))
         out["check_s"] = round(time.monotonic() - t0, 3)
-        release_freed_memory()
         out["pcap_sha256"] = iface.capture.get("pcap_sha256")
         return out
 
