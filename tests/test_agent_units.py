@@ -260,14 +260,28 @@ def test_features_memory_does_not_grow_with_packets():
     # The histograms are fixed arrays: nothing per record, nothing per new bucket.
     assert grown < 16 * 1024, (grown, new_buckets)
     assert len(f.latency.counts) == len(f.gap.counts) == hist.NBUCKETS
-    assert sum(len(b) for b in f.bitmaps) == 2 * (200000 // 8 + 1)
+    # the duplicate bitmaps: at most one page per run held (the others were filled and let go)
+    assert sum(b.held_bytes() for b in f.bitmaps) <= 2 * features.PAGE_BITS // 8
     assert not any(isinstance(v, (list, bytearray)) and len(v) > 16
                    for k, v in vars(f).items() if k != "bitmaps")
 
 
-def test_bitmaps_are_capped():
+def test_checked_seqs_are_capped():
     f = features.Features(1, 16, 2 ** 32, REC)
-    assert sum(len(b) for b in f.bitmaps) <= features.BITMAP_MAX_BYTES
+    assert f.bitmap_bits * f.measured <= features.BITMAP_MAX_BYTES * 8
+
+
+def test_a_seq_set_lets_go_of_whole_pages_and_still_counts_duplicates():
+    s = features.SeqSet()
+    P = features.PAGE_BITS
+    assert s.add_run(0, P + 10) == 0                  # page 0 whole: let go
+    assert s.held_bytes() == P // 8 and 0 in s.full
+    assert s.add_run(5, 3) == 3                       # a duplicate in a page let go
+    assert s.add_run(P + 5, 10) == 5                  # half of it seen already
+    assert s.add_run(3 * P + 1, 1) == 0 and s.held_bytes() == 2 * P // 8   # a hole is held
+    for k in range(P + 15, 2 * P, 4096):              # fill page 1 in pieces: let go
+        s.add_run(k, min(4096, 2 * P - k))
+    assert 1 in s.full and s.held_bytes() == P // 8
 
 
 # --- capture helpers -----------------------------------------------------------------------------

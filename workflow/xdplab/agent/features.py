@@ -7,7 +7,7 @@ field), so the Python work per record is a few list operations, not a ctypes
 object and a call.
 
 Per record of a measured run id (run_id .. run_id + measured_run_ids - 1):
-counts per run id, duplicate detection with a bitmap per measured run id
+counts per run id, duplicate detection with a paged bitmap per measured run id
 (sized at arm from expected_packets, capped), latency (arrival_ns - send_ns)
 and inter-arrival gap (between consecutive measured records, in the order the
 consumer reads them) into log-linear histograms, and, with a features file,
@@ -49,6 +49,49 @@ def _layout(record_cls):
     return out
 
 
+PAGE_BITS = 1 << 19                   # a SeqSet page: 2^19 seqs in 64 KiB
+
+
+class SeqSet:
+    """The seqs of one run seen so far: a bitmap in pages of PAGE_BITS seqs, each page
+    held only while some seq of it has not arrived.  A page whose every seq arrived is let
+    go (any later arrival there is a duplicate), so a trial that loses nothing holds one or
+    two pages whatever its length, and loss scattered everywhere at most 1 bit per seq."""
+
+    def __init__(self):
+        self.pages, self.fill, self.full = {}, {}, set()
+
+    def add_run(self, s0, m):
+        """Add the consecutive seqs s0 .. s0+m-1; return how many were already there."""
+        dups, s, end = 0, s0, s0 + m
+        while s < end:
+            p, off = s // PAGE_BITS, s % PAGE_BITS
+            n = min(end - s, PAGE_BITS - off)
+            if p in self.full:
+                dups += n
+            else:
+                bm = self.pages.get(p)
+                if bm is None:
+                    bm = self.pages[p] = bytearray(PAGE_BITS // 8)
+                    self.fill[p] = 0
+                b0, b1 = off >> 3, ((off + n - 1) >> 3) + 1
+                chunk = int.from_bytes(bm[b0:b1], "little")
+                mask = ((1 << n) - 1) << (off & 7)
+                d = (chunk & mask).bit_count()
+                if d != n:
+                    bm[b0:b1] = (chunk | mask).to_bytes(b1 - b0, "little")
+                dups += d
+                self.fill[p] += n - d
+                if self.fill[p] == PAGE_BITS:
+                    del self.pages[p], self.fill[p]
+                    self.full.add(p)
+            s += n
+        return dups
+
+    def held_bytes(self):
+        return len(self.pages) * (PAGE_BITS // 8)
+
+
 class Features:
     def __init__(self, run_id, run_ids, expected_packets, record_cls, measured_run_ids=None,
                  features_path=None):
@@ -69,7 +112,7 @@ class Features:
         self.prev_arrival = None
         per_run = min(expected_packets // 8 + 1, BITMAP_MAX_BYTES // self.measured)
         self.bitmap_bits = per_run * 8
-        self.bitmaps = [bytearray(per_run) for _ in range(self.measured)]
+        self.bitmaps = [SeqSet() for _ in range(self.measured)]
         self.run_received = [0] * run_ids
         self.run_unique = [0] * self.measured
         self.run_duplicates = [0] * self.measured
@@ -204,27 +247,18 @@ class Features:
 
     def _seqs(self, slot, seqs):
         """Duplicate check of one run's seqs: a run of consecutive seqs (the usual
-        batch) is tested and set with one big-int operation."""
-        bm, bits = self.bitmaps[slot], self.bitmap_bits
+        batch) is tested and set with one big-int operation per page."""
+        seen, bits = self.bitmaps[slot], self.bitmap_bits
         m, s0, s1 = len(seqs), seqs[0], seqs[-1]
         if s1 - s0 == m - 1 and s1 < bits and seqs == list(range(s0, s1 + 1)):
-            b0, b1 = s0 >> 3, (s1 >> 3) + 1
-            chunk = int.from_bytes(bm[b0:b1], "little")
-            mask = ((1 << m) - 1) << (s0 & 7)
-            dup = (chunk & mask).bit_count()
-            if dup != m:
-                bm[b0:b1] = (chunk | mask).to_bytes(b1 - b0, "little")
+            dup = seen.add_run(s0, m)
             self.run_duplicates[slot] += dup
             self.run_unique[slot] += m - dup
             return
         dups = beyond = 0
         for seq in seqs:
             if seq < bits:
-                byte, bit = seq >> 3, 1 << (seq & 7)
-                if bm[byte] & bit:
-                    dups += 1
-                else:
-                    bm[byte] |= bit
+                dups += seen.add_run(seq, 1)
             else:
                 beyond += 1
         self.run_duplicates[slot] += dups
