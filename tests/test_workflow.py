@@ -113,3 +113,26 @@ def test_trials_never_interleave_with_two_cores(workdir):
         assert a1 <= b0, "two trials were armed at the same time"
     assert len(rows(workdir / "results/par/summary.csv")) == 4
     assert_nothing_left()
+
+
+def test_attach_mode_and_collector_are_grid_dimensions(workdir):
+    """xdp_mode x collector: each trial closes with what it can count; `off` loads no
+    program (NIC counters, tcpdump and the generator still count)."""
+    run = snakemake(workdir, "--cores", "1", "--config", "target_pps=3000", "duration_s=1", "warmup_s=0",
+                    "xdp_mode=[native,generic]", "collector=[features,counters,off]", "experiment=grid")
+    assert run.returncode == 0, run.stderr[-4000:]
+    got = {(r["xdp_mode"], r["collector"]): r for r in rows(workdir / "results/grid/summary.csv")}
+    assert set(got) == {(m, c) for m in ("native", "generic") for c in ("features", "counters", "off")}
+    for (mode, collector), r in got.items():
+        assert int(r["unexplained"]) == 0 and int(r["sent"]) == 3000, r
+        assert int(r["nic_rx"]) == int(r["tcpdump_captured"]) == 3000, r
+        if collector == "off":
+            assert r["xdp_matched"] == r["xdp_ns_per_pkt"] == r["xdp_mode_in_effect"] == "", r
+            assert r["latency_method"].startswith("not available"), r
+        else:
+            assert int(r["xdp_matched"]) == 3000 and int(r["lost"]) == 0, r
+            assert r["xdp_mode_in_effect"] == mode, r
+            assert (r["features_received"] == "3000") == (collector == "features"), r
+    points = rows(workdir / "results/grid/points.csv")
+    assert len(points) == 6 and {p["collector"] for p in points} == {"features", "counters", "off"}
+    assert_nothing_left()

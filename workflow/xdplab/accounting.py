@@ -52,7 +52,7 @@ COLUMNS = [
 ]
 
 SOURCE_COLUMNS = [
-    "experiment", "target_pps", "packet_size", "repeat", "source", "host", "address",
+    "experiment", "target_pps", "packet_size", "repeat", "point", "source", "host", "address",
     "dut_iface", "run_id", "source_pps", "scheduled", "sent", "send_errors", "not_offered",
     "warmup_sent", "warmup_lost",
     "achieved_pps", "rate_error_pct", "rate_sustained", "xdp_matched", "lost", "loss_where",
@@ -63,7 +63,7 @@ SOURCE_COLUMNS = [
 ]
 
 INTERFACE_COLUMNS = [
-    "experiment", "target_pps", "packet_size", "repeat", "interface", "xdp_mode", "sent",
+    "experiment", "target_pps", "packet_size", "repeat", "point", "interface", "xdp_mode", "sent",
     "nic_rx", "xdp_seen", "xdp_matched", "features_received", "ringbuf_drops",
     "tcpdump_captured", "tcpdump_dropped", "lost", "lost_dut_nic",
     "foreign_rx", "foreign_arp", "foreign_port", "foreign_other", "xdp_ns_per_pkt",
@@ -256,7 +256,7 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
     duration = settings["duration_s"]
     base_run = arm["run_id"]
     key = {"experiment": trial["experiment"], "target_pps": target, "packet_size": size,
-           "repeat": trial["repeat"]}
+           "repeat": trial["repeat"], "point": trial.get("point")}
     ifaces = gathered.get("interfaces") or {}
     checks = capture.get("checks") or []
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pandas as pd
 
 from .accounting import INTERFACE_COLUMNS, SOURCE_COLUMNS
+from .report import counts_as_integers
 
-ORDER = ["target_pps", "packet_size", "repeat"]
+ORDER = ["target_pps", "packet_size", "point", "repeat"]
 
 
 def _rows(trial_paths, key: str) -> list[dict]:
@@ -29,7 +30,7 @@ def _rows(trial_paths, key: str) -> list[dict]:
 def _write(df: pd.DataFrame, out: str) -> None:
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(out).with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
+    counts_as_integers(df).to_csv(tmp, index=False)
     tmp.replace(out)
 
 

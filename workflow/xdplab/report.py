@@ -23,6 +23,23 @@ TABLE = [
 ]
 
 
+def counts_as_integers(df: pd.DataFrame) -> pd.DataFrame:
+    """The table as written: a column of whole numbers with some trials empty (a count that
+    collector off cannot make) stays whole numbers (pandas would write 3000.0)."""
+    out = df.copy()
+    for col in out.columns:
+        s = out[col]
+        if s.dtype == float and s.isna().any() and s.notna().any() \
+                and (s.dropna() == s.dropna().round()).all() and _counts(col):
+            out[col] = s.astype("Int64")
+    return out
+
+
+def _counts(col: str) -> bool:
+    """Whether a column counts (packets, frames, records) or indexes: whole numbers."""
+    return not col.endswith(("_pps", "_pct", "_us", "_mbps", "_ns_per_pkt"))
+
+
 def load_rows(trial_paths) -> pd.DataFrame:
     rows = []
     for p in trial_paths:
@@ -124,7 +141,7 @@ def write_summary(trial_paths, csv_out: str, md_out: str, experiment: str,
     if config_out:
         _write(config_out, config_as_run(settings or {}, experiment))
     tmp = Path(csv_out).with_suffix(".csv.tmp")
-    df.to_csv(tmp, index=False)
+    counts_as_integers(df).to_csv(tmp, index=False)
     tmp.replace(csv_out)
     methods = sorted(set(df["latency_method"].dropna()))
     text = (f"# xdplab experiment `{experiment}`: {len(df)} trial(s)\n\n" + markdown_table(df) +
