@@ -147,6 +147,7 @@ def main() -> int:
                   flush=True)
         # The consumer: the agent's own per-record work on 100,000 records.
         prog = progs["features"]
+        prog.open_ring()           # as a session does: the agent maps the ring while armed
         prog.consume()
         prog.drain_staged()
         with tempfile.TemporaryDirectory() as tmp:
