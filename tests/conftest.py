@@ -180,3 +180,19 @@ def workflow_copy(tmp_path):
     shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
         ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
     return dest
+
+
+@pytest.fixture
+def testbed_up_copy(workflow_copy):
+    """A workflow copy with the embedded testbed already up (`python -m xdplab.testbed up`),
+    torn down afterwards whatever happened."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+           "PYTHONPATH": str(workflow_copy / "workflow")}
+    r = subprocess.run([sys.executable, "-m", "xdplab.testbed", "up"], cwd=workflow_copy, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    try:
+        yield workflow_copy
+    finally:
+        subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workflow_copy, env=env,
+                       capture_output=True, timeout=120)

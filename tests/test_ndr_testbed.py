@@ -39,15 +39,8 @@ def snakemake(workdir, *args, timeout=900):
 
 
 @pytest.fixture
-def workdir(workflow_copy):
-    r = subprocess.run([sys.executable, "-m", "xdplab.testbed", "up"], cwd=workflow_copy,
-                       env=_env(workflow_copy), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    try:
-        yield workflow_copy
-    finally:
-        subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workflow_copy,
-                       env=_env(workflow_copy), capture_output=True, timeout=120)
+def workdir(testbed_up_copy):
+    return testbed_up_copy
 
 
 def rows(path):

@@ -1086,13 +1086,10 @@ def warmup_report(args, reports, senders, mono_at, start0, start):
             "start_monotonic_ns": mono_at(start0), "end_monotonic_ns": mono_at(start)}
 
 
-def run(args):
-    """Send the run described by parse_args() and return (result dict, exit status)."""
-    T = args.threads
-    senders, cfg = open_senders(args)
-
-    stop = [False]
-    caught = []
+def stop_on_signals():
+    """(stop, caught): SIGTERM, SIGINT and SIGHUP set stop[0] and are noted in caught, so
+    that the run ends in order (its report still printed)."""
+    stop, caught = [False], []
 
     def on_signal(signum, frame):
         stop[0] = True
@@ -1101,6 +1098,15 @@ def run(args):
     for name in ("SIGTERM", "SIGINT", "SIGHUP"):
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), on_signal)
+    return stop, caught
+
+
+def run(args):
+    """Send the run described by parse_args() and return (result dict, exit status)."""
+    T = args.threads
+    senders, cfg = open_senders(args)
+
+    stop, caught = stop_on_signals()
 
     iface = args.counters_iface
     before = read_counters(iface)
@@ -1536,16 +1542,7 @@ def run_trafgen(args):
                                    run_id))
         confs[name] = path
 
-    stop = [False]
-    caught = []
-
-    def on_signal(signum, frame):
-        stop[0] = True
-        caught.append(signum)
-
-    for name in ("SIGTERM", "SIGINT", "SIGHUP"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), on_signal)
+    stop, caught = stop_on_signals()
     watch = _StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
     gone = [None]
 
