@@ -518,6 +518,7 @@ def disk_estimate(trial: dict, params: dict) -> dict:
     # results/: the raw records while they are converted, then the Parquet file beside them
     return {"expected_packets": packets, "pcap_bytes_per_packet": PCAP_RECORD_HEADER_BYTES + frame,
             "feature_bytes_per_packet": FEATURE_RECORD_BYTES if keep_features else 0,
+            "keep_pcap": bool(params.get("keep_pcap", True)),
             "dut_bytes": pcap + features, "results_bytes": FIXED_TRIAL_BYTES + 2 * features
             + (pcap if params.get("keep_pcap", True) else 0)}
 
@@ -535,9 +536,9 @@ def check_disk(estimate: dict, results_dir: str, dut_free: int | None, dut_dir: 
     st = os.statvfs(results_dir)
     free = st.f_bavail * st.f_frsize
     need = int(estimate["results_bytes"] * DISK_MARGIN)
-    kept_pcap = estimate["results_bytes"] - FIXED_TRIAL_BYTES > 2 * feature_bpp * packets
     if need > free:
-        what = ", ".join(w for w in ((capture + ", keep_pcap=true") if kept_pcap else "keep_pcap=false",
+        what = ", ".join(w for w in ((capture + ", keep_pcap=true") if estimate.get("keep_pcap", True)
+                                     else "keep_pcap=false",
                                      features and features + " (raw, then Parquet)") if w)
         raise StepError(f"not enough space in {results_dir}: the trial will write about "
                         f"{mib(estimate['results_bytes'])} ({what}), {mib(free)} are free; free space, "
