@@ -1075,15 +1075,21 @@ def warmup_report(args, reports, senders, mono_at, start0, start):
           for s, r in zip(senders, reports)]
     attempted = sum(w["attempted"] for w in ws)
     errors = sum(w["send_errors"] for w in ws)
-    kinds = {}
-    for w in ws:
-        for k, v in w["send_error_kinds"].items():
-            kinds[k] = kinds.get(k, 0) + v
+    kinds = merged_kinds(ws)
     return {"run_id": args.warmup_run_id, "duration_s": float(args.warmup_s),
             "scheduled": args.warmup_scheduled, "sent": attempted - errors, "send_errors": errors,
             "send_error_kinds": kinds, "not_offered": args.warmup_scheduled - attempted,
             "failed_seqs": sorted(x for w in ws for x in w["failed_seqs"])[:MAX_FAILED_SEQS],
             "start_monotonic_ns": mono_at(start0), "end_monotonic_ns": mono_at(start)}
+
+
+def merged_kinds(reports):
+    """The senders' send_error_kinds added up: {errno name: count}."""
+    kinds = {}
+    for r in reports:
+        for k, v in r["send_error_kinds"].items():
+            kinds[k] = kinds.get(k, 0) + v
+    return kinds
 
 
 def stop_on_signals():
@@ -1224,10 +1230,7 @@ def run(args):
     sent = sum(r["attempted"] - r["send_errors"] for r in reports)
     errors = sum(r["send_errors"] for r in reports)
     attempted = sum(r["attempted"] for r in reports)
-    kinds = {}
-    for r in reports:
-        for k, v in r["send_error_kinds"].items():
-            kinds[k] = kinds.get(k, 0) + v
+    kinds = merged_kinds(reports)
     failed = sorted(s for r in reports for s in r["failed_seqs"])[:MAX_FAILED_SEQS]
     end_pc = max(r["end_pc"] for r in reports)
     elapsed = max(end_pc - start, 0.0)
