@@ -82,7 +82,8 @@ def test_two_sources_two_interfaces_close_the_books_everywhere(netns_lab, workfl
     assert abs(sent - 50000) <= 250, row
     # the NIC and the capture count the warm-up too (1 s at the trial's rate)
     warm = n(row["warmup_sent"])
-    assert warm == 10000 and n(row["warmup_lost"]) == 0, row
+    # (a warm-up packet not sent by the warm-up's end is not sent: no grace there)
+    assert abs(warm - 10000) <= 100 and n(row["warmup_lost"]) == 0, row
     assert n(row["nic_rx"]) == n(row["tcpdump_captured"]) == sent + warm, row
     assert n(row["xdp_matched"]) == sent, row
     assert n(row["lost"]) == 0 and n(row["unexplained"]) == 0, row
