@@ -47,29 +47,68 @@ DTYPE = [("arrival_ns", "<u8"), ("send_ns", "<u8"), ("saddr", "V4"), ("daddr", "
          ("sport", "<u2"), ("dport", "<u2"), ("frame_len", "<u2"), ("run_id", "<u2"), ("cpu", "<u4")]
 
 
+# The columns are built from numpy buffers with pa.Array.from_buffers: pa.array() would
+# import pandas (~0.2 s, once per trial) to ask whether its argument is a pandas object.
+
+
+def _strings(values: list[str]):
+    """An Arrow string array of a few Python strings."""
+    import numpy as np
+    import pyarrow as pa
+
+    data = [v.encode() for v in values]
+    offsets = np.zeros(len(data) + 1, dtype=np.int32)
+    offsets[1:] = np.cumsum([len(b) for b in data])
+    return pa.Array.from_buffers(pa.string(), len(data), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
+
+
+def _repeated(names: list[str], index):
+    """A string column of few distinct values: names[index[i]] for each row."""
+    import numpy as np
+    import pyarrow as pa
+
+    index = np.ascontiguousarray(index, dtype=np.int32)
+    codes = pa.Array.from_buffers(pa.int32(), len(index), [None, pa.py_buffer(index)])
+    return pa.DictionaryArray.from_arrays(codes, _strings(names)).dictionary_decode()
+
+
 def _addresses(raw):
     """Dotted addresses of a column of 4-byte network-order values (few distinct ones)."""
     import numpy as np
 
     uniq, inverse = np.unique(raw, return_inverse=True)
-    names = np.array([str(ipaddress.IPv4Address(bytes(u))) for u in uniq], dtype=object)
-    return names[inverse]
+    return _repeated([str(ipaddress.IPv4Address(bytes(u))) for u in uniq], inverse)
+
+
+def _numbers(values, kind: str, valid=None):
+    """An Arrow array of a numpy column (`kind`: an Arrow type name); `valid` (bool per
+    row) marks the others null."""
+    import numpy as np
+    import pyarrow as pa
+
+    arrow_type = getattr(pa, kind)()
+    values = np.ascontiguousarray(values, dtype=arrow_type.to_pandas_dtype())
+    bitmap = None if valid is None else pa.py_buffer(np.packbits(valid, bitorder="little"))
+    return pa.Array.from_buffers(arrow_type, len(values), [bitmap, pa.py_buffer(values)])
 
 
 def _chunk(data: bytes, interface: str, same_clock: bool) -> dict:
+    """The Arrow columns of whole raw records."""
     import numpy as np
 
     rec = np.frombuffer(data, dtype=np.dtype(DTYPE))
-    cols = {name: rec[name] for name in ("sport", "dport", "frame_len", "seq", "run_id", "send_ns",
-                                         "arrival_ns", "cpu")}
+    kinds = {name: kind for name, kind, _ in COLUMNS}
+    cols = {name: _numbers(rec[name], kinds[name]) for name in (
+        "sport", "dport", "frame_len", "seq", "run_id", "send_ns", "arrival_ns", "cpu")}
     cols["saddr"] = _addresses(rec["saddr"])
     cols["daddr"] = _addresses(rec["daddr"])
     if same_clock:
         lat = rec["arrival_ns"].astype(np.int64) - rec["send_ns"].astype(np.int64)
-        cols["latency_ns"] = np.ma.masked_array(lat, mask=rec["send_ns"] == 0)
+        cols["latency_ns"] = _numbers(lat, "int64", valid=rec["send_ns"] != 0)
     else:
-        cols["latency_ns"] = np.ma.masked_all(len(rec), dtype=np.int64)
-    cols["interface"] = np.full(len(rec), interface, dtype=object)
+        cols["latency_ns"] = _numbers(np.zeros(len(rec), dtype=np.int64), "int64",
+                                      valid=np.zeros(len(rec), dtype=bool))
+    cols["interface"] = _repeated([interface], np.zeros(len(rec), dtype=np.int32))
     return cols
 
 
@@ -93,11 +132,10 @@ def write_parquet(raw_files: list[tuple[str, Path]], out: Path, same_clock: bool
                         raise ValueError(f"{path}: {len(data) % RECORD_SIZE} bytes beyond whole "
                                          f"{RECORD_SIZE}-byte records: the file is truncated")
                     cols = _chunk(data, interface, same_clock)
-                    table = pa.Table.from_arrays(
-                        [pa.array(cols[n], type=schema.field(n).type) for n in schema.names], schema=schema)
+                    table = pa.Table.from_arrays([cols[n] for n in schema.names], schema=schema)
                     writer.write_table(table)
                     rows += table.num_rows
         if rows == 0:
-            writer.write_table(pa.Table.from_pydict({n: [] for n, _, _ in COLUMNS}, schema=schema))
+            writer.write_table(schema.empty_table())
     tmp.replace(out)
     return rows

@@ -248,7 +248,9 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
         tb = EmbeddedTestbed(src_iface=settings["src_iface"], dut_iface=settings["dut_iface"],
                              mtu=settings["mtu"])
         if settings["keep_testbed"]:
-            for note in _quiesce(_embedded_description(tb, settings)):
+            # After a run without failures every generator has ended and reported; a failed
+            # or interrupted one may have left one running.
+            for note in _quiesce(_embedded_description(tb, settings), generators=failed):
                 print(f"xdplab: {note}", file=sys.stderr)
             print("xdplab: the testbed is left up (keep_testbed=true); remove it with "
                   "`make clean-testbed`", file=sys.stderr)
@@ -318,9 +320,9 @@ def _embedded_description(tb, settings: dict) -> dict | None:
         return None
 
 
-def _quiesce(desc: dict | None) -> list[str]:
-    """On hosts that stay up: disarm any session and stop any generator of ours, so that
-    they are reusable.  Best effort, bounded; returns what it did."""
+def _quiesce(desc: dict | None, generators: bool = True) -> list[str]:
+    """On hosts that stay up: disarm any session and (`generators`) stop any generator of
+    ours over SSH, so that they are reusable.  Best effort, bounded; returns what it did."""
     from .agentclient import AgentClient, AgentError
 
     notes = []
@@ -334,7 +336,7 @@ def _quiesce(desc: dict | None) -> list[str]:
         notes.append(f"could not disarm the DUT agent: {e}")
     from . import source
 
-    for src in desc.get("sources") or []:
+    for src in (desc.get("sources") or []) if generators else []:
         try:
             for proc in source.stop_generators(src):
                 notes.append(f"stopped a generator on the {source.where(src)}: {proc}")

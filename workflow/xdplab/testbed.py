@@ -38,6 +38,7 @@ import hashlib
 import ipaddress
 import json
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -69,6 +70,23 @@ KILL_WAIT_S = 3.0
 NETNS_GONE_WAIT_S = 5.0
 MAKE_AGENT_TIMEOUT_S = 300.0
 MAX_IFNAME = 15      # IFNAMSIZ - 1
+
+
+# The source host's sshd runs every command through root's login shell, and bash reads
+# ~/.bashrc when sshd runs it.  The machine's own ~/.bashrc (say, a `pyenv init` that
+# forks ~100 processes: ~70 ms per SSH command, and the source's `python3` becoming a
+# shim) belongs to the controller, not to a source host: in the source's mount
+# namespace (`ip netns exec` gives it its own) it reads as empty.  Nothing changes
+# outside that namespace; if the bind mount fails, sshd starts all the same.
+_WITHOUT_DOTFILES = '[ -f "$1" ] && mount --bind /dev/null "$1" 2>/dev/null; shift; exec "$@"'
+
+
+def _login_rc(user: str) -> str:
+    """The ~/.bashrc of `user` (it need not exist)."""
+    try:
+        return str(Path(pwd.getpwnam(user).pw_dir) / ".bashrc")
+    except KeyError:
+        return "/nonexistent/.bashrc"
 
 
 class TestbedError(RuntimeError):
@@ -657,8 +675,9 @@ class NamespaceLab:
             "Subsystem sftp internal-sftp",
             "",
         ]))
-        proc = self._spawn(self._sshd_part(src), ["ip", "netns", "exec", src.netns, "/usr/sbin/sshd",
-                                                  "-D", "-e", "-f", str(sshd_config)],
+        proc = self._spawn(self._sshd_part(src), ["ip", "netns", "exec", src.netns, "/bin/sh", "-c",
+                                                  _WITHOUT_DOTFILES, "sh", _login_rc("root"),
+                                                  "/usr/sbin/sshd", "-D", "-e", "-f", str(sshd_config)],
                            self._sp(src, "sshd.log"))
         entry = {"host": src.mgmt_addr, "port": SSH_PORT, "user": "root",
                  "key_file": str(client_key), "known_hosts": str(known_hosts),
