@@ -1,7 +1,8 @@
 # Check connectivity, once for the build and again right before each trial
 # ({stage}: the build's directory or a trial's): bring the testbed up (the embedded
 # one is idempotent: a healthy testbed is reused; a lab's hosts are taken from the
-# configuration), then check every host.  The record is temp() and belongs to one
+# configuration), then check every host: in full (SSH login, ping) at an invocation's
+# first check, then whether each source's SSH server still answers.  The record is temp() and belongs to one
 # stage only: checking the testbed again for a new trial never makes a finished
 # trial look outdated (a check shared by several trials would: Snakemake reruns
 # whatever depends on a job that runs), and a long sweep checks the hosts before
@@ -15,6 +16,8 @@ rule check_connectivity:
         testbed=TESTBED_SETTINGS,
         # each host's environment, recorded at an invocation's first check (for archives)
         environment=f"results/build/{TESTBED_ID}/environment.json",
+        # what the invocation's first check found of the sources (the later checks reuse it)
+        sources=f"results/build/{TESTBED_ID}/sources_checked.json",
     resources:
         testbed=1,
     priority: stage_priority

@@ -136,7 +136,12 @@ HEADER = struct.Struct("!IIQH")  # magic, seq, send_ns, run_id: XDPLAB_HDR_LEN b
 HEADER_LEN = HEADER.size
 MAX_PAYLOAD = 65507  # largest UDP payload over IPv4
 MAX_FAILED_SEQS = 1000
-START_DELAY_S = 0.1  # lead time so every sender is forked and waiting before packet 0 is due
+# Packet 0 is due START_LEAD_S after every sender said it is ready (forked, set up,
+# waiting): a readiness signal, not a fixed wait.  A sender not ready within
+# READY_TIMEOUT_S is started without (it sends late, and says so in its lag).
+START_LEAD_S = 0.002
+READY_TIMEOUT_S = 1.0
+READY_POLL_S = 0.0002
 MAX_SLEEP_S = 0.1  # a sleeping sender looks at the stop flag at least this often
 # A sleep ends ~30 us late even with a 1 us timer slack (measured here:
 # sleep(50 us) took 77 us median), so the last stretch before a deadline is spun.
@@ -872,6 +877,7 @@ def _child(sender, cfg, shm, wfd):
         cfg = dict(cfg, libc=_prepare_child())
         if os.getppid() != cfg["ppid"]:
             stop[0] = True  # the main process died before PDEATHSIG was set
+        cfg = _await_start(sender.index, cfg, shm, stop)
         report = send_stream(sender, cfg, shm, stop)
     except BaseException as e:  # the main process reports it on stderr and exits 1, after the JSON
         report["crash"] = repr(e)
@@ -883,6 +889,50 @@ def _child(sender, cfg, shm, wfd):
     except OSError:
         pass
     os._exit(0)
+
+
+def _shm_layout(T):
+    """The senders' shared memory: byte 0 the stop flag; sender t's (attempted, errors) as
+    two u64 at 8 + 16*t; the start (a perf_counter() instant, f64) after them, then one
+    ready byte per sender."""
+    start_off = 8 + 16 * T
+    return start_off, start_off + 8, start_off + 8 + T
+
+
+def _await_start(t, cfg, shm, stop):
+    """In sender t: say it is ready, wait for the main process to set the start, and
+    return cfg with its phases moved to that start (they were planned from a nominal one)."""
+    start_off, ready_off, _ = _shm_layout(cfg["threads"])
+    shm[ready_off + t] = 1
+    while not (stop[0] or shm[0]):
+        start = struct.unpack_from("=d", shm, start_off)[0]
+        if start > 0:
+            shift = start - cfg["phases"][0]["start"]
+            phases = [dict(ph, start=ph["start"] + shift, end=ph["end"] + shift) for ph in cfg["phases"]]
+            return dict(cfg, phases=phases)
+        time.sleep(READY_POLL_S)
+    return cfg
+
+
+def _set_start(senders, shm, T):
+    """In the main process: wait until every sender is ready (within READY_TIMEOUT_S, a
+    sender that died is not waited for), then set the start START_LEAD_S ahead; return it."""
+    start_off, ready_off, _ = _shm_layout(T)
+    deadline = time.perf_counter() + READY_TIMEOUT_S
+    while time.perf_counter() < deadline and not shm[0]:
+        waiting = [s for s in senders if not shm[ready_off + s.index]]
+        if not waiting:
+            break
+        for s in waiting:
+            try:
+                if os.waitpid(s.pid, os.WNOHANG)[0]:
+                    shm[ready_off + s.index] = 1  # it ended: nothing to wait for
+            except ChildProcessError:
+                shm[ready_off + s.index] = 1
+        time.sleep(READY_POLL_S)
+    start = time.perf_counter() + START_LEAD_S
+    struct.pack_into("=d", shm, start_off, start)
+    return start
 
 
 def _boot_id():
@@ -1117,9 +1167,9 @@ def run(args):
     iface = args.counters_iface
     before = read_counters(iface)
 
-    # Shared with the senders: byte 0 is the stop flag; sender t writes
-    # (attempted, errors) as two u64 at 8 + 16*t after every batch.
-    shm = mmap.mmap(-1, 8 + 16 * T)
+    # Shared with the senders (_shm_layout): the stop flag, each sender's counts after
+    # every batch, the start and the senders' ready bytes.
+    shm = mmap.mmap(-1, _shm_layout(T)[2])
 
     # One sampling of the three clocks maps perf_counter() instants to the
     # monotonic (send_ns, DUT-comparable on one machine) and Unix timelines.
@@ -1129,7 +1179,9 @@ def run(args):
     pc0 = time.perf_counter()
     mono0 = time.monotonic_ns()
     unix0 = time.time_ns()
-    start0 = pc0 + START_DELAY_S  # the warm-up's start (or the measured window's, without one)
+    # The warm-up's start (or the measured window's, without one) as planned; the senders
+    # move their schedule to the actual start once all are ready (_set_start).
+    start0 = pc0 + READY_TIMEOUT_S
     start = start0 + args.warmup_s  # the measured window's start
     duration = float(args.duration)
     phases = []
@@ -1162,6 +1214,8 @@ def run(args):
         s.pid, s.rfd = pid, rfd
         for sock in [s.sock] + s.keep:
             sock.close()  # the sender holds its own copy
+    actual = _set_start(senders, shm, T)
+    start0, start = actual, start + (actual - start0)
 
     def sent_so_far():
         total = 0

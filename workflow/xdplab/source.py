@@ -239,6 +239,24 @@ def resolve_address(source: dict, found: dict) -> str:
     return source["address"]
 
 
+def ssh_answers(source: dict, timeout_s: float = 5.0) -> None:
+    """Whether the source host's SSH server accepts a connection and greets ("SSH-..."),
+    without logging in: a check of a few milliseconds.  Raises SourceError naming the host."""
+    port = int(source.get("port") or 22)
+    try:
+        with socket.create_connection((source["host"], port), timeout=timeout_s) as s:
+            greeting = s.recv(256)
+            if greeting.startswith(b"SSH-"):
+                s.sendall(b"SSH-2.0-xdplab-check\r\n")  # then goodbye, before any key exchange
+    except (socket.timeout, TimeoutError) as e:
+        raise SourceError(f"{where(source)}: no SSH answer within {timeout_s:g} s") from e
+    except OSError as e:
+        raise SourceError(f"{where(source)}: cannot connect over SSH ({e})") from e
+    if not greeting.startswith(b"SSH-"):
+        raise SourceError(f"{where(source)}: port {port} does not answer as an SSH server "
+                          f"({greeting[:40]!r})")
+
+
 # Runs the generator, then removes its file, in one SSH command (a second command to
 # remove it costs a channel and a login shell: ~0.1 s a trial); the generator's exit
 # status is the command's.
@@ -318,7 +336,7 @@ class _Prefixed:
         self.stream.flush()
 
 
-def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 0.05) -> list[dict]:
+def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 0.01) -> list[dict]:
     """Run the generator on every source at once and return their JSON reports in order.
 
     `jobs` is a list of (source, args); args are the generator's options (generator.py

@@ -330,13 +330,22 @@ def _dut_ifaces(health: dict, wanted: list[str]) -> tuple[dict, list[str]]:
     return found, problems
 
 
-def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0) -> None:
+def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
+                       sources_record: str | None = None) -> None:
     """The agent's health (and the DUT interfaces' addresses), SSH to every source (and its
     address), a ping from each source to its DUT interface: name what is unreachable.  What
     an earlier, crashed run left on the hosts (an armed session on the agent, a generator
     on a source) is cleared here, and said so.  `testbed`: the description, or the path
-    of a JSON file holding it."""
+    of a JSON file holding it.
+
+    `sources_record`: where the invocation's first check keeps what it found of the
+    sources.  A later check of the same invocation and testbed (the one before each trial)
+    logs in nowhere: each source's SSH server must still answer (a TCP greeting, a few
+    ms), and the facts, address and ping of the first check stand.  Logging in, the
+    remote python and the ping cost ~0.2 s per trial, and the trial's generator logs in
+    anyway (a failure there names the host)."""
     desc = testbed if isinstance(testbed, dict) else read_json(testbed)
+    earlier = _sources_checked(sources_record, desc)
     problems = []
     agent = AgentClient.from_description(desc["dut"], timeout_s=timeout_s)
     dut_ifaces = {}
@@ -356,6 +365,61 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0) -
         health = None
         problems.append(str(e))
 
+    if earlier is not None:
+        resolved = _sources_answer(desc, earlier, dut_ifaces, problems, log, timeout_s)
+    else:
+        resolved = _sources_in_full(desc, dut_ifaces, problems, log, timeout_s)
+    if problems:
+        raise StepError("connectivity check failed:\n  " + "\n  ".join(problems))
+    record = {"testbed": desc, "sources": resolved, "dut": dict(desc["dut"], ifaces=dut_ifaces),
+              "agent": health, "checked_unix_s": time.time(),
+              "sources_checked_unix_s": earlier["checked_unix_s"] if earlier else time.time()}
+    write_json(output, record)
+    if sources_record and earlier is None:
+        write_json(sources_record, {"testbed": desc, "sources": resolved, "checked_unix_s": time.time()})
+    log(f"testbed reachable: agent {desc['dut']['agent_url']}; " + "; ".join(
+        f"{source.where(s)} {s['address']} -> {s['dut_iface']} {s['dut_address']}" for s in resolved),
+        echo=True)
+
+
+def _sources_checked(path: str | None, desc: dict) -> dict | None:
+    """The invocation's full check of the sources (at `path`), if it was made by this
+    invocation (its plan, progress.PLAN_FILE) on this testbed; else None."""
+    if not path:
+        return None
+    try:
+        started = json.loads(progress.PLAN_FILE.read_text()).get("started_unix_s")
+        earlier = read_json(path)
+    except (OSError, ValueError, StepError):
+        return None
+    if not started or not isinstance(earlier, dict) or earlier.get("testbed") != desc \
+            or (earlier.get("checked_unix_s") or 0) < started:
+        return None
+    return earlier
+
+
+def _sources_answer(desc: dict, earlier: dict, dut_ifaces: dict, problems: list, log: Log,
+                    timeout_s: float) -> list[dict]:
+    """Each source's SSH server answers; its facts as the invocation's full check found them."""
+    found = {s.get("name"): s for s in earlier.get("sources") or []}
+    answers = _in_parallel(lambda src: source.ssh_answers(src, timeout_s), desc["sources"])
+    resolved = []
+    for src, answer in zip(desc["sources"], answers):
+        if isinstance(answer, source.SourceError):
+            problems.append(str(answer))
+            continue
+        if isinstance(answer, BaseException):
+            raise answer
+        dut = dut_ifaces.get(src["dut_iface"], {})
+        resolved.append(dict(found[src.get("name")], dut_address=dut.get("address"), dut_mac=dut.get("mac")))
+        log(f"{source.where(src)} answers on SSH; its address, python and test link as checked at "
+            f"this run's first connectivity check")
+    return resolved
+
+
+def _sources_in_full(desc: dict, dut_ifaces: dict, problems: list, log: Log, timeout_s: float) -> list[dict]:
+    """Log in to each source: its facts and address, leftover generators stopped, a ping to
+    its DUT interface."""
     def check_source(src):
         dut = dut_ifaces.get(src["dut_iface"], {})
         return source.preflight(src, dut.get("address"), timeout_s=timeout_s)
@@ -389,14 +453,7 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0) -
         resolved.append(dict(src, address=address, mac=found.get("mac"), system=found.get("system"),
                              hostname=found.get("hostname"), python_version=found.get("python"),
                              dut_address=dut.get("address"), dut_mac=dut.get("mac")))
-    if problems:
-        raise StepError("connectivity check failed:\n  " + "\n  ".join(problems))
-    write_json(output, {"testbed": desc, "sources": resolved,
-                        "dut": dict(desc["dut"], ifaces=dut_ifaces), "agent": health,
-                        "checked_unix_s": time.time()})
-    log(f"testbed reachable: agent {desc['dut']['agent_url']}; " + "; ".join(
-        f"{source.where(s)} {s['address']} -> {s['dut_iface']} {s['dut_address']}" for s in resolved),
-        echo=True)
+    return resolved
 
 
 ENVIRONMENT_FILE = "environment.json"
