@@ -235,8 +235,9 @@ def test_features_counts():
     assert s["by_run"]["5"] == {"received": 3, "unique_seqs": 2, "duplicates": 1}
     assert s["by_run"]["6"] == {"received": 2, "unique_seqs": 1, "duplicates": 0}
     assert s["seq_beyond_bitmap"] == 1     # seq 99 with expected_packets 10
-    # gaps between measured records only: 1001 -> 1000 is the one negative
-    assert s["latency_ns"]["count"] == 5 and s["gap_ns"]["negative"] == 1
+    # gaps between measured records only, in arrival order: 1000 1000 1000 1001 1099
+    assert s["latency_ns"]["count"] == 5 and s["gap_ns"]["count"] == 4 and s["gap_ns"]["late"] == 0
+    assert s["gap_ns"]["min"] == 0 and s["gap_ns"]["max"] == 98
     json.dumps(s)
 
 
@@ -257,13 +258,15 @@ def test_features_memory_does_not_grow_with_packets():
     assert f.received == 400000
     new_buckets = len(f.latency.nonzero()) + len(f.gap.nonzero()) - buckets
     assert new_buckets > 0          # new buckets were touched, and cost nothing
-    # The histograms are fixed arrays: nothing per record, nothing per new bucket.
-    assert grown < 16 * 1024, (grown, new_buckets)
+    # The histograms are fixed arrays: nothing per record, nothing per new bucket; the gaps'
+    # arrival-order window holds at most 2 * GAP_WINDOW times (~40 bytes each).
+    assert grown < 16 * 1024 + 2 * features.GAP_WINDOW * 40, (grown, new_buckets)
+    assert len(f._gap_pending) < 2 * features.GAP_WINDOW
     assert len(f.latency.counts) == len(f.gap.counts) == hist.NBUCKETS
     # the duplicate bitmaps: at most one page per run held (the others were filled and let go)
     assert sum(b.held_bytes() for b in f.bitmaps) <= 2 * features.PAGE_BITS // 8
     assert not any(isinstance(v, (list, bytearray)) and len(v) > 16
-                   for k, v in vars(f).items() if k != "bitmaps")
+                   for k, v in vars(f).items() if k not in ("bitmaps", "_gap_pending"))
 
 
 def test_checked_seqs_are_capped():

@@ -159,7 +159,8 @@ def test_memory_flat_per_record():
     finally:
         tracemalloc.stop()
     assert f.measured_received == 400000 and f.summary()["duplicates"] == 0
-    assert grown < 64 * 1024, grown
+    # bounded: the gaps' arrival-order window holds at most 2 * GAP_WINDOW times (~40 B each)
+    assert grown < 64 * 1024 + 2 * features.GAP_WINDOW * 40, grown
 
 
 def _dict_percentile(values, pct):
@@ -185,3 +186,45 @@ def test_histogram_array_matches_dict_rule():
     b = h.buckets()
     assert sum(x[2] for x in b) == len(values) and b == sorted(b)
     assert len(h.counts) == hist.NBUCKETS == hist.bucket_index(hist.MAX_VALUE) + 1
+
+
+def _gap_stream(n, cpus, seed):
+    """n arrivals 1 us apart, spread over `cpus` CPUs at random, each CPU's records handed
+    over in batches of 64 (its last batch partly filled, handed over at the end), as the
+    collector stages them: each CPU's records in order, the CPUs' batches interleaved."""
+    rng = random.Random(seed)
+    staged = {c: [] for c in range(cpus)}
+    batches = []
+    for k in range(n):
+        c = rng.randrange(cpus)
+        staged[c].append(10 ** 9 + 1000 * k)
+        if len(staged[c]) == 64:
+            batches.append(staged[c])
+            staged[c] = []
+    batches += [b for b in staged.values() if b]   # drained at disarm
+    return batches
+
+
+@pytest.mark.parametrize("cpus", [1, 2, 4])
+def test_gaps_are_taken_in_arrival_order_across_cpus(cpus):
+    f = features.Features(1, 1, 100000, REC)
+    n = 20000
+    for b in _gap_stream(n, cpus, cpus):
+        f.add_batch(b"".join(rec(a, a - 500, k, 1) for k, a in enumerate(b)))
+    g = f.summary()["gap_ns"]
+    # every gap is 1 us: read order would give negative and long ones across CPUs
+    assert g["count"] == n - 1 and g["late"] == 0
+    assert g["min"] == g["max"] == 1000
+
+
+def test_a_record_read_after_the_window_is_late_and_not_a_gap():
+    f = features.Features(1, 1, 100000, REC)
+    w = features.GAP_WINDOW
+    early = 10 ** 9 + 500                  # arrived second, read after 2 * w + 64 later ones
+    f.add_batch(rec(10 ** 9, 0, 0, 1))
+    for i in range(0, 2 * w + 64, 64):
+        f.add_batch(b"".join(rec(10 ** 9 + 1000 * (1 + i + k), 0, 1 + i + k, 1) for k in range(64)))
+    f.add_batch(rec(early, 0, 99999, 1))
+    g = f.summary()["gap_ns"]
+    assert g["late"] == 1 and g["count"] == 2 * w + 64
+    assert g["min"] == g["max"] == 1000

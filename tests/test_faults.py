@@ -701,7 +701,7 @@ def test_every_remote_command_is_quoted():
     assert returns and all(_is_quoted_command(v) for v in returns)
 
 
-def test_remote_commands_survive_hostile_values():
+def test_remote_commands_survive_hostile_values(tmp_path):
     sys.path.insert(0, str(REPO / "workflow"))
     from xdplab import source
 
@@ -709,4 +709,14 @@ def test_remote_commands_survive_hostile_values():
     for value in hostile:
         assert shlex.split(source.remote_cmd("ping", "-I", value, "10.0.0.1")) == ["ping", "-I", value, "10.0.0.1"]
         cmd = source.generator_command(value, "/tmp/g.py", {"dst": value, "port": 1, "run_id": 3})
-        assert shlex.split(cmd) == [value, "/tmp/g.py", "--dst", value, "--port", "1", "--run-id", "3"]
+        # sh -c '<run, then remove the file>' sh <file> <the generator's argv>: every value
+        # is one argument of the generator, never shell code
+        assert shlex.split(cmd) == ["sh", "-c", source._RUN_THEN_REMOVE, "sh", "/tmp/g.py",
+                                    value, "/tmp/g.py", "--dst", value, "--port", "1", "--run-id", "3"]
+        # run for real: the program gets the values as they are, then its file is removed
+        probe = tmp_path / "g.py"
+        probe.write_text("import json, sys; print(json.dumps(sys.argv[1:])); sys.exit(3)\n")
+        out = subprocess.run(["sh", "-c", source.generator_command(sys.executable, str(probe), {"dst": value})],
+                             capture_output=True, text=True)
+        assert json.loads(out.stdout) == ["--dst", value] and out.returncode == 3, out
+        assert not probe.exists()

@@ -9,8 +9,8 @@ object and a call.
 Per record of a measured run id (run_id .. run_id + measured_run_ids - 1):
 counts per run id, duplicate detection with a paged bitmap per measured run id
 (sized at arm from expected_packets, capped), latency (arrival_ns - send_ns)
-and inter-arrival gap (between consecutive measured records, in the order the
-consumer reads them) into log-linear histograms, and, with a features file,
+and inter-arrival gap (between consecutive measured records in arrival order, see
+GAP_WINDOW) into log-linear histograms, and, with a features file,
 its 40 raw bytes appended to the file (buffered, ~1 MiB per write).  Records
 of the session's other run ids (warm-up) are counted, nothing more.  Nothing
 is kept per packet: memory does not grow with the packet count.  Touched only
@@ -18,6 +18,7 @@ by the consumer thread until it is joined (the counters are read live, racily,
 by the time-series sampler).
 """
 
+import bisect
 import ctypes as ct
 import hashlib
 from operator import sub
@@ -28,6 +29,13 @@ from .hist import DESCRIPTION, Histogram
 # above a run's bitmap are counted (seq_beyond_bitmap) but not checked.
 BITMAP_MAX_BYTES = 1 << 24            # 16 MiB = 134M seqs
 FILE_CHUNK_BYTES = 1 << 20            # features file: written in chunks of ~1 MiB
+# Gaps are taken in arrival order.  The collector stages records per CPU and hands them
+# over in batches, so the consumer reads each CPU's records in order but two CPUs'
+# batches interleaved.  The latest GAP_WINDOW arrival times wait, sorted, before their
+# gaps are taken: a record read after GAP_WINDOW later-arriving ones (a CPU's last,
+# partly filled batch, handed over at disarm) is counted as late, not as a gap, and
+# the gap that spans it is taken as one.
+GAP_WINDOW = 4096
 
 # The fields the consumer reads, and the memoryview format of their C type.
 _FIELDS = {"arrival_ns": "Q", "send_ns": "Q", "seq": "I", "run_id": "H", "cpu": "I"}
@@ -109,7 +117,6 @@ class Features:
         self.seq_beyond_bitmap = 0
         self.first_arrival = None
         self.last_arrival = None
-        self.prev_arrival = None
         per_run = min(expected_packets // 8 + 1, BITMAP_MAX_BYTES // self.measured)
         self.bitmap_bits = per_run * 8
         self.bitmaps = [SeqSet() for _ in range(self.measured)]
@@ -118,7 +125,9 @@ class Features:
         self.run_duplicates = [0] * self.measured
         self.latency = Histogram()
         self.gap = Histogram()
-        self.gap_negative = 0
+        self.gap_late = 0
+        self._gap_pending = []       # arrival times not yet in the gap histogram
+        self._gap_last = None        # the latest arrival time whose gap was taken
         self.per_cpu = {}
         self.features_path = features_path
         self._file = None
@@ -209,18 +218,10 @@ class Features:
             raw = buf
         m = len(arrivals)
         self.measured_received += m
-        # Gaps between consecutive measured records, in reading order.
-        prev = self.prev_arrival
-        gaps = list(map(sub, arrivals[1:], arrivals))
-        if prev is not None:
-            gaps.insert(0, arrivals[0] - prev)
-        self.prev_arrival = arrivals[-1]
-        if gaps:
-            if min(gaps) < 0:
-                pos = [g for g in gaps if g >= 0]
-                self.gap_negative += len(gaps) - len(pos)
-                gaps = pos
-            self.gap.record_many(gaps)
+        pending = self._gap_pending
+        pending += arrivals
+        if len(pending) >= 2 * GAP_WINDOW:
+            self._take_gaps(len(pending) - GAP_WINDOW)
         self.latency.record_many(list(map(sub, arrivals, sends)))
         lo, hi = min(arrivals), max(arrivals)
         if self.first_arrival is None or lo < self.first_arrival:
@@ -244,6 +245,22 @@ class Features:
                 self._seqs(s, sel)
         if self._file is not None and self.file_error is None:
             self._write(raw, m)
+
+    def _take_gaps(self, n):
+        """The gaps of the n earliest pending arrival times (all of them: n None)."""
+        pending = self._gap_pending
+        pending.sort()   # sorted runs (the window, each batch): a merge
+        last = self._gap_last
+        late = 0 if last is None else bisect.bisect_left(pending, last)
+        self.gap_late += late
+        take = pending[late:] if n is None else pending[late:max(n, late)]
+        self._gap_pending = [] if n is None else pending[max(n, late):]
+        if not take:
+            return
+        if last is not None:
+            take.insert(0, last)
+        self.gap.record_many(list(map(sub, take[1:], take)))
+        self._gap_last = take[-1]
 
     def _seqs(self, slot, seqs):
         """Duplicate check of one run's seqs: a run of consecutive seqs (the usual
@@ -308,10 +325,13 @@ class Features:
         lat["method"] = ("arrival_ns - send_ns per record of the session's measured run ids "
                          "(duplicates included; negative values, e.g. from two hosts' clocks, "
                          "are counted in out_of_range); " + DESCRIPTION)
+        self._take_gaps(None)
         gap = self.gap.summary(percentiles=(50, 99))
-        gap["negative"] = self.gap_negative
+        gap["late"] = self.gap_late
         gap["method"] = ("arrival_ns difference of consecutive records of the measured run ids "
-                         "in the order the consumer read them; " + DESCRIPTION)
+                         "in arrival order (sorted over the latest %d; a record read after that "
+                         "many later arrivals is counted in late, and the gap that spans it is "
+                         "taken as one); " % GAP_WINDOW + DESCRIPTION)
         by_run = {}
         for i in range(self.run_ids):
             if i < self.measured:
