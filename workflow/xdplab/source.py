@@ -77,10 +77,16 @@ def connect(source: dict, timeout_s: float = 5.0):
     if known_hosts:
         conn.client.load_host_keys(known_hosts)
         conn.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    # SSH's small messages (key exchange, login, channel open, exec, exit status) otherwise
+    # wait on Nagle's algorithm against the peer's delayed ACK: connecting took 63 ms
+    # instead of 20, and each channel opened 40 ms more (measured here).  The socket is
+    # ours unless ~/.ssh/config routes the host through a gateway (host and port are as
+    # ~/.ssh/config resolves them).
+    if conn.gateway is None:
+        sock = socket.create_connection((conn.host, conn.port), timeout=timeout_s)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn.connect_kwargs["sock"] = sock
     conn.open()
-    # SSH's small messages (channel open, exec, exit status) otherwise wait on Nagle's
-    # algorithm against the peer's delayed ACK: ~40 ms per channel opened (measured here).
-    conn.client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return conn
 
 

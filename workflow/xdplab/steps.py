@@ -154,7 +154,7 @@ def run_step(sm, fn) -> None:
     unexpected = None
     try:
         fn(sm, log)
-        return
+        _leave(log)
     except Interrupted as e:
         reason, status = f"interrupted by {e}", 130
     except (StepError, AgentError, source.SourceError) as e:
@@ -176,6 +176,18 @@ def run_step(sm, fn) -> None:
     if unexpected is not None:
         raise unexpected
     sys.exit(status)
+
+
+def _leave(log: "Log") -> None:
+    """A step that succeeded has written and closed its outputs: its process ends here,
+    without the interpreter's teardown (10 to 100 ms with numpy, pyarrow or matplotlib
+    loaded, once per job: about 0.1 s per trial of a sweep).  Only the log and the
+    standard streams are still open: flushed first."""
+    log.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def record_failure(sm, reason: str, cleanup: list[str], log: "Log") -> None:
