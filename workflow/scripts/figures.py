@@ -1,6 +1,6 @@
 """Rule figures: the experiment's summary figure, the figures over the grid (mean and 95 %
-CI per point), and each trial's time series; each as SVG for papers and PNG for a quick
-look.  One job for all of them (matplotlib is imported once)."""
+CI per point), each as SVG for papers and PNG for a quick look, and each trial's time
+series (SVG).  One job for all of them (matplotlib is imported once)."""
 import sys
 from pathlib import Path
 
@@ -13,10 +13,10 @@ def draw(sm, log):
     grid = {name: [sm.output[f"{name}_svg"], sm.output[f"{name}_png"]] for name in figures.FIGURES}
     figures.plot_figures(sm.input.csv, grid, sm.params.experiment)
     log("wrote " + ", ".join([sm.output.svg, sm.output.png] + [p for ps in grid.values() for p in ps]))
-    for csv, svg, png in zip(sm.input.timeseries, sm.output.timeseries_svg, sm.output.timeseries_png):
+    for csv, svg in zip(sm.input.timeseries, sm.output.timeseries_svg):
         trial = str(Path(csv).parent)
-        figures.plot_timeseries(csv, [svg, png], f"xdplab trial {trial.split('/trials/', 1)[-1]}")
-    log(f"wrote the time series of {len(sm.input.timeseries)} trial(s) (timeseries.svg, .png)")
+        figures.plot_timeseries(csv, [svg], f"xdplab trial {trial.split('/trials/', 1)[-1]}")
+    log(f"wrote the time series of {len(sm.input.timeseries)} trial(s) (timeseries.svg)")
 
 
 steps.run_step(snakemake, draw)
