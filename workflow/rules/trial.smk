@@ -13,16 +13,15 @@ rule arm_collector:
     output:
         arm=f"{TRIAL}/arm.json",
     params:
-        trial=trial_of,
-        settings=settings_of,
+        job=step_job("arm_collector", trial=trial_of, settings=settings_of),
         code=TRIAL_CODE,
     resources:
         testbed=1,
     priority: run_priority(10)
     log:
         trial_log("arm_collector"),
-    script:
-        "../scripts/arm_collector.py"
+    shell:
+        STEP_COMMAND
 
 
 rule launch_generator:
@@ -32,15 +31,14 @@ rule launch_generator:
     output:
         generator=f"{TRIAL}/generator.json",
     params:
-        trial=trial_of,
-        settings=settings_of,
+        job=step_job("launch_generator", trial=trial_of, settings=settings_of),
     resources:
         testbed=1,
     priority: run_priority(11)
     log:
         trial_log("launch_generator"),
-    script:
-        "../scripts/launch_generator.py"
+    shell:
+        STEP_COMMAND
 
 
 rule verify_capture:
@@ -53,15 +51,14 @@ rule verify_capture:
         # beside it unless keep_pcap=false; they are not outputs, so that they may go.
         capture=f"{TRIAL}/capture.json",
     params:
-        trial=trial_of,
-        settings=settings_of,
+        job=step_job("verify_capture", trial=trial_of, settings=settings_of),
     resources:
         testbed=1,
     priority: run_priority(12)
     log:
         trial_log("verify_capture"),
-    script:
-        "../scripts/verify_capture.py"
+    shell:
+        STEP_COMMAND
 
 
 rule gather_results:
@@ -76,12 +73,11 @@ rule gather_results:
         # beside it and not an output: keep_features=false writes none)
         timeseries=f"{TRIAL}/timeseries.csv",
     params:
-        trial=trial_of,
-        settings=settings_of,
+        job=step_job("gather_results", trial=trial_of, settings=settings_of),
     resources:
         testbed=1,
     priority: run_priority(13)
     log:
         trial_log("gather_results"),
-    script:
-        "../scripts/gather_results.py"
+    shell:
+        STEP_COMMAND
