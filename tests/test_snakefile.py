@@ -63,24 +63,3 @@ def test_partial_trials_are_discarded_only_by_runs_that_execute_jobs(workflow_co
     for args in (["-n", "--cores", "1"], ["--lint"]):
         snakemake(workflow_copy, *args)
         assert (partial / "arm.json").exists(), args
-
-
-def test_the_steps_run_from_a_command_that_names_no_path(workflow_copy):
-    """The trial steps are shell rules; Snakemake reruns a job whose command changed, so the
-    command must not name where the repository lies (a moved copy reruns nothing)."""
-    run = snakemake(workflow_copy, "-n", "-p", "--cores", "1", "--config", "target_pps=1000", "duration_s=1")
-    assert run.returncode == 0, run.stderr
-    commands = [line for line in (run.stdout + run.stderr).splitlines() if "$XDPLAB_STEP_SCRIPT" in line]
-    assert len(commands) == 6, commands   # the build's check and the trial's check + 4 steps
-    assert not any(str(workflow_copy) in c or "/.venv/" in c for c in commands), commands
-
-
-def test_a_step_sees_its_job_as_a_script_would():
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-    from xdplab import stepjob
-
-    sm = stepjob.job("l.log", '{"step": "arm_collector", "input": {"build": [], "connectivity": "c.json"}, '
-                     '"output": {"arm": "a.json"}, "params": {"trial": {"run_id": 3}, "settings": {}}}')
-    assert sm.rule == "arm_collector" and sm.log[0] == "l.log"
-    assert sm.input.build == [] and sm.input.connectivity == "c.json" and list(sm.input) == [[], "c.json"]
-    assert sm.output.arm == sm.output[0] == "a.json" and sm.params.trial == {"run_id": 3}

@@ -1,7 +1,6 @@
 # Validated configuration, the list of trials, and paths shared by the rules.
 
 import hashlib
-import json
 import re
 import sys
 from pathlib import Path
@@ -95,34 +94,6 @@ def trial_log(step):
     return TRIAL_LOG.replace("{step}", step)
 
 
-# The steps run once per trial are `shell:` rules running workflow/scripts/step.py with
-# the job as JSON (xdplab/stepjob.py: a `script:` job loads Snakemake first, ~40 ms
-# more per job).  step_job(name=value or function of the wildcards, ...) is their
-# `params: job=`, so that a changed setting still reruns what it affects.
-# The interpreter and the script are named through the environment (housekeeping), so
-# that the command, which Snakemake compares with the last run's to decide reruns, stays
-# the same wherever the repository lies.
-housekeeping.export_step_command(sys.executable, Path(workflow.basedir, "workflow", "scripts", "step.py"))
-STEP_COMMAND = housekeeping.STEP_COMMAND
-
-
-def step_job(step, **params):
-    def job(wildcards, input, output):
-        return json.dumps({
-            "step": step,
-            "input": {name: _plain(value) for name, value in input.items()},
-            "output": {name: _plain(value) for name, value in output.items()},
-            "params": {name: value(wildcards) if callable(value) else value for name, value in params.items()},
-        }, sort_keys=True)
-
-    return job
-
-
-def _plain(value):
-    """A named input or output as JSON: a path, or a list of paths."""
-    return str(value) if isinstance(value, str) else [str(v) for v in value]
-
-
 def code_digest(paths):
     """sha256 over the code that decides a trial's numbers: a change reruns the trial.
     A directory stands for the .py files in it."""
@@ -137,9 +108,8 @@ def code_digest(paths):
 
 
 TRIAL_CODE = code_digest(
-    ["workflow/scripts/step.py"]
-    + [f"workflow/xdplab/{m}.py" for m in ("steps", "stepjob", "generator", "pcapcheck", "accounting", "source",
-                                            "agentclient")]
+    [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
+    + [f"workflow/xdplab/{m}.py" for m in ("steps", "generator", "pcapcheck", "accounting", "source", "agentclient")]
     + ["workflow/xdplab/agent"]
 )
 

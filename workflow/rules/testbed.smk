@@ -13,21 +13,18 @@ rule check_connectivity:
     output:
         connectivity=temp("{stage}/connectivity.json"),
     params:
-        job=step_job(
-            "check_connectivity",
-            testbed=TESTBED_SETTINGS,
-            # each host's environment, recorded at an invocation's first check (for archives)
-            environment=f"results/build/{TESTBED_ID}/environment.json",
-            # what the invocation's first check found of the sources (the later checks reuse it)
-            sources=f"results/build/{TESTBED_ID}/sources_checked.json",
-        ),
+        testbed=TESTBED_SETTINGS,
+        # each host's environment, recorded at an invocation's first check (for archives)
+        environment=f"results/build/{TESTBED_ID}/environment.json",
+        # what the invocation's first check found of the sources (the later checks reuse it)
+        sources=f"results/build/{TESTBED_ID}/sources_checked.json",
     resources:
         testbed=1,
     priority: stage_priority
     log:
         "{stage}/logs/check_connectivity.log",
-    shell:
-        STEP_COMMAND
+    script:
+        "../scripts/check_connectivity.py"
 
 
 # What happens around the rules, at the start and at the end of a run.

@@ -13,15 +13,16 @@ rule arm_collector:
     output:
         arm=f"{TRIAL}/arm.json",
     params:
-        job=step_job("arm_collector", trial=trial_of, settings=settings_of),
+        trial=trial_of,
+        settings=settings_of,
         code=TRIAL_CODE,
     resources:
         testbed=1,
     priority: run_priority(10)
     log:
         trial_log("arm_collector"),
-    shell:
-        STEP_COMMAND
+    script:
+        "../scripts/arm_collector.py"
 
 
 rule launch_generator:
@@ -31,14 +32,15 @@ rule launch_generator:
     output:
         generator=f"{TRIAL}/generator.json",
     params:
-        job=step_job("launch_generator", trial=trial_of, settings=settings_of),
+        trial=trial_of,
+        settings=settings_of,
     resources:
         testbed=1,
     priority: run_priority(11)
     log:
         trial_log("launch_generator"),
-    shell:
-        STEP_COMMAND
+    script:
+        "../scripts/launch_generator.py"
 
 
 rule verify_capture:
@@ -51,14 +53,15 @@ rule verify_capture:
         # beside it unless keep_pcap=false; they are not outputs, so that they may go.
         capture=f"{TRIAL}/capture.json",
     params:
-        job=step_job("verify_capture", trial=trial_of, settings=settings_of),
+        trial=trial_of,
+        settings=settings_of,
     resources:
         testbed=1,
     priority: run_priority(12)
     log:
         trial_log("verify_capture"),
-    shell:
-        STEP_COMMAND
+    script:
+        "../scripts/verify_capture.py"
 
 
 rule gather_results:
@@ -73,11 +76,12 @@ rule gather_results:
         # beside it and not an output: keep_features=false writes none)
         timeseries=f"{TRIAL}/timeseries.csv",
     params:
-        job=step_job("gather_results", trial=trial_of, settings=settings_of),
+        trial=trial_of,
+        settings=settings_of,
     resources:
         testbed=1,
     priority: run_priority(13)
     log:
         trial_log("gather_results"),
-    shell:
-        STEP_COMMAND
+    script:
+        "../scripts/gather_results.py"

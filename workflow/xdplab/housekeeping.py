@@ -23,21 +23,8 @@ CAPTURE_GLOB = "capture*.pcap"   # capture.pcap, or capture-<if>.pcap per DUT in
 # that made them (the next one may find the testbed torn down).
 TESTBED_RECORDS = ("testbed.json", "connectivity.json")
 FAILED_FILE = "failed.json"   # steps.FAILED_FILE: why the trial's last attempt failed
-# Step scripts run by Snakemake: `python <workdir>/.snakemake/scripts/tmpXXXX.<name>.py`
-# (script: rules), `python <repo>/workflow/scripts/step.py <log> <job>` (the steps run once
-# per trial, STEP_COMMAND).
-STEP_SCRIPT_MARKS = ("/.snakemake/scripts/", "/workflow/scripts/step.py ")
-
-
-# How the steps run once per trial are started (common.smk, step_job; xdplab/stepjob.py):
-# the interpreter and the script from the environment, the log and the job as arguments.
-STEP_COMMAND = '"$XDPLAB_PYTHON" "$XDPLAB_STEP_SCRIPT" {log:q} {params.job:q}'
-
-
-def export_step_command(python: str, script: Path) -> None:
-    """Name the interpreter and step.py for STEP_COMMAND, in the environment the jobs inherit."""
-    os.environ["XDPLAB_PYTHON"] = python
-    os.environ["XDPLAB_STEP_SCRIPT"] = str(script)
+# Step scripts run by Snakemake: `python <workdir>/.snakemake/scripts/tmpXXXX.<name>.py`.
+STEP_SCRIPT_MARK = "/.snakemake/scripts/"
 
 
 def another_invocation_running(workdir: Path) -> bool:
@@ -142,7 +129,7 @@ def _running_steps() -> list[int]:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if any(mark in cmd for mark in STEP_SCRIPT_MARKS):
+        if STEP_SCRIPT_MARK in cmd:
             found.append(pid)
         else:
             todo += _children(pid)

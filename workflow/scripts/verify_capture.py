@@ -1,0 +1,10 @@
+"""Rule verify_capture: stop tcpdump, fetch the capture, check it against the generator's sequence."""
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from xdplab import steps  # noqa: E402
+
+steps.run_step(snakemake, lambda sm, log: steps.verify_capture(
+    sm.params.trial, sm.params.settings, sm.input.arm, sm.input.generator, sm.input.connectivity,
+    sm.output.capture, log))
