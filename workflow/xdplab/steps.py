@@ -397,17 +397,26 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
 def _sources_checked(path: str | None, desc: dict) -> dict | None:
     """The invocation's full check of the sources (at `path`), if it was made by this
     invocation (its plan, progress.PLAN_FILE) on this testbed; else None."""
-    if not path:
+    started = _invocation_started()
+    if not path or not started:
         return None
     try:
-        started = json.loads(progress.PLAN_FILE.read_text()).get("started_unix_s")
         earlier = read_json(path)
     except (OSError, ValueError, StepError):
         return None
-    if not started or not isinstance(earlier, dict) or earlier.get("testbed") != desc \
+    if not isinstance(earlier, dict) or earlier.get("testbed") != desc \
             or (earlier.get("checked_unix_s") or 0) < started:
         return None
     return earlier
+
+
+def _invocation_started() -> float:
+    """When the running Snakemake invocation started (its plan, progress.PLAN_FILE); 0 if
+    unknown."""
+    try:
+        return json.loads(progress.PLAN_FILE.read_text()).get("started_unix_s") or 0
+    except (OSError, ValueError, AttributeError):
+        return 0
 
 
 def _sources_answer(desc: dict, earlier: dict, dut_ifaces: dict, problems: list, log: Log,
@@ -484,10 +493,7 @@ def record_environment(desc: dict, path: Path, log: Log) -> None:
 
 def record_environment_once(desc: dict, path: str, log: Log) -> None:
     """record_environment, at the first connectivity check of an invocation only."""
-    try:
-        started = json.loads(progress.PLAN_FILE.read_text()).get("started_unix_s") or 0
-    except (OSError, ValueError):
-        started = 0
+    started = _invocation_started()
     with contextlib.suppress(OSError):
         if Path(path).stat().st_mtime >= started:
             return
