@@ -6,14 +6,10 @@ import json
 import logging
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from .accounting import COLUMNS
-
-if TYPE_CHECKING:
-    import pandas as pd
-# pandas is imported where a table is built: the Snakefile imports this module for its
-# logging and the end-of-run table, and every Snakemake start would pay ~0.25 s for it.
 
 # The readable table: (column, heading with unit).
 TABLE = [
@@ -45,8 +41,6 @@ def _counts(col: str) -> bool:
 
 
 def load_rows(trial_paths) -> pd.DataFrame:
-    import pandas as pd
-
     rows = []
     for p in trial_paths:
         with open(p) as f:
@@ -62,7 +56,7 @@ SOURCE_LIMITED_MARK = "*"
 
 
 def _present(v) -> bool:
-    return not (v is None or (isinstance(v, float) and v != v) or v == "" or v == 0)
+    return not (v is None or (isinstance(v, float) and pd.isna(v)) or v == "" or v == 0)
 
 
 def markdown_table(df: pd.DataFrame) -> str:
@@ -74,7 +68,7 @@ def markdown_table(df: pd.DataFrame) -> str:
         cells = []
         for col, _ in columns:
             v = r[col]
-            if v is None or (isinstance(v, float) and v != v) or (col == "loss_where" and v == ""):
+            if v is None or (isinstance(v, float) and pd.isna(v)) or (col == "loss_where" and v == ""):
                 cells.append("n/a" if col != "loss_where" else "")
             elif isinstance(v, float):
                 cells.append(f"{v:.3f}" if col == "rate_error_pct" else f"{v:g}")
