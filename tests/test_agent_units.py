@@ -13,12 +13,15 @@ import re
 import threading
 import tracemalloc
 import types
+from email.message import Message
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from xdplab.agent import api, bpfsrc, features, hist, metrics, service, session
+from xdplab.agent import TOKEN_HEADER, api, bpfsrc, features, hist, metrics, service, session
 from xdplab.agent.capture import PcapCounter, capture_filter
+from xdplab.agent.server import Handler
 
 REPO = Path(__file__).resolve().parents[1]
 HEADER = (REPO / "bpf" / "xdplab.h").read_text()
@@ -319,13 +322,66 @@ def test_metrics_text():
                                                  "xdp": {k: 1 for k in metrics.XDP_HELP},
                                                  "records": 4}}}}
     text = metrics.render(state, "xdplab-agent/2")
-    assert 'xdplab_xdp_matched_total{session="s1",interface="eth1"} 1' in text
-    assert 'xdplab_nic_rx_packets_total{session="s1",interface="eth1"} 9' in text
-    assert 'trial="a\\"b"' in text and "xdplab_agent_sessions_armed_total 3" in text
+    assert 'xdplab_xdp_matched_total{interface="eth1"} 1' in text
+    assert 'xdplab_nic_rx_packets_total{interface="eth1"} 9' in text
+    assert 'xdplab_session_info{session="s1",trial="a\\"b",state="armed"} 1' in text
+    assert "xdplab_agent_sessions_armed_total 3" in text and "xdplab_session_armed 1" in text
     for line in text.splitlines():
         assert line.startswith("#") or re.match(r'^[a-z_]+(\{.*\})? -?\d+(\.\d+)?$', line), line
     idle = metrics.render(dict(state, session=None), "x")
     assert "xdplab_session_armed 0" in idle and "xdplab_xdp_" not in idle
+    assert "xdplab_session_info" not in idle
+    check_exposition(text)
+    check_exposition(idle)
+
+
+def check_exposition(text):
+    """Parsed as Prometheus parses a scrape: every family typed, no label that
+    clashes with the target's own `instance`, no per-session label on a counter."""
+    families = list(text_string_to_metric_families(text))
+    assert families
+    for f in families:
+        assert f.type in ("counter", "gauge"), (f.name, f.type)
+        for s in f.samples:
+            assert "instance" not in s.labels, s
+            if f.type == "counter":
+                assert set(s.labels) <= {"interface"}, s
+    return {f.name: f for f in families}
+
+
+def test_metrics_parse_as_prometheus_does():
+    state = {"instance": "abc", "started_monotonic_ns": 1, "sessions_armed_total": 1,
+             "programs_loaded": [],
+             "session": {"id": "s2", "trial": "pps~10/size~18", "state": "capture_stopped",
+                         "interfaces": {n: {"nic": {"rx_packets": 5}, "records": None,
+                                            "xdp": {k: 2 for k in metrics.XDP_HELP}}
+                                        for n in ("eth1", "eth2")}}}
+    fams = check_exposition(metrics.render(state, "a/2"))
+    assert [s.labels for s in fams["xdplab_agent_info"].samples] == [
+        {"agent": "a/2", "agent_instance": "abc"}]
+    assert [s.labels for s in fams["xdplab_session_info"].samples] == [
+        {"session": "s2", "trial": "pps~10/size~18", "state": "capture_stopped"}]
+    assert fams["xdplab_xdp_matched"].type == "counter"
+    assert {s.labels["interface"]: s.value for s in fams["xdplab_xdp_matched"].samples} == {
+        "eth1": 2, "eth2": 2}
+    assert "xdplab_features_received" not in fams     # collector off: no records counted
+
+
+def test_token_in_either_header_compared_in_constant_time():
+    def state(**headers):
+        h = Handler.__new__(Handler)
+        h.headers = Message()
+        for k, v in headers.items():
+            h.headers[k] = v
+        return h._token_state(types.SimpleNamespace(token="t" * 16))
+    assert state() is None
+    assert state(**{TOKEN_HEADER: "t" * 16}) is True
+    assert state(Authorization="Bearer " + "t" * 16) is True
+    assert state(Authorization="bearer  " + "t" * 16) is True
+    assert state(Authorization="Bearer wrong") is False
+    assert state(Authorization="Basic " + "t" * 16) is False
+    assert state(Authorization="Bearer") is False
+    assert state(**{TOKEN_HEADER: "t" * 16, "Authorization": "Bearer wrong"}) is False
 
 
 # --- service bookkeeping --------------------------------------------------------------------------

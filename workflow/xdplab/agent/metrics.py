@@ -1,6 +1,12 @@
 """GET /metrics: the agent's state and the armed session's counters so far, in
 the Prometheus text exposition format (version 0.0.4).  Pure: takes what
-Agent.state() returns."""
+Agent.state() returns.
+
+Labels fit a Prometheus scrape: none is named `instance` (Prometheus adds its
+own), and counters carry `interface` only, so a sweep's trials continue the same
+series (each arm restarts them at 0, which Prometheus reads as a counter reset)
+instead of making new ones per session; the session's id and trial are labels of
+one info gauge, `xdplab_session_info`."""
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 XDP_HELP = {
@@ -30,24 +36,25 @@ def render(state, agent_name):
             lines.append("%s%s %s" % (name, "{%s}" % lab if lab else "", value))
 
     metric("xdplab_agent_info", "gauge", "the agent's identity",
-           [({"agent": agent_name, "instance": state["instance"]}, 1)])
+           [({"agent": agent_name, "agent_instance": state["instance"]}, 1)])
     metric("xdplab_agent_sessions_armed_total", "counter", "sessions armed since start",
            [({}, state["sessions_armed_total"])])
     metric("xdplab_agent_programs_loaded", "gauge", "compiled collector instances kept loaded",
            [({}, sum(p["instances"] for p in state["programs_loaded"]))])
     s = state["session"]
-    metric("xdplab_session_armed", "gauge", "1 while a session is armed",
-           [({"session": s["id"], "trial": s["trial"], "state": s["state"]}, 1)] if s
-           else [({}, 0)])
+    metric("xdplab_session_armed", "gauge", "1 while a session is armed", [({}, 1 if s else 0)])
+    if s:
+        metric("xdplab_session_info", "gauge", "the armed session (its counters are below)",
+               [({"session": s["id"], "trial": s["trial"], "state": s["state"]}, 1)])
     if s:
         ifaces = s["interfaces"]
         for key, help_ in XDP_HELP.items():
-            samples = [({"session": s["id"], "interface": n}, v["xdp"][key])
+            samples = [({"interface": n}, v["xdp"][key])
                        for n, v in ifaces.items() if v["xdp"] is not None]
             if samples:
                 metric("xdplab_xdp_%s_total" % key, "counter",
                        help_ + ", since the session was armed", samples)
-        samples = [({"session": s["id"], "interface": n}, v["records"])
+        samples = [({"interface": n}, v["records"])
                    for n, v in ifaces.items() if v["records"] is not None]
         if samples:
             metric("xdplab_features_received_total", "counter",
@@ -56,6 +63,6 @@ def render(state, agent_name):
         for k in names:
             metric("xdplab_nic_%s_total" % k, "counter",
                    "/sys/class/net/<if>/statistics/%s since the session was armed" % k,
-                   [({"session": s["id"], "interface": n}, v["nic"][k])
+                   [({"interface": n}, v["nic"][k])
                     for n, v in ifaces.items() if k in v["nic"]])
     return "\n".join(lines) + "\n"

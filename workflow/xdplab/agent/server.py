@@ -74,11 +74,21 @@ class Handler(BaseHTTPRequestHandler):
         return self.rfile.read(n)
 
     def _token_state(self, agent):
-        """None (no header), True (right) or False (wrong); constant-time compare."""
-        token = self.headers.get(TOKEN_HEADER)
-        if token is None:
+        """None (no header), True (right) or False (wrong); constant-time compare.
+        The token comes in TOKEN_HEADER or, as Prometheus sends it (its scrape
+        setting `authorization:`), in `Authorization: Bearer <token>`; when both
+        are sent, both must be right.  Another Authorization scheme is wrong."""
+        token, auth = self.headers.get(TOKEN_HEADER), self.headers.get("Authorization")
+        tokens = [] if token is None else [token]
+        if auth is not None:
+            scheme, _, bearer = auth.strip().partition(" ")
+            tokens.append(bearer.strip() if scheme.lower() == "bearer" else None)
+        if not tokens:
             return None
-        return hmac.compare_digest(token.encode("utf-8", "replace"), agent.token.encode())
+        right = [t is not None and hmac.compare_digest(t.encode("utf-8", "replace"),
+                                                        agent.token.encode())
+                 for t in tokens]
+        return all(right)
 
     def _dispatch(self, method):
         agent = self.server.agent
