@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Machine setup for xdplab (called by `make setup`), idempotent: installs the
-# Debian packages in envs/debian-packages.txt, makes kernel headers visible to
-# BCC, and builds the controller venv .venv/ from envs/controller.txt.
+# Machine setup for xdplab (called by `make setup`), idempotent: checks first
+# that /usr/bin/python3 is >= 3.11 (and warns unless Debian >= 12 or Ubuntu >=
+# 24.04), then installs the Debian packages in envs/debian-packages.txt, makes
+# kernel headers visible to BCC, and builds the controller venv .venv/ from
+# envs/controller.txt.
 # When everything is already there it prints nothing and takes well under a second.
 #
 # Overrides, meant for testing the headers logic without touching the real
 # /lib/modules: XDPLAB_KERNEL_RELEASE (default `uname -r`) and
-# XDPLAB_MODULES_DIR (default /lib/modules).
+# XDPLAB_MODULES_DIR (default /lib/modules); and for testing the checks of the
+# distribution and Python without another OS: XDPLAB_OS_RELEASE (default
+# /etc/os-release) and XDPLAB_SYSTEM_PYTHON (default /usr/bin/python3).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,12 +19,35 @@ REQUIREMENTS_FILE="$REPO/envs/controller.txt"
 LOCK_FILE="$REPO/envs/controller.lock"   # every resolved version, used as constraints
 VENV="$REPO/.venv"
 STAMP="$VENV/.xdplab-requirements.sha256"
-SYSTEM_PYTHON=/usr/bin/python3
+SYSTEM_PYTHON="${XDPLAB_SYSTEM_PYTHON:-/usr/bin/python3}"
+OS_RELEASE="${XDPLAB_OS_RELEASE:-/etc/os-release}"
 KREL="${XDPLAB_KERNEL_RELEASE:-$(uname -r)}"
 MODULES_DIR="${XDPLAB_MODULES_DIR:-/lib/modules}"
 
 say() { echo "setup: $*"; }
 die() { echo "setup: error: $*" >&2; exit 1; }
+version_at_least() { printf '%s\n' "$2" "$1" | sort -V -C; }  # $1 >= $2
+
+# --- 0. what this machine is, before anything is installed -----------------------
+SUPPORTED="Debian 12 or later, Ubuntu 24.04 or later"
+os_id="" os_version="" os_name="an unknown system (no $OS_RELEASE)"
+if [ -r "$OS_RELEASE" ]; then
+    os_id="$(. "$OS_RELEASE"; echo "${ID:-}")"
+    os_version="$(. "$OS_RELEASE"; echo "${VERSION_ID:-}")"
+    os_name="$(. "$OS_RELEASE"; echo "${PRETTY_NAME:-${ID:-unknown} ${VERSION_ID:-}}")"
+fi
+case "$os_id" in
+    debian) version_at_least "${os_version:-0}" 12 && known=1 || known=0 ;;
+    ubuntu) version_at_least "${os_version:-0}" 24.04 && known=1 || known=0 ;;
+    *) known=0 ;;
+esac
+[ "$known" -eq 1 ] || echo "setup: warning: this is $os_name; xdplab is known to work on $SUPPORTED (trying anyway)" >&2
+# The pins of envs/controller.txt need Python >= 3.11, and .venv must be made from
+# the distribution's own python3: BCC (python3-bpfcc) is built for that one.
+py_version="$("$SYSTEM_PYTHON" -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])' 2>/dev/null)" \
+    || die "$SYSTEM_PYTHON does not run; xdplab needs the distribution's python3 >= 3.11 ($SUPPORTED have it): apt-get install python3"
+version_at_least "$py_version" 3.11 \
+    || die "$SYSTEM_PYTHON is Python $py_version; the controller's pinned packages (envs/controller.txt) need Python >= 3.11 from the distribution itself (BCC's python3-bpfcc is built for it), which $SUPPORTED have: upgrade $os_name, or run xdplab on one of these"
 
 [ "$(id -u)" -eq 0 ] || die "must run as root (it installs Debian packages and kernel headers); try: sudo make setup"
 command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1 \
@@ -92,9 +119,9 @@ link_headers() {  # $1: arch headers dir, $2: common dir (may be empty)
 }
 generic_headers_package() {
     local id="" id_like="" arch
-    if [ -r /etc/os-release ]; then
-        id="$(. /etc/os-release; echo "${ID:-}")"
-        id_like="$(. /etc/os-release; echo "${ID_LIKE:-}")"
+    if [ -r "$OS_RELEASE" ]; then
+        id="$(. "$OS_RELEASE"; echo "${ID:-}")"
+        id_like="$(. "$OS_RELEASE"; echo "${ID_LIKE:-}")"
     fi
     arch="$(dpkg --print-architecture)"
     case " $id $id_like " in
