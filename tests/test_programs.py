@@ -4,8 +4,9 @@ frames built here (BPF_PROG_TEST_RUN through `bpftool prog run`; no testbed, no 
 
 The rules of drop_rule are set the way a loader sets `const volatile` globals: their values
 live in the object's .rodata section, which libbpf copies into the program's read-only map.
-Until the agent's loader is there, the test writes the values into .rodata of a copy of the
-object (found through the ELF symbol table) before `bpftool prog load`.
+The tests write the values into .rodata of a copy of the object (found through the ELF symbol
+table) before `bpftool prog load`, and, where this tree has it, set them again through the
+agent's own libbpf loader (workflow/xdplab/agent/bpfobject.py) as a trial does.
 """
 
 import json
@@ -262,3 +263,39 @@ def test_busy_pass_passes_and_costs_more_than_pass_all(objects, load, tmp_path):
                 "busy_more")
     assert more.run(frame)[0] == XDP_PASS
     assert ns_per_run(more) > 2 * ns_per_run(busy)
+
+
+# -- the same rules set through the agent's loader (libbpf), as a trial sets them ---------
+
+def _loader():
+    """The agent's libbpf loader, where this tree has it."""
+    try:
+        from xdplab.agent import bpfobject
+    except ImportError as e:
+        pytest.skip(f"no agent loader to set globals with ({e})")
+    return bpfobject
+
+
+def test_globals_are_what_the_headers_say(objects):
+    bpfobject = _loader()
+    expect = {"pass_all": {}, "drop_rule": {"drop_port": "u16", "drop_odd_seq": "u8"},
+              "tx_back": {"tx_port": "u16"}, "busy_pass": {"work_rounds": "u32"}}
+    for name, types in expect.items():
+        d = bpfobject.describe(objects[name])
+        assert {k: v["type"] for k, v in d["globals"].items()} == types, name
+        assert [p["type"] for p in d["programs"]] == ["xdp"], name
+
+
+def test_drop_rule_through_the_loader(objects):
+    bpfobject = _loader()
+    with bpfobject.BpfObject(objects["drop_rule"], globals={"drop_odd_seq": 1}) as obj:
+        fd = obj.prog_fd("xdp_drop_rule")
+        assert [bpfobject.test_run(fd, xdplab_frame(seq))[0] for seq in range(6)] == \
+            [XDP_PASS, XDP_DROP] * 3
+        assert bpfobject.test_run(fd, udp_frame(dport=12345))[0] == XDP_PASS
+    with bpfobject.BpfObject(objects["drop_rule"], globals={"drop_port": 12345}) as obj:
+        fd = obj.prog_fd("xdp_drop_rule")
+        assert bpfobject.test_run(fd, udp_frame(dport=12345))[0] == XDP_DROP
+        assert bpfobject.test_run(fd, xdplab_frame(1, dport=12345))[0] == XDP_DROP
+        assert bpfobject.test_run(fd, xdplab_frame(1, dport=9999))[0] == XDP_PASS
+        assert bpfobject.test_run(fd, arp_frame())[0] == XDP_PASS
