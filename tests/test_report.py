@@ -14,7 +14,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
-from xdplab import figures, progress, report, timeseries, trials  # noqa: E402
+from xdplab import figures, progress, report, stats, timeseries, trials  # noqa: E402
 from xdplab.accounting import COLUMNS  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
 
@@ -42,9 +42,10 @@ def fake_results(root: Path, raw_config: dict) -> dict:
         d = Path(trials.trial_dir(str(res), t["point"], t["rep"]))
         fake_trial(d, exp, t["settings"]["target_pps"], t["settings"]["packet_size"], t["rep"])
         paths.append(d / "trial.json")
-    report.write_summary(paths, str(res / "summary.csv"), str(res / "summary.md"), exp,
-                         html_out=str(res / "summary.html"), config_out=str(res / "config.yaml"),
-                         settings=s)
+    df = report.write_summary(paths, str(res / "summary.csv"), str(res / "summary.md"), exp,
+                              html_out=str(res / "summary.html"), config_out=str(res / "config.yaml"),
+                              settings=s)
+    stats.write_points(df, *(str(res / f"points.{x}") for x in ("csv", "md", "tex")))
     figures.plot_summary(str(res / "summary.csv"), [str(res / "summary.svg"), str(res / "summary.png")], exp)
     (res / "figures").mkdir(exist_ok=True)
     figures.plot_figures(str(res / "summary.csv"),
@@ -99,13 +100,20 @@ def test_the_report_holds_the_table_the_configuration_and_the_experiment(workflo
     assert run.returncode == 0, run.stderr[-3000:]
     html = (workflow_copy / "report.html").read_text()
     files = embedded(html)
-    assert {"summary.html", "summary.csv", "config.yaml", "summary.svg"} <= set(files), set(files)
+    assert {"summary.html", "summary.csv", "config.yaml", "summary.svg", "points.csv"} <= set(files), set(files)
+    assert files["points.csv"].startswith("target_pps,packet_size,")
+    assert "achieved_pps_ci95_lo" in files["points.csv"]
     assert "night_sweep" in files["summary.html"] and "offered pps" in files["summary.html"]
     assert yaml.safe_load(files["config.yaml"])["repeats"] == 2
     assert "Experiment night_sweep" in html          # the category
     assert "xdplab experiment" in html               # the report's own description
     # The configuration's caption lists the values as run.
     assert "duration_s" in html and "xdp_mode" in html
+    # Every caption renders cleanly: docutils puts its warnings and errors into the page.
+    for sign in ("System Message", "WARNING/2", "ERROR/3", "SEVERE/4", "system-message",
+                 "Unknown interpreted text", "Inline literal start-string without end-string"):
+        assert sign not in html, html[max(0, html.find(sign) - 500):html.find(sign) + 500]
+    assert "Time series of the trial this entry" in html
 
 
 def test_trial_banner():

@@ -25,7 +25,7 @@ rule aggregate:
         ifaces=f"{RESULTS}/ifaces.csv",
         html=report(f"{RESULTS}/summary.html", caption="../report/summary_table.rst", category=REPORT_CATEGORY, subcategory="Summary table"),
         config=report(f"{RESULTS}/config.yaml", caption="../report/config.rst", category=REPORT_CATEGORY, subcategory="Configuration as run"),
-        points=f"{RESULTS}/points.csv",
+        points=report(f"{RESULTS}/points.csv", caption="../report/points_csv.rst", category=REPORT_CATEGORY, subcategory="Means with confidence intervals"),
         points_md=f"{RESULTS}/points.md",
         points_tex=f"{RESULTS}/points.tex",
     params:
