@@ -21,8 +21,12 @@ standard library and libbpf1 (1.1.2) only.
 A global's "type" is "u8".."u64", "s8".."s64", "bool", "char" or "enum" (the
 settable ones), else "array", "struct", "union", "pointer", "float" or "other".
 ObjectError is bad input and names the thing; LoadError (a kind of ObjectError)
-is the kernel's refusal, with the verifier log.  libbpf's messages never reach
-the agent's stderr while this module calls it: they are kept in the returned log.
+is the kernel's refusal, with the verifier log (on a kernel without BPF
+trampolines, fentry/fexit are refused with EPERM before any verifying: measured
+on the 6.18 development VM, where tp_btf and iter programs load; LoadError then
+says so).  prog_info, prog_fd_by_id and test_run let the syscall's OSError through.
+libbpf's messages never reach the agent's stderr while this module calls it:
+they are kept in the returned log.
 """
 
 import ctypes as ct
@@ -474,7 +478,11 @@ class BpfObject:
                     lib.bpf_program__set_autoload(p, False)
         for name, target in attach_targets.items():
             p = self._program(name)
-            target_fd, func = target
+            try:
+                target_fd, func = int(target[0]), str(target[1])
+            except (TypeError, ValueError, IndexError):
+                raise ObjectError("attach target of program %r must be (target program fd, "
+                                  "function name), not %r" % (name, target)) from None
             with _Capture(lib) as cap:
                 err = lib.bpf_program__set_attach_target(p, int(target_fd), func.encode())
             self.log += cap.text
@@ -526,6 +534,15 @@ class BpfObject:
                 prog = line.split("'")[1] if line.count("'") >= 2 else None
                 break
         what = "program %r of %s" % (prog, self.path) if prog else self.path
+        if err == errno.EPERM and prog in self._progs and "BEGIN PROG LOAD LOG" not in log:
+            # As root, EPERM with no verifier log is the kernel refusing this kind of
+            # program as a whole (libbpf's own hint, RLIMIT_MEMLOCK, is long obsolete):
+            # seen with fentry/fexit/fmod_ret/lsm, where BPF trampolines are unavailable.
+            kind = _type_str(self._lib.libbpf_bpf_attach_type_str,
+                             self._lib.bpf_program__expected_attach_type(self._progs[prog]))
+            raise LoadError("the kernel refused to load %s (Operation not permitted) before "
+                            "verifying it: this kernel does not allow %s programs here"
+                            % (what, kind), log, err)
         tail = _verifier_tail(log)
         raise LoadError("the kernel refused to load %s (%s)%s" % (
             what, os.strerror(err), "; the log ends:\n" + tail if tail else ""), log, err)
@@ -590,6 +607,12 @@ class BpfObject:
 
 
 def _info(fd, info):
+    try:
+        kind = os.readlink("/proc/self/fd/%d" % fd)
+    except OSError as e:
+        raise ObjectError("fd %d: %s" % (fd, e.strerror)) from None
+    if kind != "anon_inode:bpf-prog":     # maps, links and BTF answer with other structs
+        raise ObjectError("fd %d is not a BPF program (%s)" % (fd, kind))
     _sys_bpf(BPF_OBJ_GET_INFO_BY_FD_CMD, _InfoAttr(bpf_fd=fd, info_len=ct.sizeof(info),
                                                   info=ct.addressof(info)))
     return info
