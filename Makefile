@@ -1,6 +1,6 @@
 # xdplab: `make setup` prepares the machine, `make run` measures, `make test` checks.
 #
-# Any configuration key (config/config.yaml, README "Configuration") can be given as it
+# Any configuration key (config/config.yaml, docs/configuration.md) can be given as it
 # is written there:   make run target_pps=20000 duration_s=3
 #                     make run target_pps=1000,10000 packet_size=18,1458 repeats=3
 #                     make run 'target_pps=[1000, 10000]'      (a list with spaces: quote it)
@@ -33,7 +33,7 @@ MAKE_VARIABLES := CORES TARGET_PPS DURATION_S CONFIG SNAKEMAKE_ARGS VERBOSE PYTE
 GIVEN := $(strip $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 UNKNOWN := $(strip $(filter-out $(CONFIG_KEYS) $(MAKE_VARIABLES),$(GIVEN)))
 ifneq ($(UNKNOWN),)
-$(error xdplab: make does not know $(foreach v,$(UNKNOWN),'$(v)=$($(v))'); configuration keys: $(CONFIG_KEYS); make variables: $(MAKE_VARIABLES) (README.md, "Configuration"))
+$(error xdplab: make does not know $(foreach v,$(UNKNOWN),'$(v)=$($(v))'); configuration keys: $(CONFIG_KEYS); make variables: $(MAKE_VARIABLES) (docs/configuration.md))
 endif
 
 comma := ,
@@ -97,7 +97,7 @@ run: setup
 test: setup
 	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) -m pytest -v $(PYTEST_ARGS) tests
 
-# Figures, not pass/fail: benchmarks/results/<UTC date>.json and .md (README, "Benchmarks").
+# Figures, not pass/fail: benchmarks/results/<UTC date>.json and .md (benchmarks/README.md).
 bench: setup agent
 	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) benchmarks/run.py
 

@@ -1,7 +1,7 @@
 """make bench: run every benchmark on the embedded testbed, one after the other (each
 measures its own side-by-side comparisons within one run), and write
 benchmarks/results/<UTC date>.json with every figure and <UTC date>.md with the table
-the README shows.  Figures, never pass/fail.
+benchmarks/README.md shows.  Figures, never pass/fail.
 
     .venv/bin/python benchmarks/run.py [--skip generator,collector,workflow]
 """

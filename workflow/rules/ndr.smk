@@ -1,6 +1,6 @@
 # The zero-loss rate search (RFC 2544 throughput): `snakemake --cores 1 ndr --config ...`.
 # One search per payload size (and attach mode, collector, pattern); the logic is in
-# workflow/xdplab/ndr.py, the method in README.md, "Zero-loss rate search".
+# workflow/xdplab/ndr.py, the method in docs/ndr.md.
 #
 # Each step of a search is a checkpoint, results/<exp>/ndr/<search>/step~<k>.json: it reads
 # the previous step and the trial that step asked for, and decides the next trial (or ends

@@ -3,7 +3,7 @@
 Pure functions (no I/O).  Inputs are a trial's step records: the arm reply, the
 resolved sources (connectivity), each source's generator report, the capture
 verification, and the agent's results at disarm (one block per DUT interface).
-Outputs are one summary row per trial (the columns README.md documents), one row
+Outputs are one summary row per trial (the columns docs/method.md documents), one row
 per (trial, source) and per (trial, interface), and the accounting identities with
 both sides shown.  A side that does not match its other side is never hidden:
 each residual is reported, and their absolute sum is `unexplained`.

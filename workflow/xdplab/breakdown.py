@@ -3,7 +3,7 @@
 One row per (trial, source) and per (trial, interface), taken from each trial's
 trial.json (accounting.summarize wrote them there), so a lab with several source
 hosts or several DUT interfaces shows where each part of a trial's total came from.
-The same identities close on every row (README.md, "Result columns").
+The same identities close on every row (docs/method.md, "Result columns").
 """
 
 from __future__ import annotations

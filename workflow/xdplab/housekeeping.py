@@ -297,9 +297,9 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
     table = Path(results, "ndr.md" if searched else "summary.md")
     if not failed and table.exists():
         print("\n" + table.read_text())
-        print(f"Results: {results}/ndr.csv (one row per search; README.md, 'Zero-loss rate search')"
+        print(f"Results: {results}/ndr.csv (one row per search; method in docs/ndr.md)"
               if searched else
-              f"Results: {results}/summary.csv (one row per trial; columns explained in README.md)")
+              f"Results: {results}/summary.csv (one row per trial; columns explained in docs/method.md)")
     for line in source_limited(results):
         print(line)
 

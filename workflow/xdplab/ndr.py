@@ -263,7 +263,7 @@ def trial_point(base: dict, pps: int, duration_s: int) -> str:
 
 # -- tables ----------------------------------------------------------------------------
 
-# ndr.csv: one row per search.  Units in the names; the method in README.md, "Zero-loss rate search".
+# ndr.csv: one row per search.  Units in the names; the method in docs/ndr.md.
 COLUMNS = [
     "packet_size", "ndr_pps", "probes", "confirm_sent", "confirm_lost", "limited_by",
     "resolution_pct", "loss_threshold_pct", "confirm_loss_pct", "confirm_s", "confirmations",

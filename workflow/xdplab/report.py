@@ -105,8 +105,8 @@ def html_summary(df: pd.DataFrame, experiment: str) -> str:
             "td,th{padding:2px 8px;text-align:right;border-bottom:1px solid #ddd}</style>"
             f"</head><body>\n<h3>xdplab experiment <code>{experiment}</code>: {len(df)} trial(s)</h3>\n"
             f"{body}\n<p>lost = sent - xdp_matched; unexplained = sum of the residuals of the "
-            "accounting identities (README.md, 'Result columns'). Every column of summary.csv "
-            "is explained in README.md.</p>\n"
+            "accounting identities (docs/method.md, 'Result columns'). Every column of summary.csv "
+            "is explained in docs/method.md.</p>\n"
             f"{notes}</body></html>\n")
 
 
@@ -146,7 +146,7 @@ def write_summary(trial_paths, csv_out: str, md_out: str, experiment: str,
     methods = sorted(set(df["latency_method"].dropna()))
     text = (f"# xdplab experiment `{experiment}`: {len(df)} trial(s)\n\n" + markdown_table(df) +
             "\nlost = sent - xdp_matched; unexplained = sum of the residuals of the accounting "
-            "identities (README.md, 'Result columns').\n" +
+            "identities (docs/method.md, 'Result columns').\n" +
             "".join(f"latency: {m}\n" for m in methods))
     tmp = Path(md_out).with_suffix(".md.tmp")
     tmp.write_text(text)
@@ -165,7 +165,7 @@ def results_text(results_dir: str) -> str | None:
     except OSError:
         return None
     return (f"\n{text}\nResults: {results_dir}/summary.csv (one row per trial; columns "
-            "explained in README.md)")
+            "explained in docs/method.md)")
 
 
 def print_results(results_dir: str, file=None) -> bool:

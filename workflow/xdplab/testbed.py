@@ -314,7 +314,7 @@ def agent_script(repo_root: Path, build: bool = False) -> Path:
 
 def agent_argv(script: Path, listen: str, token_file: Path, interfaces: list[str],
                state_dir: Path) -> list[str]:
-    """The documented command (README, agent/API.md), run as root in the DUT."""
+    """The documented command (docs/lab.md, agent/API.md), run as root in the DUT."""
     argv = ["/usr/bin/python3", str(script), "--listen", listen, "--token-file", str(token_file)]
     for iface in interfaces:
         argv += ["--interface", iface]
