@@ -104,6 +104,14 @@ SEC("tp_btf/sched_switch") int BPF_PROG(count_switches) { __sync_fetch_and_add(&
 char LICENSE[] SEC("license") = "GPL";
 """
 
+WARNS_C = r"""
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+int odd_place __attribute__((section("mydata"), used)) = 1;   /* libbpf skips it, saying so */
+SEC("xdp") int plain(struct xdp_md *ctx) { return XDP_PASS; }
+char LICENSE[] SEC("license") = "GPL";
+"""
+
 PLAIN_C = r"""
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -118,7 +126,8 @@ def objs(tmp_path_factory):
     d = tmp_path_factory.mktemp("bpfobj")
     out = {}
     for name, src, debug in [("globals", GLOBALS_C, True), ("fexit", FEXIT_C, True),
-                             ("tp_btf", TP_BTF_C, True), ("plain", PLAIN_C, False)]:
+                             ("tp_btf", TP_BTF_C, True), ("warns", WARNS_C, True),
+                             ("plain", PLAIN_C, False)]:
         c, o = d / (name + ".bpf.c"), d / (name + ".o")
         c.write_text(src)
         cmd = ["clang", "-O2", "-target", "bpf", "-I" + ARCH_INCLUDE, "-c", str(c), "-o", str(o)]
@@ -244,6 +253,13 @@ def test_verifier_refusal_carries_the_log_and_prints_nothing(objs, capfd):
     assert open_fds() == before
     out, err = capfd.readouterr()
     assert (out, err) == ("", "")
+
+
+def test_libbpf_messages_are_kept_in_the_log_not_printed(objs, capfd):
+    with bo.BpfObject(objs["warns"]) as o:
+        assert "skipping unrecognized data section" in o.log and "mydata" in o.log
+        assert bo.test_run(o.prog_fd("plain"), PACKET)[0] == XDP_PASS
+    assert capfd.readouterr() == ("", "")
 
 
 def test_libbpf_print_function_is_put_back(objs):

@@ -206,11 +206,14 @@ class _Capture:
         if level > 1:
             return 0
         # va_list arrives as a pointer on x86_64 and aarch64; vasprintf consumes it once.
-        out = ct.c_void_p()
-        n = _libc.vasprintf(ct.byref(out), fmt, ap)
-        if n >= 0 and out.value:
-            self.lines.append(ct.string_at(out.value, n).decode(errors="replace"))
-            _libc.free(out)
+        try:
+            out = ct.c_void_p()
+            n = _libc.vasprintf(ct.byref(out), fmt, ap)
+            if n >= 0 and out.value:
+                self.lines.append(ct.string_at(out.value, n).decode(errors="replace"))
+                _libc.free(out)
+        except Exception as e:   # ctypes would print it on stderr
+            self.lines.append("(a libbpf message was lost: %s)\n" % e)
         return 0
 
     def __enter__(self):
