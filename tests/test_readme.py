@@ -8,6 +8,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
+from xdplab import configdocs  # noqa: E402
 from xdplab.accounting import COLUMNS  # noqa: E402
 from xdplab.config import load_schema  # noqa: E402
 
@@ -29,6 +30,18 @@ STAGES = ("build", "check_connectivity", "arm", "launch", "verify", "gather", "a
 def test_every_config_key_is_in_the_configuration_table():
     missing = [k for k in load_schema()["properties"] if f"| `{k}` |" not in CONFIGURATION]
     assert not missing, f"not in docs/configuration.md's table: {missing}"
+
+
+def test_configuration_tables_are_generated_from_the_schema():
+    """The schema's descriptions are the one place a key is explained; both tables are made
+    from them, so a new key without a description, or a table edited by hand, fails here."""
+    generated = configdocs.table()
+    for path in configdocs.TARGETS:
+        where = path.relative_to(REPO)
+        text = path.read_text()
+        assert configdocs.render(text, generated, str(where)) == text, (
+            f"{where}: its configuration table is not the one the schema's descriptions give; "
+            f"run `{configdocs.COMMAND}` (and edit descriptions in workflow/schemas/config.schema.yaml)")
 
 
 def test_every_result_column_is_explained():
