@@ -1,5 +1,6 @@
 """Configuration validation: every mistake names the key, the value and what is allowed."""
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -172,3 +173,174 @@ def test_the_schema_is_standard_json_schema():
     # The defaults pass the schema as snakemake.utils.validate sees them.
     values = validate_config({}).values
     assert not list(jsonschema.Draft202012Validator(schema).iter_errors(dict(values, lab=None)))
+
+
+# -- the program under test ----------------------------------------------------------------
+
+def _elf(ei_data: int, machine: int, order: str) -> bytes:
+    """A 64-byte ELF header: EI_DATA and e_machine as given."""
+    return b"\x7fELF\x02" + bytes([ei_data, 1]) + bytes(11) + machine.to_bytes(2, order) + bytes(44)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A working directory (the repository, for the workflow) with a C source and objects."""
+    monkeypatch.chdir(tmp_path)
+    Path("programs").mkdir()
+    Path("programs/a.bpf.c").write_text("// a\n")
+    Path("programs/b.c").write_text("// b\n")
+    Path("programs/le.o").write_bytes(_elf(1, 247, "little"))
+    Path("programs/be.o").write_bytes(_elf(2, 247, "big"))
+    return tmp_path
+
+
+def test_program_defaults_are_the_collector_as_before():
+    v = validate_config({}).values
+    assert (v["program"], v["program_name"], v["program_globals"], v["observe"]) == (["collector"], "", {},
+                                                                                   ["full"])
+
+
+def test_every_form_of_program_is_accepted(workdir):
+    progs = ["collector", "attached", "programs/a.bpf.c", "programs/b.c", "programs/le.o",
+             str(workdir / "programs/be.o")]
+    assert validate_config({"program": progs}).values["program"] == progs
+    assert validate_config({"program": "programs/a.bpf.c,attached"}).values["program"] == \
+        ["programs/a.bpf.c", "attached"]
+
+
+def test_a_missing_program_names_the_key_and_the_path(workdir):
+    (msg,) = problems({"program": "programs/nope.bpf.c"})
+    assert msg.startswith("program: programs/nope.bpf.c does not exist") and str(workdir) in msg
+
+
+@pytest.mark.parametrize("program", ["a.py", "programs/a.bpf", "programs/lb.so", "xdp"])
+def test_a_program_of_another_form_is_refused_naming_the_allowed_ones(program):
+    (msg,) = problems({"program": program})
+    assert msg.startswith(f"program: '{program}' is not a program")
+    for form in ("collector", "attached", ".bpf.c", ".c", ".o"):
+        assert form in msg
+
+
+def test_an_object_must_be_a_bpf_elf_object(workdir):
+    Path("text.o").write_text("not an object at all, just text\n")
+    (msg,) = problems({"program": "text.o"})
+    assert msg.startswith("program: text.o does not start with the ELF magic")
+    shutil.copy("/bin/true", "true.o")  # an ELF object, for this machine's CPU
+    (msg,) = problems({"program": "true.o"})
+    assert msg.startswith("program: true.o is an ELF object for machine ") and "not BPF" in msg
+    assert "e_machine 247" in msg and "clang -target bpf" in msg
+    # EM_BPF written in the other byte order than EI_DATA says is not EM_BPF.
+    Path("swapped.o").write_bytes(_elf(2, 247, "little"))
+    (msg,) = problems({"program": "swapped.o"})
+    assert "machine 63232" in msg
+    Path("order.o").write_bytes(_elf(7, 247, "little"))
+    (msg,) = problems({"program": "order.o"})
+    assert "unknown byte order (EI_DATA 7" in msg
+    Path("dir.o").mkdir()
+    (msg,) = problems({"program": "dir.o"})
+    assert msg.startswith("program: dir.o is not a file")
+
+
+def test_each_program_is_listed_once(workdir):
+    (msg,) = problems({"program": ["programs/a.bpf.c", "programs/a.bpf.c"]})
+    assert msg.startswith("program:") and "repeats a value" in msg
+    (msg,) = problems({"program": ["programs/a.bpf.c", "./programs/a.bpf.c"]})
+    assert msg == "program: programs/a.bpf.c and ./programs/a.bpf.c are the same file; list each program once"
+
+
+def test_a_program_path_is_safe_to_pass_on(workdir):
+    Path("my prog.bpf.c").write_text("// spaced\n")
+    (msg,) = problems({"program": "my prog.bpf.c"})
+    assert msg.startswith("program: 'my prog.bpf.c' is not allowed") and "letters, digits" in msg
+
+
+def _from_command_line(*entries):
+    """What Snakemake's --config makes of these entries."""
+    from snakemake.cli import parse_config
+
+    return parse_config(list(entries))
+
+
+@pytest.mark.parametrize("entries,expected", [
+    (["program_globals={drop_odd_seq: 1}"], {"drop_odd_seq": 1}),
+    (['program_globals={"drop_port": 12345}'], {"drop_port": 12345}),
+    (["program_globals={drop_port: 0x3039, on: true, off: false, neg: -1}"],
+     {"drop_port": 12345, "on": True, "off": False, "neg": -1}),
+    (["program_globals={}"], {}),
+    (["program_globals="], {}),
+])
+def test_program_globals_from_the_command_line(workdir, entries, expected):
+    raw = _from_command_line("program=programs/a.bpf.c", *entries)
+    assert validate_config(raw).values["program_globals"] == expected
+
+
+def test_program_globals_as_a_string_or_a_mapping(workdir):
+    for given in ("{drop_odd_seq: 1}", '{"drop_port": 12345, "strict": true}',
+                  {"drop_port": 7, "strict": False}):
+        v = validate_config({"program": "programs/a.bpf.c", "program_globals": given}).values
+        assert v["program_globals"] in ({"drop_odd_seq": 1}, {"drop_port": 12345, "strict": True},
+                                        {"drop_port": 7, "strict": False})
+        assert all(type(x) in (int, bool) for x in v["program_globals"].values())
+
+
+@pytest.mark.parametrize("given,must_contain", [
+    ({"ratio": 1.5}, ["program_globals: ratio: 1.5 is a decimal number", "integer"]),
+    ({"name": "eth0"}, ["program_globals: name: 'eth0' is text"]),
+    ({"ports": [1, 2]}, ["program_globals: ports: [1, 2] is a list"]),
+    ({"nested": {"a": 1}}, ["program_globals: nested: {'a': 1} is a mapping"]),
+    ({"empty": None}, ["program_globals: empty: None is empty"]),
+    ({"big": 2 ** 64}, ["program_globals: big: 18446744073709551616 does not fit in 64 bits"]),
+    ({"1st": 1}, ["program_globals: '1st' is not a global's name", "C identifier"]),
+    ({"drop-port": 1}, ["program_globals: 'drop-port' is not a global's name"]),
+    ("[1, 2]", ["program_globals: expected a mapping", "[1, 2]"]),
+    ("drop_port", ["program_globals: expected a mapping", "'drop_port'"]),
+    ("{drop_port: 1", ["program_globals: '{drop_port: 1' is not a YAML mapping"]),
+])
+def test_bad_program_globals_name_the_key_and_the_entry(workdir, given, must_contain):
+    (msg,) = problems({"program": "programs/a.bpf.c", "program_globals": given})
+    for text in must_contain:
+        assert text in msg, (text, msg)
+
+
+def test_program_name_is_a_c_identifier_or_empty(workdir):
+    assert validate_config({"program": "programs/a.bpf.c", "program_name": "xdp_main"}).values[
+        "program_name"] == "xdp_main"
+    raw = _from_command_line("program=programs/a.bpf.c", "program_name=")
+    assert validate_config(raw).values["program_name"] == ""
+    (msg,) = problems({"program": "programs/a.bpf.c", "program_name": "xdp main"})
+    assert msg.startswith("program_name: 'xdp main' is not valid") and "C function name" in msg
+
+
+@pytest.mark.parametrize("program", ["collector", "attached", ["collector", "attached"]])
+def test_program_name_and_globals_that_would_be_ignored_are_refused(program):
+    (msg,) = problems({"program": program, "program_name": "xdp_main"})
+    assert msg.startswith("program_name: given, but program is only") and "ignored" in msg
+    (msg,) = problems({"program": program, "program_name": "xdp_main", "program_globals": {"a": 1}})
+    assert msg.startswith("program_name and program_globals: given, but program is only")
+    (msg,) = problems({"program": program, "program_globals": "{a: 1}"})
+    assert msg.startswith("program_globals: given")
+
+
+def test_program_name_and_globals_apply_to_any_built_or_given_object(workdir):
+    v = validate_config({"program": ["collector", "programs/le.o"], "program_name": "xdp_main",
+                         "program_globals": {"a": 1}}).values
+    assert (v["program_name"], v["program_globals"]) == ("xdp_main", {"a": 1})
+
+
+def test_observe_is_one_value_or_a_list(workdir):
+    assert validate_config({"observe": "verdicts"}).values["observe"] == ["verdicts"]
+    assert validate_config({"observe": "full,off"}).values["observe"] == ["full", "off"]
+    # YAML 1.1 reads a bare off as false.
+    assert validate_config(yaml.safe_load("observe: [full, off]")).values["observe"] == ["full", "off"]
+    assert validate_config(_from_command_line("observe=off")).values["observe"] == ["off"]
+    (msg,) = problems({"observe": "some"})
+    assert msg == "observe: 'some' is not allowed; choose one of: full, verdicts, off"
+    (msg,) = problems({"observe": ["full", "full"]})
+    assert "repeats a value" in msg
+
+
+def test_a_program_configuration_is_written_back_and_read_again(workdir):
+    v = validate_config({"program": ["collector", "programs/a.bpf.c"], "program_globals": "{a: 1, b: true}",
+                         "observe": ["full", "off"]}).values
+    again = validate_config(yaml.safe_load(yaml.safe_dump(dict(v)))).values
+    assert again == v

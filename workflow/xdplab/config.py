@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from .trials import program_kind
+
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
 # Linux allows almost any byte in an interface name; we allow what is safe to
@@ -182,13 +184,16 @@ def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
 
     merged = {k: spec.get("default") for k, spec in props.items()}
     merged.update({k: v for k, v in raw.items() if k in props})
+    # `--config program_name=` arrives as None: the empty name, as in the file.
+    if merged.get("program_name") is None:
+        merged["program_name"] = ""
 
     values: dict = {}
     # Keys others depend on first (packet_size's maximum comes from mtu).
     order = sorted(props, key=lambda k: "x-maximum-from" in props[k])
     for key in order:
-        if key == "lab":
-            continue  # a whole structure: check_lab(), below
+        if key in ("lab", "program_globals"):
+            continue  # whole structures: check_lab() and check_program_globals(), below
         spec, listable = item_spec(props[key], schema)
         bounds = {}
         if "x-maximum-from" in spec and isinstance(values.get("mtu"), int):
@@ -214,6 +219,20 @@ def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
     if not problems and values["src_iface"] == values["dut_iface"]:
         problems.append(f"src_iface and dut_iface: both are {values['src_iface']!r}; "
                         "the two ends of the test link need different names")
+    program_problems = [p for p in map(check_program, values.get("program") or []) if p]
+    problems += program_problems
+    if not program_problems and values.get("program"):
+        problems += _same_files(values["program"])
+    values["program_globals"], globals_problems = check_program_globals(merged.get("program_globals"))
+    problems += globals_problems
+    kinds = [program_kind(p) for p in values.get("program") or [] if _kind_ok(p)]
+    given = [k for k in ("program_name", "program_globals") if values.get(k)]
+    if given and kinds and set(kinds) <= {"collector", "attached"}:
+        one = len(given) == 1
+        they, apply = ("it", "applies") if one else ("they", "apply")
+        problems.append(f"{' and '.join(given)}: given, but program is only "
+                        f"{', '.join(values['program'])}, where {they} would be ignored; {they} "
+                        f"{apply} to a program given as a C source (.bpf.c, .c) or an ELF object (.o)")
     if values.get("testbed") == "lab":
         lab, lab_problems = check_lab(merged.get("lab"), values.get("source_python", "python3"))
         problems += lab_problems
@@ -237,6 +256,147 @@ def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
     except WorkflowError as e:
         raise ConfigError([f"the configuration does not match {SCHEMA_PATH.name}: {e}"]) from None
     return Settings(values)
+
+
+# -- the program under test ----------------------------------------------------------
+
+# A program's path goes into argv and file names on the controller and the DUT: the
+# characters that are safe everywhere (as for source_python), no spaces.
+PROGRAM_PATH_RE = re.compile(r"[A-Za-z0-9_./+-]{1,400}")
+C_IDENTIFIER_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+ELF_MAGIC = b"\x7fELF"
+EM_BPF = 247
+# e_machine values a wrong object most likely has, to say what it is.
+ELF_MACHINES = {3: "x86", 8: "MIPS", 20: "PowerPC", 21: "PowerPC64", 22: "s390", 40: "ARM",
+                62: "x86-64", 183: "AArch64", 243: "RISC-V", 258: "LoongArch"}
+
+
+def _kind_ok(program) -> bool:
+    try:
+        program_kind(program)
+        return True
+    except ValueError:
+        return False
+
+
+def bpf_object_problem(head: bytes) -> str | None:
+    """What keeps an object file whose first bytes are `head` from being a BPF object
+    (ELF, e_machine EM_BPF in the byte order EI_DATA says), or None."""
+    if len(head) < 20 or head[:4] != ELF_MAGIC:
+        return "does not start with the ELF magic (7f 45 4c 46): it is not an ELF object"
+    order = {1: "little", 2: "big"}.get(head[5])
+    if order is None:
+        return f"has an unknown byte order (EI_DATA {head[5]}, expected 1 or 2): not a valid ELF object"
+    machine = int.from_bytes(head[18:20], order)
+    if machine != EM_BPF:
+        name = f" ({ELF_MACHINES[machine]})" if machine in ELF_MACHINES else ""
+        return (f"is an ELF object for machine {machine}{name}, not BPF (e_machine {EM_BPF}, "
+                "EM_BPF): build it with clang -target bpf")
+    return None
+
+
+def check_program(program: str) -> str | None:
+    """What is wrong with one value of `program`, or None: its form, and for a file that
+    it exists, is readable, and (an object) is a BPF ELF object.  Relative paths are from
+    the working directory, the repository."""
+    try:
+        kind = program_kind(program)
+    except ValueError as e:
+        return f"program: {e}"
+    if kind in ("collector", "attached"):
+        return None
+    if not PROGRAM_PATH_RE.fullmatch(program):
+        return (f"program: {program!r} is not allowed; a program's path may hold letters, digits, "
+                "'_', '.', '/', '+', '-' (1-400 characters)")
+    where = "" if os.path.isabs(program) else f" (relative to {os.getcwd()})"
+    what = "a C source" if kind == "source" else "an ELF object"
+    if not os.path.exists(program):
+        return f"program: {program} does not exist{where}; expected {what}"
+    if not os.path.isfile(program):
+        return f"program: {program} is not a file{where}; expected {what}"
+    if not os.access(program, os.R_OK):
+        return f"program: {program} is not readable{where}"
+    if kind == "object":
+        with open(program, "rb") as f:
+            problem = bpf_object_problem(f.read(20))
+        if problem:
+            return f"program: {program} {problem}"
+    return None
+
+
+def _same_files(programs: list) -> list[str]:
+    """Two names of one file in `program` (a.bpf.c and ./a.bpf.c) would measure it twice."""
+    seen: dict = {}
+    problems = []
+    for p in programs:
+        if program_kind(p) in ("collector", "attached"):
+            continue
+        real = os.path.realpath(p)
+        if real in seen:
+            problems.append(f"program: {seen[real]} and {p} are the same file; list each program once")
+        else:
+            seen[real] = p
+    return problems
+
+
+INT64_MIN, UINT64_MAX = -(2 ** 63), 2 ** 64 - 1
+
+
+def _global_value(name: str, value):
+    """An int or bool, from YAML or from --config (whose YAML reader leaves every value text)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        if re.fullmatch(r"[+-]?0[xX][0-9A-Fa-f]+", text):
+            value = int(text, 16)
+        elif re.fullmatch(r"[+-]?\d+", text):
+            value = int(text, 10)
+        else:
+            raise ValueError(f"{value!r} is text")
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        if not INT64_MIN <= value <= UINT64_MAX:
+            raise ValueError(f"{value} does not fit in 64 bits")
+        return value
+    kind = ("empty" if value is None else "a decimal number" if isinstance(value, float)
+            else "a list" if isinstance(value, list) else "a mapping" if isinstance(value, dict)
+            else f"of type {type(value).__name__}")
+    raise ValueError(f"{value!r} is {kind}")
+
+
+def check_program_globals(raw) -> tuple[dict, list[str]]:
+    """(the globals as {name: int or bool}, problems).  From the configuration file a
+    mapping; from --config a string (parsed as YAML) or the mapping Snakemake's own YAML
+    reader made of it, with every value as text."""
+    key = "program_globals"
+    if raw is None:
+        return {}, []
+    if isinstance(raw, str):
+        try:
+            raw = yaml.safe_load(raw) if raw.strip() else {}
+        except yaml.YAMLError as e:
+            first = str(e).splitlines()[0] if str(e) else "not YAML"
+            return {}, [f"{key}: {raw!r} is not a YAML mapping ({first}); write it as "
+                        "'{name: 1, other: true}'"]
+        if raw is None:
+            raw = {}
+    if not isinstance(raw, dict):
+        return {}, [f"{key}: expected a mapping of global names to integers or booleans, such as "
+                    f"{{drop_port: 12345}}, got {_show(raw)}"]
+    out, problems = {}, []
+    for name, value in raw.items():
+        if not isinstance(name, str) or not C_IDENTIFIER_RE.fullmatch(name):
+            problems.append(f"{key}: {_show(name)} is not a global's name; a C identifier (letters, "
+                            "digits and '_', not starting with a digit)")
+            continue
+        try:
+            out[name] = _global_value(name, value)
+        except ValueError as e:
+            problems.append(f"{key}: {name}: {e}; a global's value is an integer of at most "
+                            "64 bits, or true/false")
+    return out, problems
 
 
 # -- lab ---------------------------------------------------------------------------

@@ -14,13 +14,27 @@ settings.  Settings that do not change the numbers (keep_pcap, keep_features,
 watchdog_grace_s, stability_pct) are not in the name: changing them reruns the trial
 in place.
 
-Pure functions; no Snakemake here (tests and the archive's ./reaggregate use them).
+The program under test is a grid dimension too (`program`): xdplab's own collector
+(the default; its trials' names are exactly what they were before programs existed),
+or a user's program, whose point gets a readable `_prog~<slug>` after `pat~` and whose
+digest also covers the program (its path as given and its file's sha256, so an edited
+program gets new trial directories beside the old ones), program_name,
+program_globals and `observe` (how xdplab observes a user's program; it does not
+apply to the collector, whose points carry observe None and appear once whatever
+`observe` lists):
+
+    pps~10000_size~1458_dur~60_xdp~native_coll~features_pat~constant_prog~drop-rule_cfg~5e6f7a8b
+
+Pure functions but for reading a program's file for its sha256; no Snakemake here (tests
+and the archive's ./reaggregate use them).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import os
 import random
 import re
 
@@ -29,8 +43,15 @@ import re
 READABLE = (("pps", "target_pps", r"\d+"), ("size", "packet_size", r"\d+"),
             ("dur", "duration_s", r"\d+"), ("xdp", "xdp_mode", "[a-z]+"),
             ("coll", "collector", "[a-z]+"), ("pat", "pattern", "[a-z]+"))
-# The grid: each may be one value or a list in the configuration.
-GRID = ("target_pps", "packet_size", "xdp_mode", "collector", "pattern")
+# The grid: each may be one value or a list in the configuration.  program and observe
+# last, so that a collector-only grid is in the order it always was (and runs in it).
+GRID = ("target_pps", "packet_size", "xdp_mode", "collector", "pattern", "program", "observe")
+# What a point says about the program under test; a collector point holds None in all but
+# program, a program attached by the user's loader has no file, name or globals.
+PROGRAM_SETTINGS = ("program", "program_sha256", "program_name", "program_globals", "observe")
+# The program's readable part of a point name: a slug of its file's name.
+SLUG_RE = r"[A-Za-z0-9-]{1,24}"
+SLUG_MAX = 24
 INTEGER = {"target_pps", "packet_size", "duration_s"}
 # Settings that change a trial's numbers but are not readable in its name (cfg~ digest).
 DIGESTED = ("warmup_s", "threads", "port", "send_path", "generator", "mtu")
@@ -46,7 +67,8 @@ PATTERN_KNOBS = {"burst": ("burst_size",), "poisson": ("seed",)}
 def _name_regex(named: bool) -> str:
     fields = "_".join(f"{short}~" + (f"(?P<{key}>{rx})" if named else f"(?:{rx})")
                       for short, key, rx in READABLE)
-    return fields + ("_cfg~(?P<cfg>[0-9a-f]{8})" if named else "_cfg~[0-9a-f]{8}")
+    prog = f"(?:_prog~(?P<program_slug>{SLUG_RE}))?" if named else f"(?:_prog~{SLUG_RE})?"
+    return fields + prog + ("_cfg~(?P<cfg>[0-9a-f]{8})" if named else "_cfg~[0-9a-f]{8}")
 
 
 _NAME_RE = re.compile(_name_regex(named=True))
@@ -58,6 +80,66 @@ class UnknownPoint(ValueError):
     """A directory name that is not a point of this configuration."""
 
 
+# -- the program under test -------------------------------------------------------------
+
+def program_kind(program: str) -> str:
+    """"collector" (xdplab's own), "attached" (what the user's loader attached), "source"
+    (C, built by the workflow) or "object" (an ELF object built elsewhere)."""
+    if program in ("collector", "attached"):
+        return program
+    if isinstance(program, str) and program.endswith(".c"):
+        return "source"  # .bpf.c included
+    if isinstance(program, str) and program.endswith(".o"):
+        return "object"
+    raise ValueError(f"{program!r} is not a program: give collector, attached, a C source "
+                     "(ending .bpf.c or .c) or an ELF object (ending .o)")
+
+
+def program_slug(program: str) -> str:
+    """The program's readable part of a point name: its file's base name without .bpf.c,
+    .c or .o, other characters than [A-Za-z0-9-] made '-', at most 24 characters
+    ("attached" for the attached program).  Two programs may share a slug; the digest
+    tells them apart."""
+    if program_kind(program) == "attached":
+        return "attached"
+    base = os.path.basename(program)
+    for ext in (".bpf.c", ".c", ".o"):
+        if base.endswith(ext):
+            base = base[: -len(ext)]
+            break
+    slug = re.sub(r"[^A-Za-z0-9-]+", "-", base).strip("-")[:SLUG_MAX].strip("-")
+    return slug or "program"
+
+
+@functools.lru_cache(maxsize=64)
+def _file_sha256(path: str, mtime_ns: int, size: int, inode: int) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def program_sha256(program: str) -> str | None:
+    """sha256 of the program's file (a C source's own text, its headers not included),
+    None for the collector and an attached program.  Cached by the file's identity and
+    modification time: the Snakefile asks for every job's settings."""
+    if program_kind(program) in ("collector", "attached"):
+        return None
+    st = os.stat(program)
+    return _file_sha256(os.path.abspath(program), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+def _program_settings(config: dict, program: str, observe) -> dict:
+    kind = program_kind(program)
+    if kind == "collector":
+        return {"program": program, "program_sha256": None, "program_name": None,
+                "program_globals": None, "observe": None}
+    if kind == "attached":
+        return {"program": program, "program_sha256": None, "program_name": None,
+                "program_globals": None, "observe": observe}
+    return {"program": program, "program_sha256": program_sha256(program),
+            "program_name": config.get("program_name") or "",
+            "program_globals": dict(config.get("program_globals") or {}), "observe": observe}
+
+
 def _testbed_keys(config: dict) -> tuple:
     return TESTBED_KEYS["lab" if config.get("testbed") == "lab" else "embedded"]
 
@@ -66,8 +148,18 @@ def _one(value):
     return value[0] if isinstance(value, list) else value
 
 
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def _is_collector(settings: dict) -> bool:
+    return settings.get("program", "collector") == "collector"
+
+
 def _digested(settings: dict) -> dict:
     keys = DIGESTED + _testbed_keys(settings) + PATTERN_KNOBS.get(settings.get("pattern"), ())
+    if not _is_collector(settings):
+        keys += PROGRAM_SETTINGS  # a collector point's digest is what it always was
     return {k: settings.get(k) for k in keys}
 
 
@@ -84,20 +176,24 @@ def point_settings_of(config: dict, point: dict) -> dict:
         s[k] = point[k] if k in point else _one(config.get(k))
     for k in PATTERN_KNOBS.get(s["pattern"], ()):
         s[k] = config.get(k)
+    s.update(_program_settings(config, s["program"] or "collector", s["observe"] or "full"))
     return s
 
 
 def point_name(settings: dict) -> str:
     """The directory name of a grid point (its settings as point_settings_of gives)."""
     readable = "_".join(f"{short}~{settings[key]}" for short, key, _ in READABLE)
-    return f"{readable}_cfg~{config_digest(settings)}"
+    prog = "" if _is_collector(settings) else f"_prog~{program_slug(settings['program'])}"
+    return f"{readable}{prog}_cfg~{config_digest(settings)}"
 
 
 def parse_point(name: str) -> dict:
-    """The readable settings of a point's name, and its cfg digest."""
+    """The readable settings of a point's name, its program's slug (None: the collector)
+    and its cfg digest."""
     m = _NAME_RE.fullmatch(name)
     if not m:
-        raise UnknownPoint(f"{name!r} is not a trial point name (pps~N_size~N_dur~N_xdp~M_coll~C_pat~P_cfg~D)")
+        raise UnknownPoint(f"{name!r} is not a trial point name "
+                           "(pps~N_size~N_dur~N_xdp~M_coll~C_pat~P[_prog~SLUG]_cfg~D)")
     d = m.groupdict()
     return {k: int(v) if k in INTEGER else v for k, v in d.items()}
 
@@ -105,23 +201,50 @@ def parse_point(name: str) -> dict:
 def settings_of_point(name: str, config: dict) -> dict:
     """The settings of the point named `name` under this configuration: its readable values
     from the name, the rest from the configuration, which must give the same digest (a point
-    of another configuration is not run with this one's settings)."""
+    of another configuration is not run with this one's settings).  A user's program is
+    the configuration's program of that slug, and its observe the configuration's, whose
+    digest matches (two programs of one slug differ in their digests)."""
     parsed = parse_point(name)
-    point = {k: parsed[k] for k in GRID}
-    s = point_settings_of(dict(config, duration_s=parsed["duration_s"]), point)
-    if config_digest(s) != parsed["cfg"]:
-        raise UnknownPoint(f"{name}: its settings digest {parsed['cfg']} is not this configuration's "
-                           f"({config_digest(s)}): the trial belongs to other settings")
-    return s
+    point = {k: parsed[k] for k in GRID if k in parsed}
+    config = dict(config, duration_s=parsed["duration_s"])
+    slug = parsed["program_slug"]
+    if slug is None:
+        candidates = [dict(point, program="collector")]
+    else:
+        programs = [p for p in _listed(config.get("program", "collector"))
+                    if p != "collector" and program_slug(p) == slug]
+        if not programs:
+            raise UnknownPoint(f"{name}: no program of this configuration has the slug {slug!r} "
+                               f"(program: {', '.join(map(str, _listed(config.get('program'))))}): "
+                               "the trial belongs to other settings")
+        candidates = [dict(point, program=p, observe=o) for p in programs
+                      for o in _listed(config.get("observe", "full"))]
+    tried = []
+    for candidate in candidates:
+        s = point_settings_of(config, candidate)
+        if config_digest(s) == parsed["cfg"]:
+            return s
+        tried.append(config_digest(s))
+    raise UnknownPoint(f"{name}: its settings digest {parsed['cfg']} is not this configuration's "
+                       f"({', '.join(tried)}): the trial belongs to other settings")
 
 
 def grid_points(config: dict) -> list[dict]:
-    """Every point of the configuration's grid, in canonical order."""
-    lists = {k: config[k] if isinstance(config[k], list) else [config[k]] for k in GRID}
+    """Every point of the configuration's grid, in canonical order, each once (observe does
+    not apply to the collector: its points would repeat across observe's values)."""
+    defaults = {"program": "collector", "observe": "full"}
+    lists = {k: _listed(config[k] if k in config else defaults[k]) for k in GRID}
     points = [{}]
     for k in GRID:
         points = [dict(p, **{k: v}) for p in points for v in lists[k]]
-    return [point_settings_of(config, p) for p in points]
+    out, seen = [], set()
+    for p in points:
+        s = point_settings_of(config, p)
+        name = point_name(s)
+        if name not in seen:
+            seen.add(name)
+            out.append(s)
+    return out
 
 
 def trials(config: dict) -> list[dict]:
@@ -183,7 +306,9 @@ def main(argv=None) -> int:
     ap.add_argument("results", help="results/<experiment>")
     args = ap.parse_args(argv)
     rows = on_disk(args.results)
-    keys = [k for _, k, _ in READABLE] + ["cfg", "repeat", "state"]
+    for r in rows:
+        r["program"] = r["program_slug"] or "(collector)"
+    keys = [k for _, k, _ in READABLE] + ["program", "cfg", "repeat", "state"]
     widths = {k: max(len(k), *(len(str(r[k])) for r in rows)) if rows else len(k) for k in keys}
     print("  ".join(k.ljust(widths[k]) for k in keys))
     for r in rows:
