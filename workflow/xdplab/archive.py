@@ -28,7 +28,7 @@ REAGGREGATE = Path(__file__).resolve().parents[1] / "scripts" / "reaggregate.py"
 # Left out of a trial's directory unless archive_pcaps: the captures.
 PCAP_SUFFIXES = (".pcap", ".pcapng")
 # When the code is not a git checkout: what makes up the workflow.
-CODE_WITHOUT_GIT = ("Snakefile", "Makefile", "README.md", "pyproject.toml", "workflow", "config",
+CODE_WITHOUT_GIT = ("Snakefile", "Makefile", "README.md", "docs", "pyproject.toml", "workflow", "config",
                     "bpf", "envs", "profiles", "benchmarks", "tests")
 # Never copied as code: environments, results, caches.
 CODE_SKIP_DIRS = {".git", ".venv", "results", ".snakemake", "__pycache__", ".pytest_cache", "dist"}
