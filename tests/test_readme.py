@@ -69,9 +69,13 @@ def test_the_readme_is_a_front_door():
     figure = re.search(r"!\[[^\]]*\]\((docs/img/[^)]+\.png)\)", README)
     assert figure and (REPO / figure[1]).is_file(), "the README shows a figure a run makes"
     assert "summary.csv" in README and "experiment,target_pps," in README, "a sample of summary.csv"
+    index = (DOCS / "README.md").read_text()
     for page in sorted(DOCS.glob("*.md")):
         if page.name != "README.md":
-            assert f"(docs/{page.name}" in README, f"the README links docs/{page.name}"
+            assert f"(docs/{page.name}" in README, (
+                f"docs/{page.name} is not linked from README.md: add a line to its \"Documentation\" list")
+            assert f"({page.name})" in index, (
+                f"docs/{page.name} is not in the index, docs/README.md: add a row to its table")
 
 
 def test_the_readme_says_where_each_stage_lives():
