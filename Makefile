@@ -85,20 +85,20 @@ shell_quote = '$(subst ','\'',$(1))'
 RUN_CONFIG := $(strip $(foreach k,$(CONFIG_KEYS),$(if $(filter command line file override,$(origin $(k))),$(call shell_quote,$(k)=$($(k))))))
 RUN_ARGS := $(strip --cores $(CORES) $(if $(VERBOSE),--workflow-profile none) $(SNAKEMAKE_ARGS) --config $(RUN_CONFIG) $(CONFIG))
 
-.PHONY: setup run test bench clean-testbed agent
+.PHONY: setup run test bench clean-testbed agent source
 
 setup:
 	@bash envs/setup.sh
 
-run: setup
+run: setup source
 	@echo "snakemake $(RUN_ARGS)"
 	@PATH=$(VENV)/bin:$$PATH $(SNAKEMAKE) $(RUN_ARGS)
 
-test: setup
+test: setup source
 	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) -m pytest -v $(PYTEST_ARGS) tests
 
 # Figures, not pass/fail: benchmarks/results/<UTC date>.json and .md (benchmarks/README.md).
-bench: setup agent
+bench: setup agent source
 	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) benchmarks/run.py
 
 # The DUT agent as one file: the package plus bpf/collector.bpf.c and
@@ -106,7 +106,8 @@ bench: setup agent
 # checker (standard library) it runs where the captures are written.
 AGENT_PYZ := dist/xdplab-agent.pyz
 AGENT_SRC := $(wildcard workflow/xdplab/agent/*.py) workflow/xdplab/agent/API.md \
-	bpf/collector.bpf.c bpf/xdplab.h workflow/xdplab/pcapcheck.py
+	bpf/collector.bpf.c bpf/xdplab.h workflow/xdplab/pcapcheck.py \
+	workflow/xdplab/sourcehost/wire.py
 
 agent: $(AGENT_PYZ)
 
@@ -116,11 +117,31 @@ $(AGENT_PYZ): $(AGENT_SRC)
 		> dist/.agent-build/xdplab/__init__.py
 	cp workflow/xdplab/agent/*.py workflow/xdplab/agent/API.md dist/.agent-build/xdplab/agent/
 	cp workflow/xdplab/pcapcheck.py dist/.agent-build/xdplab/
+	@mkdir -p dist/.agent-build/xdplab/sourcehost && echo '# the payload header (wire.py), shared with the source host' \
+		> dist/.agent-build/xdplab/sourcehost/__init__.py
+	cp workflow/xdplab/sourcehost/wire.py dist/.agent-build/xdplab/sourcehost/
 	cp bpf/collector.bpf.c bpf/xdplab.h dist/.agent-build/xdplab/agent/bpf/
 	/usr/bin/python3 -m zipapp dist/.agent-build -o $@.tmp -p /usr/bin/python3 \
 		-m xdplab.agent.__main__:main -c
 	@mv $@.tmp $@ && rm -rf dist/.agent-build
 	@echo "built $@ ($$(stat -c %s $@) bytes)"
+
+# The source host's programs as one file, standard library only: the generator (send),
+# the pre-flight check (preflight) and the host facts (facts), uploaded over SSH and
+# run with the source's python3 (>= 3.8).  The controller rebuilds it when it is
+# older than its sources (xdplab.source.source_pyz).
+SOURCE_PYZ := dist/xdplab-source.pyz
+SOURCE_SRC := $(wildcard workflow/xdplab/sourcehost/*.py)
+
+source: $(SOURCE_PYZ)
+
+$(SOURCE_PYZ): $(SOURCE_SRC)
+	@mkdir -p dist && build=$$(mktemp -d dist/.source-build.XXXXXX) && \
+	mkdir -p $$build/xdplab/sourcehost && \
+	echo '# xdplab: only the programs of the source host are in this archive' > $$build/xdplab/__init__.py && \
+	cp $(SOURCE_SRC) $$build/xdplab/sourcehost/ && \
+	/usr/bin/python3 -m zipapp $$build -o $$build.pyz -m xdplab.sourcehost.__main__:main -c && \
+	mv $$build.pyz $@ && rm -rf $$build && echo "built $@ ($$(stat -c %s $@) bytes)"
 
 clean-testbed:
 	PYTHONPATH=$(CURDIR)/workflow $$( [ -x $(PYTHON) ] && echo $(PYTHON) || echo /usr/bin/python3 ) -m xdplab.testbed down

@@ -48,7 +48,10 @@ import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-GENERATOR = REPO / "workflow" / "xdplab" / "generator.py"
+sys.path.insert(0, str(REPO / "workflow"))
+# The generator as a source host runs it: dist/xdplab-source.pyz send (`make source`);
+# --generator FILE runs another one (a .py file is run without "send": an older generator.py).
+GENERATOR = [str(REPO / "dist" / "xdplab-source.pyz"), "send"]
 SRC_NS, DST_NS = "xlt-gen-bsrc", "xlt-gen-bdst"
 SRC_IF, DST_IF = "xgb-s0", "xgb-d0"
 SRC_IP, DST_IP = "10.203.3.1", "10.203.3.2"
@@ -57,10 +60,7 @@ OTHER_MAC = "02:00:00:00:00:99"  # nobody's: the peer drops frames sent to it
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location("xdplab_" + name, REPO / "workflow" / "xdplab" / (name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("xdplab." + name)
 
 
 def sh(*cmd, check=True, **kw):
@@ -149,7 +149,7 @@ def bench_peak(python, peer_mac, rounds):
                              "senders": senders, "pps": round(t_pps)})
                 print("%5d %8s %-22s %12.0f %8s" % (rnd, cpus, "trafgen --cpus %d" % senders, t_pps, ""))
                 for path in ("udp", "packet"):
-                    g = ["taskset", "-c", cpus, python, str(GENERATOR), "--dst", DST_IP, "--port", str(PORT),
+                    g = ["taskset", "-c", cpus, python, *GENERATOR, "--dst", DST_IP, "--port", str(PORT),
                          "--pps", "5000000", "--size", "18", "--duration", "4", "--threads", str(senders),
                          "--run-id", "1", "--progress-s", "0", "--iface", SRC_IF, "--send-path", path]
                     if path == "packet":
@@ -171,7 +171,7 @@ def bench_peak(python, peer_mac, rounds):
                     rows.append({"round": rnd, "cpus": cpus, "tool": "trafgen --rate", "send_path": "packet (sendto)",
                                  "senders": 1, "pps": round(r_pps), "ratio": round(r_pps / t_pps, 3)})
                     print("%5d %8s %-22s %12.0f %8.3f" % (rnd, cpus, "trafgen --rate", r_pps, r_pps / t_pps))
-                    g = ["taskset", "-c", cpus, python, str(GENERATOR), "--dst", DST_IP, "--port", str(PORT),
+                    g = ["taskset", "-c", cpus, python, *GENERATOR, "--dst", DST_IP, "--port", str(PORT),
                          "--pps", "5000000", "--size", "18", "--duration", "4", "--run-id", "1", "--progress-s",
                          "0", "--iface", SRC_IF, "--backend", "trafgen", "--dst-mac", dmac]
                     b_pps, out, err = _peak_window(nsx(SRC_NS, *g))
@@ -255,7 +255,7 @@ def bench_pacing(python, seconds=2):
                                                             "gap_p50us", "gap_p99us", "p99/ideal", "own_pps"))
     rows = []
     for pps in (1000, 10000, 100000):
-        g = [python, str(GENERATOR), "--dst", DST_IP, "--port", str(PORT), "--pps", str(pps), "--size", "64",
+        g = [python, *GENERATOR, "--dst", DST_IP, "--port", str(PORT), "--pps", str(pps), "--size", "64",
              "--duration", str(seconds), "--threads", "1", "--run-id", "1", "--progress-s", "0"]
         with capture(PORT) as box:
             out = sh(*nsx(SRC_NS, *g)).stdout
@@ -300,7 +300,7 @@ def bench_loopback(python):
     rows = []
     for pattern in (["constant"], ["burst", "--burst-size", "16"], ["poisson", "--seed", "1"]):
         for pps, threads in ((100000, 1), (5000000, 1), (5000000, 2)):
-            cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(port), "--pps", str(pps),
+            cmd = [python, *GENERATOR, "--dst", "127.0.0.1", "--port", str(port), "--pps", str(pps),
                    "--size", "18", "--duration", "2", "--threads", str(threads), "--run-id", "1",
                    "--progress-s", "0", "--pattern"] + pattern
             r = json.loads(sh(*cmd).stdout)
@@ -345,14 +345,21 @@ def bench_pcapcheck(n=600000, threads=2):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--python", default=sys.executable, help="interpreter that runs generator.py")
+    ap.add_argument("--python", default=sys.executable, help="interpreter that runs the generator")
+    ap.add_argument("--generator", default=None,
+                    help="the generator to run (default dist/xdplab-source.pyz send, built first)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", default=str(REPO / "results" / "bench" / "generator.json"))
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: peak,pacing,loopback,pcapcheck")
     a = ap.parse_args()
+    if a.generator is None:
+        from xdplab.source import source_pyz
+        GENERATOR[:] = [str(source_pyz()), "send"]
+    else:
+        GENERATOR[:] = [a.generator] + ([] if a.generator.endswith(".py") else ["send"])
     skip = set(filter(None, a.skip.split(",")))
     print("machine: %d CPUs, kernel %s, Python %s" % (os.cpu_count(), os.uname().release, sys.version.split()[0]))
-    out = {"cpus": os.cpu_count(), "kernel": os.uname().release, "python": a.python,
+    out = {"cpus": os.cpu_count(), "kernel": os.uname().release, "python": a.python, "generator": " ".join(GENERATOR),
            "trafgen": None, "iperf3": None}
     missing = [t for t in ("ip", "tc", "trafgen", "iperf3", "tcpdump", "taskset") if shutil.which(t) is None]
     if os.geteuid() != 0 or missing:

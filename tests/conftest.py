@@ -48,7 +48,8 @@ def _netns_names():
 
 # Processes of ours, by what their command line says: the agent, the testbed's
 # sshd, tcpdump writing an agent's capture, the generator uploaded to the source.
-OUR_PROCESS_MARKS = ("xdplab-agent.pyz", "xdplab.agent", "sshd_config", "xdplab-generator", ".pcap")
+OUR_PROCESS_MARKS = ("xdplab-agent.pyz", "xdplab.agent", "sshd_config", "xdplab-generator", "xdplab-source",
+                     ".pcap")
 
 
 def _our_processes():

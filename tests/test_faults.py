@@ -397,9 +397,10 @@ def test_leftovers_of_a_crashed_run_are_cleared_and_named(workdir, tmp_path):
         "deadline_s": 600, "expected_packets": 100})
     assert xdp_of(DUT_NS, DUT_IFACE)
     # A generator still sending on the source host.
-    stray_path = Path(f"{GENERATOR_MARK}99.py")
-    shutil.copy(workdir / "workflow/xdplab/generator.py", stray_path)
-    stray = subprocess.Popen(["ip", "netns", "exec", SRC_NS, "python3", str(stray_path), "--dst", "10.201.0.2",
+    stray_path = Path(f"{GENERATOR_MARK}99.pyz")
+    subprocess.run(["make", "-s", "-C", str(workdir), "source"], check=True)
+    shutil.copy(workdir / "dist/xdplab-source.pyz", stray_path)
+    stray = subprocess.Popen(["ip", "netns", "exec", SRC_NS, "python3", str(stray_path), "send", "--dst", "10.201.0.2",
                               "--port", "12345", "--pps", "100", "--size", "18", "--duration", "600",
                               "--threads", "1", "--run-id", "99"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -712,11 +713,11 @@ def test_remote_commands_survive_hostile_values(tmp_path):
         # sh -c '<run, then remove the file>' sh <file> <the generator's argv>: every value
         # is one argument of the generator, never shell code
         assert shlex.split(cmd) == ["sh", "-c", source._RUN_THEN_REMOVE, "sh", "/tmp/g.py",
-                                    value, "/tmp/g.py", "--dst", value, "--port", "1", "--run-id", "3"]
+                                    value, "/tmp/g.py", "send", "--dst", value, "--port", "1", "--run-id", "3"]
         # run for real: the program gets the values as they are, then its file is removed
         probe = tmp_path / "g.py"
         probe.write_text("import json, sys; print(json.dumps(sys.argv[1:])); sys.exit(3)\n")
         out = subprocess.run(["sh", "-c", source.generator_command(sys.executable, str(probe), {"dst": value})],
                              capture_output=True, text=True)
-        assert json.loads(out.stdout) == ["--dst", value] and out.returncode == 3, out
+        assert json.loads(out.stdout) == ["send", "--dst", value] and out.returncode == 3, out
         assert not probe.exists()

@@ -1,10 +1,10 @@
-"""Tests for workflow/xdplab/generator.py, run as a real subprocess sending to 127.0.0.1.
+"""Tests for the generator (workflow/xdplab/sourcehost/, `xdplab-source.pyz send`), run
+from dist/xdplab-source.pyz as the source host runs it, as a real subprocess sending to 127.0.0.1.
 
 Counts are compared exactly; speeds are not asserted (CI machines are shared and noisy).
 """
 
 import ast
-import importlib.util
 import json
 import os
 import pathlib
@@ -20,12 +20,16 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-GENERATOR = REPO / "workflow" / "xdplab" / "generator.py"
+PACKAGE = REPO / "workflow" / "xdplab" / "sourcehost"
+sys.path.insert(0, str(REPO / "workflow"))
+from xdplab.source import source_pyz  # noqa: E402
+from xdplab.sourcehost import cli, control, counters, sockets, wire  # noqa: E402
+from xdplab.sourcehost import stream as paced  # noqa: E402  (the hot loop; `stream` is a test's loop variable)
+
+# The file the controller uploads (built with `make source` when older than the package).
+SEND = [str(source_pyz()), "send"]
 HEADER_FILE = REPO / "bpf" / "xdplab.h"
 
-_spec = importlib.util.spec_from_file_location("xdplab_generator", GENERATOR)
-gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gen)
 
 PYTHONS = [pytest.param(sys.executable, id="venv-python")]
 if os.path.exists("/usr/bin/python3"):
@@ -77,7 +81,7 @@ class Receiver:
 
 def run_generator(python, rx, *extra, pps=2000, size=100, duration=1.0, threads=2, run_id=4242,
                   progress_s=None, timeout=60):
-    cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", str(pps),
+    cmd = [python, *SEND, "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", str(pps),
            "--size", str(size), "--duration", str(duration), "--threads", str(threads),
            "--run-id", str(run_id)]
     if progress_s is not None:
@@ -89,7 +93,7 @@ def run_generator(python, rx, *extra, pps=2000, size=100, duration=1.0, threads=
 
 
 def decode(packets):
-    return [gen.HEADER.unpack_from(data, 0) + (len(data), data, src, rx_ns)
+    return [wire.HEADER.unpack_from(data, 0) + (len(data), data, src, rx_ns)
             for data, src, rx_ns in packets]
 
 
@@ -115,7 +119,7 @@ def test_exact_run(python):
         {"thread": 0, "scheduled": 1000, "sent": 1000, "send_errors": 0, "not_offered": 0},
         {"thread": 1, "scheduled": 1000, "sent": 1000, "send_errors": 0, "not_offered": 0},
     ]
-    assert 0 < out["elapsed_s"] <= 1.0 + gen.END_GRACE_S
+    assert 0 < out["elapsed_s"] <= 1.0 + paced.END_GRACE_S
     # sent / window, not sent / (time of the last send): 2000 packets in 1 s is 2000 pps.
     assert (out["window_s"], out["achieved_pps"], out["not_offered"]) == (1.0, 2000.0, 0)
     assert out["rate_sustained"] is True
@@ -136,7 +140,7 @@ def test_exact_run(python):
     rows = decode(packets)
     assert sorted(r[1] for r in rows) == list(range(2000))
     for magic, seq, send_ns, run_id, length, data, src, rx_ns in rows:
-        assert magic == gen.MAGIC == 0x58444C42
+        assert magic == wire.MAGIC == 0x58444C42
         assert run_id == 4242
         assert length == 100
         assert data[18:] == bytes(82)
@@ -170,7 +174,7 @@ def test_payload_sizes(size):
     out = json.loads(p.stdout)
     assert out["scheduled"] == out["sent"] == len(packets) == 200
     assert {len(d) for d, _, _ in packets} == {size}
-    assert sorted(gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(200))
+    assert sorted(wire.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(200))
 
 
 def test_streams_when_threads_do_not_divide_the_count():
@@ -180,7 +184,7 @@ def test_streams_when_threads_do_not_divide_the_count():
     out = json.loads(p.stdout)
     assert out["scheduled"] == 8  # seqs i with i/pps < duration: 0..7
     assert [t["scheduled"] for t in out["per_thread"]] == [3, 3, 2]
-    assert sorted(gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(8))
+    assert sorted(wire.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(8))
 
 
 def test_src_binds_the_source_address():
@@ -194,7 +198,7 @@ def test_src_binds_the_source_address():
 
 def test_send_errors_are_counted_not_fatal():
     # 255.255.255.255 without SO_BROADCAST: every sendto fails with EACCES.
-    cmd = [sys.executable, str(GENERATOR), "--dst", "255.255.255.255", "--port", "9", "--pps", "1000",
+    cmd = [sys.executable, *SEND, "--dst", "255.255.255.255", "--port", "9", "--pps", "1000",
            "--size", "18", "--duration", "0.05", "--threads", "2", "--run-id", "1", "--progress-s", "0"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
                        universal_newlines=True)
@@ -213,7 +217,7 @@ def test_port_unreachable_does_not_stop_sends():
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()
-    cmd = [sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(port), "--pps", "2000",
+    cmd = [sys.executable, *SEND, "--dst", "127.0.0.1", "--port", str(port), "--pps", "2000",
            "--size", "18", "--duration", "0.2", "--threads", "2", "--run-id", "1", "--progress-s", "0"]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
                        universal_newlines=True)
@@ -247,7 +251,7 @@ def test_bad_arguments_exit_2_naming_the_argument(args, name):
             "--run-id": "1"}
     for i in range(0, len(args), 2):
         base[args[i]] = args[i + 1]
-    cmd = [sys.executable, str(GENERATOR)] + [x for kv in base.items() for x in kv]
+    cmd = [sys.executable, *SEND] + [x for kv in base.items() for x in kv]
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
                        universal_newlines=True)
     assert p.returncode == 2
@@ -257,13 +261,13 @@ def test_bad_arguments_exit_2_naming_the_argument(args, name):
 
 
 def test_missing_required_argument():
-    p = subprocess.run([sys.executable, str(GENERATOR), "--dst", "127.0.0.1"], stdout=subprocess.PIPE,
+    p = subprocess.run([sys.executable, *SEND, "--dst", "127.0.0.1"], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=60, universal_newlines=True)
     assert p.returncode == 2 and len(p.stderr.splitlines()) == 1 and "--port" in p.stderr
 
 
 def test_unbindable_src_exits_2():
-    p = subprocess.run([sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", "9", "--pps", "10",
+    p = subprocess.run([sys.executable, *SEND, "--dst", "127.0.0.1", "--port", "9", "--pps", "10",
                         "--size", "18", "--duration", "0.1", "--run-id", "1", "--src", "192.0.2.77"],
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, universal_newlines=True)
     assert p.returncode == 2 and "--src" in p.stderr and p.stdout == ""
@@ -274,7 +278,7 @@ def test_unbindable_src_exits_2():
                                           ("SIGTERM", 1)])
 def test_signal_stops_and_still_reports(python, signame, pps):
     rx = Receiver()
-    cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", str(pps),
+    cmd = [python, *SEND, "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", str(pps),
            "--size", "64", "--duration", "60", "--threads", "2", "--run-id", "9", "--progress-s", "0.1"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
     try:
@@ -300,12 +304,12 @@ def test_signal_stops_and_still_reports(python, signame, pps):
     assert 0 < res["sent"] < res["scheduled"]
     assert res["sent"] == sum(t["sent"] for t in res["per_thread"])
     assert len(packets) == res["sent"]
-    assert len({gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets}) == res["sent"]
+    assert len({wire.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets}) == res["sent"]
 
 
 def _start_and_wait_for_traffic(python, rx, progress_s):
     """The generator on pipes, sending for (at most) 60 s; returns once packets arrive."""
-    cmd = [python, str(GENERATOR), "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", "1000",
+    cmd = [python, *SEND, "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", "1000",
            "--size", "64", "--duration", "60", "--threads", "2", "--run-id", "9",
            "--progress-s", str(progress_s)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -329,7 +333,7 @@ def test_controller_gone_stops_sending(python, progress_s):
         proc.stdout.close()
         proc.stderr.close()
         # Generous: the run itself would last 60 s.
-        assert proc.wait(timeout=15) == gen.EXIT_CONTROLLER_GONE == 3
+        assert proc.wait(timeout=15) == control.EXIT_CONTROLLER_GONE == 3
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -365,7 +369,7 @@ def test_no_client_value_reaches_a_shell():
     # The agent takes values from REST clients, the generator from the command
     # line the controller builds: neither may hand anything to a shell.
     agent = REPO / "workflow" / "xdplab" / "agent"
-    for path in (GENERATOR, *sorted(agent.glob("*.py"))):
+    for path in (*sorted(PACKAGE.glob("*.py")), *sorted(agent.glob("*.py"))):
         text = path.read_text()
         for needle in ("shell=True", "os.system", "os.popen", "subprocess.getoutput",
                        "subprocess.getstatusoutput", "commands.getoutput"):
@@ -387,39 +391,42 @@ def _header_defines():
 
 def test_header_agrees_with_bpf_header():
     magic, hdr_len, fields = _header_defines()
-    assert gen.MAGIC == magic
-    assert gen.HEADER.size == gen.HEADER_LEN == hdr_len
+    assert wire.MAGIC == magic
+    assert wire.HEADER.size == wire.HEADER_LEN == hdr_len
     # Field order, widths and byte order of struct xdplab_payload_hdr.
     assert [name for _, _, name in fields] == ["magic", "seq", "send_ns", "run_id"]
     assert all(kind == "be" for kind, _, _ in fields)
     codes = {8: "B", 16: "H", 32: "I", 64: "Q"}
-    assert gen.HEADER.format in ("!" + "".join(codes[int(bits)] for _, bits, _ in fields),
+    assert wire.HEADER.format in ("!" + "".join(codes[int(bits)] for _, bits, _ in fields),
                                  b"!" + "".join(codes[int(bits)] for _, bits, _ in fields).encode())
-    assert gen.HEADER.pack(gen.MAGIC, 1, 2, 3)[:4] == b"XDLB"
+    assert wire.HEADER.pack(wire.MAGIC, 1, 2, 3)[:4] == b"XDLB"
 
 
 @pytest.mark.skipif(sys.version_info < (3, 10), reason="sys.stdlib_module_names needs Python 3.10")
 def test_imports_only_the_standard_library():
-    tree = ast.parse(GENERATOR.read_text())
     names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names.update(a.name.split(".")[0] for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "generator.py must not import from this package"
-            names.add(node.module.split(".")[0])
-    assert names, "no imports found: the test is not looking at the right file"
+    for path in sorted(PACKAGE.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                # beside the standard library, only its own modules (`from . import ...`)
+                assert node.level in (0, 1), "%s must not import from outside sourcehost/" % path.name
+                if node.level == 0:
+                    names.add(node.module.split(".")[0])
+        assert "__import__" not in path.read_text(), path.name
+    assert names, "no imports found: the test is not looking at the right files"
     assert names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)
-    assert "__import__" not in GENERATOR.read_text() and "importlib" not in names
+    assert "importlib" not in names
 
 
 def test_parses_the_protocol_example():
-    a = gen.parse_args(["--dst", "10.201.0.2", "--port", "12345", "--pps", "10000", "--size", "1458",
+    a = cli.parse_args(["--dst", "10.201.0.2", "--port", "12345", "--pps", "10000", "--size", "1458",
                         "--duration", "5", "--threads", "2", "--run-id", "4242", "--src", "10.201.0.1",
                         "--progress-s", "1"])
     assert (a.dst, a.port, a.pps, a.size, a.duration, a.threads, a.run_id, a.src, a.progress_s,
             a.scheduled) == ("10.201.0.2", 12345, 10000, 1458, 5.0, 2, 4242, "10.201.0.1", 1.0, 50000)
-    assert gen.parse_args(["--dst", "10.0.0.1", "--port", "1", "--pps", "10000", "--size", "18",
+    assert cli.parse_args(["--dst", "10.0.0.1", "--port", "1", "--pps", "10000", "--size", "18",
                            "--duration", "0.3", "--run-id", "0"]).scheduled == 3000
 
 
@@ -433,7 +440,7 @@ def _sink():
 
 
 def _run_json(*args, timeout=60):
-    cmd = [sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--run-id", "3", "--progress-s", "0"]
+    cmd = [sys.executable, *SEND, "--dst", "127.0.0.1", "--run-id", "3", "--progress-s", "0"]
     cmd += [str(a) for a in args]
     t0 = time.monotonic()
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout,
@@ -481,7 +488,7 @@ def test_too_high_a_rate_does_not_stretch_the_trial():
 
 
 def _send_times(packets):
-    rows = sorted(gen.HEADER.unpack_from(d, 0)[1:3] for d, _, _ in packets)  # (seq, send_ns)
+    rows = sorted(wire.HEADER.unpack_from(d, 0)[1:3] for d, _, _ in packets)  # (seq, send_ns)
     return [seq for seq, _ in rows], [ns for _, ns in rows]
 
 
@@ -579,31 +586,31 @@ def test_source_counters_shape():
     sc = out["source_counters"]
     assert set(sc) == {"iface", "before", "after", "delta", "method", "names"}
     assert sc["iface"] is None
-    assert set(sc["delta"]) == set(sc["before"]) == set(sc["after"]) == set(sc["names"]) == set(gen.COUNTER_KEYS)
+    assert set(sc["delta"]) == set(sc["before"]) == set(sc["after"]) == set(sc["names"]) == set(counters.COUNTER_KEYS)
     assert sc["names"]["udp_sndbuf_errors"] == "/proc/net/snmp Udp SndbufErrors"
     if sys.platform.startswith("linux"):
         # Namespace-wide: other programs' datagrams count too, ours at least.
         assert sc["delta"]["udp_out_datagrams"] >= out["sent"] == 200
-        assert all(sc["delta"][k] is None for k in gen.COUNTER_KEYS if k.startswith(("nic_", "qdisc_")))
+        assert all(sc["delta"][k] is None for k in counters.COUNTER_KEYS if k.startswith(("nic_", "qdisc_")))
 
 
 def test_parse_snmp_and_arp_cache_and_tc():
     snmp = ("Ip: Forwarding DefaultTTL OutDiscards OutNoRoutes\nIp: 1 64 7 2\n"
             "Udp: InDatagrams OutDatagrams SndbufErrors\nUdp: 5 900 3\n")
-    parsed = gen.parse_snmp(snmp)
+    parsed = counters.parse_snmp(snmp)
     assert parsed[("Ip", "OutDiscards")] == 7 and parsed[("Udp", "SndbufErrors")] == 3
     arp = ("entries  allocs unresolved_discards table_fulls\n00000002 0000000a 0000000f 00000000\n"
            "00000002 0000000a 00000001 00000000\n")
-    assert gen.parse_arp_cache(arp) == 16
+    assert counters.parse_arp_cache(arp) == 16
     tc = json.dumps([{"kind": "mq", "root": True, "drops": 10, "requeues": 1, "qlen": 2},
                      {"kind": "fq_codel", "parent": "1:1", "drops": 6, "requeues": 1, "qlen": 1},
                      {"kind": "fq_codel", "parent": "1:2", "drops": 4, "requeues": 0, "qlen": 1},
                      {"kind": "clsact", "parent": "ffff:fff1", "drops": 0}])
-    assert gen.parse_tc_qdiscs(tc) == (10, 1, 2)  # the root's, which already includes its children's
+    assert counters.parse_tc_qdiscs(tc) == (10, 1, 2)  # the root's, which already includes its children's
 
 
 def test_frame_checksum_and_layout():
-    frame = gen.build_frame(b"\x02" * 6, b"\x04" * 6, "10.203.0.1", "10.203.0.2", 40000, 12345, 18)
+    frame = wire.build_frame(b"\x02" * 6, b"\x04" * 6, "10.203.0.1", "10.203.0.2", 40000, 12345, 18)
     assert len(frame) == 60 and frame[12:14] == b"\x08\x00"
     ip = frame[14:34]
     words = struct.unpack("!10H", ip)
@@ -634,7 +641,7 @@ def test_frame_checksum_and_layout():
     (["--send-path", "packet", "--iface", "xlt-gen-nonexistent", "--dst-mac", "02:00:00:00:00:01"], "--iface"),
 ])
 def test_new_bad_arguments_exit_2(args, name):
-    cmd = [sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", "9", "--pps", "10", "--size", "18",
+    cmd = [sys.executable, *SEND, "--dst", "127.0.0.1", "--port", "9", "--pps", "10", "--size", "18",
            "--duration", "0.1", "--run-id", "1"] + args
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60, universal_newlines=True)
     assert p.returncode == 2, p.stderr
@@ -646,32 +653,33 @@ def test_sendto_fallback_sends_the_same_stream():
     # What macOS (or a libc without sendmmsg) runs: send_stream with no libc.
     import mmap
     rx = Receiver()
-    sender = gen._Sender(1, 2, 100)
-    sender.sock = gen._open_udp(None)
+    sender = paced.Sender(1, 2, 100)
+    sender.sock = sockets.open_udp(None)
     try:
         cfg = {"threads": 2, "pps": 2000, "start": time.perf_counter() + 0.01, "duration": 0.05, "run_id": 77,
                "ppid": os.getppid(), "send_path": "udp", "size": 40, "dst": "127.0.0.1", "port": rx.port,
                "pattern": "constant", "burst_size": None, "seed": None, "libc": None}
         shm = mmap.mmap(-1, 8 + 16 * 2)
-        report = gen.send_stream(sender, cfg, shm, [False])
+        report = paced.send_stream(sender, cfg, shm, [False])
     finally:
         sender.sock.close()
     packets = rx.close()
     assert report["send_call"] == "sendto"
     assert (report["scheduled"], report["attempted"], report["send_errors"]) == (50, 50, 0)
-    assert sorted(gen.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(1, 100, 2))
+    assert sorted(wire.HEADER.unpack_from(d, 0)[1] for d, _, _ in packets) == list(range(1, 100, 2))
     assert {len(d) for d, _, _ in packets} == {40}
     assert struct.unpack_from("=QQ", shm, 8 + 16) == (50, 0)
 
 
 def test_source_is_python38_syntax():
-    ast.parse(GENERATOR.read_text(), feature_version=(3, 8))
+    for path in sorted(PACKAGE.glob("*.py")):
+        ast.parse(path.read_text(), feature_version=(3, 8))
 
 
 def _by_run(packets):
     runs = {}
     for d, _, _ in packets:
-        magic, seq, send_ns, run_id = gen.HEADER.unpack_from(d, 0)
+        magic, seq, send_ns, run_id = wire.HEADER.unpack_from(d, 0)
         runs.setdefault(run_id, []).append((send_ns, seq))
     return {k: sorted(v) for k, v in runs.items()}
 

@@ -19,7 +19,11 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-GENERATOR = REPO / "workflow" / "xdplab" / "generator.py"
+sys.path.insert(0, str(REPO / "workflow"))
+from xdplab.source import source_pyz  # noqa: E402
+from xdplab.sourcehost import counters  # noqa: E402
+
+SEND = [source_pyz(), "send"]  # the file the controller uploads (built with `make source` when stale)
 PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
 
 pytestmark = pytest.mark.skipif(
@@ -74,7 +78,7 @@ def stat(ns, dev, name):
 
 
 def generate(l, *args):
-    cmd = nsx(l["src"], PYTHON, GENERATOR, "--dst", l["dip"], "--port", 12345, "--run-id", 5,
+    cmd = nsx(l["src"], PYTHON, *SEND, "--dst", l["dip"], "--port", 12345, "--run-id", 5,
               "--progress-s", 0, *args)
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
     assert p.returncode == 0, p.stderr
@@ -188,15 +192,7 @@ def test_packet_path_bypasses_the_qdisc():
 
 def _snmp(ns):
     text = sh(*nsx(ns, "cat", "/proc/net/snmp")).stdout
-    return {"%s.%s" % k: v for k, v in _gen_module().parse_snmp(text).items()}
-
-
-def _gen_module():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("xdplab_generator_net", GENERATOR)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return {"%s.%s" % k: v for k, v in counters.parse_snmp(text).items()}
 
 
 @pytest.mark.skipif(shutil.which("trafgen") is None or shutil.which("tcpdump") is None,
@@ -299,4 +295,63 @@ def test_trafgen_backend_over_ssh_on_the_embedded_testbed(embedded_testbed):
     procs = subprocess.run(nsx(s["netns"], "pgrep", "-af", "[/]tmp/xdplab-generator-"), stdout=subprocess.PIPE,
                            universal_newlines=True).stdout
     assert procs.strip() == ""
+    assert [f for f in os.listdir("/tmp") if f.startswith("xdplab-generator-")] == []
+
+
+def _wait_listening(ns, addr, port, proc, timeout_s=10.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read()
+        probe = sh(*nsx(ns, sys.executable, "-c", "import socket,sys; socket.create_connection((sys.argv[1], "
+                        "int(sys.argv[2])), timeout=1).close()", addr, port), check=False)
+        if probe.returncode == 0:
+            return
+        time.sleep(0.1)
+    raise AssertionError("sshd did not listen on %s:%d" % (addr, port))
+
+
+def test_a_source_without_sftp_runs_the_generator(embedded_testbed, tmp_path):
+    """A source host whose sshd offers no SFTP subsystem (no `Subsystem` line, as on
+    hardened hosts and minimal images): a second sshd in the embedded source namespace,
+    on another port, with the testbed's keys.  The controller's own code paths upload
+    dist/xdplab-source.pyz over the command channel and run the generator (a trial's
+    launch); SFTP itself is refused there."""
+    import io
+
+    import paramiko
+
+    from xdplab import source
+
+    tb, desc = embedded_testbed
+    s = desc["sources"][0]
+    link_ = desc["test_link"]
+    state = pathlib.Path(s["key_file"]).parent
+    port = 2222
+    config = tmp_path / "sshd_config-nosftp"
+    lines = [line for line in (state / "sshd_config").read_text().splitlines()
+             if not line.startswith(("Subsystem", "Port ", "PidFile "))]
+    config.write_text("\n".join(lines + ["Port %d" % port, "PidFile %s" % (tmp_path / "sshd.pid"), ""]))
+    assert "Subsystem" not in config.read_text()
+    host_pub = (state / "ssh_host_ed25519_key.pub").read_text().split()
+    known_hosts = tmp_path / "known_hosts"
+    known_hosts.write_text("[%s]:%d %s %s\n" % (s["host"], port, host_pub[0], host_pub[1]))
+    src = {k: s[k] for k in ("host", "user", "key_file", "python", "iface")}
+    src.update(port=port, known_hosts=str(known_hosts), name="src-nosftp", address=link_["src_addr"])
+    sshd = subprocess.Popen(nsx(s["netns"], "/usr/sbin/sshd", "-D", "-e", "-f", config),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
+    try:
+        _wait_listening(s["netns"], s["host"], port, sshd)
+        with source.connect(src) as c:   # the premise: this server has no SFTP
+            with pytest.raises(paramiko.SSHException):
+                c.sftp()
+        args = {"dst": link_["dut_addr"], "port": 12345, "pps": 2000, "size": 64, "duration": 0.5, "threads": 1,
+                "run_id": 310, "src": link_["src_addr"], "iface": link_["src_iface"], "progress_s": 0.25}
+        log = io.StringIO()
+        [out] = source.run_generators([(src, args)], timeout_s=30, err_stream=log)
+    finally:
+        sshd.terminate()
+        sshd.wait(timeout=10)
+    assert out["sent"] == out["scheduled"] == 1000 and out["interrupted"] is False, out
+    assert "progress t=" in log.getvalue()
+    # the uploaded file is gone (removed in the generator's own command)
     assert [f for f in os.listdir("/tmp") if f.startswith("xdplab-generator-")] == []

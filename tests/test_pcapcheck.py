@@ -1,6 +1,5 @@
 """Unit tests for workflow/xdplab/pcapcheck.py on pcap files built here, byte by byte."""
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -18,15 +17,10 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        "xdplab_" + name, REPO / "workflow" / "xdplab" / (name + ".py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+sys.path.insert(0, str(REPO / "workflow"))
+from xdplab import pcapcheck  # noqa: E402
+from xdplab.source import source_pyz  # noqa: E402
 
-
-pcapcheck = _load("pcapcheck")
 verify_capture = pcapcheck.verify_capture
 
 MAGIC = 0x58444C42
@@ -257,7 +251,7 @@ def test_real_capture_of_the_generator_on_loopback(tmp_path):
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, universal_newlines=True)
     try:
         assert "listening on" in td.stderr.readline()
-        g = subprocess.run([sys.executable, str(REPO / "workflow" / "xdplab" / "generator.py"),
+        g = subprocess.run([sys.executable, str(source_pyz()), "send",
                             "--dst", "127.0.0.1", "--port", str(port), "--pps", "2000", "--size", "1458",
                             "--duration", "1", "--threads", "2", "--run-id", str(RUN), "--progress-s", "0"],
                            stdout=subprocess.PIPE, timeout=60, universal_newlines=True)

@@ -1,4 +1,4 @@
-"""Tests for the generator's trafgen backend (workflow/xdplab/generator.py --backend trafgen)
+"""Tests for the generator's trafgen backend (workflow/xdplab/sourcehost/trafgen.py, `send --backend trafgen`)
 that need neither root nor trafgen: its packet configuration, the parsing of trafgen's
 summary, its arguments, and the run's control flow against a stand-in trafgen
 (a script that answers like trafgen 0.6.8 and counts at --rate per second).
@@ -6,7 +6,6 @@ summary, its arguments, and the run's control flow against a stand-in trafgen
 The real trafgen on a veth pair: tests/test_generator_net.py.
 """
 
-import importlib.util
 import json
 import os
 import pathlib
@@ -20,11 +19,14 @@ import time
 import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-GENERATOR = REPO / "workflow" / "xdplab" / "generator.py"
+sys.path.insert(0, str(REPO / "workflow"))
+from xdplab.source import source_pyz  # noqa: E402
+from xdplab.sourcehost import trafgen  # noqa: E402
+from xdplab.sourcehost.wire import MAGIC  # noqa: E402
 
-_spec = importlib.util.spec_from_file_location("xdplab_generator_tg", GENERATOR)
-gen = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(gen)
+PYZ = source_pyz()  # the file the controller uploads (built with `make source` when stale)
+SEND = [str(PYZ), "send"]
+
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the trafgen backend is Linux only")
 
@@ -53,13 +55,13 @@ def _fields(cfg):
 
 @pytest.mark.parametrize("sport, dport, size", [(40000, 12345, 18), (0x8040, 9, 100), (65535, 65535, 1458)])
 def test_config_lays_the_udp_header_and_magic_over_the_inner_ipv4_fields(sport, dport, size):
-    cfg = gen.trafgen_config(bytes.fromhex("020000000002"), bytes.fromhex("020000000001"), "10.0.0.1",
+    cfg = trafgen.trafgen_config(bytes.fromhex("020000000002"), bytes.fromhex("020000000001"), "10.0.0.1",
                              "10.0.0.2", sport, dport, size, 4242)
     ver, ihl, tos, length, ident, ttl, proto, csum = _fields(cfg)
     # The inner header's first 12 bytes, as they go on the wire
     wire = bytes([ver << 4 | ihl, tos]) + struct.pack("!HHH", length, ident, 0) + bytes([ttl, proto]) \
         + struct.pack("!H", csum)
-    assert wire == struct.pack("!HHHH", sport, dport, 8 + size, 0) + struct.pack("!I", gen.MAGIC)
+    assert wire == struct.pack("!HHHH", sport, dport, 8 + size, 0) + struct.pack("!I", MAGIC)
     assert "eth(da=02:00:00:00:00:02, sa=02:00:00:00:00:01)" in cfg
     assert "ipv4(sa=10.0.0.1, da=10.0.0.2, ttl=64, df, id=0, proto=17)" in cfg
     # seq: the inner saddr, from 0, +1 per packet; send_ns: inner daddr and c32, zero; then run_id
@@ -73,15 +75,15 @@ def test_config_lays_the_udp_header_and_magic_over_the_inner_ipv4_fields(sport, 
 
 
 def test_parse_trafgen_stats():
-    assert gen.parse_trafgen_stats(FINISHED) == {
+    assert trafgen.parse_trafgen_stats(FINISHED) == {
         "packets": 2500, "bytes": 150000, "per_cpu": [{"cpu": 0, "packets": 2500, "s": 2.003857}]}
-    assert gen.parse_trafgen_stats(INTERRUPTED)["packets"] == 937378
-    assert gen.parse_trafgen_stats("Running! Hang up with ^C!\n") == {"packets": None, "bytes": None,
+    assert trafgen.parse_trafgen_stats(INTERRUPTED)["packets"] == 937378
+    assert trafgen.parse_trafgen_stats("Running! Hang up with ^C!\n") == {"packets": None, "bytes": None,
                                                                       "per_cpu": []}
 
 
 def test_argv_paces_one_process_and_leaves_the_host_alone():
-    argv = gen.trafgen_argv("/usr/sbin/trafgen", "eth1", "/tmp/x.cfg", 1000, 500)
+    argv = trafgen.trafgen_argv("/usr/sbin/trafgen", "eth1", "/tmp/x.cfg", 1000, 500)
     assert argv == ["/usr/sbin/trafgen", "--dev", "eth1", "--conf", "/tmp/x.cfg", "--num", "1000",
                     "--rate", "500pps", "--cpus", "1", "--no-sock-mem", "--notouch-irq"]
 
@@ -102,7 +104,7 @@ BASE = ["--dst", "127.0.0.1", "--port", "9", "--pps", "10", "--size", "18", "--d
     (["--backend", "nope"], "--backend"),
 ])
 def test_bad_trafgen_arguments_exit_2(args, name):
-    p = subprocess.run([sys.executable, str(GENERATOR)] + BASE + args, stdout=subprocess.PIPE,
+    p = subprocess.run([sys.executable, *SEND] + BASE + args, stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=60, universal_newlines=True)
     assert p.returncode == 2, p.stderr
     assert p.stdout == "" and len(p.stderr.splitlines()) == 1, p.stderr
@@ -150,7 +152,7 @@ def fake_trafgen(tmp_path):
     log = tmp_path / "calls.jsonl"
     def run(*args, timeout=60):
         env = dict(os.environ, FAKE_TRAFGEN_LOG=str(log))
-        cmd = [sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", "12345", "--run-id", "10",
+        cmd = [sys.executable, *SEND, "--dst", "127.0.0.1", "--port", "12345", "--run-id", "10",
                "--backend", "trafgen", "--trafgen", str(path), "--iface", "lo", "--dst-mac", "02:00:00:00:00:02",
                "--progress-s", "0", "--size", "18"] + [str(a) for a in args]
         t0 = time.monotonic()
@@ -183,11 +185,11 @@ def test_warmup_then_measured_runs_and_report_shape(fake_trafgen):
     assert out["send_ns"].startswith("0 in every packet")
     # every key of the Python generator's report is there
     py = set(json.loads(subprocess.run(
-        [sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", "9", "--pps", "100", "--size", "18",
+        [sys.executable, *SEND, "--dst", "127.0.0.1", "--port", "9", "--pps", "100", "--size", "18",
          "--duration", "0.05", "--run-id", "1", "--progress-s", "0"],
         stdout=subprocess.PIPE, timeout=60, universal_newlines=True).stdout))
     assert py <= set(out)
-    assert not [c for c in os.listdir("/tmp") if c.startswith("generator.py.trafgen-")]  # configs removed
+    assert not [c for c in os.listdir("/tmp") if c.startswith(PYZ.name + ".trafgen-")]  # configs removed
 
 
 @linux_only
@@ -212,7 +214,7 @@ def test_sigterm_stops_trafgen_and_still_reports(fake_trafgen, tmp_path):
     path.write_text(FAKE.replace("PYTHON", sys.executable))
     path.chmod(0o755)
     env = dict(os.environ, FAKE_TRAFGEN_LOG=str(tmp_path / "log"))
-    cmd = [sys.executable, str(GENERATOR), "--dst", "127.0.0.1", "--port", "12345", "--run-id", "10", "--backend",
+    cmd = [sys.executable, *SEND, "--dst", "127.0.0.1", "--port", "12345", "--run-id", "10", "--backend",
            "trafgen", "--trafgen", str(path), "--iface", "lo", "--dst-mac", "02:00:00:00:00:02", "--progress-s",
            "0", "--size", "18", "--pps", "100", "--duration", "30"]
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, env=env)
@@ -234,6 +236,6 @@ def test_trafgen_failing_fails_the_run_with_its_words(fake_trafgen, monkeypatch,
     monkeypatch.setenv("FAKE_TRAFGEN_FAIL", when)
     p, calls, _ = fake_trafgen("--pps", 100, "--duration", 1, "--warmup-s", 0.5, "--warmup-run-id", 12)
     assert p.returncode == 1
-    assert "generator.py: error: trafgen exited with 1 %s" % said in p.stderr
+    assert "xdplab-source send: error: trafgen exited with 1 %s" % said in p.stderr
     out = json.loads(p.stdout)  # the report still comes
     assert out["interrupted"] is True and out["sent"] == 0 and len(calls) == 1  # no measured run after it

@@ -19,10 +19,10 @@ bitmap, one bit per scheduled seq (15 million packets: 1.9 MB).
 import re
 import struct
 
+from .sourcehost.wire import HEADER_LEN as HDR_LEN, MAGIC  # the payload header, defined once
+
 __all__ = ["verify_capture", "MAGIC", "HDR_LEN", "LINKTYPE_ETHERNET"]
 
-MAGIC = 0x58444C42  # XDPLAB_MAGIC in bpf/xdplab.h
-HDR_LEN = 18  # XDPLAB_HDR_LEN
 LINKTYPE_ETHERNET = 1
 MISSING_EXAMPLES = 20
 # Read size: the file is streamed, so memory is this (about three times, while a chunk

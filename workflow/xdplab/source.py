@@ -1,10 +1,13 @@
 """Reach the source host over SSH with fabric: check it, upload the generator, run it,
 and stop it again when a trial fails or is interrupted.
 
-The generator (generator.py beside this file) needs only the Python standard
-library on the source host.  Every remote command line is built by
-`remote_cmd` (or `generator_command`), which quotes each argument with
-shlex.quote; no configuration value reaches a shell as is.
+What runs on the source host is the package sourcehost/ beside this file, built
+into one file, dist/xdplab-source.pyz (`make source`; rebuilt here when older
+than its sources), which needs only the Python standard library there.  It is
+uploaded over the SSH command channel (`cat` reading the bytes on its stdin), not
+SFTP: an SSH login and python3 are all a source needs.  Every remote command
+line is built by `remote_cmd` (or `generator_command`), which quotes each
+argument with shlex.quote; no configuration value reaches a shell as is.
 """
 
 from __future__ import annotations
@@ -15,13 +18,17 @@ import re
 import shlex
 import signal
 import socket
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 
-GENERATOR = Path(__file__).resolve().parent / "generator.py"
-# The generator runs on the source host from /tmp/xdplab-generator-<run_id>.py;
+REPO = Path(__file__).resolve().parents[2]
+SOURCE_PYZ = REPO / "dist" / "xdplab-source.pyz"
+SOURCE_PACKAGE = Path(__file__).resolve().parent / "sourcehost"
+MAKE_SOURCE_TIMEOUT_S = 120.0
+# The generator runs on the source host from /tmp/xdplab-generator-<run_id>.pyz;
 # cleanup finds a trial's generator, or every one of ours, by this name.
 REMOTE_PREFIX = "/tmp/xdplab-generator-"
 # Cleanup after a failure: a fresh connection, short timeouts, best effort.
@@ -49,7 +56,24 @@ def remote_cmd(*argv) -> str:
 
 
 def remote_generator_path(run_id: int) -> str:
-    return f"{REMOTE_PREFIX}{int(run_id)}.py"
+    return f"{REMOTE_PREFIX}{int(run_id)}.pyz"
+
+
+def source_pyz() -> Path:
+    """dist/xdplab-source.pyz, built with `make source` first when it is missing or older
+    than a module of sourcehost/, so that a source never runs a stale generator."""
+    newest = max(p.stat().st_mtime for p in SOURCE_PACKAGE.glob("*.py"))
+    if SOURCE_PYZ.is_file() and SOURCE_PYZ.stat().st_mtime >= newest:
+        return SOURCE_PYZ
+    try:
+        r = subprocess.run(["make", "-C", str(REPO), "-s", "source"], stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=MAKE_SOURCE_TIMEOUT_S)
+        said = (r.stderr or r.stdout).strip()[-1000:]
+    except (OSError, subprocess.SubprocessError) as e:
+        said = str(e)
+    if not SOURCE_PYZ.is_file() or SOURCE_PYZ.stat().st_mtime < newest:
+        raise SourceError(f"`make -C {REPO} source` did not build {SOURCE_PYZ}: {said}")
+    return SOURCE_PYZ
 
 
 def _pattern(path_prefix: str) -> str:
@@ -114,6 +138,68 @@ def _ssh_failure(source: dict, e: BaseException, timeout_s: float) -> SourceErro
     return SourceError(f"{where(source)}: cannot connect over SSH ({e})")
 
 
+# Writes the bytes on its stdin to a file only its owner can read: the upload, over the
+# SSH command channel (SFTP is a subsystem some hardened or minimal sshd do not offer).
+_UPLOAD = 'umask 077 && cat > "$1"'
+
+
+class CommandTimeout(Exception):
+    pass
+
+
+class _Ran:
+    """What a command run by `exec_with_input` did."""
+
+    def __init__(self, exited: int, stdout: str, stderr: str):
+        self.exited, self.stdout, self.stderr = exited, stdout, stderr
+
+    @property
+    def failed(self) -> bool:
+        return self.exited != 0
+
+
+def _read_to_eof(recv, deadline: float) -> bytes:
+    chunks = []
+    while True:
+        if time.monotonic() > deadline:
+            raise CommandTimeout()
+        try:
+            data = recv(65536)
+        except socket.timeout:
+            continue
+        if not data:
+            return b"".join(chunks)
+        chunks.append(data)
+
+
+def exec_with_input(conn, command: str, data: bytes, timeout_s: float) -> _Ran:
+    """Run `command` over an SSH exec channel of an open fabric Connection with `data` on
+    its stdin (then end of file); its exit status and output.  Raises CommandTimeout
+    when it has not ended within timeout_s."""
+    deadline = time.monotonic() + timeout_s
+    chan = conn.client.get_transport().open_session(timeout=timeout_s)
+    try:
+        chan.settimeout(min(timeout_s, 1.0))
+        chan.exec_command(command)
+        chan.sendall(data)
+        chan.shutdown_write()
+        out = _read_to_eof(chan.recv, deadline)
+        err = _read_to_eof(chan.recv_stderr, deadline)
+        if not chan.status_event.wait(max(deadline - time.monotonic(), 0.0)):
+            raise CommandTimeout()
+        return _Ran(chan.recv_exit_status(), out.decode("utf-8", "replace"), err.decode("utf-8", "replace"))
+    finally:
+        chan.close()
+
+
+def upload(conn, data: bytes, remote_path: str, timeout_s: float = 10.0) -> None:
+    """Write `data` to remote_path on the host of an open connection, over the command
+    channel.  Raises SourceError when the file cannot be written there."""
+    r = exec_with_input(conn, remote_cmd("sh", "-c", _UPLOAD, "sh", remote_path), data, timeout_s)
+    if r.failed:
+        raise SourceError(f"cannot write {remote_path} (exit {r.exited}): {r.stderr.strip()[:300]}")
+
+
 # Runs on the source host (any python3 >= 3.8, Linux or macOS), in one SSH command:
 # what the host is and what its test interface has, generators of ours left running
 # by an earlier run (stopped), and a ping to the DUT over the test link (which also
@@ -158,7 +244,7 @@ elif out["exists"]:
 code, text = run(["ps", "-axo", "pid=,command="])
 ours = []
 # not this script's own line; a trafgen the generator started reads <generator>.trafgen-*.cfg
-generator = re.compile(r"(^|\s)" + re.escape(prefix) + r"\d+\.py(\s|$|\.trafgen-)")
+generator = re.compile(r"(^|\s)" + re.escape(prefix) + r"\d+\.pyz?(\s|$|\.trafgen-)")
 for line in text.splitlines():
     pid, _, cmd = line.strip().partition(" ")
     if generator.search(cmd) and pid.isdigit() and int(pid) != os.getpid():
@@ -186,7 +272,7 @@ for pid, cmd in ours:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         pass
-for path in glob.glob(prefix + "*.py") + glob.glob(prefix + "*.py.trafgen-*.cfg"):
+for path in sum((glob.glob(prefix + p) for p in ("*.py", "*.pyz", "*.py.trafgen-*.cfg", "*.pyz.trafgen-*.cfg")), []):
     try:
         os.unlink(path)
     except OSError:
@@ -270,9 +356,9 @@ _RUN_THEN_REMOVE = 'f=$1; shift; "$@"; rc=$?; rm -f "$f"; exit $rc'
 
 
 def generator_command(python: str, remote_path: str, args: dict) -> str:
-    """The remote command line: the generator with its options, then its file removed;
-    every part quoted."""
-    parts = [python, remote_path]
+    """The remote command line: the generator (`python xdplab-source.pyz send`) with its
+    options, then its file removed; every part quoted."""
+    parts = [python, remote_path, "send"]
     for key, value in args.items():
         if value is None:
             continue
@@ -305,7 +391,8 @@ def stop_generators(source: dict, run_id: int | None = None,
                 c.run(remote_cmd("sh", "-c", 'rm -f "$1" "$1".trafgen-*.cfg', "sh", path), hide=True, warn=True,
                       timeout=timeout_s)
             else:
-                c.run(remote_cmd("sh", "-c", 'rm -f "$1"*.py "$1"*.py.trafgen-*.cfg', "sh", REMOTE_PREFIX),
+                c.run(remote_cmd("sh", "-c", 'rm -f "$1"*.py "$1"*.pyz "$1"*.py.trafgen-*.cfg "$1"*.pyz.trafgen-*.cfg',
+                             "sh", REMOTE_PREFIX),
                       hide=True, warn=True, timeout=timeout_s)
     except CommandTimedOut as e:
         raise SourceError(f"{where(source)}: stopping the generator took more than {timeout_s:g} s") from e
@@ -345,13 +432,13 @@ class _Prefixed:
 def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 0.01) -> list[dict]:
     """Run the generator on every source at once and return their JSON reports in order.
 
-    `jobs` is a list of (source, args); args are the generator's options (generator.py
-    --help), e.g. {"dst", "port", "pps", "size", "duration", "threads", "run_id", "src",
+    `jobs` is a list of (source, args); args are the generator's options (`xdplab-source.pyz
+    send --help`), e.g. {"dst", "port", "pps", "size", "duration", "threads", "run_id", "src",
     "iface", "pattern", "warmup_s", "warmup_run_id"}.  `"backend": "trafgen"` (with
     "iface", "dst_mac", threads 1, pattern constant; root on the source) has the same
     uploaded generator hand the sending to the source's trafgen: the same launch, stop
-    and cleanup, and the same report (see generator.py, "trafgen backend").  Every source is connected and given the
-    generator first, then all are started back to back, so they begin within
+    and cleanup, and the same report (sourcehost/trafgen.py).  Every source is connected and given the
+    generator first (over the command channel: no SFTP), then all are started back to back, so they begin within
     milliseconds of each other.  The wait is this function's own loop (not the SSH
     library's, which would wait for the remote command before letting an exception
     through): a signal raised in it (Ctrl-C, SIGTERM: steps.Interrupted) stops at
@@ -363,10 +450,11 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
     conns, promises = [], []
     current = jobs[0][0]   # the source being talked to, for an error message
     try:
+        pyz = source_pyz().read_bytes()
         for src, args in jobs:
             current = src
             conns.append(connect(src))
-            conns[-1].put(str(GENERATOR), remote_generator_path(args["run_id"]))
+            upload(conns[-1], pyz, remote_generator_path(args["run_id"]))
         for (src, args), c in zip(jobs, conns):
             current = src
             stream = _Prefixed(err_stream, f"{src.get('name', src['host'])}: ") if len(jobs) > 1 \
@@ -396,6 +484,10 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
         who = where(current) if current else ", ".join(where(src) for src, _ in jobs)
         if isinstance(e, CommandTimedOut):
             raise SourceError(f"{who}: the generator did not finish within {timeout_s:g} s") from e
+        if isinstance(e, CommandTimeout):
+            raise SourceError(f"{who}: uploading the generator took more than 10 s") from e
+        if isinstance(e, SourceError):
+            raise SourceError(f"{who}: {e}") from e
         if isinstance(e, (paramiko.SSHException, OSError)):
             if current is not None and not promises:
                 raise _ssh_failure(current, e, 5.0) from e

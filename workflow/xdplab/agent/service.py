@@ -188,7 +188,9 @@ class Agent:
         self.token = token
         self.sources = sources
         self.record_cls = sources.feature_struct()
-        session_mod.MAGIC = _magic(sources)
+        if _magic(sources) != session_mod.MAGIC:   # the header the collector is built with
+            raise ValueError("XDPLAB_MAGIC 0x%08x in xdplab.h is not the payload header's MAGIC 0x%08x "
+                             "(sourcehost/wire.py)" % (_magic(sources), session_mod.MAGIC))
         self.spawner = spawner
         # Who this agent is: a controller compares it with the one it armed
         # with, to tell that the agent was restarted (and the session lost).

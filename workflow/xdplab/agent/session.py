@@ -16,6 +16,7 @@ import threading
 import time
 from contextlib import ExitStack
 
+from ..sourcehost.wire import MAGIC  # the payload header's, defined once
 from . import capture, sysstats, timeseries
 from .api import ApiError
 from .bpf import enable_run_time_stats, fdinfo, xdp_link_create, PROG_NAME
@@ -28,7 +29,6 @@ DRAIN_TIMEOUT_S = 1.0
 SINK_RCVBUF_BYTES = 4096
 XDP_FIELDS = ("seen", "ipv4_udp", "matched", "features", "ringbuf_full", "parse_errors",
               "foreign_arp", "foreign_port", "foreign_other")
-MAGIC = 0x58444C42             # replaced at start by XDPLAB_MAGIC parsed from xdplab.h
 
 
 # --- pure result arithmetic -------------------------------------------------------

@@ -1,0 +1,170 @@
+"""The source's own counters around a run: where packets could be lost before
+they left the source host (UDP send buffer, IP output, ARP, the qdisc, the NIC).
+
+Read before the first packet and again once the traffic drained, from
+/proc/net/snmp, /proc/net/stat/arp_cache, /sys/class/net/IF/statistics/tx_* and
+``tc -s -j qdisc show dev IF``; None where unavailable (macOS, no interface).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+DRAIN_MAX_S = 1.0  # wait at most this long for the traffic to drain before the "after" counters
+DRAIN_STEP_S = 0.02
+
+COUNTER_KEYS = (
+    "udp_sndbuf_errors", "udp_out_datagrams", "ip_out_discards", "ip_out_no_routes",
+    "arp_unresolved_discards", "qdisc_drops", "qdisc_requeues", "nic_tx_packets", "nic_tx_dropped",
+    "nic_tx_errors", "nic_tx_fifo_errors", "nic_tx_aborted_errors", "nic_tx_carrier_errors",
+)
+_SNMP = {"udp_sndbuf_errors": ("Udp", "SndbufErrors"), "udp_out_datagrams": ("Udp", "OutDatagrams"),
+         "ip_out_discards": ("Ip", "OutDiscards"), "ip_out_no_routes": ("Ip", "OutNoRoutes")}
+_NIC = ("tx_packets", "tx_dropped", "tx_errors", "tx_fifo_errors", "tx_aborted_errors", "tx_carrier_errors")
+
+
+# The ARP table's statistics are host-wide, but only the initial network
+# namespace shows them; from another namespace they are read through PID 1's
+# view (root only).
+ARP_CACHE_PATHS = ("/proc/net/stat/arp_cache", "/proc/1/net/stat/arp_cache")
+
+
+def counter_names(iface):
+    """Where each counter comes from, as it is reported in "names"."""
+    names = {}
+    for key, (table, field) in _SNMP.items():
+        names[key] = "/proc/net/snmp %s %s" % (table, field)
+    names["arp_unresolved_discards"] = ("/proc/net/stat/arp_cache unresolved_discards, summed over CPUs "
+                                        "(host-wide; from a network namespace other than the initial one "
+                                        "read as /proc/1/net/stat/arp_cache)")
+    dev = iface or "IF"
+    names["qdisc_drops"] = "tc -s -j qdisc show dev %s: drops of the root qdisc (includes its children's)" % dev
+    names["qdisc_requeues"] = "tc -s -j qdisc show dev %s: requeues of the root qdisc" % dev
+    for f in _NIC:
+        names["nic_" + f] = "/sys/class/net/%s/statistics/%s" % (dev, f)
+    return names
+
+
+def parse_snmp(text):
+    """{(table, field): int} from /proc/net/snmp's header/value line pairs."""
+    out = {}
+    lines = text.splitlines()
+    for head, vals in zip(lines[::2], lines[1::2]):
+        hk, _, hf = head.partition(":")
+        vk, _, vf = vals.partition(":")
+        if hk != vk:
+            continue
+        for f, v in zip(hf.split(), vf.split()):
+            try:
+                out[(hk, f)] = int(v)
+            except ValueError:
+                pass
+    return out
+
+
+def parse_arp_cache(text):
+    """Sum of unresolved_discards over the per-CPU lines (hex) of /proc/net/stat/arp_cache."""
+    lines = text.split("\n")
+    cols = lines[0].split()
+    if "unresolved_discards" not in cols:
+        return None
+    i = cols.index("unresolved_discards")
+    return sum(int(line.split()[i], 16) for line in lines[1:] if len(line.split()) > i)
+
+
+def parse_tc_qdiscs(text):
+    """(drops, requeues, backlog packets) of the root qdisc in `tc -s -j qdisc show` output.
+    Only the root counts: classful and multiqueue roots include their children's
+    numbers, so a sum over every qdisc would count a drop twice."""
+    drops = requeues = qlen = 0
+    for q in json.loads(text or "[]"):
+        if q.get("root"):
+            drops += int(q.get("drops", 0))
+            requeues += int(q.get("requeues", 0))
+            qlen += int(q.get("qlen", 0))
+    return drops, requeues, qlen
+
+
+def read_text(path):
+    """A file's text, or None when it cannot be read."""
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def read_counters(iface):
+    """One snapshot of every source counter (None where unavailable), plus the
+    root qdisc's backlog in packets under the key "_qlen" (used to wait for the drain)."""
+    c = dict.fromkeys(COUNTER_KEYS)
+    c["_qlen"] = None
+    snmp = read_text("/proc/net/snmp")
+    if snmp:
+        parsed = parse_snmp(snmp)
+        for key, tf in _SNMP.items():
+            c[key] = parsed.get(tf)
+    arp = None
+    for path in ARP_CACHE_PATHS:
+        arp = read_text(path)
+        if arp:
+            break
+    if arp:
+        try:
+            c["arp_unresolved_discards"] = parse_arp_cache(arp)
+        except (ValueError, IndexError):
+            pass
+    if iface:
+        for f in _NIC:
+            v = read_text("/sys/class/net/%s/statistics/%s" % (iface, f))
+            if v is not None:
+                try:
+                    c["nic_" + f] = int(v)
+                except ValueError:
+                    pass
+        tc = shutil.which("tc") or next((p for p in ("/usr/sbin/tc", "/sbin/tc") if os.access(p, os.X_OK)), None)
+        if tc and sys.platform.startswith("linux"):
+            try:
+                r = subprocess.run([tc, "-s", "-j", "qdisc", "show", "dev", iface], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, timeout=5, universal_newlines=True)
+                if r.returncode == 0:
+                    c["qdisc_drops"], c["qdisc_requeues"], c["_qlen"] = parse_tc_qdiscs(r.stdout)
+            except (OSError, ValueError, subprocess.SubprocessError):
+                pass
+    return c
+
+
+def wait_drained(iface, limit_s=DRAIN_MAX_S):
+    """Wait until the interface's traffic drained: root qdisc backlog empty and
+    tx_packets unchanged over one step; at most limit_s.  Returns the last snapshot."""
+    snap = read_counters(iface)
+    if not iface:
+        return snap
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(DRAIN_STEP_S)
+        nxt = read_counters(iface)
+        if not nxt["_qlen"] and nxt["nic_tx_packets"] == snap["nic_tx_packets"]:
+            return nxt
+        snap = nxt
+    return snap
+
+
+def counters_report(iface, before, after, drained_s):
+    public = lambda c: {k: c[k] for k in COUNTER_KEYS}
+    delta = {k: (after[k] - before[k] if after[k] is not None and before[k] is not None else None)
+             for k in COUNTER_KEYS}
+    if sys.platform.startswith("linux"):
+        method = ("read before the first packet and again after the last sender ended and the traffic "
+                  "drained (root qdisc backlog empty and tx_packets unchanged for %d ms; waited %.3f s, "
+                  "at most %g s); /proc/net counters are the source's network namespace's, every "
+                  "process's traffic included" % (DRAIN_STEP_S * 1000, drained_s, DRAIN_MAX_S))
+        if not iface:
+            method += "; no --iface/--counters-iface: no NIC or qdisc counters"
+    else:
+        method = "unavailable on %s (no /proc/net, /sys/class/net or tc)" % sys.platform
+    return {"iface": iface, "before": public(before), "after": public(after), "delta": delta,
+            "method": method, "names": counter_names(iface)}

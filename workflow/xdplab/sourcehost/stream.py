@@ -1,0 +1,302 @@
+"""One sender's paced stream: the measured hot loop.
+
+Sender ``t`` of ``T`` sends ``seq = k*T + t`` for its ``k``-th packet, each due
+at an absolute time on ``time.perf_counter()`` (the pattern: constant, burst,
+poisson; see ``__init__``).  In one ``sendmmsg`` call (a ``sendto`` loop where
+there is none) it sends every packet of its stream that is due, up to
+BATCH_MAX; between deadlines it sleeps, and spins for the last SPIN_S.
+
+``send_stream`` is one long function on purpose: everything it can look up once
+is bound to a local before the loop, and per packet it costs one pack_into and
+one monotonic_ns().  Its throughput is what ``make bench`` measures
+(benchmarks/bench_generator.py); split into calls, each packet would pay for
+them.  Change it only with that benchmark run before and after.
+"""
+
+import ctypes
+import errno
+import os
+import random
+import struct
+import time
+
+from .sockets import Iovec, Mmsghdr, sendmmsg, sockaddr_in
+from .wire import ETH_HLEN, HEADER, IP_HLEN, MAGIC, UDP_HLEN, build_frame
+
+MAX_FAILED_SEQS = 1000
+MAX_SLEEP_S = 0.1  # a sleeping sender looks at the stop flag at least this often
+# A sleep ends ~30 us late even with a 1 us timer slack (measured here:
+# sleep(50 us) took 77 us median), so the last stretch before a deadline is spun.
+SPIN_S = 100e-6
+# Packets per sendmmsg call at most.  FIELD_NOTES: 16 per call gave 591k pps on
+# a packet socket, 64 gave 563k; a smaller batch also bounds the burst a late
+# sender emits in one call.
+BATCH_MAX = 32
+# A packet due before start + duration that is late (a descheduled sender:
+# stalls of several ms were seen on a busy 2-core machine) may still go out up
+# to this long after the end; nothing goes out later, and nothing due after
+# the end is ever sent.  Without it a stall in the last milliseconds costs a
+# sustained run its last packets.
+END_GRACE_S = 0.01
+
+
+def stream_count(scheduled, threads, index):
+    """Packets of sender `index`: seqs index, index+threads, ... below scheduled."""
+    return (scheduled - index + threads - 1) // threads if index < scheduled else 0
+
+
+class Sender(object):
+    """What one sender process owns; what it reports goes back through a pipe."""
+
+    def __init__(self, index, threads, scheduled):
+        self.index = index
+        self.scheduled = stream_count(scheduled, threads, index)
+        self.sock = None
+        self.keep = []  # sockets held for the sender's lifetime (the packet path's port reservation)
+        self.sport = None
+        self.pid = None
+        self.rfd = None
+        self.report = None
+
+
+def send_stream(sender, cfg, shm, stop):
+    """Send sender.scheduled packets of stream sender.index, paced against
+    absolute deadlines; returns the report dict.  Runs in the sender process.
+
+    Kept lean: everything that can be looked up once is bound to a local before
+    the loop; per packet it costs one pack_into and one monotonic_ns()."""
+    T = cfg["threads"]
+    t = sender.index
+    pps = cfg["pps"]
+    ppid = cfg["ppid"]
+    counter_off = 8 + 16 * t
+    packet = cfg["send_path"] == "packet"
+    if packet:
+        template = build_frame(cfg["src_mac"], cfg["dst_mac"], cfg["src_ip"], cfg["dst"], sender.sport,
+                               cfg["port"], cfg["size"])
+        hdr_off = ETH_HLEN + IP_HLEN + UDP_HLEN
+    else:
+        template = bytes(cfg["size"])
+        hdr_off = 0
+    stride = len(template)
+    buf = (ctypes.c_char * (stride * BATCH_MAX))()
+    for m in range(BATCH_MAX):
+        ctypes.memmove(ctypes.addressof(buf) + m * stride, template, stride)
+    libc = cfg["libc"]
+    mmsg = sendmmsg(libc)
+    fd = sender.sock.fileno()
+    addr = None if packet else (cfg["dst"], cfg["port"])
+    connected = False
+    if not packet:
+        # A connected socket skips the route lookup per packet: ~13 % more
+        # packets per second measured here.  Its catch is handled below.  A
+        # destination connect() refuses (broadcast without SO_BROADCAST) stays
+        # unconnected, and its sends fail one by one, counted.
+        try:
+            sender.sock.connect(addr)
+            connected = True
+        except OSError:
+            pass
+    if mmsg is not None:
+        name = ctypes.create_string_buffer(sockaddr_in(cfg["dst"], cfg["port"]), 16)
+        iovs = (Iovec * BATCH_MAX)()
+        msgs = (Mmsghdr * BATCH_MAX)()
+        for m in range(BATCH_MAX):
+            iovs[m].iov_base = ctypes.addressof(buf) + m * stride
+            iovs[m].iov_len = stride
+            h = msgs[m].msg_hdr
+            if not packet and not connected:
+                h.msg_name = ctypes.addressof(name)
+                h.msg_namelen = 16
+            h.msg_iov = ctypes.pointer(iovs[m])
+            h.msg_iovlen = 1
+        msg_at = [ctypes.addressof(msgs) + m * ctypes.sizeof(Mmsghdr) for m in range(BATCH_MAX)]
+        get_errno = ctypes.get_errno
+    view = memoryview(buf).cast("B")
+    send_call = sender.sock.send if packet or connected else sender.sock.sendto
+    refused = errno.ECONNREFUSED
+
+    errors = 0
+    retries = 0
+    error_kinds = {}
+    failed = []
+    phase_reports = []
+
+    def failure(err, seq):
+        name = errno.errorcode.get(err, str(err))
+        error_kinds[name] = error_kinds.get(name, 0) + 1
+        if len(failed) < MAX_FAILED_SEQS:
+            failed.append(seq)
+
+    pack = HEADER.pack_into
+    mono = time.monotonic_ns
+    clock = time.perf_counter
+    sleep = time.sleep
+    counters = struct.Struct("=QQ").pack_into
+    magic = MAGIC
+    spin = SPIN_S
+    max_sleep = MAX_SLEEP_S
+    poisson = cfg["pattern"] == "poisson"
+    B = cfg["burst_size"] if cfg["pattern"] == "burst" else 1
+    gap = B / pps  # seconds between burst starts (between packets when B == 1)
+    inf = float("inf")
+    run = 0  # packets sent since this sender was last ahead of schedule
+    max_run = 0
+    max_lag = 0.0
+    interrupted = False
+    checks = 0
+    first_pc = None
+    done = done_errors = 0  # earlier phases' (the shared progress counter is cumulative)
+    # Phases, on one absolute schedule: the warm-up (its own run id, seqs from 0)
+    # in [start, start + W), then the measured run in [start + W, start + W + D).
+    phases = cfg.get("phases") or [
+        {"run_id": cfg["run_id"], "scheduled": sender.scheduled * T, "start": cfg["start"],
+         "duration": cfg["duration"], "end": cfg["start"] + cfg["duration"] + END_GRACE_S, "seed_tag": "%d/%d",
+         "per_s": True}]
+    for ph in phases:
+        if interrupted:
+            break
+        n = stream_count(ph["scheduled"], T, t)
+        start = ph["start"]
+        D = ph["duration"]
+        end = ph["end"]
+        run_id = ph["run_id"]
+        errors = 0
+        error_kinds = {}
+        failed = []
+        per_s = [0] * (int(D) + 2) if ph["per_s"] else None
+        last_s = len(per_s) - 1 if per_s else 0
+        if poisson:
+            rnd = random.Random(ph["seed_tag"] % (cfg["seed"], t)).random
+            # u: packet k's place in [0, 1), the k-th of n sorted uniforms, drawn in
+            # order: the minimum of m uniforms on [u, 1) is u + (1-u)(1 - V^(1/m)).
+            u = 1.0 - rnd() ** (1.0 / n) if n else 1.0
+            nxt = start + D * u if n else inf
+        k = 0
+        phase_first = None
+        while k < n:
+            if stop[0] or shm[0]:
+                interrupted = True
+                break
+            now = clock()
+            if now >= end:
+                break
+            if poisson:
+                due = nxt
+                ready = due <= now
+            else:
+                due = start + ((k * T + t) // B) * gap
+                ready = due <= now
+            if not ready:
+                run = 0
+                wait = due - now
+                if wait > spin:
+                    sleep(min(wait - spin, max_sleep))
+                    checks += 1
+                    if checks & 15 == 0 and os.getppid() != ppid:
+                        interrupted = True  # the main process is gone (macOS has no PDEATHSIG)
+                        break
+                    continue
+                while clock() < due:
+                    pass
+                now = clock()
+            lag = now - due
+            if lag > max_lag:
+                max_lag = lag
+            # The batch: every packet of this stream due by now, at most BATCH_MAX.
+            if poisson:
+                nb = 0
+                while True:
+                    pack(buf, nb * stride + hdr_off, magic, (k + nb) * T + t, mono(), run_id)
+                    nb += 1
+                    left = n - k - nb
+                    if left <= 0:
+                        nxt = inf
+                        break
+                    u += (1.0 - u) * (1.0 - rnd() ** (1.0 / left))
+                    nxt = start + D * u
+                    if nxt > now or nb >= BATCH_MAX:
+                        break
+            else:
+                j = int((now - start) / gap)  # latest burst that has begun
+                kd = ((j + 1) * B - t + T - 1) // T  # packets of this stream due by now
+                if kd > n:
+                    kd = n
+                nb = kd - k
+                if nb < 1:
+                    nb = 1  # float rounding at the boundary: due <= now says packet k is due
+                elif nb > BATCH_MAX:
+                    nb = BATCH_MAX
+                seq = k * T + t
+                for m in range(nb):
+                    pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
+                    seq += T
+            if first_pc is None:
+                first_pc = now
+            if phase_first is None:
+                phase_first = now
+            e0 = errors
+            if mmsg is not None:
+                i = 0
+                retried = -1
+                while i < nb:
+                    r = mmsg(fd, msg_at[i], nb - i, 0)
+                    if r > 0:
+                        i += r
+                        continue
+                    # sendmmsg reports an error only for the first message of a call
+                    err = get_errno() if r < 0 else errno.EIO
+                    if err == refused and retried != i:
+                        # A connected socket reports an earlier ICMP port-unreachable
+                        # on the next send, which is then not sent; reading the error
+                        # clears it, so the same packet is sent again, once.
+                        retried = i
+                        retries += 1
+                        continue
+                    errors += 1
+                    failure(err, (k + i) * T + t)
+                    i += 1
+            else:
+                for m in range(nb):
+                    frame = view[m * stride:(m + 1) * stride]
+                    for attempt in (0, 1):
+                        try:
+                            if packet or connected:
+                                send_call(frame)
+                            else:
+                                send_call(frame, addr)
+                            break
+                        except OSError as e:
+                            if e.errno == refused and attempt == 0:
+                                retries += 1
+                                continue  # as above: the error of an earlier ICMP message
+                            errors += 1
+                            failure(e.errno, (k + m) * T + t)
+                            break
+            k += nb
+            run += nb
+            if run > max_run:
+                max_run = run
+            if per_s is not None:
+                # by the second of the window in which the batch went out
+                sec = int(now - start)
+                per_s[sec if sec < last_s else last_s] += nb - (errors - e0)
+            counters(shm, counter_off, done + k, done_errors + errors)
+        done += k
+        done_errors += errors
+        phase_reports.append({"scheduled": n, "attempted": k, "send_errors": errors,
+                              "send_error_kinds": error_kinds, "failed_seqs": failed,
+                              "first_pc": phase_first, "per_s": per_s})
+    end_pc = clock()
+    for ph in phases[len(phase_reports):]:  # phases an interruption left unstarted
+        phase_reports.append({"scheduled": stream_count(ph["scheduled"], T, t), "attempted": 0,
+                              "send_errors": 0, "send_error_kinds": {}, "failed_seqs": [], "first_pc": None,
+                              "per_s": [0] * (int(ph["duration"]) + 2) if ph["per_s"] else None})
+    # The measured phase (the last) keeps the report's historical fields; a warm-up
+    # phase before it is reported beside them.
+    m = phase_reports[-1]
+    return {"index": t, "scheduled": m["scheduled"], "attempted": m["attempted"], "send_errors": m["send_errors"],
+            "send_error_kinds": m["send_error_kinds"], "failed_seqs": m["failed_seqs"], "max_lag_s": max_lag,
+            "max_burst": max_run, "end_pc": end_pc, "first_pc": first_pc, "interrupted": interrupted,
+            "send_call": "sendmmsg" if mmsg else "sendto", "refused_retries": retries, "crash": None,
+            "per_s": m["per_s"], "warmup": phase_reports[0] if len(phase_reports) > 1 else None}
