@@ -280,3 +280,58 @@ def test_timeseries_with_missing_columns(tmp_path, case):
     check_written(outs)
     if case == "only sent":
         assert "softirq CPU not recorded" in Path(outs[0]).read_text()
+
+
+def pdf_facts(path):
+    """(width_pt, height_pt) of each page's MediaBox, and the font dictionaries' subtypes and
+    embedded font files, read from the PDF's uncompressed object dictionaries."""
+    data = Path(path).read_bytes()
+    assert data.startswith(b"%PDF-")
+    boxes = [tuple(float(v) for v in m.groups()) for m in
+             re.finditer(rb"/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]", data)]
+    subtypes = set(re.findall(rb"/Subtype\s*/(Type0|Type1|Type3|TrueType|CIDFontType[02])\b", data))
+    return boxes, subtypes, len(re.findall(rb"/Type\s*/FontDescriptor", data)), data.count(b"/FontFile2")
+
+
+@pytest.mark.parametrize("name", list(figures.FIGURES))
+def test_paper_pdfs_have_the_column_widths_and_embed_their_fonts(tmp_path, name):
+    csv = tmp_path / "summary.csv"
+    grid().to_csv(csv, index=False)
+    stem = figures.FIGURES[name][0]
+    outs = [str(tmp_path / f"{stem}.{kind}") for kind in ("svg", "png", "1col.pdf", "2col.pdf")]
+    figures.plot_figures(str(csv), {name: outs}, "x")
+    check_written(outs[:2])
+    for path, width_in in zip(outs[2:], (3.5, 7.16)):
+        boxes, subtypes, descriptors, embedded = pdf_facts(path)
+        assert len(boxes) == 1, boxes
+        (w, h), = boxes
+        assert w == pytest.approx(width_in * 72, abs=0.01)   # 252 pt and 515.52 pt
+        assert 0.3 * w <= h <= 3 * w
+        # TrueType embedded (pdf.fonttype 42), no Type 3 font: what publishers' checks ask.
+        assert b"Type3" not in subtypes and b"CIDFontType2" in subtypes, subtypes
+        assert descriptors >= 1 and embedded == descriptors
+    # The SVG and PNG for the report keep their size and title.
+    fig = figures.FIGURES[name][1](grid(), "x")
+    assert fig.get_figwidth() >= 10 and fig._suptitle is not None
+    figures.plt.close(fig)
+
+
+def test_paper_figures_share_one_style():
+    """At either width: no title (the caption says it), and every text the same few sizes."""
+    for width in figures.PAPER_WIDTHS_IN.values():
+        for name, (_, draw) in figures.FIGURES.items():
+            with figures.plt.rc_context(figures.PAPER_STYLE):
+                fig = draw(grid(), "x", width)
+            assert fig.get_figwidth() == width and fig._suptitle is None
+            sizes = {t.get_fontsize() for t in fig.findobj(figures.matplotlib.text.Text)
+                     if t.get_visible() and t.get_text()}
+            assert sizes and max(sizes) <= 7, (name, sizes)
+            check_units(fig)
+            figures.plt.close(fig)
+
+
+def test_paper_width_from_the_file_name():
+    assert figures.paper_width("figures/loss_vs_offered.1col.pdf") == 3.5
+    assert figures.paper_width("figures/loss_vs_offered.2col.pdf") == 7.16
+    assert figures.paper_width("figures/loss_vs_offered.pdf") is None
+    assert figures.paper_width("figures/loss_vs_offered.svg") is None

@@ -77,6 +77,8 @@ def test_a_sweep_for_a_paper(workdir, tmp_path):
     for name in FIGURES:
         assert (res / "figures" / f"{name}.svg").stat().st_size > 0
         assert (res / "figures" / f"{name}.png").stat().st_size > 0
+        for width in ("1col", "2col"):   # for the paper itself
+            assert (res / "figures" / f"{name}.{width}.pdf").read_bytes()[:5] == b"%PDF-"
 
     # Per trial: a time series, its figure, and every feature record.
     for r in summary:

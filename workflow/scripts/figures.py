@@ -1,6 +1,7 @@
 """Rule figures: the experiment's summary figure, the figures over the grid (mean and 95 %
-CI per point), each as SVG for papers and PNG for a quick look, and each trial's time
-series (SVG).  One job for all of them (matplotlib is imported once)."""
+CI per point), each as SVG and PNG for the report and as PDF for a one- and a two-column
+paper figure, and each trial's time series (SVG).  One job for all of them (matplotlib is
+imported once)."""
 import sys
 from pathlib import Path
 
@@ -10,7 +11,8 @@ from xdplab import figures, steps  # noqa: E402
 
 def draw(sm, log):
     figures.plot_summary(sm.input.csv, [sm.output.svg, sm.output.png], sm.params.experiment)
-    grid = {name: [sm.output[f"{name}_svg"], sm.output[f"{name}_png"]] for name in figures.FIGURES}
+    grid = {name: [sm.output[f"{name}_{kind}"] for kind in ("svg", "png", "1col", "2col")]
+            for name in figures.FIGURES}
     figures.plot_figures(sm.input.csv, grid, sm.params.experiment)
     log("wrote " + ", ".join([sm.output.svg, sm.output.png] + [p for ps in grid.values() for p in ps]))
     for csv, svg in zip(sm.input.timeseries, sm.output.timeseries_svg):

@@ -12,6 +12,9 @@ rate): one marker per grid point, the mean over its repeats with the 95 % confid
 interval of the mean as error bar, computed by stats.points (the numbers of points.csv).
 One series per combination of the grid dimensions that vary (xdp_mode, collector,
 pattern), named in the legend; a dimension absent from old data counts as one value.
+Each as SVG and PNG for the report, and as PDF sized for a one- and a two-column paper
+figure (`<stem>.1col.pdf`, `<stem>.2col.pdf`: PAPER_WIDTHS_IN, PAPER_STYLE), without a title
+since the paper's caption says it.
 
 Per trial: its time series, one row per second of the measured window.
 """
@@ -31,6 +34,11 @@ from . import stats  # noqa: E402
 
 # The same SVG for the same data: element ids from a fixed salt, not a random one.
 matplotlib.rcParams["svg.hashsalt"] = "xdplab"
+# Fonts in a PDF as embedded TrueType: the default, Type 3, is refused by publishers' checks
+# (IEEE PDF eXpress) and prints poorly.  The rest: sizes of the grid figures' legends, bars
+# and markers, which PAPER_STYLE scales down.
+matplotlib.rcParams.update({"pdf.fonttype": 42, "legend.fontsize": 7, "errorbar.capsize": 3,
+                            "lines.markersize": 5})
 
 STAGES = [  # (column, label): the packet's path from the generator to user space
     ("sent", "sent (generator)"),
@@ -53,6 +61,14 @@ MISSING = "n/a"
 # Room per category label on the accounting axes, in pixels of the saved figure.
 LABEL_PX = 13
 DPI = 110
+# A paper figure's width: one column and the full page of the IEEE and ACM two-column
+# templates (3.5 in, 7.16 in = 516 pt); PDFs named <stem>.1col.pdf and <stem>.2col.pdf.
+PAPER_WIDTHS_IN = {"1col": 3.5, "2col": 7.16}
+# One style for every paper figure: type about the size of a caption's at print size.
+PAPER_STYLE = {"font.size": 7, "axes.titlesize": 7, "axes.labelsize": 7, "xtick.labelsize": 6,
+               "ytick.labelsize": 6, "legend.fontsize": 6, "lines.linewidth": 1.0,
+               "lines.markersize": 3, "errorbar.capsize": 2, "axes.linewidth": 0.6,
+               "xtick.major.width": 0.6, "ytick.major.width": 0.6}
 
 
 def _num(df: pd.DataFrame, col: str) -> pd.Series:
@@ -320,7 +336,7 @@ def _ci(ax, x, p: pd.DataFrame, col: str, **style) -> bool:
     lo = (m - p[f"{col}_ci95_lo"].clip(lower=0)).clip(lower=0).fillna(0)
     hi = (p[f"{col}_ci95_hi"] - m).clip(lower=0).fillna(0)
     ax.errorbar(pd.Series(x).to_numpy()[ok], m.to_numpy()[ok], yerr=[lo.to_numpy()[ok], hi.to_numpy()[ok]],
-                capsize=3, markersize=5, **style)
+                **style)
     return True
 
 
@@ -338,16 +354,19 @@ def _log_if_wide(ax, values, axis="x") -> bool:
     return False
 
 
-def _panels(n: int, title: str, note: str = ""):
-    """A figure with n panels, at most three a row."""
-    cols = max(1, min(3, n))
+def _panels(n: int, title: str, note: str = "", width_in: float | None = None):
+    """A figure with n panels, at most three a row; for a paper (width_in), as many a row
+    as fit at about 2.3 in each, and no title."""
+    cols = max(1, min(n, int(width_in // 2.3) if width_in else 3))
     rows = max(1, math.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(max(10.0, 5.2 * cols + 0.8), 4.4 * rows + 0.9), dpi=DPI,
-                             layout="constrained", squeeze=False)
+    size = ((width_in, rows * min(2.4, 0.8 * width_in / cols)) if width_in
+            else (max(10.0, 5.2 * cols + 0.8), 4.4 * rows + 0.9))
+    fig, axes = plt.subplots(rows, cols, figsize=size, dpi=DPI, layout="constrained", squeeze=False)
     for ax in axes.flat[max(n, 1):]:
         ax.set_visible(False)
-    chars = int(fig.get_figwidth() * 13)   # about what fits at 10 pt
-    fig.suptitle("\n".join(textwrap.fill(t, chars) for t in (title, note) if t), fontsize=10)
+    if not width_in:
+        chars = int(fig.get_figwidth() * 13)   # about what fits at 10 pt
+        fig.suptitle("\n".join(textwrap.fill(t, chars) for t in (title, note) if t), fontsize=10)
     return fig, list(axes.flat[:max(n, 1)])
 
 
@@ -360,13 +379,13 @@ def _title(what: str, experiment: str, df: pd.DataFrame, extra: str = "") -> str
 
 
 def _empty(ax, text: str) -> None:
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize=9, wrap=True)
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, fontsize="small", wrap=True)
 
 
 def _legend(ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if labels:
-        ax.legend(fontsize=7, loc="best", ncol=1 + len(labels) // 12)
+        ax.legend(loc="best", ncol=1 + len(labels) // 12)
 
 
 def _without_off(p: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -377,18 +396,18 @@ def _without_off(p: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     return p, ""
 
 
-def _by_size_panels(df: pd.DataFrame, experiment: str, what: str, extra: str = ""):
+def _by_size_panels(df: pd.DataFrame, experiment: str, what: str, width_in: float | None = None):
     """Points, one panel per payload size, the series keys and their colours."""
     p = grid_points(df)
     sizes = sorted(p["packet_size"].unique()) if len(p) else []
     keys = varying(p)
-    fig, axes = _panels(len(sizes), _title(what, experiment, normalise(df), extra), CI_NOTE)
+    fig, axes = _panels(len(sizes), _title(what, experiment, normalise(df)), CI_NOTE, width_in)
     return p, sizes, keys, fig, axes
 
 
-def draw_rate(df: pd.DataFrame, experiment: str):
+def draw_rate(df: pd.DataFrame, experiment: str, width_in: float | None = None):
     """Achieved vs offered rate, one panel per payload size, with the ideal y = x."""
-    p, sizes, keys, fig, axes = _by_size_panels(df, experiment, "achieved vs offered rate")
+    p, sizes, keys, fig, axes = _by_size_panels(df, experiment, "achieved vs offered rate", width_in)
     colors = _colors(p, keys)
     for ax, size in zip(axes, sizes):
         ps = p[p["packet_size"] == size]
@@ -407,7 +426,7 @@ def draw_rate(df: pd.DataFrame, experiment: str):
                 linewidth=1, label="achieved = offered")
         ax.set_xlim(lo, hi)
         ax.set_ylim(lo, hi)
-        ax.set_title(f"{size} B payload", fontsize=10)
+        ax.set_title(f"{size} B payload", fontsize="medium")
         ax.set_xlabel(RATE_LABEL)
         ax.set_ylabel("achieved rate (packets/s)")
         _legend(ax)
@@ -418,10 +437,10 @@ def draw_rate(df: pd.DataFrame, experiment: str):
     return fig
 
 
-def draw_loss(df: pd.DataFrame, experiment: str):
+def draw_loss(df: pd.DataFrame, experiment: str, width_in: float | None = None):
     """Loss (% of packets sent that never reached XDP) vs offered rate, one panel per size;
     symmetric log, so that 0.001 % and 10 % both show."""
-    p, sizes, keys, fig, axes = _by_size_panels(df, experiment, "loss vs offered rate")
+    p, sizes, keys, fig, axes = _by_size_panels(df, experiment, "loss vs offered rate", width_in)
     colors = _colors(p, keys)
     for ax, size in zip(axes, sizes):
         ps = p[p["packet_size"] == size]
@@ -437,7 +456,7 @@ def draw_loss(df: pd.DataFrame, experiment: str):
         vals = pd.concat([ps["loss_pct_ci95_hi"], ps["loss_pct_mean"]]).dropna()
         ax.set_ylim(0, max(1.0, float(vals.max()) * 3 if len(vals) else 1.0))
         ax.grid(axis="y", alpha=0.3)
-        ax.set_title(f"{size} B payload", fontsize=10)
+        ax.set_title(f"{size} B payload", fontsize="medium")
         ax.set_xlabel(RATE_LABEL)
         ax.set_ylabel("loss (% of packets sent, symlog)")
         _legend(ax)
@@ -448,14 +467,14 @@ def draw_loss(df: pd.DataFrame, experiment: str):
     return fig
 
 
-def draw_xdp_cost(df: pd.DataFrame, experiment: str):
+def draw_xdp_cost(df: pd.DataFrame, experiment: str, width_in: float | None = None):
     """XDP run time per packet vs payload size, one series per offered rate (and per
     combination of the varying dimensions)."""
     p = grid_points(df)
     p, skipped = _without_off(p)
     keys = ["target_pps"] + varying(grid_points(df))
     fig, (ax,) = _panels(1, _title("XDP run time per packet vs payload size", experiment,
-                                   normalise(df), skipped), CI_NOTE)
+                                   normalise(df), skipped), CI_NOTE, width_in)
     drawn = False
     series = list(_series(p, keys))
     # Series side by side at each size, so that their bars do not hide each other.
@@ -478,7 +497,7 @@ def draw_xdp_cost(df: pd.DataFrame, experiment: str):
     return fig
 
 
-def draw_latency(df: pd.DataFrame, experiment: str):
+def draw_latency(df: pd.DataFrame, experiment: str, width_in: float | None = None):
     """One-way latency p50 and p99 vs offered rate, one panel per payload size."""
     p0 = grid_points(df)
     p, skipped = _without_off(p0)
@@ -486,7 +505,7 @@ def draw_latency(df: pd.DataFrame, experiment: str):
     keys = varying(p0)
     colors = _colors(p0, keys)
     fig, axes = _panels(len(sizes), _title("one-way latency vs offered rate", experiment,
-                                           normalise(df), skipped), CI_NOTE)
+                                           normalise(df), skipped), CI_NOTE, width_in)
     for ax, size in zip(axes, sizes):
         ps = p[p["packet_size"] == size]
         drawn = False
@@ -502,7 +521,7 @@ def draw_latency(df: pd.DataFrame, experiment: str):
         vals = pd.concat([ps["latency_p99_us_ci95_hi"], ps["latency_p99_us_mean"],
                           ps["latency_p50_us_mean"]]).dropna()
         ax.set_ylim(0, max(1.0, float(vals.max()) if len(vals) else 1.0) * 1.15)
-        ax.set_title(f"{size} B payload", fontsize=10)
+        ax.set_title(f"{size} B payload", fontsize="medium")
         ax.set_xlabel(RATE_LABEL)
         ax.set_ylabel("one-way latency (µs)")
         _legend(ax)
@@ -524,15 +543,28 @@ FIGURES = {
 
 def _save(fig, outputs) -> None:
     for out in outputs:
-        fig.savefig(out, dpi=DPI)
+        # A PDF without its creation date: the same file for the same data, as SVG's hashsalt.
+        fig.savefig(out, dpi=DPI, **({"metadata": {"CreationDate": None}} if out.endswith(".pdf") else {}))
     plt.close(fig)
 
 
+def paper_width(path: str) -> float | None:
+    """The width in inches a file name asks for (<stem>.1col.pdf, <stem>.2col.pdf), or None."""
+    parts = path.rsplit(".", 2)
+    return PAPER_WIDTHS_IN.get(parts[-2]) if len(parts) == 3 and parts[-1] == "pdf" else None
+
+
 def plot_figures(csv_path: str, outputs: dict, experiment: str) -> None:
-    """outputs: {figure name (FIGURES): [paths, .svg and/or .png]}."""
+    """outputs: {figure name (FIGURES): [paths]}: .svg and .png for the report, and
+    <stem>.1col.pdf and <stem>.2col.pdf drawn again in PAPER_STYLE at the paper's width."""
     df = pd.read_csv(csv_path)
     for name, paths in outputs.items():
-        _save(FIGURES[name][1](df, experiment), paths)
+        by_width = {}
+        for path in paths:
+            by_width.setdefault(paper_width(path), []).append(path)
+        for width, same in by_width.items():
+            with plt.rc_context(PAPER_STYLE if width else {}):
+                _save(FIGURES[name][1](df, experiment, width), same)
 
 
 # ---------------------------------------------------------------------------------------
