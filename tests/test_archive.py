@@ -281,7 +281,9 @@ def test_environment_entries_say_what_could_not_be_asked(tmp_path):
 
 
 def test_host_facts_name_the_interface_driver():
-    r = subprocess.run([sys.executable, "-c", hostenv.HOST_FACTS, json.dumps(["lo", "xlt-none"])],
+    from xdplab.source import source_pyz   # the program a source host runs
+
+    r = subprocess.run([sys.executable, str(source_pyz()), "facts", json.dumps(["lo", "xlt-none"])],
                        capture_output=True, text=True, timeout=60)
     facts = json.loads(r.stdout)
     assert facts["kernel"]["release"] == os.uname().release

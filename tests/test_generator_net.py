@@ -310,17 +310,17 @@ def _wait_listening(ns, addr, port, proc, timeout_s=10.0):
     raise AssertionError("sshd did not listen on %s:%d" % (addr, port))
 
 
-def test_a_source_without_sftp_runs_the_generator(embedded_testbed, tmp_path):
+def test_a_source_without_sftp_runs_the_generator_preflight_and_facts(embedded_testbed, tmp_path):
     """A source host whose sshd offers no SFTP subsystem (no `Subsystem` line, as on
     hardened hosts and minimal images): a second sshd in the embedded source namespace,
     on another port, with the testbed's keys.  The controller's own code paths upload
     dist/xdplab-source.pyz over the command channel and run the generator (a trial's
-    launch); SFTP itself is refused there."""
+    launch), the pre-flight check and the host facts; SFTP itself is refused there."""
     import io
 
     import paramiko
 
-    from xdplab import source
+    from xdplab import hostenv, source
 
     tb, desc = embedded_testbed
     s = desc["sources"][0]
@@ -344,6 +344,11 @@ def test_a_source_without_sftp_runs_the_generator(embedded_testbed, tmp_path):
         with source.connect(src) as c:   # the premise: this server has no SFTP
             with pytest.raises(paramiko.SSHException):
                 c.sftp()
+        found = source.preflight(src, link_["dut_addr"])
+        assert found["exists"] and found["ping"]["ok"], found
+        facts = hostenv.source(src)
+        assert "error" not in facts, facts
+        assert facts["host"]["interfaces"][s["iface"]]["mtu"] > 0
         args = {"dst": link_["dut_addr"], "port": 12345, "pps": 2000, "size": 64, "duration": 0.5, "threads": 1,
                 "run_id": 310, "src": link_["src_addr"], "iface": link_["src_iface"], "progress_s": 0.25}
         log = io.StringIO()
@@ -353,5 +358,6 @@ def test_a_source_without_sftp_runs_the_generator(embedded_testbed, tmp_path):
         sshd.wait(timeout=10)
     assert out["sent"] == out["scheduled"] == 1000 and out["interrupted"] is False, out
     assert "progress t=" in log.getvalue()
-    # the uploaded file is gone (removed in the generator's own command)
-    assert [f for f in os.listdir("/tmp") if f.startswith("xdplab-generator-")] == []
+    # the uploaded files are gone: the generator's (removed in its own command) and the
+    # pre-flight's and facts' temporary copies
+    assert [f for f in os.listdir("/tmp") if f.startswith(("xdplab-generator-", "xdplab-source."))] == []

@@ -141,6 +141,11 @@ def _ssh_failure(source: dict, e: BaseException, timeout_s: float) -> SourceErro
 # Writes the bytes on its stdin to a file only its owner can read: the upload, over the
 # SSH command channel (SFTP is a subsystem some hardened or minimal sshd do not offer).
 _UPLOAD = 'umask 077 && cat > "$1"'
+# Writes the pyz on its stdin to a fresh file, runs it with the given python and
+# arguments, removes it: a program of the source host in one SSH command.
+_RUN_FROM_STDIN = ('py=$1; shift; f=$(mktemp /tmp/xdplab-source.XXXXXX) || exit 125; '
+                   'umask 077; cat > "$f" || { rm -f "$f"; exit 125; }; '
+                   '"$py" "$f" "$@"; rc=$?; rm -f "$f"; exit $rc')
 
 
 class CommandTimeout(Exception):
@@ -200,109 +205,27 @@ def upload(conn, data: bytes, remote_path: str, timeout_s: float = 10.0) -> None
         raise SourceError(f"cannot write {remote_path} (exit {r.exited}): {r.stderr.strip()[:300]}")
 
 
-# Runs on the source host (any python3 >= 3.8, Linux or macOS), in one SSH command:
-# what the host is and what its test interface has, generators of ours left running
-# by an earlier run (stopped), and a ping to the DUT over the test link (which also
-# leaves the DUT's address resolved in the neighbour table: a sender whose neighbour
-# is unresolved sees every sendto succeed while the kernel drops the packets).
-# Prints one JSON object.
-_PREFLIGHT = r"""
-import glob, json, os, platform, re, signal, socket, subprocess, sys, time
-iface, dut, prefix, address = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-out = {"hostname": platform.node(), "python": sys.version.split()[0], "system": platform.system(),
-       "iface": iface, "exists": False, "ipv4": [], "mac": None, "stopped": [], "ping": None}
-
-def run(argv):
-    try:
-        r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=10)
-        return r.returncode, r.stdout.decode("utf-8", "replace")
-    except (OSError, subprocess.SubprocessError) as e:
-        return None, str(e)
-
-try:
-    socket.if_nametoindex(iface)
-    out["exists"] = True
-except OSError:
-    pass
-if out["exists"] and os.path.isdir("/sys/class/net"):
-    code, text = run(["ip", "-j", "-4", "addr", "show", "dev", iface])
-    if code == 0:
-        for link in json.loads(text or "[]"):
-            out["ipv4"] += ["%s/%s" % (a["local"], a["prefixlen"]) for a in link.get("addr_info", [])]
-    try:
-        with open("/sys/class/net/%s/address" % iface) as f:
-            out["mac"] = f.read().strip()
-    except OSError:
-        pass
-elif out["exists"]:
-    code, text = run(["ifconfig", iface])
-    for m in re.finditer(r"inet (\d+\.\d+\.\d+\.\d+) netmask (0x[0-9a-f]+)", text):
-        out["ipv4"].append("%s/%d" % (m.group(1), bin(int(m.group(2), 16)).count("1")))
-    m = re.search(r"ether ([0-9a-f:]{17})", text)
-    out["mac"] = m.group(1) if m else None
-
-code, text = run(["ps", "-axo", "pid=,command="])
-ours = []
-# not this script's own line; a trafgen the generator started reads <generator>.trafgen-*.cfg
-generator = re.compile(r"(^|\s)" + re.escape(prefix) + r"\d+\.pyz?(\s|$|\.trafgen-)")
-for line in text.splitlines():
-    pid, _, cmd = line.strip().partition(" ")
-    if generator.search(cmd) and pid.isdigit() and int(pid) != os.getpid():
-        ours.append((int(pid), cmd.strip()))
-for pid, cmd in ours:
-    try:
-        os.kill(pid, signal.SIGTERM)
-        out["stopped"].append("%d %s" % (pid, cmd))
-    except OSError:
-        pass
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except OSError:
-        return False
-
-deadline = time.time() + 2
-while ours and time.time() < deadline:
-    ours = [(p, c) for p, c in ours if alive(p)]
-    if ours:
-        time.sleep(0.1)
-for pid, cmd in ours:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-for path in sum((glob.glob(prefix + p) for p in ("*.py", "*.pyz", "*.py.trafgen-*.cfg", "*.pyz.trafgen-*.cfg")), []):
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-if dut:
-    if out["system"] == "Darwin":
-        argv = ["ping", "-c", "1", "-t", "2"] + (["-S", address] if address != "auto" else []) + [dut]
-    else:
-        argv = ["ping", "-c", "1", "-W", "2", "-I", iface, dut]
-    code, text = run(argv)
-    lines = [l for l in text.splitlines() if l.strip()]
-    out["ping"] = {"ok": code == 0, "argv": argv, "said": lines[-2:]}
-print(json.dumps(out))
-"""
+def run_program(conn, python: str, argv: list, timeout_s: float) -> _Ran:
+    """`python xdplab-source.pyz ARGV...` on the host of an open connection, the pyz
+    sent on the command's stdin, written to a temporary file and removed after: one
+    SSH command (sourcehost/__main__.py for the programs)."""
+    command = remote_cmd("sh", "-c", _RUN_FROM_STDIN, "sh", python, *argv)
+    return exec_with_input(conn, command, source_pyz().read_bytes(), timeout_s)
 
 
 def preflight(source: dict, dut_address: str | None, timeout_s: float = 5.0) -> dict:
-    """One SSH command on the source host: its facts (hostname, python, system, the test
-    interface's IPv4 addresses and MAC), generators of ours stopped, a ping to
-    `dut_address` from the test interface.  Raises SourceError naming the host when it
-    cannot be reached or its python does not run."""
+    """One SSH command on the source host (sourcehost/preflight.py): its facts (hostname,
+    python, system, the test interface's IPv4 addresses and MAC), generators of ours
+    stopped, a ping to `dut_address` from the test interface.  Raises SourceError
+    naming the host when it cannot be reached or its python does not run."""
     paramiko, Connection, CommandTimedOut = _ssh()
     py = source.get("python") or "python3"
-    argv = [py, "-c", _PREFLIGHT, source.get("iface") or "lo", dut_address or "", REMOTE_PREFIX,
+    argv = ["preflight", source.get("iface") or "lo", dut_address or "", REMOTE_PREFIX,
             source.get("address") or "auto"]
     try:
         with connect(source, timeout_s) as c:
-            r = c.run(remote_cmd(*argv), hide=True, warn=True, timeout=timeout_s * 3)
-    except CommandTimedOut as e:
+            r = run_program(c, py, argv, timeout_s * 3)
+    except CommandTimeout as e:
         raise SourceError(f"{where(source)}: '{py}' did not answer within {timeout_s * 3:g} s") from e
     except (paramiko.SSHException, OSError) as e:
         raise _ssh_failure(source, e, timeout_s) from e

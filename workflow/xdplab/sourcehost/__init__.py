@@ -1,4 +1,4 @@
-"""xdplab source host: the traffic generator.
+"""xdplab source host: the traffic generator, the pre-flight check and the host facts.
 
 Runs on the source host of a trial.  Built into one file, dist/xdplab-source.pyz
 (`make source`), uploaded over the SSH command channel (no SFTP needed) and run
@@ -14,6 +14,8 @@ Usage::
         [--pattern constant|burst|poisson] [--burst-size N] [--seed N] \\
         [--send-path udp|packet] [--iface IF] [--dst-mac MAC] [--counters-iface IF] \\
         [--warmup-s S --warmup-run-id W]
+    python3 xdplab-source.pyz preflight IFACE DUT_ADDRESS REMOTE_PREFIX ADDRESS
+    python3 xdplab-source.pyz facts '["IFACE", ...]'
 
 Modules, one concern each (``send`` imports only what it runs):
     __main__   the three commands
@@ -27,6 +29,8 @@ Modules, one concern each (``send`` imports only what it runs):
     sender     the Python backend: sender processes, start, watch, add up
     trafgen    the trafgen backend
     report     the JSON report, one builder for both backends
+    preflight  the source check before a run (``preflight``)
+    facts      what the host is, for the archive (``facts``)
 
 Every UDP payload is ``--size`` bytes: an 18-byte header (magic, seq, send_ns,
 run_id; network byte order) followed by zero bytes.  ``--threads T`` starts T

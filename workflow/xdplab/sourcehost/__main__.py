@@ -1,6 +1,8 @@
-"""The source host's commands:
+"""The source host's three commands:
 
     python3 xdplab-source.pyz send ...        the generator (cli.py for its options)
+    python3 xdplab-source.pyz preflight ...   the check before a run (preflight.py)
+    python3 xdplab-source.pyz facts ...       what this host is (facts.py)
 
 Each imports only its own modules: the sender's start is part of every trial's
 launch cost.
@@ -8,7 +10,7 @@ launch cost.
 
 import sys
 
-USAGE = "usage: xdplab-source.pyz {send} ...\n"
+USAGE = "usage: xdplab-source.pyz {send,preflight,facts} ...\n"
 
 
 def send(argv):
@@ -35,6 +37,12 @@ def run(argv):
     command = argv[0] if argv else None
     if command == "send":
         return send(argv[1:])
+    if command == "preflight":
+        from . import preflight
+        return preflight.main(argv[1:])
+    if command == "facts":
+        from . import facts
+        return facts.main(argv[1:])
     if command in ("-h", "--help"):
         sys.stdout.write(USAGE)
         return 0
