@@ -130,6 +130,9 @@ $(AGENT_PYZ): $(AGENT_SRC)
 # the pre-flight check (preflight) and the host facts (facts), uploaded over SSH and
 # run with the source's python3 (>= 3.8).  The controller rebuilds it when it is
 # older than its sources (xdplab.source.source_pyz).
+# Compiled modules ride along (.pyc, unchecked: the archive never changes), so that a
+# source whose python3 is the same version skips compiling at every start; another
+# version ignores them and compiles the sources, as without them.
 SOURCE_PYZ := dist/xdplab-source.pyz
 SOURCE_SRC := $(wildcard workflow/xdplab/sourcehost/*.py)
 
@@ -140,6 +143,7 @@ $(SOURCE_PYZ): $(SOURCE_SRC)
 	mkdir -p $$build/xdplab/sourcehost && \
 	echo '# xdplab: only the programs of the source host are in this archive' > $$build/xdplab/__init__.py && \
 	cp $(SOURCE_SRC) $$build/xdplab/sourcehost/ && \
+	/usr/bin/python3 -m compileall -q -b --invalidation-mode unchecked-hash $$build && \
 	/usr/bin/python3 -m zipapp $$build -o $$build.pyz -m xdplab.sourcehost.__main__:main -c && \
 	mv $$build.pyz $@ && rm -rf $$build && echo "built $@ ($$(stat -c %s $@) bytes)"
 
