@@ -12,7 +12,17 @@
  *     cflags = ["-DXDPLAB_PORT=<port>"
  *               (, "-DXDPLAB_RING_PAGES=<pages>" when asked for)
  *               (, "-DXDPLAB_COUNT_ONLY" for collector "counters")]
- * These are load-time constants, not map lookups.  The session's run-id range
+ *               (, "-DXDPLAB_CHAIN" when a user's program is under test)]
+ * These are load-time constants, not map lookups.
+ *
+ * Chain mode (XDPLAB_CHAIN): the program under test is the user's.  The collector
+ * runs first on every frame, counts and records it as always, then hands the frame
+ * to the user's program by a tail call through the one-slot `chain` program array,
+ * which the agent fills with that program at arm.  A tail call does not return: the
+ * user's program's verdict is the frame's.  (The other way to see a verdict, fexit on
+ * the program as xdpdump does, needs BPF trampolines, which some kernels refuse.)
+ * If the slot is empty the tail call falls through, the collector passes the frame
+ * and counts it in XDPLAB_CHAIN_MISSED.  The session's run-id range
  * is the one thing that changes per session without a recompile: it is read
  * from the `run_range` array map, and only for datagrams to the port (an
  * array-map lookup, which the verifier inlines).
@@ -37,6 +47,9 @@
 #endif
 
 BPF_PERCPU_ARRAY(counters, u64, XDPLAB_NR_COUNTERS);
+#ifdef XDPLAB_CHAIN
+BPF_PROG_ARRAY(chain, 1);
+#endif
 BPF_PERCPU_ARRAY(matched_by_run, u64, XDPLAB_MAX_RUN_IDS);
 /* low 32 bits: first run id; high 32 bits: how many (0 = match nothing) */
 BPF_ARRAY(run_range, u64, 1);
@@ -75,7 +88,7 @@ static __always_inline void count(u32 idx)
 		(*v)++;
 }
 
-int xdplab_collect(struct xdp_md *ctx)
+static __always_inline void collect(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -91,56 +104,56 @@ int xdplab_collect(struct xdp_md *ctx)
 	/* A runt frame does not claim to be anything: foreign, not a parse error. */
 	if ((void *)(eth + 1) > data_end) {
 		count(XDPLAB_FOREIGN_OTHER);
-		return XDP_PASS;
+		return;
 	}
 	if (eth->h_proto == bpf_htons(ETH_P_ARP)) {
 		count(XDPLAB_FOREIGN_ARP);
-		return XDP_PASS;
+		return;
 	}
 	if (eth->h_proto != bpf_htons(ETH_P_IP)) {
 		count(XDPLAB_FOREIGN_OTHER);
-		return XDP_PASS;
+		return;
 	}
 
 	iph = (void *)(eth + 1);
 	if ((void *)(iph + 1) > data_end) {
 		count(XDPLAB_PARSE_ERRORS);
-		return XDP_PASS;
+		return;
 	}
 	/* ihl counts 32-bit words; options make the header longer than 20. */
 	ihl_bytes = iph->ihl * 4;
 	if (ihl_bytes < sizeof(*iph)) {
 		count(XDPLAB_PARSE_ERRORS);
-		return XDP_PASS;
+		return;
 	}
 	/* Other protocols, and non-first fragments (they carry no UDP header). */
 	if (iph->protocol != IPPROTO_UDP || (iph->frag_off & bpf_htons(0x1fff))) {
 		count(XDPLAB_FOREIGN_OTHER);
-		return XDP_PASS;
+		return;
 	}
 
 	udph = (void *)iph + ihl_bytes;
 	if ((void *)(udph + 1) > data_end) {
 		count(XDPLAB_PARSE_ERRORS);
-		return XDP_PASS;
+		return;
 	}
 	count(XDPLAB_IPV4_UDP);
 
 	if (udph->dest != bpf_htons(XDPLAB_PORT)) {
 		count(XDPLAB_FOREIGN_OTHER);
-		return XDP_PASS;
+		return;
 	}
 	hdr = (void *)(udph + 1);
 	if ((void *)hdr + XDPLAB_HDR_LEN > data_end || hdr->magic != bpf_htonl(XDPLAB_MAGIC)) {
 		count(XDPLAB_FOREIGN_PORT);
-		return XDP_PASS;
+		return;
 	}
 	range = run_range.lookup(&zero);
 	/* unsigned: a run id below the first wraps to a large slot */
 	slot = (u32)bpf_ntohs(hdr->run_id) - (u32)(range ? *range : 0);
 	if (!range || slot >= (u32)(*range >> 32) || slot >= XDPLAB_MAX_RUN_IDS) {
 		count(XDPLAB_FOREIGN_PORT);
-		return XDP_PASS;
+		return;
 	}
 	count(XDPLAB_MATCHED);
 	by_run = matched_by_run.lookup(&slot);
@@ -155,7 +168,7 @@ int xdplab_collect(struct xdp_md *ctx)
 
 		if (!st) {               /* cannot happen (key 0 of a 1-entry array) */
 			count(XDPLAB_RINGBUF_FULL);
-			return XDP_PASS;
+			return;
 		}
 		/* n < XDPLAB_BATCH always holds; the mask tells the verifier so. */
 		n = st->n & (XDPLAB_BATCH - 1);
@@ -175,7 +188,7 @@ int xdplab_collect(struct xdp_md *ctx)
 		if (n < XDPLAB_BATCH &&
 		    rec->arrival_ns - st->recs[0].arrival_ns < XDPLAB_FLUSH_NS) {
 			st->n = n;
-			return XDP_PASS;
+			return;
 		}
 		st->n = 0;
 		batch = st->recs;    /* (BCC's rewriter fails on st->recs as an argument) */
@@ -195,6 +208,16 @@ int xdplab_collect(struct xdp_md *ctx)
 				*v += n;
 		}
 	}
+#endif
+	return;
+}
+
+int xdplab_collect(struct xdp_md *ctx)
+{
+	collect(ctx);
+#ifdef XDPLAB_CHAIN
+	chain.call(ctx, 0);      /* does not return when the slot holds the program */
+	count(XDPLAB_CHAIN_MISSED);
 #endif
 	return XDP_PASS;
 }

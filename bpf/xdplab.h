@@ -93,6 +93,9 @@ enum xdplab_counter {
 			       * outside the session's range */
 	XDPLAB_FOREIGN_OTHER, /* everything else: runts, other ethertypes (VLAN too), other
 			       * IP protocols, non-first fragments, other UDP ports */
+	XDPLAB_CHAIN_MISSED,  /* chain mode: the tail call to the program under test failed
+			       * (empty slot), so the collector passed the frame itself;
+			       * not one of the classes above */
 	XDPLAB_NR_COUNTERS,
 };
 

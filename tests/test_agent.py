@@ -397,6 +397,26 @@ def test_interface_not_given_at_start_is_403_naming_the_allowed(agent):
     assert xdp_on_dut() is None
 
 
+def test_a_users_program_is_refused_unless_the_operator_allowed_it(agent):
+    """This agent was started without --allow-programs / --allow-program-upload: an upload,
+    a check and an arm naming a program are each refused, naming the flags; nothing is
+    stored, loaded or attached."""
+    obj = b"\x7fELF" + bytes(14) + (247).to_bytes(2, "little") + bytes(44)
+    sha = hashlib.sha256(obj).hexdigest()
+    r = agent.session.post(agent.url + "/programs", data=obj, timeout=10,
+                           headers={"X-Xdplab-Sha256": sha})
+    assert r.status_code == 403 and "--allow-program-upload" in r.json()["error"], r.text
+    r = agent.post("/programs/check", {"program": {"sha256": sha}, "port": 12345})
+    assert r.status_code == 403, r.text
+    assert "--allow-programs" in r.json()["error"] and "--allow-program-upload" in r.json()["error"]
+    r = agent.post("/sessions", arm_body(program={"sha256": sha, "name": None, "globals": {}}))
+    assert r.status_code == 403 and "--allow-program" in r.json()["error"], r.text
+    assert agent.get("/health").json()["user_programs"] == {"allow_programs": None,
+                                                             "allow_program_upload": False}
+    assert not (agent.state_dir / "programs").exists()
+    assert xdp_on_dut() is None
+
+
 def test_oversized_body_is_413_naming_content_length(agent):
     r = agent.session.post(agent.url + "/sessions", data=b"x" * (64 * 1024 + 1), timeout=10)
     assert r.status_code == 413, r.text

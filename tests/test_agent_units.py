@@ -8,6 +8,7 @@ captures (service)."""
 import ctypes as ct
 import json
 import math
+import os
 import random
 import re
 import threading
@@ -148,7 +149,8 @@ def test_histogram_small_exact_and_out_of_range():
 def test_header_parsing():
     counters = bpfsrc.parse_counter_enum(HEADER)
     assert list(counters) == ["seen", "ipv4_udp", "matched", "features", "ringbuf_full",
-                              "parse_errors", "foreign_arp", "foreign_port", "foreign_other"]
+                              "parse_errors", "foreign_arp", "foreign_port", "foreign_other",
+                              "chain_missed"]
     assert sorted(counters.values()) == list(range(len(counters)))
     assert set(session.XDP_FIELDS) == set(counters)
     assert bpfsrc.parse_define(HEADER, "XDPLAB_MAX_RUN_IDS") == api.RUN_IDS_MAX
@@ -736,3 +738,106 @@ def test_environment_names_what_it_cannot_read():
     assert e["collector"] == {"prog_tag": None, "source_sha256": "ab"}
     assert u["collector.prog_tag"] == "nothing loaded"
     assert e["kernel"]["release"] and e["cpu"]["count"] >= 1 and e["python"]
+
+
+# -- users' programs: who may load one, and how it is named (userprog.py) -------------------
+
+def _bpf_elf(tail=b""):
+    return b"\x7fELF\x02\x01\x01" + bytes(11) + (247).to_bytes(2, "little") + bytes(44) + tail
+
+
+def test_program_store_loads_nothing_unless_allowed(tmp_path):
+    import hashlib
+    from xdplab.agent.api import ApiError
+    from xdplab.agent.userprog import ProgramStore
+
+    store = ProgramStore(str(tmp_path))
+    obj = _bpf_elf()
+    sha = hashlib.sha256(obj).hexdigest()
+    with pytest.raises(ApiError) as e:
+        store.upload(obj, sha)
+    assert e.value.status == 403 and "--allow-program-upload" in e.value.message
+    with pytest.raises(ApiError) as e:
+        store.path_of(sha)
+    assert e.value.status == 403 and "--allow-programs DIR" in e.value.message
+    assert not (tmp_path / "programs").exists()
+
+
+def test_program_upload_is_checked_end_to_end(tmp_path):
+    import hashlib
+    from xdplab.agent.api import ApiError
+    from xdplab.agent.userprog import ProgramStore
+
+    store = ProgramStore(str(tmp_path), allow_upload=True)
+    obj = _bpf_elf()
+    sha = hashlib.sha256(obj).hexdigest()
+    for data, header, words in ((obj, "0" * 64, "differs"), (obj, "nope", "64 lowercase hex"),
+                                (b"#!/bin/sh\n" + bytes(30), None, "not an ELF"),
+                                (obj[:18] + (62).to_bytes(2, "little") + obj[20:], None, "not BPF")):
+        with pytest.raises(ApiError) as e:
+            store.upload(data, header or hashlib.sha256(data).hexdigest())
+        assert e.value.status == 400 and words in e.value.message, e.value.message
+    out = store.upload(obj, sha)
+    assert out["sha256"] == sha and Path(out["stored"]).read_bytes() == obj
+    assert store.path_of(sha) == out["stored"]
+    with pytest.raises(ApiError) as e:
+        store.path_of("a" * 64)
+    assert e.value.status == 404
+
+
+def test_programs_from_the_allowed_directory_are_named_by_sha256(tmp_path):
+    import hashlib
+    from xdplab.agent.api import ApiError
+    from xdplab.agent.userprog import ProgramStore
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    obj = _bpf_elf(b"lb")
+    (allowed / "lb.o").write_bytes(obj)
+    (tmp_path / "outside.o").write_bytes(_bpf_elf(b"outside"))
+    os.symlink(tmp_path / "outside.o", allowed / "link.o")     # leads out of DIR: not taken
+    store = ProgramStore(str(tmp_path / "state"), allow_dir=str(allowed))
+    assert store.path_of(hashlib.sha256(obj).hexdigest()) == str(allowed / "lb.o")
+    with pytest.raises(ApiError) as e:
+        store.path_of(hashlib.sha256(_bpf_elf(b"outside")).hexdigest())
+    assert e.value.status == 404 and str(allowed) in e.value.message
+    with pytest.raises(ApiError) as e:            # uploads stay off
+        store.upload(obj, hashlib.sha256(obj).hexdigest())
+    assert e.value.status == 403
+
+
+def test_the_arm_requests_program_field_is_checked():
+    from xdplab.agent.api import ApiError
+    from xdplab.agent.userprog import validate_program
+
+    assert validate_program(None) is None and validate_program("attached") == "attached"
+    good = {"sha256": "ab" * 32, "name": "xdp_main", "globals": {"drop_port": 12345, "on": True}}
+    assert validate_program(good) == good
+    for bad, field in (("loaded", "program:"), ({"sha256": "x"}, "program.sha256"),
+                       (dict(good, name="x y"), "program.name"),
+                       (dict(good, globals={"a": "1"}), "program.globals"),
+                       (dict(good, globals={"1a": 1}), "program.globals"),
+                       (dict(good, path="/etc/passwd"), "program.path")):
+        with pytest.raises(ApiError) as e:
+            validate_program(bad)
+        assert e.value.status == 400 and e.value.message.startswith(field), e.value.message
+
+
+def test_driver_xdp_counters_are_summed_over_queues():
+    from xdplab.agent.userprog import DRIVER_XDP_STATS, parse_ethtool_stats
+
+    text = """NIC statistics:
+     peer_ifindex: 26
+     rx_queue_0_xdp_packets: 10
+     rx_queue_0_xdp_bytes: 15000
+     rx_queue_0_drops: 3
+     rx_queue_0_xdp_redirect: 1
+     rx_queue_0_xdp_drops: 4
+     rx_queue_0_xdp_tx: 2
+     rx_queue_0_xdp_tx_errors: 1
+     rx_queue_1_xdp_packets: 5
+     rx_queue_1_xdp_drops: 1
+     tx_queue_0_xdp_xmit: 7
+"""
+    assert parse_ethtool_stats(text, DRIVER_XDP_STATS["veth"]) == {
+        "xdp_packets": 15, "xdp_drop": 5, "xdp_tx": 2, "xdp_redirect": 1, "xdp_tx_errors": 1}

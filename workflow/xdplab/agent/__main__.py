@@ -48,6 +48,13 @@ def parser():
                    help="file holding the shared token (keep it mode 0600)")
     p.add_argument("--interface", action="append", required=True, metavar="IF",
                    help="interface a session may attach to (repeatable); any other is refused")
+    p.add_argument("--allow-programs", metavar="DIR",
+                   help="let clients have XDP objects (*.o) found in DIR loaded as the program "
+                        "under test, named by their sha256 (off by default: a user's program "
+                        "is code running as root here)")
+    p.add_argument("--allow-program-upload", action="store_true",
+                   help="let whoever holds the token upload XDP objects to be loaded as the "
+                        "program under test (off by default)")
     p.add_argument("--state-dir", default="/var/lib/xdplab", metavar="DIR",
                    help="directory for captures, locked by this agent (default %(default)s)")
     return p
@@ -117,7 +124,12 @@ def main(argv=None):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, on_signal)
 
-    agent = Agent(args.interface, state_dir, token, sources, Spawner())
+    from .userprog import ProgramStore
+    if args.allow_programs and not os.path.isdir(args.allow_programs):
+        log.error("--allow-programs %s: not a directory", args.allow_programs)
+        return 2
+    store = ProgramStore(state_dir, args.allow_programs, args.allow_program_upload)
+    agent = Agent(args.interface, state_dir, token, sources, Spawner(), store=store)
     server = Server(args.listen, agent)
     log.info("%s listening on %s:%d (instance %s, pid %d, bcc %s, interfaces %s, bpf from %s, "
              "state dir %s)", AGENT, args.listen[0], args.listen[1], agent.instance, agent.pid,

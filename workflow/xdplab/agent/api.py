@@ -84,7 +84,8 @@ def validate_arm(body, allowed):
     body = require_object(body)
     check_fields(body, ("trial", "run_id", "run_ids", "interfaces", "xdp_mode", "port",
                         "expected_tag", "snaplen", "deadline_s", "expected_packets",
-                        "ringbuf_pages", "collector", "measured_run_ids", "keep_features"))
+                        "ringbuf_pages", "collector", "measured_run_ids", "keep_features",
+                        "program"))
     req = {}
     trial = body.get("trial")
     if not isinstance(trial, str) or not 1 <= len(trial) <= TRIAL_MAX_CHARS or \
@@ -133,6 +134,10 @@ def validate_arm(body, allowed):
     if not isinstance(keep, bool):
         raise ApiError(400, "keep_features: must be true or false")
     req["keep_features"] = keep
+    # The program under test: null (the collector), "attached", or an object by sha256;
+    # checked by userprog.validate_program.  Its observer is what `collector` says:
+    # features (records), counters (verdicts and counts only) or off.
+    req["program"] = body.get("program")
     return req
 
 

@@ -116,7 +116,9 @@ class MapCalls:
             lib.ring_buffer__free.restype = None
             lib.bpf_map_lookup_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p]
             lib.bpf_map_update_elem.argtypes = [ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_uint64]
+            lib.bpf_map_delete_elem.argtypes = [ct.c_int, ct.c_void_p]
             self.lookup, self.update = lib.bpf_map_lookup_elem, lib.bpf_map_update_elem
+            self.delete = lib.bpf_map_delete_elem
             self.ring_new = lambda fd, cb: lib.ring_buffer__new(fd, cb, None, None)
             self.ring_consume, self.ring_free = lib.ring_buffer__consume, lib.ring_buffer__free
         else:
@@ -125,6 +127,7 @@ class MapCalls:
             self.name = "libbcc"
             self.cb_type = libbcc._RINGBUF_CB_TYPE
             self.lookup, self.update = bl.bpf_lookup_elem, bl.bpf_update_elem
+            self.delete = bl.bpf_delete_elem
             self.ring_new = lambda fd, cb: bl.bpf_new_ringbuf(fd, cb, None)
             self.ring_consume, self.ring_free = bl.bpf_consume_ringbuf, bl.bpf_free_ringbuf
 
@@ -264,26 +267,37 @@ def compile_in_child(text, cflags, maps):
     return fds[0], dict(zip(maps, fds[1:])), json.loads(msg)
 
 
+def collector_cflags(port, collector, ring_pages=None, chain=False):
+    """The collector's load-time constants: built from validated integers only."""
+    out = ["-DXDPLAB_PORT=%d" % port]
+    if ring_pages is not None:
+        out.append("-DXDPLAB_RING_PAGES=%d" % ring_pages)
+    if collector == "counters":
+        out.append("-DXDPLAB_COUNT_ONLY")
+    if chain:
+        out.append("-DXDPLAB_CHAIN")
+    return out
+
+
 class Program:
     """One compiled, verified, unattached instance of the collector, held as file
     descriptors (program, counters, matched_by_run, run_range, events): BCC compiles
     in a child process (compile_in_child); the agent reads the maps and polls the
     ring buffer through libbpf (MapCalls)."""
 
-    def __init__(self, sources, port, collector, ring_pages=None):
+    def __init__(self, sources, port, collector, ring_pages=None, chain=False):
         self._lib = map_calls()
         self.port, self.collector, self.ring_pages_requested = port, collector, ring_pages
-        self.cflags = ["-DXDPLAB_PORT=%d" % port]
-        if ring_pages is not None:
-            self.cflags.append("-DXDPLAB_RING_PAGES=%d" % ring_pages)
-        if collector == "counters":
-            self.cflags.append("-DXDPLAB_COUNT_ONLY")
+        self.chain = chain
+        self.cflags = collector_cflags(port, collector, ring_pages, chain)
         self.counter_index = sources.counters
         self.max_run_ids = sources.max_run_ids
         self.ncpus = possible_cpus()
         maps = ["counters", "matched_by_run", "run_range"]
         if collector == "features":
             maps += ["events", "stage"]
+        if chain:
+            maps.append("chain")
         t0 = time.monotonic()
         self._prog_fd, self.map_fds, meta = compile_in_child(sources.text, self.cflags, maps)
         self._rb = None
@@ -373,6 +387,20 @@ class Program:
             map_fd=self.stage_fd, key=ct.addressof(key), value=ct.addressof(buf)))
         return records
 
+    def set_chain(self, prog_fd):
+        """Chain mode: the program the collector hands every frame to (a tail call), or
+        None to empty the slot (the program array holds a reference to the program: a
+        program taken out of the slot is freed once its other descriptors are closed)."""
+        key = ct.c_uint32(0)
+        if prog_fd is None:
+            self._lib.delete(self.map_fds["chain"], ct.byref(key))
+            return
+        val = ct.c_uint32(prog_fd)
+        if self._lib.update(self.map_fds["chain"], ct.byref(key), ct.byref(val), 0) < 0:
+            err = ct.get_errno() or errno.EINVAL
+            raise OSError(err, "putting the program under test in the collector's chain slot: "
+                               "%s" % os.strerror(err))
+
     def set_run_range(self, first, count):
         key, val = ct.c_uint32(0), ct.c_uint64(first | (count << 32))
         if self._lib.update(self.map_fds["run_range"], ct.byref(key), ct.byref(val), 0) < 0:
@@ -400,6 +428,7 @@ class Program:
                 "verified_insns": self.info.get("verified_insns"), "cflags": list(self.cflags),
                 "compile_s": round(self.compile_s, 3), "ringbuf_pages": self.ring_pages,
                 "ringbuf_bytes": self.ring_bytes, "collector": self.collector,
+                "chain": self.chain,
                 "compile_vm_hwm_bytes": (self.compile_vm_hwm_kib * 1024
                                          if self.compile_vm_hwm_kib else None)}
 

@@ -158,6 +158,7 @@ _SIGS = {   # name: (restype, argtypes); pointers to libbpf's opaque structs are
     "bpf_program__expected_attach_type": (ct.c_int, [_P]),
     "bpf_program__set_autoload": (ct.c_int, [_P, ct.c_bool]),
     "bpf_program__set_attach_target": (ct.c_int, [_P, ct.c_int, ct.c_char_p]),
+    "bpf_program__set_expected_attach_type": (ct.c_int, [_P, ct.c_int]),
     "bpf_program__fd": (ct.c_int, [_P]),
     "bpf_map__name": (ct.c_char_p, [_P]),
     "bpf_map__fd": (ct.c_int, [_P]),
@@ -444,16 +445,22 @@ class BpfObject:
       before loading, checked against the variable's BTF type.
     attach_targets: {program: (target_prog_fd, target_func_name)} for fentry/fexit.
     max_entries: {map: n}, e.g. a ring buffer's size in bytes.
+    tail_call_target: names of XDP programs loaded to be reached by a tail call from a
+      program loaded by BCC (the collector): loaded without an expected attach type, as BCC
+      loads, since a program array takes only programs that agree on it with its owner.
     .log: libbpf's warnings while opening and loading.
     """
 
-    def __init__(self, path, *, load=None, globals=None, attach_targets=None, max_entries=None):
+    def __init__(self, path, *, load=None, globals=None, attach_targets=None, max_entries=None,
+                 tail_call_target=()):
         self._lib = lib = _libbpf()
         self.path = os.fspath(path)
         self._obj, self.log = _open(lib, path)
         try:
             self._progs = _programs(lib, self._obj)
             self._configure(load, globals or {}, attach_targets or {}, max_entries or {})
+            for name in tail_call_target:
+                lib.bpf_program__set_expected_attach_type(self._program(name), 0)
             with _Capture(lib) as cap:
                 err = lib.bpf_object__load(self._obj)
             self.log += cap.text

@@ -13,10 +13,13 @@ from urllib.parse import urlsplit
 
 from . import AGENT, TOKEN_HEADER, metrics
 from .api import ApiError, SESSION_ID_RE, query_interface
+from .userprog import MAX_OBJECT_BYTES
 
 log = logging.getLogger("xdplab-agent")
 
 MAX_BODY_BYTES = 64 * 1024         # the largest valid request is well under 2 KiB
+# POST /programs carries an object: a larger body, read only after the token was checked.
+UPLOAD_PATH = "/programs"
 SOCKET_TIMEOUT_S = 10.0            # per read/write: an idle or stalled client is dropped
 MAX_CONNECTIONS = 32               # open connections at once; more are closed at accept
 
@@ -53,9 +56,10 @@ class Handler(BaseHTTPRequestHandler):
     def _send_json(self, status, obj):
         self._send(status, (json.dumps(obj, indent=1) + "\n").encode(), "application/json")
 
-    def _read_body(self):
-        """The raw body, at most MAX_BODY_BYTES (read before the token check,
-        so a refused request leaves the connection usable)."""
+    def _read_body(self, limit=MAX_BODY_BYTES):
+        """The raw body, at most `limit` bytes (read before the token check,
+        so a refused request leaves the connection usable; an upload's larger
+        body only after it)."""
         if self.headers.get("Transfer-Encoding"):
             self.close_connection = True
             raise ApiError(411, "Transfer-Encoding: not supported; send a Content-Length")
@@ -67,10 +71,10 @@ class Handler(BaseHTTPRequestHandler):
         except ValueError:
             self.close_connection = True
             raise ApiError(400, "Content-Length: not an integer")
-        if n < 0 or n > MAX_BODY_BYTES:
+        if n < 0 or n > limit:
             self.close_connection = True
             raise ApiError(413, "Content-Length: %d is over the limit of %d bytes"
-                           % (n, MAX_BODY_BYTES) if n > 0 else "Content-Length: negative")
+                           % (n, limit) if n > 0 else "Content-Length: negative")
         return self.rfile.read(n)
 
     def _token_state(self, agent):
@@ -93,10 +97,13 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self, method):
         agent = self.server.agent
         try:
-            raw = self._read_body()
             url = urlsplit(self.path)
             path = url.path.rstrip("/") or "/"
             auth = self._token_state(agent)
+            if path == UPLOAD_PATH and method == "POST" and auth:
+                raw = self._read_body(MAX_OBJECT_BYTES)
+            else:
+                raw = self._read_body()
             if path == "/health" and method == "GET" and auth is None:
                 return self._send_json(200, {"ok": True, "agent": AGENT})
             if not auth:
@@ -134,6 +141,11 @@ class Handler(BaseHTTPRequestHandler):
             routes = {"GET": lambda: self._send_metrics(agent)}
         elif path == "/build":
             routes = {"POST": lambda: (200, agent.build(body()))}
+        elif path == UPLOAD_PATH:
+            routes = {"POST": lambda: (200, agent.upload_program(
+                raw, self.headers.get("X-Xdplab-Sha256")))}
+        elif path == "/programs/check":
+            routes = {"POST": lambda: (200, agent.check_program(body()))}
         elif path == "/sessions":
             routes = {"POST": lambda: (201, agent.arm(body()))}
         elif path == "/environment":

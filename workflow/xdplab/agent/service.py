@@ -15,8 +15,9 @@ from collections import OrderedDict
 
 from . import AGENT, environment, sysstats
 from .api import ApiError, validate_arm, validate_build, validate_capture_check
-from .bpf import Program, PROG_NAME, release_freed_memory
+from .bpf import Program, PROG_NAME, collector_cflags, release_freed_memory
 from .session import Session
+from .userprog import ProgramStore, UserProgram, validate_program
 
 log = logging.getLogger("xdplab-agent")
 
@@ -69,8 +70,8 @@ class Programs:
                 return progs.pop()
         return None
 
-    def acquire(self, port, collector, ring_pages):
-        key = (port, collector, ring_pages)
+    def acquire(self, port, collector, ring_pages, chain=False):
+        key = (port, collector, ring_pages, chain)
         prog = self._take(key)
         if prog is not None:
             return prog, 0.0
@@ -79,21 +80,24 @@ class Programs:
             if prog is not None:
                 return prog, 0.0
             try:
-                prog = Program(self.sources, port, collector, ring_pages)
+                prog = Program(self.sources, port, collector, ring_pages, chain)
             except ApiError:
                 raise
             except Exception as e:
                 raise ApiError(500, "compiling and loading %s (%s) failed: %s"
-                               % (PROG_NAME, " ".join(_cflags(port, collector, ring_pages)), e))
+                               % (PROG_NAME, " ".join(collector_cflags(port, collector, ring_pages, chain)),
+                                  e))
             log.info("compiled %s for port %d, collector %s, ring pages %s in %.2f s (tag %s)",
                      PROG_NAME, port, collector, ring_pages, prog.compile_s, prog.tag)
             self.last = prog
             return prog, prog.compile_s
 
     def release(self, prog):
-        key = (prog.port, prog.collector, prog.ring_pages_requested)
+        key = (prog.port, prog.collector, prog.ring_pages_requested, prog.chain)
         try:
             prog.set_run_range(0, 0)       # matches nothing until the next arm
+            if prog.chain:
+                prog.set_chain(None)       # hands nothing on until the next arm
         except Exception as e:
             log.warning("resetting the run range failed (%s); dropping the program", e)
             prog.close()
@@ -113,7 +117,7 @@ class Programs:
     def loaded(self):
         with self.lock:
             return [{"port": k[0], "collector": k[1], "ringbuf_pages_requested": k[2],
-                     "instances": len(v)} for k, v in self.free.items()]
+                     "chain": k[3], "instances": len(v)} for k, v in self.free.items()]
 
     def close(self):
         with self.lock:
@@ -121,15 +125,6 @@ class Programs:
                 for p in progs:
                     p.close()
             self.free.clear()
-
-
-def _cflags(port, collector, ring_pages):
-    out = ["-DXDPLAB_PORT=%d" % port]
-    if ring_pages is not None:
-        out.append("-DXDPLAB_RING_PAGES=%d" % ring_pages)
-    if collector == "counters":
-        out.append("-DXDPLAB_COUNT_ONLY")
-    return out
 
 
 def remove_stale_pcaps(state_dir):
@@ -177,7 +172,7 @@ def remove_stale_pcaps(state_dir):
 
 
 class Agent:
-    def __init__(self, interfaces, state_dir, token, sources, spawner):
+    def __init__(self, interfaces, state_dir, token, sources, spawner, store=None):
         from . import session as session_mod
         from .bpf import bcc_facts
         facts = bcc_facts()                # from a child: bcc is never imported here
@@ -199,6 +194,8 @@ class Agent:
         self.started_ns = time.monotonic_ns()
         self.stale_removed = remove_stale_pcaps(state_dir)
         self.programs = Programs(sources, max_per_key=len(self.allowed))
+        # User programs: none unless the operator allowed them (userprog.py).
+        self.store = store or ProgramStore(state_dir)
         self.lock = threading.Lock()          # guards sessions / armed / arming / closing
         self.sessions = OrderedDict()
         self.armed = None
@@ -217,6 +214,7 @@ class Agent:
                 "stale_files_removed": self.stale_removed,
                 "interfaces": {name: sysstats.interface_facts(name) for name in self.allowed},
                 "programs_loaded": self.programs.loaded(),
+                "user_programs": self.store.allowed(),
                 "state_dir": self.state_dir, "state_dir_free_bytes": sysstats.free_bytes(self.state_dir),
                 "session": s.summary() if s else None}
 
@@ -260,9 +258,34 @@ class Agent:
             for prog in progs:
                 self.programs.release(prog)
 
+    # --- user programs -------------------------------------------------------------------
+    def upload_program(self, data, sha256):
+        """POST /programs: an object, kept by sha256 (only with --allow-program-upload)."""
+        return self.store.upload(data, sha256)
+
+    def check_program(self, body):
+        """POST /programs/check: load the program under test through the verifier, attach
+        nothing, and say what was loaded; a refusal names the global, the program or the
+        verifier's last lines, before any traffic."""
+        if not isinstance(body, dict) or set(body) - {"program", "port"}:
+            raise ApiError(400, 'body: must be {"program": {...}, "port": N}')
+        spec = validate_program(body.get("program"))
+        if spec is None or spec == "attached":
+            raise ApiError(400, "program: give an object's {sha256, name, globals} to check")
+        target = UserProgram(self.store, spec, log_dir=os.path.join(self.state_dir, "programs"))
+        try:
+            return dict(target.manifest(), kernel_release=platform.release())
+        finally:
+            target.close()
+
     # --- arm ---------------------------------------------------------------------------
     def arm(self, body):
         req = validate_arm(body, self.allowed)
+        req["program"] = validate_program(req.get("program"))
+        if req["program"] == "attached" and req["collector"] != "off":
+            raise ApiError(400, "collector: a program the user attached runs alone (xdplab "
+                                "cannot put its collector in front of it without detaching it); "
+                                "arm with collector \"off\"")
         with self.lock:
             if self.closing:
                 raise ApiError(409, "the agent is shutting down")
@@ -275,7 +298,8 @@ class Agent:
         try:
             self._drop_finished_histograms()
             sid = time.strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(4)
-            s = Session(sid, req, self.instance, self.state_dir)
+            s = Session(sid, req, self.instance, self.state_dir, store=self.store,
+                        sources=self.sources)
             s.arm(self.programs, self.spawner, self.record_cls)
             with self.lock:
                 self.sessions[sid] = s

@@ -28,16 +28,20 @@ CONSUME_INTERVAL_S = 0.002     # ring buffers polled: records are submitted with
 DRAIN_TIMEOUT_S = 1.0
 SINK_RCVBUF_BYTES = 4096
 XDP_FIELDS = ("seen", "ipv4_udp", "matched", "features", "ringbuf_full", "parse_errors",
-              "foreign_arp", "foreign_port", "foreign_other")
+              "foreign_arp", "foreign_port", "foreign_other", "chain_missed")
 
 
 # --- pure result arithmetic -------------------------------------------------------
 
-def interface_result(collector, run_id, run_ids, link, base, end, features, tcpdump):
+def interface_result(collector, run_id, run_ids, link, base, end, features, tcpdump,
+                     target=None):
     """One interface's results from its snapshots at arm (base) and disarm (end).
 
-    base/end: {"nic": {rx_*}, "prog": None | Program.snapshot()}.  link: the
-    arm reply's entry for the interface.  features: Features.summary() or None."""
+    base/end: {"nic": {rx_*}, "prog": None | Program.snapshot()} and, with a user's
+    program, "target" (its run-time statistics) and "driver_xdp" (the driver's XDP
+    verdict counters, or None).  link: the arm reply's entry for the interface.  features:
+    Features.summary() or None.  target: the program under test's manifest when it is the
+    user's (reported under "program")."""
     out = dict(link)
     out["nic"] = sysstats.delta(base["nic"], end["nic"])
     if collector == "off" or base.get("prog") is None:
@@ -59,6 +63,19 @@ def interface_result(collector, run_id, run_ids, link, base, end, features, tcpd
                                  for i in range(run_ids)}
     out["features"] = features if features is not None else empty_summary(collector)
     out["tcpdump"] = dict(tcpdump or {})
+    out["program"] = None
+    if target is not None:
+        b, e = base["target"], end["target"]
+        run_time, run_cnt = e["run_time_ns"] - b["run_time_ns"], e["run_cnt"] - b["run_cnt"]
+        chained = base.get("prog") is not None
+        out["program"] = dict(target, chained=chained, run_time_ns=run_time, run_cnt=run_cnt,
+                              # A program reached by a tail call has no run-time statistics of
+                              # its own: the kernel accounts its time to the collector.
+                              ns_per_pkt=round(run_time / run_cnt, 1) if run_cnt else None,
+                              driver_xdp=None)
+        if base.get("driver_xdp") is not None and end.get("driver_xdp") is not None:
+            out["program"]["driver_xdp"] = {k: end["driver_xdp"][k] - base["driver_xdp"][k]
+                                            for k in end["driver_xdp"]}
     return out
 
 
@@ -98,7 +115,9 @@ class Iface:
     def __init__(self, name, ifindex, pcap_path):
         self.name, self.ifindex, self.pcap_path = name, ifindex, pcap_path
         self.features_path = None   # <state_dir>/<session>/features-<if>.bin when kept
-        self.program = None
+        self.program = None       # the collector, or the observer around a user's program
+        self.target = None        # a user's program under test (userprog.UserProgram)
+        self.attached_id = None   # the id of the program the user attached (program "attached")
         self.features = None
         self.tcpdump = None
         self.link = {}            # the arm reply's entry
@@ -108,9 +127,12 @@ class Iface:
 
 
 class Session:
-    def __init__(self, sid, req, agent_instance, state_dir):
+    def __init__(self, sid, req, agent_instance, state_dir, store=None, sources=None):
         self.id = sid
         self.req = req
+        # The program under test: None (xdplab's collector), "attached", or an object spec.
+        self.user_program = req.get("program")
+        self.store, self.sources, self.state_dir = store, sources, state_dir
         self.trial, self.run_id, self.run_ids = req["trial"], req["run_id"], req["run_ids"]
         self.measured_run_ids = req.get("measured_run_ids", self.run_ids)
         self.collector = req["collector"]
@@ -167,7 +189,14 @@ class Session:
             except OSError:
                 raise ApiError(400, "interfaces: %s does not exist on the DUT" % i.name)
             foreign = sysstats.link_xdp_info(i.name)
-            if foreign:
+            if self.user_program == "attached":
+                # xdplab attaches and detaches nothing here: it observes what is there.
+                if not foreign or not foreign["progs"]:
+                    raise ApiError(409, "program: attached, but interface %s has no XDP program "
+                                        "attached; attach yours first (or name an object)" % i.name)
+                i.attached_id = foreign["progs"][0]["id"]
+                i.link = {"xdp_mode_in_effect": foreign["mode"]}
+            elif foreign:
                 desc = ", ".join("id %s name %s tag %s" % (p["id"], p["name"], p["tag"])
                                  for p in foreign["progs"]) or "unknown program"
                 raise ApiError(409, "interface %s already has an XDP program attached (%s mode: "
@@ -175,13 +204,19 @@ class Session:
         compile_s = 0.0
         if self.features_dir is not None:
             os.makedirs(self.features_dir, mode=0o700, exist_ok=True)
+        if self.user_program is not None:
+            self._load_user_programs()
         if self.collector != "off":
+            chain = self.user_program is not None
             for i in self.ifaces:
-                prog, cs = programs.acquire(req["port"], self.collector, req["ringbuf_pages"])
-                st.callback(programs.release, prog)
+                prog, cs = programs.acquire(req["port"], self.collector, req["ringbuf_pages"],
+                                            chain=chain)
+                st.callback(programs.release, prog)     # (empties the chain slot too)
                 compile_s += cs
                 i.program = prog
-                if req["expected_tag"] is not None and prog.tag != req["expected_tag"]:
+                if chain:
+                    prog.set_chain(i.target.fd)
+                elif req["expected_tag"] is not None and prog.tag != req["expected_tag"]:
                     raise ApiError(422, "prog_tag %s of the compiled program differs from "
                                         "expected_tag %s" % (prog.tag, req["expected_tag"]))
                 prog.open_ring()                  # mapped while armed only (memory)
@@ -199,6 +234,7 @@ class Session:
                 self.consumer = threading.Thread(target=self._consume,
                                                  name="ringbuf-" + self.id, daemon=True)
                 self.consumer.start()
+        if self.collector != "off" or self.user_program is not None:
             stats_fd = enable_run_time_stats()
             st.callback(os.close, stats_fd)
         self.sampler = sysstats.SoftirqSampler(self.id)
@@ -218,8 +254,10 @@ class Session:
         st.enter_context(self.links)
         for i in self.ifaces:
             # Baselines just before attaching: the program is idle until then.
-            i.base = {"nic": sysstats.nic_stats(i.name),
-                      "prog": i.program.snapshot() if i.program else None}
+            i.base = self._snapshot(i)
+            if i.target is not None and i.program is None:
+                self._attach_user_program(i)
+                continue
             i.link = {"xdp_mode_in_effect": None, "prog_id": None, "prog_tag": None,
                       "link_id": None}
             if i.program is None:
@@ -238,6 +276,9 @@ class Session:
                                % (i.name, prog_id, now))
             i.link = {"xdp_mode_in_effect": now["mode"], "prog_id": prog_id,
                       "prog_tag": i.program.tag, "link_id": fdinfo(fd).get("link_id")}
+            if i.target is not None:     # the collector hands every frame on to it
+                i.link.update({"program_under_test_id": i.target.info.get("id"),
+                               "program_under_test_tag": i.target.tag})
         bpf_filter = capture.capture_filter(req["port"], MAGIC, self.run_id, self.run_ids)
         for i in self.ifaces:
             try:
@@ -275,6 +316,63 @@ class Session:
             "armed_monotonic_ns": self.armed_ns, "deadline_monotonic_ns": self.deadline_ns,
             "agent_instance": self.agent_instance, "compile_s": round(compile_s, 3),
         }
+        if self.user_program is not None:
+            t = self.ifaces[0].target
+            self.arm_reply.update({"program": t.manifest(), "prog_tag": t.tag,
+                                   "insn_count": t.info.get("xlated_insns"),
+                                   "verified_insns": t.info.get("verified_insns")})
+
+    def _load_user_programs(self):
+        """The program under test on each interface: loaded from its object (attached later:
+        behind the collector's tail call, or by itself with collector off), or the one the
+        user attached, taken by id; each release pushed on the stack."""
+        from .userprog import UserProgram
+        for i in self.ifaces:
+            try:
+                i.target = UserProgram(self.store, self.user_program,
+                                       log_dir=os.path.join(self.state_dir, "programs"),
+                                       attached_id=i.attached_id)
+            except OSError as e:
+                raise ApiError(500, "taking the program under test on %s: %s" % (i.name, e))
+            self.stack.callback(i.target.close)
+            expected = self.req["expected_tag"]
+            if expected is not None and i.target.tag != expected:
+                raise ApiError(422, "prog_tag %s of the program under test differs from "
+                                    "expected_tag %s" % (i.target.tag, expected))
+
+    def _attach_user_program(self, i):
+        """Attach the program under test by itself (collector off); a program the user
+        attached is left as it is."""
+        t = i.target
+        link_id = None
+        if not t.attached:
+            try:
+                fd = xdp_link_create(t.fd, i.ifindex, self.req["xdp_mode"])
+            except OSError as e:
+                status = 409 if e.errno in (errno.EBUSY, errno.EEXIST) else 500
+                raise ApiError(status, "attaching program %s to %s in %s mode failed: %s"
+                               % (t.name, i.name, self.req["xdp_mode"], e.strerror))
+            self.links.callback(os.close, fd)
+            link_id = fdinfo(fd).get("link_id")
+        now = sysstats.link_xdp_info(i.name)
+        if not now or t.info.get("id") not in [p["id"] for p in now["progs"]]:
+            raise ApiError(500, "after attaching, %s does not show prog id %s (shows %s)"
+                           % (i.name, t.info.get("id"), now))
+        i.link = {"xdp_mode_in_effect": now["mode"], "prog_id": t.info.get("id"),
+                  "prog_tag": t.tag, "link_id": link_id,
+                  "attached_by": "user" if t.attached else "xdplab"}
+
+    def _snapshot(self, i):
+        """i's counters now: the NIC's, the collector's, and with a user's program its
+        run-time statistics and the driver's XDP verdict counters."""
+        from .userprog import driver_xdp_stats
+        snap = {"nic": sysstats.nic_stats(i.name),
+                "prog": i.program.snapshot() if i.program else None}
+        if i.target is not None:
+            snap["target"] = i.target.stats()
+            snap["driver_xdp"] = driver_xdp_stats(i.name, sysstats.interface_facts(i.name)
+                                                  .get("driver"))
+        return snap
 
     def _features_kwargs(self, i):
         """Features' warm-up and file arguments, given only when they differ from its
@@ -391,8 +489,7 @@ class Session:
                 t0 = time.monotonic()
                 self.links.close()                       # detach: nothing more arrives
                 for i in self.ifaces:
-                    i.end = {"nic": sysstats.nic_stats(i.name),
-                             "prog": i.program.snapshot() if i.program else None}
+                    i.end = self._snapshot(i)
                 self._stop_consumer()
                 self.timeseries.stop(last_sample=True)   # the last row: the final counts
                 disarmed_ns = time.monotonic_ns()
@@ -442,7 +539,8 @@ class Session:
                                           "armed window (no matched arrivals)")
         interfaces = {i.name: interface_result(self.collector, self.run_id, self.run_ids,
                                                i.link, i.base, i.end, feats.get(i.name),
-                                               i.capture)
+                                               i.capture,
+                                               i.target.manifest() if i.target else None)
                       for i in self.ifaces}
         for i in self.ifaces:
             out = interfaces[i.name]
@@ -453,6 +551,7 @@ class Session:
                 "run_ids": self.run_ids, "measured_run_ids": self.measured_run_ids,
                 "collector": self.collector, "watchdog": self.watchdog_fired, "agent_instance": self.agent_instance,
                 "port": self.req["port"], "prog_tag": self.arm_reply["prog_tag"],
+                "program": self.arm_reply.get("program"),
                 "ringbuf_pages": self.arm_reply["ringbuf_pages"],
                 "window": {"armed_monotonic_ns": self.armed_ns,
                            "disarmed_monotonic_ns": disarmed_ns}}
