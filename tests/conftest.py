@@ -1,6 +1,7 @@
 """Shared fixtures: the embedded testbed, the test namespace lab (labnet.py), and a check
 that no test leaked a namespace or left an XDP program attached."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -183,17 +184,24 @@ def workflow_copy(tmp_path):
     return dest
 
 
-@pytest.fixture
-def testbed_up_copy(workflow_copy):
-    """A workflow copy with the embedded testbed already up (`python -m xdplab.testbed up`),
-    torn down afterwards whatever happened."""
+@contextlib.contextmanager
+def embedded_testbed(workdir, timeout=120):
+    """The embedded testbed up for a workflow copy (`python -m xdplab.testbed up`), torn
+    down afterwards whatever happened."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-           "PYTHONPATH": str(workflow_copy / "workflow")}
-    r = subprocess.run([sys.executable, "-m", "xdplab.testbed", "up"], cwd=workflow_copy, env=env,
-                       capture_output=True, text=True, timeout=120)
+           "PYTHONPATH": str(Path(workdir) / "workflow")}
+    r = subprocess.run([sys.executable, "-m", "xdplab.testbed", "up"], cwd=workdir, env=env,
+                       capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr
     try:
-        yield workflow_copy
+        yield workdir
     finally:
-        subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workflow_copy, env=env,
+        subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workdir, env=env,
                        capture_output=True, timeout=120)
+
+
+@pytest.fixture
+def testbed_up_copy(workflow_copy):
+    """A workflow copy with the embedded testbed already up."""
+    with embedded_testbed(workflow_copy) as workdir:
+        yield workdir

@@ -174,7 +174,8 @@ def test_collector_and_attached_points_carry_no_file_name_or_globals(programs):
         "observe": None}
     assert {k: attached[k] for k in trials.PROGRAM_SETTINGS} == {
         "program": "attached", "program_sha256": None, "program_name": None, "program_globals": None,
-        "observe": "verdicts"}
+        "observe": "off"}      # the user's loader holds the interface: observed from outside only
+    assert attached["collector"] == "off"
 
 
 def test_collector_and_one_program_under_two_observers_are_three_points(programs):
@@ -203,9 +204,25 @@ def test_two_programs_get_their_own_directories(programs):
 def test_a_program_setting_changes_the_digest(programs, key, value):
     a = trials.trials(settings(program="programs/a.bpf.c"))[0]["point"]
     b = trials.trials(settings(program="programs/a.bpf.c", **{key: value}))[0]["point"]
-    assert a != b and a.split("_cfg~")[0] == b.split("_cfg~")[0]
+    if key == "observe":   # what the collector does around the program: readable as coll~
+        assert "_coll~features_" in a and "_coll~counters_" in b
+        b_readable = b.split("_cfg~")[0].replace("_coll~counters_", "_coll~features_")
+    else:
+        b_readable = b.split("_cfg~")[0]
+    assert a != b and a.split("_cfg~")[0] == b_readable
     with pytest.raises(trials.UnknownPoint, match="belongs to other settings"):
         trials.settings_of_point(a, settings(program="programs/a.bpf.c", **{key: value}))
+
+
+def test_a_program_is_not_multiplied_by_the_collector_dimension(programs):
+    s = settings(program=["collector", "programs/a.bpf.c", "attached"],
+                 collector=["features", "counters"], observe=["full", "off"])
+    names = [t["point"] for t in trials.trials(s)]
+    assert len(names) == len(set(names))
+    progs = [trials.parse_point(n) for n in names]
+    # the collector twice (its two collectors), the program once per observe, attached once
+    assert sorted((p["program_slug"] or "", p["collector"]) for p in progs) == [
+        ("", "counters"), ("", "features"), ("a", "features"), ("a", "off"), ("attached", "off")]
 
 
 def test_program_settings_leave_the_collector_points_alone(programs):

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from xdplab.config import ConfigError, validate_config  # noqa: E402
-from xdplab import housekeeping, trials  # noqa: E402
+from xdplab import housekeeping, program, trials  # noqa: E402
 
 try:
     S = validate_config(config).values
@@ -49,6 +49,7 @@ wildcard_constraints:
     point=trials.POINT_PATTERN,
     rep=r"\d+",
     collector=r"features|counters",
+    key=r"[A-Za-z0-9-]+-[0-9a-f]{12}",
     # What a connectivity check vouches for: the build, or one trial.
     stage=rf"results/(build/[^/]+/port~\d+|[^/]+/trials/{trials.POINT_PATTERN}/rep~\d+)",
 
@@ -65,8 +66,43 @@ def trial_of(wildcards):
     return dict(trials.trial_record(EXP, settings_of(wildcards), int(wildcards.rep)), point=wildcards.point)
 
 
+# The user's programs (program: a C source or an ELF object), by their build key
+# (slug-sha256 prefix): built (sources) and checked on the DUT once per testbed.
+PROGRAM_DIR = "results/build/programs"
+PROGRAM_CHECK = f"results/build/{TESTBED_ID}/program~{{key}}_port~{S['port']}.json"
+USER_PROGRAMS = {
+    program.program_key(p, trials.program_sha256(p)): p
+    for p in S["program"]
+    if trials.program_kind(p) in ("source", "object")
+}
+
+
+def program_headers(source):
+    """What a C source's build depends on besides itself: the headers beside it, xdplab.h."""
+    if trials.program_kind(source) != "source":
+        return []
+    return sorted(str(h) for h in Path(source).parent.glob("*.h")) + ["bpf/xdplab.h"]
+
+
+def program_object(wildcards):
+    p = USER_PROGRAMS[wildcards.key]
+    return f"{PROGRAM_DIR}/{wildcards.key}.bpf.o" if trials.program_kind(p) == "source" else p
+
+
+def program_build_manifest(wildcards):
+    p = USER_PROGRAMS[wildcards.key]
+    return [f"{PROGRAM_DIR}/{wildcards.key}.json"] if trials.program_kind(p) == "source" else []
+
+
 def manifest_of(wildcards):
-    """The build a trial's collector needs (none with collector off)."""
+    """The build a trial's program needs: the collector's (none with collector off), a
+    user's program's check on the DUT, or none for a program the user attached."""
+    s = settings_of(wildcards)
+    kind = trials.program_kind(s.get("program") or "collector")
+    if kind == "attached":
+        return []
+    if kind != "collector":
+        return PROGRAM_CHECK.format(key=program.program_key(s["program"], s["program_sha256"]))
     collector = trials.parse_point(wildcards.point)["collector"]
     return [] if collector == "off" else MANIFEST.format(collector=collector)
 
@@ -109,7 +145,7 @@ def code_digest(paths):
 
 TRIAL_CODE = code_digest(
     [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
-    + [f"workflow/xdplab/{m}.py" for m in ("steps", "generator", "pcapcheck", "accounting", "source", "agentclient")]
+    + [f"workflow/xdplab/{m}.py" for m in ("steps", "generator", "pcapcheck", "accounting", "source", "agentclient", "program")]
     + ["workflow/xdplab/agent"]
 )
 

@@ -49,7 +49,14 @@ COLUMNS = [
     "point", "collector", "pattern", "xdp_mode_in_effect", "warmup_s", "warmup_sent",
     "warmup_lost", "port", "send_path", "generator", "burst_size", "seed",
     "unstable", "rx_rate_max_dev_pct", "run_index",
+    # The program under test when it is the user's (program != collector): its verdicts as
+    # the DUT's driver counted them over the armed window, its own cost, its identity.
+    "program", "observe", "prog_seen", "prog_pass", "prog_drop", "prog_tx", "prog_tx_errors",
+    "prog_redirect", "prog_ns_per_pkt", "prog_insns", "prog_jited_bytes", "prog_maps", "program_sha256",
 ]
+
+# A verdict that sends the frame somewhere other than up the stack (not seen by tcpdump).
+NOT_PASSED = ("drop", "tx", "tx_errors", "redirect")
 
 SOURCE_COLUMNS = [
     "experiment", "target_pps", "packet_size", "repeat", "point", "source", "host", "address",
@@ -200,6 +207,24 @@ def _percentile(blocks: list, pct: int):
     return merged_percentile([b.get("histogram") for b in blocks], pct)
 
 
+# -- the program under test's verdicts ----------------------------------------------------
+
+def driver_verdicts(blk: dict) -> dict | None:
+    """One interface's verdicts of a user's program over the armed window, as its driver
+    counted them: {"seen", "pass", "drop", "tx", "tx_errors", "redirect"}; None without
+    such counters (no user's program, generic XDP, a driver whose names are not known).
+    tx_errors: XDP_TX verdicts the driver could not send (veth: its peer runs no XDP
+    program) and dropped.  What the program neither dropped, sent back nor
+    redirected, it passed."""
+    d = (blk.get("program") or {}).get("driver_xdp")
+    if d is None:
+        return None
+    out = {k: _n(d.get(f"xdp_{k}")) for k in NOT_PASSED}
+    out["seen"] = _n(d.get("xdp_packets"))
+    out["pass"] = out["seen"] - sum(out[k] for k in NOT_PASSED)
+    return out
+
+
 # -- identities ---------------------------------------------------------------------
 
 def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
@@ -224,11 +249,27 @@ def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
                      "right": "features_received + warmup_records + ringbuf_drops",
                      "right_value": _n(feats.get("received")) + _n(feats.get("warmup_records"))
                      + _n(xdp.get("ringbuf_full"))})
-    if collector != "off":
+    user = iface.get("program") is not None
+    verdicts = driver_verdicts(iface)
+    if verdicts is not None and collector != "off":
+        # The program under test ran on every frame the collector handed on (a tail call).
+        rows.append({"name": "xdp_vs_driver", "left": "xdp_seen - chain_missed",
+                     "left_value": _n(xdp.get("seen")) - _n(xdp.get("chain_missed")),
+                     "right": "prog_seen (driver: frames XDP ran on)",
+                     "right_value": verdicts["seen"]})
+    if collector != "off" and (not user or verdicts is not None):
+        # What passed XDP goes up the stack, where tcpdump (filtered on our header) saw or
+        # dropped each: every matched packet with the collector; with a user's program the
+        # matched packets it did not drop, send back or redirect (it never sees those; a
+        # foreign frame the program dropped would show here).
+        passed = _n(xdp.get("matched"))
+        if verdicts is not None:
+            passed -= sum(verdicts[k] for k in NOT_PASSED)
         rows += [
-            # The collector passes every packet up: tcpdump (filtered on our header) saw or dropped each.
-            {"name": "passed_vs_tcpdump", "left": "xdp_matched (passed up)",
-             "left_value": _n(xdp.get("matched")), "right": "tcpdump_captured + tcpdump_dropped",
+            {"name": "passed_vs_tcpdump",
+             "left": "xdp_matched - prog_drop - prog_tx - prog_tx_errors - prog_redirect" if user
+             else "xdp_matched (passed up)",
+             "left_value": passed, "right": "tcpdump_captured + tcpdump_dropped",
              "right_value": _n(tcpd.get("captured")) + _n(tcpd.get("dropped_by_kernel"))},
             # More matched than sent means packets we did not send matched (or were duplicated).
             {"name": "matched_over_sent", "left": "xdp_matched beyond sent",
@@ -291,6 +332,8 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
                                                           "xdp_vs_features", "passed_vs_tcpdump",
                                                           "matched_over_sent")},
         })
+        if "xdp_vs_driver" in res:
+            iface_rows[-1]["unexplained"] = sum(abs(v) for v in res.values())
 
     # -- per source
     source_rows = []
@@ -305,6 +348,9 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
             return sum(_n((blk.get("matched_by_run") or {}).get(str(run_id))) for blk in ifaces.values())
 
         matched = matched_of(run)
+        # A user's program may drop what it is handed: the capture is checked against XDP
+        # per interface then (its verdicts are counted per interface, not per run).
+        user = any(b.get("program") is not None for b in ifaces.values())
         lost = max(0, gen["sent"] - matched) if collector != "off" else None
         warm = gen.get("warmup") or {}
         warm_lost = (max(0, _n(warm.get("sent")) - matched_of(warm["run_id"]))
@@ -321,8 +367,9 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
         res = {"matched_over_sent": max(0, matched - gen["sent"]),
                # tcpdump's own drops on the interface may explain a capture short of XDP
                "xdp_vs_capture": max(0, diff - dropped) if diff > 0 else diff}
-        if collector == "off":
-            res = {"matched_over_sent": 0, "xdp_vs_capture": 0}
+        if collector == "off" or user:
+            res = {"matched_over_sent": 0 if collector == "off" else res["matched_over_sent"],
+                   "xdp_vs_capture": 0}
         achieved = _achieved(gen)
         src_target = gen.get("target_pps") or 0
         source_rows.append({
@@ -473,5 +520,34 @@ def _total_row(settings, trial, arm, gens, gathered, iface_rows, source_rows, ch
         "rx_rate_max_dev_pct": stability.get("max_dev_pct"),
         "run_index": (arm.get("place_in_run") or {}).get("index"),
     }
+    row.update(program_columns(settings, arm, gathered, source_rows, gens))
     assert list(row) == COLUMNS, "summary row and COLUMNS disagree"
     return row
+
+
+def program_columns(settings: dict, arm: dict, gathered: dict, source_rows: list, gens: list) -> dict:
+    """The program-under-test columns: empty (None) for xdplab's own collector."""
+    program = settings.get("program") or "collector"
+    out = {c: None for c in COLUMNS[COLUMNS.index("program"):]}
+    out["program"] = program
+    if program == "collector":
+        return out
+    ifaces = gathered.get("interfaces") or {}
+    blocks = [b.get("program") for b in ifaces.values() if b.get("program")]
+    out["observe"] = "off" if program == "attached" else settings.get("observe")
+    first = blocks[0] if blocks else (arm.get("program") or {})
+    out["program_sha256"] = first.get("sha256")
+    out["prog_insns"] = first.get("xlated_insns")
+    out["prog_jited_bytes"] = first.get("jited_bytes")
+    out["prog_maps"] = first.get("nr_map_ids")
+    # Its own run-time statistics exist only when it runs by itself (collector off): reached
+    # by the collector's tail call, its time is accounted to the collector (xdp_ns_per_pkt).
+    if blocks and not any(b.get("chained") for b in blocks):
+        run_time = sum(_n(b.get("run_time_ns")) for b in blocks)
+        run_cnt = sum(_n(b.get("run_cnt")) for b in blocks)
+        out["prog_ns_per_pkt"] = _round(run_time / run_cnt, 1) if run_cnt else None
+    verdicts = [driver_verdicts(b) for b in ifaces.values()]
+    if verdicts and all(v is not None for v in verdicts):
+        for col in ("seen", "pass") + NOT_PASSED:
+            out[f"prog_{col}"] = sum(v[col] for v in verdicts)
+    return out

@@ -31,10 +31,12 @@ class AgentClient:
         token = Path(dut["token_file"]).read_text().strip()
         return cls(dut["agent_url"], token, timeout_s)
 
-    def _call(self, method: str, path: str, *, json=None, timeout_s=None, stream=False):
+    def _call(self, method: str, path: str, *, json=None, timeout_s=None, stream=False,
+              data=None, headers=None):
         where = f"DUT agent at {self.url}"
         try:
             r = self._http.request(method, self.url + path, json=json, stream=stream,
+                                   data=data, headers=headers,
                                    timeout=timeout_s or self.timeout_s)
         except requests.ConnectionError as e:
             raise AgentError(f"{where}: cannot connect ({_root_cause(e)})") from e
@@ -62,6 +64,19 @@ class AgentClient:
 
     def build(self, port: int, collector: str = "features") -> dict:
         return self._call("POST", "/build", json={"port": port, "collector": collector},
+                          timeout_s=120).json()
+
+    def upload_program(self, data: bytes, sha256: str) -> dict:
+        """POST /programs: an XDP object for the agent to keep by its sha256 (the agent
+        refuses unless its operator started it with --allow-program-upload)."""
+        return self._call("POST", "/programs", data=data, timeout_s=60,
+                          headers={"X-Xdplab-Sha256": sha256,
+                                   "Content-Type": "application/octet-stream"}).json()
+
+    def check_program(self, program: dict, port: int) -> dict:
+        """POST /programs/check: the program under test and the observer loaded through
+        the verifier, nothing attached; what was loaded, or the refusal."""
+        return self._call("POST", "/programs/check", json={"program": program, "port": port},
                           timeout_s=120).json()
 
     def arm(self, request: dict) -> dict:

@@ -22,7 +22,7 @@ METRICS = [
 ]
 POINT = ["target_pps", "packet_size"]
 # The other settings a grid point is keyed by (trials.py), where the summary has them.
-POINT_SETTINGS = ["xdp_mode", "collector", "pattern", "duration_s"]
+POINT_SETTINGS = ["xdp_mode", "collector", "pattern", "duration_s", "program", "observe"]
 
 
 def point_columns(summary: pd.DataFrame) -> list:
@@ -73,7 +73,9 @@ def points(summary: pd.DataFrame, by=None) -> pd.DataFrame:
     """One row per grid point: for each metric its n, mean, sd and 95 % CI over repeats."""
     by = point_columns(summary) if by is None else by
     df = summary.copy()
-    df["loss_pct"] = [100.0 * l / s if s else None for l, s in zip(df["lost"], df["sent"])]
+    # (lost is empty where nothing counted what reached XDP: collector off, an attached program)
+    lost, sent = pd.to_numeric(df["lost"], errors="coerce"), pd.to_numeric(df["sent"], errors="coerce")
+    df["loss_pct"] = [100.0 * l / s if s and not math.isnan(l) else None for l, s in zip(lost, sent)]
     rows = []
     for key, g in df.groupby(list(by), sort=True, dropna=False):
         row = dict(zip(by, key if isinstance(key, tuple) else (key,)))

@@ -635,6 +635,14 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
     # run left; the agent's health is asked again here (it may have gone since).
     agent = agent_for(conn)
     health = agent.health()
+    from .program import arm_fields, upload_again   # (program imports this module)
+
+    # A user's program: which object (by sha256) or "attached", and how it is observed.
+    prog_fields = arm_fields(params, build)
+    if prog_fields:
+        params = dict(params, collector=prog_fields["collector"])
+        if isinstance(prog_fields["program"], dict):
+            upload_again(agent, health, build)
     estimate = disk_estimate(trial, params)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     check_disk(estimate, str(Path(output).parent), health.get("state_dir_free_bytes"),
@@ -655,6 +663,7 @@ def arm_collector(trial: dict, params: dict, build_path: str, connectivity_path:
         "expected_packets": max(shares) * (warmup + duration),
         "collector": collector,
     }
+    request.update(prog_fields)
     if warmup:
         request["measured_run_ids"] = nsrc
     if collector == "features" and params.get("keep_features"):

@@ -314,8 +314,11 @@ def agent_script(repo_root: Path, build: bool = False) -> Path:
 
 def agent_argv(script: Path, listen: str, token_file: Path, interfaces: list[str],
                state_dir: Path) -> list[str]:
-    """The documented command (docs/lab.md, agent/API.md), run as root in the DUT."""
-    argv = ["/usr/bin/python3", str(script), "--listen", listen, "--token-file", str(token_file)]
+    """The documented command (docs/lab.md, agent/API.md), run as root in the DUT.  The
+    embedded testbed's DUT is a namespace of this machine, run by whoever runs the workflow:
+    it loads the user's programs, which the controller uploads."""
+    argv = ["/usr/bin/python3", str(script), "--listen", listen, "--token-file", str(token_file),
+            "--allow-program-upload"]
     for iface in interfaces:
         argv += ["--interface", iface]
     return argv + ["--state-dir", str(state_dir)]

@@ -53,6 +53,8 @@ PROGRAM_SETTINGS = ("program", "program_sha256", "program_name", "program_global
 SLUG_RE = r"[A-Za-z0-9-]{1,24}"
 SLUG_MAX = 24
 INTEGER = {"target_pps", "packet_size", "duration_s"}
+# What the collector does around a user's program, for each `observe`.
+OBSERVED_BY = {"full": "features", "verdicts": "counters", "off": "off"}
 # Settings that change a trial's numbers but are not readable in its name (cfg~ digest).
 DIGESTED = ("warmup_s", "threads", "port", "send_path", "generator", "mtu")
 # The testbed a trial ran on: the embedded one, or a lab's hosts.
@@ -177,6 +179,13 @@ def point_settings_of(config: dict, point: dict) -> dict:
     for k in PATTERN_KNOBS.get(s["pattern"], ()):
         s[k] = config.get(k)
     s.update(_program_settings(config, s["program"] or "collector", s["observe"] or "full"))
+    if not _is_collector(s):
+        # A user's program is observed as `observe` says, which the collector carries out
+        # (full: features, verdicts: counters, off: none; an attached program: none), so its
+        # points do not multiply by the `collector` dimension.
+        if s["program"] == "attached":   # the user's loader holds the interface alone
+            s["observe"] = "off"
+        s["collector"] = OBSERVED_BY[s["observe"]]
     return s
 
 
