@@ -16,9 +16,11 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/testbed.smk"
 include: "workflow/rules/build.smk"
+include: "workflow/rules/program.smk"
 include: "workflow/rules/trial.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/figures.smk"
+include: "workflow/rules/compare.smk"
 include: "workflow/rules/archive.smk"
 include: "workflow/rules/ndr.smk"
 
@@ -27,4 +29,5 @@ rule all:
     input:
         rules.aggregate.output.csv,
         rules.figures.output,
+        COMPARE_TARGETS,
     default_target: True
