@@ -211,6 +211,33 @@ def test_search_names_and_trial_points_follow_the_configuration():
     assert set(ndr.searches(s, other)).isdisjoint(names)
 
 
+def test_searches_of_users_programs_are_named_by_program_and_need_the_collector_counting():
+    import re
+
+    from xdplab import trials
+
+    s = validate_config({"program": ["programs/pass_all.bpf.c", "programs/busy_pass.bpf.c"],
+                         "observe": ["full", "off"], "warmup_s": 0}).values
+    p = ndr.Params.from_settings(s)
+    names = ndr.searches(s, p)
+    assert len(names) == 4 and all(re.fullmatch(ndr.SEARCH_PATTERN, n) for n in names)
+    assert sorted(n.split("_prog~")[1].split("_cfg~")[0] for n in names) == [
+        "busy-pass", "busy-pass", "pass-all", "pass-all"]
+    for name, base in names.items():
+        # A search's trials are the program's trials: the same point name as the grid's.
+        point = ndr.trial_point(base, 5000, p.probe_s)
+        assert trials.parse_point(point)["program_slug"] in name
+        why = ndr.unsearchable(base)
+        assert (why is None) == (base["observe"] == "full"), (name, why)
+        if why:
+            assert "observe: off" in why and base["program"] in why
+        row = ndr.table_row({"result": {"ndr_pps": 1000}, "settings": base, "params": p.as_dict(),
+                             "search": name})
+        assert row["program"] == base["program"] and row["observe"] == base["observe"]
+    assert "collector: off" in ndr.unsearchable({"collector": "off", "program": "collector"})
+    assert ndr.unsearchable({"collector": "features", "program": "collector"}) is None
+
+
 def test_config_keys_take_decimals_and_refuse_nonsense():
     v = validate_config({"ndr_loss_pct": "0.5", "ndr_resolution_pct": 0.25}).values
     assert v["ndr_loss_pct"] == 0.5 and v["ndr_resolution_pct"] == 0.25

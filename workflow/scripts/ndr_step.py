@@ -33,6 +33,8 @@ def step(sm, log):
     search = sm.params.search
     k = int(sm.wildcards.k)
     history = []
+    if k == 0 and ndr.unsearchable(search):
+        raise steps.StepError(f"xdplab: zero-loss search {sm.wildcards.search}: {ndr.unsearchable(search)}")
     if k > 0:
         previous = steps.read_json(sm.input.previous)
         asked = previous["next"]

@@ -43,7 +43,7 @@ PROBE, CONFIRM = "probe", "confirm"            # a trial's kind (ndr_probe_s, nd
 DUT, RANGE = "dut", "range"
 
 # The grid's dimensions a search is per (the offered rate is what it searches).
-SEARCH_DIMENSIONS = ("packet_size", "xdp_mode", "collector", "pattern")
+SEARCH_DIMENSIONS = ("packet_size", "xdp_mode", "collector", "pattern", "program", "observe")
 
 
 @dataclass(frozen=True)
@@ -229,14 +229,41 @@ def run(p: Params, measure, limit: int = 1000) -> tuple[dict, list[dict]]:
 
 # -- names -----------------------------------------------------------------------------
 
-SEARCH_PATTERN = r"size~\d+_xdp~[a-z]+_coll~[a-z]+_pat~[a-z]+_cfg~[0-9a-f]{8}_ndr~[0-9a-f]{8}"
+def _search_pattern() -> str:
+    from .trials import SLUG_RE
+
+    return (r"size~\d+_xdp~[a-z]+_coll~[a-z]+_pat~[a-z]+" + f"(?:_prog~{SLUG_RE})?"
+            + r"_cfg~[0-9a-f]{8}_ndr~[0-9a-f]{8}")
+
+
+SEARCH_PATTERN = _search_pattern()
 
 
 def search_name(point: dict, cfg_digest: str, p: Params) -> str:
-    """The directory of one search: its grid point (without a rate), the trials' settings
-    digest (trials.config_digest) and the search's own settings' digest."""
+    """The directory of one search: its grid point (without a rate; a user's program by its
+    slug, as in a trial's point name), the trials' settings digest (trials.config_digest)
+    and the search's own settings' digest."""
+    from .trials import program_slug
+
+    program = point.get("program") or "collector"
+    prog = "" if program == "collector" else f"_prog~{program_slug(program)}"
     return (f"size~{point['packet_size']}_xdp~{point['xdp_mode']}_coll~{point['collector']}"
-            f"_pat~{point['pattern']}_cfg~{cfg_digest}_ndr~{p.digest()}")
+            f"_pat~{point['pattern']}{prog}_cfg~{cfg_digest}_ndr~{p.digest()}")
+
+
+def unsearchable(base: dict) -> str | None:
+    """Why a search's trials cannot tell loss (None when they can): a zero-loss rate needs
+    the collector counting what reached XDP, which collector off (or a user's program with
+    observe off, or attached) does not do."""
+    if base.get("collector") != "off":
+        return None
+    program = base.get("program") or "collector"
+    if program == "collector":
+        return ("collector: off counts no packet at XDP, so a trial's loss is unknown; "
+                "a zero-loss search needs collector: features or counters")
+    return (f"program {program} is observed with observe: off (always so for attached), which "
+            "counts no packet before the program, so a trial's loss is unknown; a zero-loss "
+            "search of a user's program needs observe: full or verdicts")
 
 
 def searches(config: dict, p: Params) -> dict[str, dict]:
@@ -268,13 +295,14 @@ COLUMNS = [
     "packet_size", "ndr_pps", "probes", "confirm_sent", "confirm_lost", "limited_by",
     "resolution_pct", "loss_threshold_pct", "confirm_loss_pct", "confirm_s", "confirmations",
     "fail_pps", "fail_kind", "fail_outcome", "fail_loss_pct", "fail_loss_where",
-    "ndr_wire_mbps", "min_pps", "max_pps", "probe_s", "xdp_mode", "collector", "pattern", "search",
+    "ndr_wire_mbps", "min_pps", "max_pps", "probe_s", "xdp_mode", "collector", "pattern",
+    "program", "observe", "search",
 ]
 # ndr_probes.csv: one row per trial of every search, in the order they ran.
 PROBE_COLUMNS = [
     "packet_size", "step", "kind", "target_pps", "duration_s", "outcome", "sent", "lost",
     "loss_pct", "rate_sustained", "not_offered", "delivered_pps", "loss_where",
-    "xdp_mode", "collector", "pattern", "search", "trial",
+    "xdp_mode", "collector", "pattern", "program", "observe", "search", "trial",
 ]
 
 
@@ -290,7 +318,7 @@ def table_row(step: dict) -> dict:
     """ndr.csv's row of a search, from the step that ended it."""
     r, s, p = step["result"], step["settings"], step["params"]
     row = {k: r.get(k) for k in COLUMNS if k in r}
-    row.update({k: s[k] for k in SEARCH_DIMENSIONS}, search=step["search"],
+    row.update({k: s.get(k) for k in SEARCH_DIMENSIONS}, search=step["search"],
                min_pps=p["min_pps"], max_pps=p["max_pps"], probe_s=p["probe_s"],
                ndr_wire_mbps=wire_mbps(r["ndr_pps"], s["packet_size"]))
     return {k: row.get(k) for k in COLUMNS}
@@ -301,6 +329,6 @@ def probe_rows(step: dict) -> list[dict]:
     s = step["settings"]
     out = []
     for e in step["history"]:
-        row = dict(e, target_pps=e["pps"], search=step["search"], **{k: s[k] for k in SEARCH_DIMENSIONS})
+        row = dict(e, target_pps=e["pps"], search=step["search"], **{k: s.get(k) for k in SEARCH_DIMENSIONS})
         out.append({k: row.get(k) for k in PROBE_COLUMNS})
     return out
