@@ -15,7 +15,12 @@ agent's consumer reads its records (figures, no assertions).  Needs root and BCC
    batched ring-buffer output).  The kernel's duration is the
    total over `repeat` runs divided by `repeat`; 100,000 runs fit the 8 MiB ring, so
    no reservation fails; the median of 15 rounds is reported.
-2. The agent's ring-buffer consumer (its Features accounting, histograms and
+2. What observing a user's program costs: programs/pass_all.bpf.c (built with clang,
+   loaded through the agent's libbpf loader as a session loads it) alone, and behind the
+   collector in chain mode (features, counters: the collector's work, then a tail call
+   into the program), under the same BPF_PROG_TEST_RUN.  The difference is what xdplab
+   adds per packet around a program it observes with `observe: full` or `verdicts`.
+3. The agent's ring-buffer consumer (its Features accounting, histograms and
    bitmaps included, and the features file): records per second over 100,000
    records put in the ring (in batches) by test runs, the staged rest included.
 
@@ -108,6 +113,45 @@ def median_ns(prog_fd: int, data: bytes, drain=None) -> float:
     return statistics.median(runs)
 
 
+def observer_cost(sources) -> dict:
+    """ns per packet of pass_all alone and behind the collector's tail call (see above)."""
+    import platform
+    import subprocess
+
+    from xdplab.agent.bpfobject import BpfObject
+
+    out = {"program": "programs/pass_all.bpf.c", "ns_per_packet": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        obj = os.path.join(tmp, "pass_all.o")
+        subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-I", str(REPO / "bpf"),
+                        "-I", f"/usr/include/{platform.machine()}-linux-gnu", "-c",
+                        str(REPO / "programs" / "pass_all.bpf.c"), "-o", obj], check=True)
+        user = BpfObject(obj, tail_call_target=["xdp_pass_all"])
+        chained = {c: Program(sources, PORT, c, chain=True) for c in ("features", "counters")}
+        try:
+            fd = user.prog_fd("xdp_pass_all")
+            for prog in chained.values():
+                prog.set_run_range(RUN_ID, 1)
+                prog.set_chain(fd)
+            for payload in (18, 1458):
+                data = frame(payload)
+                row = {"program_alone": round(median_ns(fd, data), 1)}
+                for name, prog in chained.items():
+                    row[f"behind_{name}"] = round(median_ns(prog.prog_fd, data, drain=prog.consume), 1)
+                    row[f"observer_{name}"] = round(row[f"behind_{name}"] - row["program_alone"], 1)
+                out["ns_per_packet"][f"{payload}B"] = row
+                print(f"{payload:5d} B payload: pass_all alone {row['program_alone']} ns; behind the "
+                      f"collector (features) {row['behind_features']} ns, (counters) "
+                      f"{row['behind_counters']} ns: the observer adds {row['observer_features']} / "
+                      f"{row['observer_counters']} ns", flush=True)
+        finally:
+            for prog in chained.values():
+                prog.set_chain(None)
+                prog.close()
+            user.close()
+    return out
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", help="also write the figures to this file")
@@ -145,6 +189,7 @@ def main() -> int:
                   f"floor + ktime {row['floor_ktime']} ns ({row['floor_ktime_ratio']}x), features "
                   f"without ktime {row['features_no_ktime']} ns ({row['features_no_ktime_ratio']}x)",
                   flush=True)
+        figures["observer"] = observer_cost(sources)
         # The consumer: the agent's own per-record work on 100,000 records.
         prog = progs["features"]
         prog.open_ring()           # as a session does: the agent maps the ring while armed

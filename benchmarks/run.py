@@ -104,6 +104,11 @@ def table(fig: dict) -> str:
             lines.append(f"| collector (features) per packet, {size} payload, against a floor that also "
                          f"reads the clock once | {row['features']} ns | count-only + bpf_ktime_get_ns() "
                          f"{row['floor_ktime']} ns | {row['features_over_floor_ktime']}x |")
+    for size, row in ((coll.get("observer") or {}).get("ns_per_packet") or {}).items():
+        for c in ("features", "counters"):
+            lines.append(f"| observing a user's program (pass_all) behind the collector ({c}), {size} "
+                         f"payload, BPF_PROG_TEST_RUN | {row[f'behind_{c}']} ns | the program alone "
+                         f"{row['program_alone']} ns | +{row[f'observer_{c}']} ns |")
     if coll.get("consumer"):
         lines.append(f"| agent's ring-buffer consumer | {coll['consumer']['records_per_s']:,} records/s | | |")
     wf = fig.get("workflow") or {}
