@@ -101,12 +101,12 @@ test: setup source
 bench: setup agent source
 	PYTHONPATH=$(CURDIR)/workflow $(PYTHON) benchmarks/run.py
 
-# The DUT agent as one file: the package plus bpf/collector.bpf.c and
-# bpf/xdplab.h inside (read with pkgutil, nothing is extracted), and the capture
+# The DUT agent as one file: the package plus bpf/collector.bpf.c,
+# bpf/exceptions.bpf.c and bpf/xdplab.h inside (read with pkgutil, nothing is extracted), and the capture
 # checker (standard library) it runs where the captures are written.
 AGENT_PYZ := dist/xdplab-agent.pyz
 AGENT_SRC := $(wildcard workflow/xdplab/agent/*.py) workflow/xdplab/agent/API.md \
-	bpf/collector.bpf.c bpf/xdplab.h workflow/xdplab/pcapcheck.py \
+	bpf/collector.bpf.c bpf/exceptions.bpf.c bpf/xdplab.h workflow/xdplab/pcapcheck.py \
 	workflow/xdplab/sourcehost/wire.py
 
 agent: $(AGENT_PYZ)
@@ -120,7 +120,7 @@ $(AGENT_PYZ): $(AGENT_SRC)
 	@mkdir -p dist/.agent-build/xdplab/sourcehost && echo '# the payload header (wire.py), shared with the source host' \
 		> dist/.agent-build/xdplab/sourcehost/__init__.py
 	cp workflow/xdplab/sourcehost/wire.py dist/.agent-build/xdplab/sourcehost/
-	cp bpf/collector.bpf.c bpf/xdplab.h dist/.agent-build/xdplab/agent/bpf/
+	cp bpf/collector.bpf.c bpf/exceptions.bpf.c bpf/xdplab.h dist/.agent-build/xdplab/agent/bpf/
 	/usr/bin/python3 -m zipapp dist/.agent-build -o $@.tmp -p /usr/bin/python3 \
 		-m xdplab.agent.__main__:main -c
 	@mv $@.tmp $@ && rm -rf dist/.agent-build

@@ -99,4 +99,16 @@ enum xdplab_counter {
 	XDPLAB_NR_COUNTERS,
 };
 
+/* XDP exceptions (the kernel's xdp:xdp_exception tracepoint), counted by
+ * exceptions.bpf.c per attached program and action: the driver raises one for
+ * XDP_ABORTED, for an action value XDP does not know (counted under
+ * XDPLAB_ACT_INVALID), and for an XDP_TX or XDP_REDIRECT it could not carry out.
+ * prog_id is the program attached to the interface (the collector, when it hands
+ * frames on by tail call). */
+#define XDPLAB_ACT_INVALID 5
+struct xdplab_exception_key {
+	__u32 prog_id;
+	__u32 act;        /* XDP_ABORTED .. XDP_REDIRECT, or XDPLAB_ACT_INVALID */
+};
+
 #endif /* XDPLAB_H */

@@ -1,12 +1,15 @@
 /* drop_rule.bpf.c - drops the packets a rule names, passes everything else.
  *
- * The rule is set before load through two `const volatile` globals
+ * The rule is set before load through `const volatile` globals
  * (program_globals), so the choice costs no map lookup per packet:
  *   drop_port     __u16  0 = off; otherwise XDP_DROP every IPv4/UDP datagram
  *                        to this destination port.
  *   drop_odd_seq  __u8   1 = XDP_DROP every xdplab packet (IPv4/UDP whose
  *                        payload starts with the xdplab header, XDPLAB_MAGIC)
  *                        whose sequence number is odd; 0 = off.
+ *   abort_instead __u8   1 = return XDP_ABORTED instead of XDP_DROP for the
+ *                        packets the rule names (a program that fails on them:
+ *                        the books count them as prog_aborted); 0 = off.
  * Everything else (ARP, other protocols, non-first fragments, frames too short
  * for the headers they claim) gets XDP_PASS.  A drop is the program's verdict,
  * not loss: the books count it as prog_drop, and by sequence number one can
@@ -28,6 +31,12 @@
 
 const volatile __u16 drop_port = 0;
 const volatile __u8 drop_odd_seq = 0;
+const volatile __u8 abort_instead = 0;
+
+static __always_inline int named(void)
+{
+	return abort_instead ? XDP_ABORTED : XDP_DROP;
+}
 
 SEC("xdp")
 int xdp_drop_rule(struct xdp_md *ctx)
@@ -55,13 +64,13 @@ int xdp_drop_rule(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	if (drop_port && udph->dest == bpf_htons(drop_port))
-		return XDP_DROP;
+		return named();
 
 	if (drop_odd_seq) {
 		hdr = (void *)(udph + 1);
 		if ((void *)hdr + XDPLAB_HDR_LEN <= data_end &&
 		    hdr->magic == bpf_htonl(XDPLAB_MAGIC) && (bpf_ntohl(hdr->seq) & 1))
-			return XDP_DROP;
+			return named();
 	}
 	return XDP_PASS;
 }

@@ -173,3 +173,26 @@ def test_merged_percentile_is_nearest_rank():
     assert accounting.merged_percentile([h1, h2], 50) == 20
     assert accounting.merged_percentile([h1, h2], 99) == 30
     assert accounting.merged_percentile([], 50) is None
+
+
+def test_a_users_programs_verdicts_take_aborted_out_of_the_drivers_drops():
+    """veth counts XDP_ABORTED (and unknown actions) among its XDP drops; the
+    xdp_exception tracepoint's count tells them apart, and the passed packets are what
+    is left of what XDP ran on."""
+    blk = {"program": {"driver_xdp": {"xdp_packets": 1000, "xdp_drop": 300, "xdp_tx": 100,
+                                      "xdp_tx_errors": 5, "xdp_redirect": 0},
+                       "exceptions": {"aborted": 40, "invalid": 2, "tx": 5, "redirect": 0}}}
+    v = accounting.driver_verdicts(blk)
+    assert v == {"seen": 1000, "drop": 258, "aborted": 42, "tx": 100, "tx_errors": 5,
+                 "redirect": 0, "pass": 595}
+    assert accounting.driver_verdicts({"program": {"driver_xdp": None}}) is None
+    # Without the exception counts (an older agent), aborted frames stay among the drops.
+    del blk["program"]["exceptions"]
+    assert accounting.driver_verdicts(blk)["drop"] == 300
+    # What passed XDP is what tcpdump saw: the identity subtracts every other verdict.
+    iface = dict(blk, xdp={"seen": 1000, "matched": 1000, "chain_missed": 0},
+                 tcpdump={"captured": 595, "dropped_by_kernel": 0})
+    iface["program"]["exceptions"] = {"aborted": 40, "invalid": 2}
+    rows = {r["name"]: r for r in accounting.interface_identities(iface, 1000, "features")}
+    assert rows["passed_vs_tcpdump"]["residual"] == 0 and rows["xdp_vs_driver"]["residual"] == 0
+    assert "prog_aborted" in rows["passed_vs_tcpdump"]["left"]

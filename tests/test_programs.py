@@ -203,6 +203,14 @@ def test_drop_rule_drops_odd_sequence_numbers(objects, load, tmp_path):
     assert prog.run(arp_frame())[0] == XDP_PASS
 
 
+def test_drop_rule_aborts_instead_when_asked(objects, load, tmp_path):
+    obj = with_globals(objects["drop_rule"], tmp_path / "abort.bpf.o",
+                       {"drop_odd_seq": 1, "abort_instead": 1})
+    prog = load(obj, "drop_rule_abort")
+    assert prog.run(xdplab_frame(3))[0] == XDP_ABORTED
+    assert prog.run(xdplab_frame(4))[0] == XDP_PASS
+
+
 def test_drop_rule_drops_one_port(objects, load, tmp_path):
     obj = with_globals(objects["drop_rule"], tmp_path / "port.bpf.o", {"drop_port": 12345})
     prog = load(obj, "drop_rule_port")
@@ -278,7 +286,7 @@ def _loader():
 
 def test_globals_are_what_the_headers_say(objects):
     bpfobject = _loader()
-    expect = {"pass_all": {}, "drop_rule": {"drop_port": "u16", "drop_odd_seq": "u8"},
+    expect = {"pass_all": {}, "drop_rule": {"drop_port": "u16", "drop_odd_seq": "u8", "abort_instead": "u8"},
               "tx_back": {"tx_port": "u16"}, "busy_pass": {"work_rounds": "u32"}}
     for name, types in expect.items():
         d = bpfobject.describe(objects[name])

@@ -158,6 +158,22 @@ def test_drop_rule_drops_exactly_the_packets_its_global_names(workdir):
     assert xdp_on_dut() is None
 
 
+def test_aborted_verdicts_are_counted_apart_from_drops(workdir):
+    """veth counts XDP_ABORTED among its drops; the xdp_exception tracepoint tells them
+    apart, and the counter is gone after the trial."""
+    snakemake(workdir, "experiment=abort", "program=programs/drop_rule.bpf.c",
+              "program_globals={drop_odd_seq: 1, abort_instead: 1}", *SHORT)
+    (r,) = rows(workdir, "abort")
+    total = n(r, "sent") + n(r, "warmup_sent")
+    odd = sum(1 for k in (n(r, "sent"), n(r, "warmup_sent")) for s in range(k) if s % 2)
+    assert n(r, "lost") == 0 and n(r, "unexplained") == 0, r
+    assert n(r, "prog_aborted") == odd and n(r, "prog_drop") == 0, r
+    assert n(r, "prog_pass") == total - odd == n(r, "tcpdump_captured")
+    assert xdp_on_dut() is None
+    tracepoint_progs = sh("bpftool", "prog", "show", check=False).stdout
+    assert "xdp_exception" not in tracepoint_progs and "tracepoint__xdp" not in tracepoint_progs
+
+
 def test_a_program_attached_by_another_loader_is_measured_and_left_attached(workdir, tmp_path):
     obj = tmp_path / "pass_all.o"
     sh("clang", "-O2", "-g", "-target", "bpf", "-I", str(workdir / "bpf"),

@@ -51,12 +51,12 @@ COLUMNS = [
     "unstable", "rx_rate_max_dev_pct", "run_index",
     # The program under test when it is the user's (program != collector): its verdicts as
     # the DUT's driver counted them over the armed window, its own cost, its identity.
-    "program", "observe", "prog_seen", "prog_pass", "prog_drop", "prog_tx", "prog_tx_errors",
-    "prog_redirect", "prog_ns_per_pkt", "prog_insns", "prog_jited_bytes", "prog_maps", "program_sha256",
+    "program", "observe", "prog_seen", "prog_pass", "prog_drop", "prog_aborted", "prog_tx",
+    "prog_tx_errors", "prog_redirect", "prog_ns_per_pkt", "prog_insns", "prog_jited_bytes", "prog_maps", "program_sha256",
 ]
 
 # A verdict that sends the frame somewhere other than up the stack (not seen by tcpdump).
-NOT_PASSED = ("drop", "tx", "tx_errors", "redirect")
+NOT_PASSED = ("drop", "aborted", "tx", "tx_errors", "redirect")
 
 SOURCE_COLUMNS = [
     "experiment", "target_pps", "packet_size", "repeat", "point", "source", "host", "address",
@@ -211,15 +211,21 @@ def _percentile(blocks: list, pct: int):
 
 def driver_verdicts(blk: dict) -> dict | None:
     """One interface's verdicts of a user's program over the armed window, as its driver
-    counted them: {"seen", "pass", "drop", "tx", "tx_errors", "redirect"}; None without
-    such counters (no user's program, generic XDP, a driver whose names are not known).
-    tx_errors: XDP_TX verdicts the driver could not send (veth: its peer runs no XDP
-    program) and dropped.  What the program neither dropped, sent back nor
-    redirected, it passed."""
-    d = (blk.get("program") or {}).get("driver_xdp")
+    counted them: {"seen", "pass", "drop", "aborted", "tx", "tx_errors", "redirect"}; None
+    without such counters (no user's program, generic XDP, a driver whose names are not
+    known).  tx_errors: XDP_TX verdicts the driver could not send (veth: its peer runs no
+    XDP program) and dropped.  aborted: XDP_ABORTED and action values XDP does not know,
+    from the xdp_exception tracepoint; the driver counts them among its drops (veth does),
+    so they are taken out of drop.  What the program neither dropped, aborted on, sent
+    back nor redirected, it passed."""
+    prog = blk.get("program") or {}
+    d = prog.get("driver_xdp")
     if d is None:
         return None
-    out = {k: _n(d.get(f"xdp_{k}")) for k in NOT_PASSED}
+    out = {k: _n(d.get(f"xdp_{k}")) for k in ("drop", "tx", "tx_errors", "redirect")}
+    exc = prog.get("exceptions") or {}
+    out["aborted"] = _n(exc.get("aborted")) + _n(exc.get("invalid"))
+    out["drop"] -= out["aborted"]
     out["seen"] = _n(d.get("xdp_packets"))
     out["pass"] = out["seen"] - sum(out[k] for k in NOT_PASSED)
     return out
@@ -267,7 +273,8 @@ def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
             passed -= sum(verdicts[k] for k in NOT_PASSED)
         rows += [
             {"name": "passed_vs_tcpdump",
-             "left": "xdp_matched - prog_drop - prog_tx - prog_tx_errors - prog_redirect" if user
+             "left": ("xdp_matched - prog_drop - prog_aborted - prog_tx - prog_tx_errors - "
+                      "prog_redirect") if user
              else "xdp_matched (passed up)",
              "left_value": passed, "right": "tcpdump_captured + tcpdump_dropped",
              "right_value": _n(tcpd.get("captured")) + _n(tcpd.get("dropped_by_kernel"))},

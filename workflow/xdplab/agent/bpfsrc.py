@@ -62,9 +62,9 @@ class Sources:
                     {"_fields_": [(n, _CTYPES[t]) for n, t in self.feature_fields]})
 
 
-def inline_header(source_text, header_text):
+def inline_header(source_text, header_text, source_name=SOURCE_NAME):
     if len(INCLUDE_RE.findall(source_text)) != 1:
-        raise RuntimeError('%s must #include "xdplab.h" exactly once' % SOURCE_NAME)
+        raise RuntimeError('%s must #include "xdplab.h" exactly once' % source_name)
     return INCLUDE_RE.sub(lambda m: "/* xdplab.h, inlined by the agent */\n" + header_text,
                           source_text)
 

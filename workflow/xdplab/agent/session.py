@@ -38,8 +38,8 @@ def interface_result(collector, run_id, run_ids, link, base, end, features, tcpd
     """One interface's results from its snapshots at arm (base) and disarm (end).
 
     base/end: {"nic": {rx_*}, "prog": None | Program.snapshot()} and, with a user's
-    program, "target" (its run-time statistics) and "driver_xdp" (the driver's XDP
-    verdict counters, or None).  link: the arm reply's entry for the interface.  features:
+    program, "target" (its run-time statistics), "driver_xdp" (the driver's XDP
+    verdict counters, or None) and "exceptions" (exceptions.XdpExceptions.counts).  link: the arm reply's entry for the interface.  features:
     Features.summary() or None.  target: the program under test's manifest when it is the
     user's (reported under "program")."""
     out = dict(link)
@@ -72,10 +72,10 @@ def interface_result(collector, run_id, run_ids, link, base, end, features, tcpd
                               # A program reached by a tail call has no run-time statistics of
                               # its own: the kernel accounts its time to the collector.
                               ns_per_pkt=round(run_time / run_cnt, 1) if run_cnt else None,
-                              driver_xdp=None)
-        if base.get("driver_xdp") is not None and end.get("driver_xdp") is not None:
-            out["program"]["driver_xdp"] = {k: end["driver_xdp"][k] - base["driver_xdp"][k]
-                                            for k in end["driver_xdp"]}
+                              driver_xdp=None, exceptions=None)
+        for k in ("driver_xdp", "exceptions"):
+            if base.get(k) is not None and end.get(k) is not None:
+                out["program"][k] = {n: end[k][n] - base[k][n] for n in end[k]}
     return out
 
 
@@ -153,6 +153,7 @@ class Session:
         self.sink_base = None
         self.stop_consume = threading.Event()
         self.consumer = None
+        self.exceptions = None         # XDP exceptions (exceptions.XdpExceptions), user's program
         self.drained = None
         self.consumer_error = None
         self.disarmed = threading.Event()
@@ -206,6 +207,12 @@ class Session:
             os.makedirs(self.features_dir, mode=0o700, exist_ok=True)
         if self.user_program is not None:
             self._load_user_programs()
+            from .exceptions import XdpExceptions
+            try:
+                self.exceptions = XdpExceptions()
+            except (OSError, RuntimeError) as e:
+                raise ApiError(500, "attaching the XDP exception counter (xdp:xdp_exception): %s" % e)
+            st.callback(self.exceptions.close)
         if self.collector != "off":
             chain = self.user_program is not None
             for i in self.ifaces:
@@ -372,7 +379,17 @@ class Session:
             snap["target"] = i.target.stats()
             snap["driver_xdp"] = driver_xdp_stats(i.name, sysstats.interface_facts(i.name)
                                                   .get("driver"))
+            snap["exceptions"] = (self.exceptions.counts(self._attached_prog_id(i))
+                                  if self.exceptions is not None else None)
         return snap
+
+    @staticmethod
+    def _attached_prog_id(i):
+        """The id of the program the interface's driver runs (and names in its XDP
+        exceptions): the collector in chain mode, else the program under test."""
+        if i.program is not None:
+            return i.program.info.get("prog_id")
+        return i.attached_id if i.attached_id is not None else i.target.info.get("id")
 
     def _features_kwargs(self, i):
         """Features' warm-up and file arguments, given only when they differ from its

@@ -40,6 +40,7 @@ SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 ELF_MAGIC = b"\x7fELF"
 EM_BPF = 247
+LIBXDP_DISPATCHER = "xdp_dispatcher"   # the name libxdp gives its dispatcher program
 
 
 def check_elf_bpf(data, what):
@@ -211,7 +212,12 @@ class UserProgram:
         keys = ("id", "name", "tag", "xlated_insns", "jited_bytes", "nr_map_ids", "verified_insns")
         out = {k: self.info.get(k) for k in keys}
         out.update({"sha256": self.sha256,
-                    "loaded_by": "user" if self.attached else "xdplab"})
+                    "loaded_by": "user" if self.attached else "xdplab",
+                    # libxdp's multi-program dispatcher (xdp-loader, libxdp): the programs
+                    # behind it run by freplace, and the verdicts counted are the
+                    # dispatcher's, i.e. the interface's.  (Kernels without BPF trampolines
+                    # make libxdp attach a single program directly instead.)
+                    "libxdp_dispatcher": self.info.get("name") == LIBXDP_DISPATCHER})
         return out
 
     def close(self):
