@@ -18,6 +18,8 @@ import re
 import sys
 import time
 
+from . import children
+
 log = logging.getLogger("xdplab-agent")
 
 PROG_NAME = "xdplab_collect"
@@ -152,20 +154,12 @@ def possible_cpus():
     return n
 
 
-BCC_FACTS = r"""
-import json, bcc
-llvm = [l.split()[-1] for l in open("/proc/self/maps") if "/libLLVM" in l]
-print(json.dumps({"bcc": getattr(bcc, "__version__", "unknown"), "maps": llvm[:1]}))
-"""
-
-
 def bcc_facts():
     """{"bcc": version, "maps": [the libLLVM path BCC loads]}, asked of a child:
-    importing bcc here would map LLVM into the agent."""
+    importing bcc here would map LLVM into the agent (factschild.py)."""
     import json
     import subprocess
-    import sys
-    r = subprocess.run([sys.executable, "-c", BCC_FACTS], stdin=subprocess.DEVNULL,
+    r = subprocess.run(children.argv("factschild"), stdin=subprocess.DEVNULL, env=children.env(),
                        capture_output=True, text=True, timeout=60)
     if r.returncode != 0:
         raise RuntimeError("%s cannot import bcc: %s" % (
@@ -207,44 +201,12 @@ def enable_run_time_stats():
     return _sys_bpf(BPF_ENABLE_STATS_CMD, (ct.c_uint32 * 2)(BPF_STATS_RUN_TIME, 0))
 
 
-# Run by a fresh /usr/bin/python3 (the agent's interpreter): compiles with BCC, loads,
-# and hands the program's and maps' descriptors to the agent over a Unix socket.
-COMPILE_CHILD = r"""
-import ctypes, json, os, socket, sys
-sock = socket.socket(fileno=int(sys.argv[1]))
-req = json.loads(sys.stdin.read())
-meta = {"maps": req["maps"]}
-if req.get("tracepoint"):
-    # BCC reads the tracepoint's format from tracefs.  `ip netns exec` gives a fresh
-    # /sys without it: mount it in a mount namespace of this process's own, which goes
-    # when the process does (nothing is left mounted).
-    events = [d for d in ("/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events")
-              if os.path.isdir(d)]
-    if not events:
-        libc = ctypes.CDLL(None, use_errno=True)
-        if (libc.unshare(0x00020000) != 0          # CLONE_NEWNS
-                or libc.mount(None, b"/", None, 0x4000 | 0x40000, None) != 0   # MS_REC|MS_PRIVATE
-                or libc.mount(b"tracefs", b"/sys/kernel/tracing", b"tracefs", 0, None) != 0):
-            sys.exit("mounting tracefs for the tracepoint: " + os.strerror(ctypes.get_errno()))
-        events = ["/sys/kernel/tracing/events"]
-    with open(os.path.join(events[0], req["tracepoint"], "id")) as f:
-        meta["tracepoint_id"] = int(f.read())
-from bcc import BPF, libbcc
-b = BPF(text=req["text"].encode(), cflags=req["cflags"])
-fn = b.load_func(req["prog"], getattr(BPF, req["prog_type"]))
-try:
-    insns = libbcc.lib.bpf_function_size(b.module, req["prog"].encode()) // 8
-except Exception:
-    insns = len(b.dump_func(req["prog"])) // 8
-hwm = [l.split()[1] for l in open("/proc/self/status") if l.startswith("VmHWM")]
-meta.update(insn_count=insns, vm_hwm_kib=int(hwm[0]) if hwm else None)
-socket.send_fds(sock, [json.dumps(meta).encode()], [fn.fd] + [b[m].map_fd for m in req["maps"]])
-"""
 COMPILE_TIMEOUT_S = 300
 
 
 def compile_in_child(text, cflags, maps, prog=PROG_NAME, prog_type="XDP", tracepoint=None):
-    """Compile and load in a child process; returns (prog_fd, {map: fd}, meta).
+    """Compile and load in a child process (compilechild.py); returns (prog_fd, {map: fd},
+    meta).
     tracepoint ("category/name"): its id goes in meta["tracepoint_id"].
 
     LLVM's peak (~140 MiB more per compile, measured here: the agent's VmHWM went
@@ -254,13 +216,13 @@ def compile_in_child(text, cflags, maps, prog=PROG_NAME, prog_type="XDP", tracep
     import json
     import socket
     import subprocess
-    import sys
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with parent:
         with child:
-            proc = subprocess.Popen([sys.executable, "-c", COMPILE_CHILD, str(child.fileno())],
-                                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.PIPE, pass_fds=[child.fileno()])
+            proc = subprocess.Popen(children.argv("compilechild", str(child.fileno())),
+                                    env=children.env(), stdin=subprocess.PIPE,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    pass_fds=[child.fileno()])
         try:
             _, err = proc.communicate(json.dumps({"text": text, "cflags": cflags, "prog": prog,
                                                   "prog_type": prog_type, "maps": maps,

@@ -8,12 +8,11 @@ import platform
 import re
 import secrets
 import subprocess
-import sys
 import threading
 import time
 from collections import OrderedDict
 
-from . import AGENT, environment, sysstats
+from . import AGENT, children, environment, sysstats
 from .api import ApiError, validate_arm, validate_build, validate_capture_check
 from .bpf import Program, PROG_NAME, collector_cflags, release_freed_memory
 from .session import Session
@@ -31,19 +30,7 @@ SHUTDOWN_ARMING_WAIT_S = 60.0         # a compile + attach in flight finishes fi
 PCAP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}(\.if\d{1,3})?\.pcap$")
 SESSION_DIR_RE = re.compile(r"^\d{8}T\d{6}-[0-9a-f]{8}$")     # <state_dir>/<session>/
 FEATURES_NAME_RE = re.compile(r"^features-[^/]{1,64}\.bin$")
-
-
 CHECK_TIMEOUT_S = 600                 # a capture check of the largest trials takes minutes
-PCAPCHECK_CHILD = r"""
-import json, sys
-sys.path.insert(0, sys.argv[1])
-from xdplab import pcapcheck
-try:
-    out = pcapcheck.verify_capture(**json.loads(sys.argv[2]))
-except (OSError, ValueError) as e:
-    out = {"error": str(e)}
-print(json.dumps(out))
-"""
 
 
 class Programs:
@@ -378,8 +365,6 @@ class Agent:
         """Check one run id's packets in a stopped capture against the generator's schedule,
         here where the capture was written (streaming, bounded memory: pcapcheck), so that
         the controller never needs the file unless it keeps it."""
-        from xdplab import pcapcheck   # beside the agent, in the pyz and in the repository
-
         req = validate_capture_check(body, [i.name for i in s.ifaces])
         iface, path = self.stopped_capture(s, req["interface"])
         t0 = time.monotonic()
@@ -387,9 +372,8 @@ class Agent:
                     threads=req["threads"], failed_seqs=req["failed_seqs"], send_errors=req["send_errors"])
         # In a child process: its bitmap (1 bit per scheduled packet) and read buffers never
         # count in the agent's own memory.
-        where = os.path.dirname(os.path.dirname(os.path.abspath(pcapcheck.__file__)))
         try:
-            r = subprocess.run([sys.executable, "-c", PCAPCHECK_CHILD, where, json.dumps(args)],
+            r = subprocess.run(children.argv("checkchild", json.dumps(args)), env=children.env(),
                                capture_output=True, text=True, timeout=CHECK_TIMEOUT_S)
             out = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else {}
         except (OSError, ValueError, subprocess.TimeoutExpired) as e:
