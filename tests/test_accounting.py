@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from xdplab import accounting  # noqa: E402
+from xdplab import accounting, counts, trialrows, verdicts  # noqa: E402
 
 SETTINGS = {"duration_s": 5, "threads": 2, "testbed": "embedded"}
 TRIAL = {"experiment": "t", "target_pps": 10000, "packet_size": 1458, "repeat": 0}
@@ -170,9 +170,9 @@ def test_two_sources_two_interfaces_close_per_source_and_per_interface():
 def test_merged_percentile_is_nearest_rank():
     h1 = {"counts": [[10, 1], [20, 1]]}
     h2 = {"buckets": [[29, 30, 2]]}
-    assert accounting.merged_percentile([h1, h2], 50) == 20
-    assert accounting.merged_percentile([h1, h2], 99) == 30
-    assert accounting.merged_percentile([], 50) is None
+    assert counts.merged_percentile([h1, h2], 50) == 20
+    assert counts.merged_percentile([h1, h2], 99) == 30
+    assert counts.merged_percentile([], 50) is None
 
 
 def test_a_users_programs_verdicts_take_aborted_out_of_the_drivers_drops():
@@ -182,17 +182,17 @@ def test_a_users_programs_verdicts_take_aborted_out_of_the_drivers_drops():
     blk = {"program": {"driver_xdp": {"xdp_packets": 1000, "xdp_drop": 300, "xdp_tx": 100,
                                       "xdp_tx_errors": 5, "xdp_redirect": 0},
                        "exceptions": {"aborted": 40, "invalid": 2, "tx": 5, "redirect": 0}}}
-    v = accounting.driver_verdicts(blk)
+    v = verdicts.driver_verdicts(blk)
     assert v == {"seen": 1000, "drop": 258, "aborted": 42, "tx": 100, "tx_errors": 5,
                  "redirect": 0, "pass": 595}
-    assert accounting.driver_verdicts({"program": {"driver_xdp": None}}) is None
+    assert verdicts.driver_verdicts({"program": {"driver_xdp": None}}) is None
     # Without the exception counts (an older agent), aborted frames stay among the drops.
     del blk["program"]["exceptions"]
-    assert accounting.driver_verdicts(blk)["drop"] == 300
+    assert verdicts.driver_verdicts(blk)["drop"] == 300
     # What passed XDP is what tcpdump saw: the identity subtracts every other verdict.
     iface = dict(blk, xdp={"seen": 1000, "matched": 1000, "chain_missed": 0},
                  tcpdump={"captured": 595, "dropped_by_kernel": 0})
     iface["program"]["exceptions"] = {"aborted": 40, "invalid": 2}
-    rows = {r["name"]: r for r in accounting.interface_identities(iface, 1000, "features")}
+    rows = {r["name"]: r for r in trialrows.interface_identities(iface, 1000, "features")}
     assert rows["passed_vs_tcpdump"]["residual"] == 0 and rows["xdp_vs_driver"]["residual"] == 0
     assert "prog_aborted" in rows["passed_vs_tcpdump"]["left"]
