@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import steps  # noqa: E402
+from xdplab.steps import arm, machinery  # noqa: E402
 
-steps.run_step(snakemake, lambda sm, log: steps.arm_collector(
+machinery.run_step(snakemake, lambda sm, log: arm.arm_collector(
     sm.params.trial, sm.params.settings, sm.input.build, sm.input.connectivity, sm.output.arm, log))

@@ -2,18 +2,18 @@
 health, SSH to every source, a ping over each test link.  The first check of an
 invocation also records each host's environment for the archive; the later ones (one
 before each trial) see that each source's SSH server answers, and keep what the first
-found of the sources (steps.check_connectivity)."""
+found of the sources (xdplab.steps.connectivity)."""
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import steps  # noqa: E402
+from xdplab.steps import connectivity, machinery  # noqa: E402
 
 
 def check(sm, log):
-    desc = steps.bring_up(dict(sm.params.testbed), log)
-    steps.check_connectivity(desc, sm.output.connectivity, log, sources_record=sm.params.sources)
-    steps.record_environment_once(desc, sm.params.environment, log)
+    desc = connectivity.bring_up(dict(sm.params.testbed), log)
+    connectivity.check_connectivity(desc, sm.output.connectivity, log, sources_record=sm.params.sources)
+    connectivity.record_environment_once(desc, sm.params.environment, log)
 
 
-steps.run_step(snakemake, check)
+machinery.run_step(snakemake, check)

@@ -3,7 +3,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import steps  # noqa: E402
+from xdplab.steps import machinery, traffic  # noqa: E402
 
-steps.run_step(snakemake, lambda sm, log: steps.launch_generator(
+machinery.run_step(snakemake, lambda sm, log: traffic.launch_generator(
     sm.params.trial, sm.params.settings, sm.input.arm, sm.input.connectivity, sm.output.generator, log))

@@ -3,8 +3,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import steps  # noqa: E402
+from xdplab.steps import machinery, results  # noqa: E402
 
-steps.run_step(snakemake, lambda sm, log: steps.verify_capture(
+machinery.run_step(snakemake, lambda sm, log: results.verify_capture(
     sm.params.trial, sm.params.settings, sm.input.arm, sm.input.generator, sm.input.connectivity,
     sm.output.capture, log))

@@ -1,0 +1,261 @@
+"""How every rule's step runs: its log, its cleanups, stop signals, and the record of a
+failure.  The steps themselves (connectivity, arm, traffic, results) know none of this
+beyond `on_failure` and the errors they raise.
+
+A step runs under `run_step`, which owns one `Step`: the rule's `Log`, a `CleanupStack`
+(what to undo if the step fails, released in reverse order like the agent's session's
+ExitStack) and the `StopSignals` that turn SIGTERM, SIGINT and SIGHUP into an orderly
+exit.  A step that succeeds ends its process at once (`_leave`), its cleanups not
+needed; one that fails or is interrupted unwinds them, and a trial step records why in
+the trial directory's failed.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .. import atomic, source
+from ..agentclient import AgentError
+
+# The four rules of a trial; a failure of one is recorded in the trial's failed.json.
+TRIAL_STEPS = ("arm_collector", "launch_generator", "verify_capture", "gather_results")
+FAILED_FILE = "failed.json"
+
+
+class StepError(RuntimeError):
+    """A step failed for a reason the user can act on; the message says which."""
+
+
+class OutputError(StepError):
+    """A result could not be written; the message names the path and the OS's reason."""
+
+
+class Interrupted(Exception):
+    """SIGTERM, SIGINT or SIGHUP arrived (Ctrl-C, or Snakemake stopping the job)."""
+
+
+class Log:
+    """Writes timestamped lines to the rule's log file, and progress to stderr.
+
+    A log that cannot be written (disk full, read-only) never hides the step's own
+    error: it says so once on stderr and from then on everything goes to stderr."""
+
+    def __init__(self, path: str, step: str):
+        self.path = path
+        self.step = step
+        self._f = None
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self._f = open(path, "a", buffering=1)
+        except OSError as e:
+            self._broken(e)
+
+    def _broken(self, e: OSError) -> None:
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.close()
+        self._f = None
+        print(f"[{self.step}] cannot write the log {self.path}: {e.strerror or e}; "
+              f"logging to stderr only", file=sys.stderr, flush=True)
+
+    def __call__(self, msg: str, echo: bool = False):
+        if self._f is not None:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            try:
+                self._f.write(f"{stamp} {msg}\n")
+            except OSError as e:
+                self._broken(e)
+        if echo or self._f is None:
+            print(f"[{self.step}] {msg}", file=sys.stderr, flush=True)
+
+    def write(self, text: str):  # a stream, for the generator's progress lines
+        for line in text.splitlines():
+            if line.strip():
+                self(line.strip(), echo=True)
+
+    def flush(self):
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.flush()
+
+
+class CleanupStack:
+    """What to undo if the step fails or is interrupted, undone in reverse order.
+
+    Each cleanup is bounded and best effort: one that raises is noted and the next one
+    still runs.  `unwind` returns the notes (they go into failed.json); a step that
+    succeeds ends its process without unwinding."""
+
+    def __init__(self, log: Log):
+        self.log = log
+        self.notes: list[str] = []
+        self._stack = contextlib.ExitStack()
+
+    def push(self, description: str, fn) -> None:
+        self._stack.callback(self._run, description, fn)
+
+    def _run(self, description: str, fn) -> None:
+        try:
+            result = fn()
+            self.notes.append(f"{description}: {result}" if result else description)
+            self.log(f"cleanup: {self.notes[-1]}", echo=bool(result))
+        except Exception as e:  # cleanup is best effort; say what did not work
+            self.notes.append(f"{description} failed: {e}")
+            self.log(f"cleanup: {self.notes[-1]}", echo=True)
+
+    def unwind(self) -> list[str]:
+        self._stack.close()
+        return self.notes
+
+
+class StopSignals:
+    """The first SIGTERM, SIGINT or SIGHUP stops the step (raises Interrupted); once the
+    step is stopping, later ones (Ctrl-C pressed twice, Snakemake forwarding the signal
+    the terminal already sent) are only noted, so that cleanup runs to its end."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+    def __init__(self):
+        self.stopping = False
+        self.signals: list[str] = []
+
+    def install(self) -> None:
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._interrupt)
+
+    def _interrupt(self, signum, frame):
+        name = signal.Signals(signum).name
+        self.signals.append(name)
+        if not self.stopping:
+            self.stopping = True
+            raise Interrupted(name)
+
+
+# The cleanups of the step running in this process (set by run_step, for on_failure).
+_cleanups: contextvars.ContextVar[CleanupStack | None] = contextvars.ContextVar("cleanups", default=None)
+
+
+def on_failure(description: str, fn) -> None:
+    """Run fn (bounded, best effort) if this step fails or is interrupted.  Outside
+    run_step (a step called directly, as tests do) there is nothing to undo it for."""
+    stack = _cleanups.get()
+    if stack is not None:
+        stack.push(description, fn)
+
+
+def _os_reason(e: OSError) -> str:
+    if e.filename:
+        return f"{e.filename}: {e.strerror or e}"
+    return f"{type(e).__name__}: {e.strerror or e}"
+
+
+def run_step(sm, fn) -> None:
+    """Run one rule's step: log to the rule's log, turn signals into an orderly exit, and
+    report a failure as one clear line instead of a traceback.
+
+    On failure or interruption the step's cleanups run (disarm the trial's session,
+    stop the generator), and for the four trial steps the failure is recorded in the
+    trial directory's failed.json, which is not a Snakemake output and so survives."""
+    log = Log(sm.log[0], sm.rule)
+    stop = StopSignals()
+    cleanups = CleanupStack(log)
+    _cleanups.set(cleanups)
+    stop.install()
+    unexpected = None
+    try:
+        fn(sm, log)
+        _leave(log)   # the cleanups are not needed: the process ends here
+    except Interrupted as e:
+        reason, status = f"interrupted by {e}", 130
+    except (StepError, AgentError, source.SourceError) as e:
+        reason, status = str(e), 1
+    except OSError as e:
+        reason, status = _os_reason(e), 1
+    except BaseException as e:
+        import traceback
+
+        reason, status = f"unexpected error: {type(e).__name__}: {e}", 1
+        unexpected = e
+        log("FAILED with an unexpected error:\n" + traceback.format_exc())
+    stop.stopping = True
+    notes = cleanups.unwind()
+    if sm.rule in TRIAL_STEPS:
+        record_failure(sm, reason, notes, log)
+    log(f"FAILED: {reason}")
+    print(f"xdplab {sm.rule}: {reason}", file=sys.stderr, flush=True)
+    if unexpected is not None:
+        raise unexpected
+    sys.exit(status)
+
+
+def _leave(log: Log) -> None:
+    """A step that succeeded has written and closed its outputs: its process ends here,
+    without the interpreter's teardown (10 to 100 ms with numpy, pyarrow or matplotlib
+    loaded, once per job: about 0.1 s per trial of a sweep).  Only the log and the
+    standard streams are still open: flushed first."""
+    log.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
+
+
+# -- the record of a failure, and the step records ---------------------------------
+
+def record_failure(sm, reason: str, cleanup: list[str], log: Log) -> None:
+    """Write the trial's failed.json: this failure on top, earlier ones under "earlier"."""
+    path = Path(sm.output[0]).parent / FAILED_FILE
+    earlier = previous_failures(path)
+    entry = {"trial": trial_id(sm.params.trial), "step": sm.rule, "reason": reason,
+             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix_s": round(time.time(), 3),
+             "interrupted": reason.startswith("interrupted by "), "cleanup": cleanup,
+             "earlier": earlier}
+    try:
+        write_json(str(path), entry)
+    except (OSError, StepError) as e:
+        log(f"could not record the failure: {e}", echo=True)
+
+
+def previous_failures(path) -> list[dict]:
+    """The failures recorded in a failed.json, oldest first (empty if none or unreadable)."""
+    try:
+        latest = read_json(path)
+    except (OSError, ValueError):
+        return []
+    if not isinstance(latest, dict):
+        return []
+    earlier = latest.pop("earlier", [])
+    return [e for e in earlier if isinstance(e, dict)] + [latest]
+
+
+@contextlib.contextmanager
+def writing(path):
+    """Turn an OSError while writing `path` into an OutputError naming the path and reason."""
+    try:
+        yield
+    except OSError as e:
+        raise OutputError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def write_json(path: str, data) -> None:
+    """Write atomically (xdplab.atomic): a reader sees the old file, or the whole new one,
+    never half."""
+    with writing(path):
+        atomic.write_json(path, data)
+
+
+def read_json(path: str):
+    with open(path) as f:
+        return json.load(f)
+
+
+def trial_id(trial: dict) -> str:
+    """<experiment>/<point>/rep~<n>: the trial's directory under results/<experiment>/trials."""
+    return f"{trial['experiment']}/{trial['point']}/rep~{trial['repeat']}"
