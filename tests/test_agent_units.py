@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from xdplab.agent import TOKEN_HEADER, api, bpfsrc, features, hist, metrics, service, session
+from xdplab.agent import TOKEN_HEADER, api, bpfsrc, features, hist, metrics, results, service, session
 from xdplab.agent.capture import PcapCounter, capture_filter
 from xdplab.agent.server import Handler
 
@@ -152,7 +152,7 @@ def test_header_parsing():
                               "parse_errors", "foreign_arp", "foreign_port", "foreign_other",
                               "chain_missed"]
     assert sorted(counters.values()) == list(range(len(counters)))
-    assert set(session.XDP_FIELDS) == set(counters)
+    assert set(results.XDP_FIELDS) == set(counters)
     assert bpfsrc.parse_define(HEADER, "XDPLAB_MAX_RUN_IDS") == api.RUN_IDS_MAX
     assert bpfsrc.parse_define(HEADER, "XDPLAB_MAGIC") == 0x58444C42
     fields = dict(bpfsrc.parse_feature_fields(HEADER))
@@ -175,7 +175,7 @@ def test_parse_counter_enum_explicit_values():
 # --- session arithmetic ------------------------------------------------------------------------
 
 def snap(**c):
-    counters = {k: 0 for k in session.XDP_FIELDS}
+    counters = {k: 0 for k in results.XDP_FIELDS}
     counters.update(c)
     return counters
 
@@ -190,25 +190,25 @@ def test_interface_result_from_snapshots():
                                      ringbuf_full=0, ipv4_udp=85),
                     "matched_by_run": [50, 25] + [0] * 14, "run_time_ns": 10000, "run_cnt": 100}}
     link = {"xdp_mode_in_effect": "native", "prog_id": 1, "prog_tag": "ab", "link_id": 2}
-    r = session.interface_result("features", 7, 2, link, base, end, {"received": 70}, {"captured": 70})
+    r = results.interface_result("features", 7, 2, link, base, end, {"received": 70}, {"captured": 70})
     assert r["nic"] == {"rx_packets": 90, "rx_dropped": 0}
     assert r["xdp"]["seen"] == 90 and r["xdp"]["matched"] == 70 and r["xdp"]["unaccounted"] == 0
     assert r["xdp"]["ns_per_pkt"] == 100.0 and r["xdp"]["run_cnt"] == 90
     assert r["matched_by_run"] == {"7": 45, "8": 25}
     assert r["prog_id"] == 1 and r["tcpdump"] == {"captured": 70}
 
-    off = session.interface_result("off", 7, 1, link, {"nic": base["nic"], "prog": None},
+    off = results.interface_result("off", 7, 1, link, {"nic": base["nic"], "prog": None},
                                    {"nic": end["nic"], "prog": None}, None, {})
     assert off["xdp"]["seen"] is None and off["matched_by_run"] is None
     assert off["features"]["received"] is None
-    cnt = session.interface_result("counters", 7, 2, link, base, end, None, {})
+    cnt = results.interface_result("counters", 7, 2, link, base, end, None, {})
     assert cnt["features"]["received"] == 0 and cnt["features"]["latency_ns"] is None
 
 
 def test_first_last_arrival():
-    assert session.first_last_arrival([None, {"first_arrival_ns": None,
+    assert results.first_last_arrival([None, {"first_arrival_ns": None,
                                               "last_arrival_ns": None}]) == (None, None)
-    assert session.first_last_arrival([{"first_arrival_ns": 5, "last_arrival_ns": 9},
+    assert results.first_last_arrival([{"first_arrival_ns": 5, "last_arrival_ns": 9},
                                        {"first_arrival_ns": 3, "last_arrival_ns": 7}]) == (3, 9)
 
 
@@ -568,12 +568,12 @@ def test_measured_window_from_rows():
 def test_session_measured_window_prefers_feature_records():
     rows = [[10, 0, 0, 0, 0, 0, None], [20, 2, 2, 2, 2, 0, 1.0]]
     feats = {"first_arrival_ns": 12, "last_arrival_ns": 18}
-    assert session.measured_window("features", feats, rows) == ([12, 18], "feature records")
-    w, how = session.measured_window("features", {"first_arrival_ns": None}, rows)
+    assert results.measured_window("features", feats, rows) == ([12, 18], "feature records")
+    w, how = results.measured_window("features", {"first_arrival_ns": None}, rows)
     assert w == [20, 20] and "xdp_matched_measured" in how
-    w, how = session.measured_window("off", None, rows)
+    w, how = results.measured_window("off", None, rows)
     assert w == [20, 20] and "nic_rx_packets" in how
-    assert session.measured_window("counters", None, rows[:1])[0] is None
+    assert results.measured_window("counters", None, rows[:1])[0] is None
 
 
 class FakeClock:

@@ -5,10 +5,10 @@ contextlib.ExitStack as it is acquired; a failure anywhere unwinds exactly
 what was acquired.  Disarm stops the capture, detaches (the links have their
 own stack so they go first), reads the counters, drains the ring buffers,
 then closes the stack.  The results come from counter snapshots through pure
-functions (interface_result, session_result) that need no root to test.
+functions (results.py: interface_result, session_result) that need no root to
+test; what is done on one interface is iface.py's.
 """
 
-import errno
 import logging
 import os
 import socket
@@ -19,114 +19,31 @@ from contextlib import ExitStack
 from ..sourcehost.wire import MAGIC  # the payload header's, defined once
 from . import capture, sysstats, timeseries
 from .api import ApiError
-from .bpf import enable_run_time_stats, fdinfo, xdp_link_create, PROG_NAME
-from .features import Features, empty_summary
+from .bpf import enable_run_time_stats
+from .features import Features
+from .iface import Iface
+from .results import first_last_arrival, interface_result, measured_window, session_result
 
 log = logging.getLogger("xdplab-agent")
 
 CONSUME_INTERVAL_S = 0.002     # ring buffers polled: records are submitted without wakeups
 DRAIN_TIMEOUT_S = 1.0
 SINK_RCVBUF_BYTES = 4096
-XDP_FIELDS = ("seen", "ipv4_udp", "matched", "features", "ringbuf_full", "parse_errors",
-              "foreign_arp", "foreign_port", "foreign_other", "chain_missed")
-
-
-# --- pure result arithmetic -------------------------------------------------------
-
-def interface_result(collector, run_id, run_ids, link, base, end, features, tcpdump,
-                     target=None):
-    """One interface's results from its snapshots at arm (base) and disarm (end).
-
-    base/end: {"nic": {rx_*}, "prog": None | Program.snapshot()} and, with a user's
-    program, "target" (its run-time statistics), "driver_xdp" (the driver's XDP
-    verdict counters, or None) and "exceptions" (exceptions.XdpExceptions.counts).  link: the arm reply's entry for the interface.  features:
-    Features.summary() or None.  target: the program under test's manifest when it is the
-    user's (reported under "program")."""
-    out = dict(link)
-    out["nic"] = sysstats.delta(base["nic"], end["nic"])
-    if collector == "off" or base.get("prog") is None:
-        out["xdp"] = {k: None for k in XDP_FIELDS + ("run_time_ns", "run_cnt", "ns_per_pkt",
-                                                      "unaccounted")}
-        out["matched_by_run"] = None
-    else:
-        b, e = base["prog"], end["prog"]
-        xdp = {k: e["counters"][k] - b["counters"][k] for k in XDP_FIELDS}
-        run_time, run_cnt = e["run_time_ns"] - b["run_time_ns"], e["run_cnt"] - b["run_cnt"]
-        xdp.update({"run_time_ns": run_time, "run_cnt": run_cnt,
-                    "ns_per_pkt": round(run_time / run_cnt, 1) if run_cnt else None})
-        # seen = matched + foreign_* + parse_errors: every frame lands in one of them.
-        xdp["unaccounted"] = xdp["seen"] - (xdp["matched"] + xdp["foreign_arp"] +
-                                            xdp["foreign_port"] + xdp["foreign_other"] +
-                                            xdp["parse_errors"])
-        out["xdp"] = xdp
-        out["matched_by_run"] = {str(run_id + i): e["matched_by_run"][i] - b["matched_by_run"][i]
-                                 for i in range(run_ids)}
-    out["features"] = features if features is not None else empty_summary(collector)
-    out["tcpdump"] = dict(tcpdump or {})
-    out["program"] = None
-    if target is not None:
-        b, e = base["target"], end["target"]
-        run_time, run_cnt = e["run_time_ns"] - b["run_time_ns"], e["run_cnt"] - b["run_cnt"]
-        chained = base.get("prog") is not None
-        out["program"] = dict(target, chained=chained, run_time_ns=run_time, run_cnt=run_cnt,
-                              # A program reached by a tail call has no run-time statistics of
-                              # its own: the kernel accounts its time to the collector.
-                              ns_per_pkt=round(run_time / run_cnt, 1) if run_cnt else None,
-                              driver_xdp=None, exceptions=None)
-        for k in ("driver_xdp", "exceptions"):
-            if base.get(k) is not None and end.get(k) is not None:
-                out["program"][k] = {n: end[k][n] - base[k][n] for n in end[k]}
-    return out
-
-
-def session_result(meta, interfaces, softirq, udp_sink, timing, boot_id):
-    out = dict(meta)
-    out.update({"softirq": softirq, "interfaces": interfaces, "udp_sink": udp_sink,
-                "boot_id": boot_id})
-    out.update(timing)
-    return out
-
-
-def measured_window(collector, features, rows):
-    """([first, last] or None, how): DUT CLOCK_MONOTONIC of the first and last arrival
-    of a measured-run packet.  From the feature records when there are any; else from
-    the time series, to its 0.1 s resolution."""
-    if features and features.get("first_arrival_ns"):
-        return [features["first_arrival_ns"], features["last_arrival_ns"]], "feature records"
-    column = "nic_rx_packets" if collector == "off" else "xdp_matched_measured"
-    first, last = timeseries.measured_window(rows, column)
-    if first is None:
-        return None, "no %s in the time series" % column
-    return [first, last], "time series (%s grew; each arrival lies in the %.1f s before)" % (
-        column, timeseries.INTERVAL_S)
-
-
-def first_last_arrival(feature_summaries):
-    firsts = [f["first_arrival_ns"] for f in feature_summaries if f and f["first_arrival_ns"]]
-    lasts = [f["last_arrival_ns"] for f in feature_summaries if f and f["last_arrival_ns"]]
-    return (min(firsts), max(lasts)) if firsts else (None, None)
-
-
-# --- the session ---------------------------------------------------------------------
-
-class Iface:
-    """What a session holds for one interface."""
-
-    def __init__(self, name, ifindex, pcap_path):
-        self.name, self.ifindex, self.pcap_path = name, ifindex, pcap_path
-        self.features_path = None   # <state_dir>/<session>/features-<if>.bin when kept
-        self.program = None       # the collector, or the observer around a user's program
-        self.target = None        # a user's program under test (userprog.UserProgram)
-        self.attached_id = None   # the id of the program the user attached (program "attached")
-        self.features = None
-        self.tcpdump = None
-        self.link = {}            # the arm reply's entry
-        self.base = None
-        self.end = None
-        self.capture = None
 
 
 class Session:
+    """One armed trial on the DUT, from arm to disarm, and what is left of it after.
+
+    Holds the validated arm request (req) and its fields in use (trial, run ids,
+    collector, the program under test), one Iface per interface (iface.py: programs,
+    link, capture, feature records, counter snapshots), everything acquired for it on
+    two ExitStacks (stack; links, the bpf_links, detached first), the UDP sink, the
+    ring-buffer consumer thread, the softirq and time-series samplers, and, as it goes,
+    state ("arming", "armed", "capture_stopped", "disarmed" or "failed"), the arm reply,
+    the result and the timings.  lock serialises capture stop, disarm and the reads of
+    a finished session; disarmed is set once it is over (the agent's watchdog waits on it).
+    """
+
     def __init__(self, sid, req, agent_instance, state_dir, store=None, sources=None):
         self.id = sid
         self.req = req
@@ -183,151 +100,39 @@ class Session:
         self.arm_reply["arm_s"] = self.timing["arm_s"]
 
     def _arm(self, programs, spawner, record_cls):
-        req, st = self.req, self.stack
+        """arm's steps, in order: each pushes the release of what it acquires onto
+        self.stack (the bpf_links onto self.links, itself on the stack), so that a failure
+        anywhere, or the disarm, releases in exactly the reverse order."""
         for i in self.ifaces:
-            try:
-                i.ifindex = socket.if_nametoindex(i.name)
-            except OSError:
-                raise ApiError(400, "interfaces: %s does not exist on the DUT" % i.name)
-            foreign = sysstats.link_xdp_info(i.name)
-            if self.user_program == "attached":
-                # xdplab attaches and detaches nothing here: it observes what is there.
-                if not foreign or not foreign["progs"]:
-                    raise ApiError(409, "program: attached, but interface %s has no XDP program "
-                                        "attached; attach yours first (or name an object)" % i.name)
-                i.attached_id = foreign["progs"][0]["id"]
-                i.link = {"xdp_mode_in_effect": foreign["mode"]}
-            elif foreign:
-                desc = ", ".join("id %s name %s tag %s" % (p["id"], p["name"], p["tag"])
-                                 for p in foreign["progs"]) or "unknown program"
-                raise ApiError(409, "interface %s already has an XDP program attached (%s mode: "
-                                    "%s); left in place" % (i.name, foreign["mode"], desc))
-        compile_s = 0.0
+            i.check(self.user_program)
         if self.features_dir is not None:
             os.makedirs(self.features_dir, mode=0o700, exist_ok=True)
         if self.user_program is not None:
-            self._load_user_programs()
-            from .exceptions import XdpExceptions
-            try:
-                self.exceptions = XdpExceptions()
-            except (OSError, RuntimeError) as e:
-                raise ApiError(500, "attaching the XDP exception counter (xdp:xdp_exception): %s" % e)
-            st.callback(self.exceptions.close)
+            self._take_user_programs()
+        compile_s = 0.0
         if self.collector != "off":
-            chain = self.user_program is not None
-            for i in self.ifaces:
-                prog, cs = programs.acquire(req["port"], self.collector, req["ringbuf_pages"],
-                                            chain=chain)
-                st.callback(programs.release, prog)     # (empties the chain slot too)
-                compile_s += cs
-                i.program = prog
-                if chain:
-                    prog.set_chain(i.target.fd)
-                elif req["expected_tag"] is not None and prog.tag != req["expected_tag"]:
-                    raise ApiError(422, "prog_tag %s of the compiled program differs from "
-                                        "expected_tag %s" % (prog.tag, req["expected_tag"]))
-                prog.open_ring()                  # mapped while armed only (memory)
-                st.callback(prog.close_ring)
-                prog.consume()                    # discard what an earlier session left
-                prog.drain_staged()               # (ring, and records staged per CPU)
-                prog.set_run_range(self.run_id, self.run_ids)
-                if self.collector == "features":
-                    i.features = Features(self.run_id, self.run_ids, req["expected_packets"],
-                                          record_cls, **self._features_kwargs(i))
-                    prog.on_record = i.features.on_record
-                    st.callback(setattr, prog, "on_record", None)
-            if self.collector == "features":
-                st.callback(self._stop_consumer)
-                self.consumer = threading.Thread(target=self._consume,
-                                                 name="ringbuf-" + self.id, daemon=True)
-                self.consumer.start()
+            compile_s = self._take_collectors(programs, record_cls)
         if self.collector != "off" or self.user_program is not None:
             stats_fd = enable_run_time_stats()
-            st.callback(os.close, stats_fd)
+            self.stack.callback(os.close, stats_fd)
         self.sampler = sysstats.SoftirqSampler(self.id)
-        st.callback(self.sampler.stop)
-        # The sink keeps the stack from answering our datagrams with ICMP port
-        # unreachable; it is never read, so its tiny buffer overflows quietly.
-        self.sink = st.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
-        self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SINK_RCVBUF_BYTES)
-        try:
-            self.sink.bind(("0.0.0.0", req["port"]))
-        except OSError as e:
-            raise ApiError(409, "port: UDP port %d is already bound on the DUT (%s)"
-                           % (req["port"], e.strerror))
-        self.sink_inode = os.fstat(self.sink.fileno()).st_ino
-        self.sink_base = {"snmp": sysstats.udp_snmp(),
-                          "drops": sysstats.udp_socket_drops(self.sink_inode) or 0}
-        st.enter_context(self.links)
-        for i in self.ifaces:
-            # Baselines just before attaching: the program is idle until then.
-            i.base = self._snapshot(i)
-            if i.target is not None and i.program is None:
-                self._attach_user_program(i)
-                continue
-            i.link = {"xdp_mode_in_effect": None, "prog_id": None, "prog_tag": None,
-                      "link_id": None}
-            if i.program is None:
-                continue
-            try:
-                fd = xdp_link_create(i.program.prog_fd, i.ifindex, req["xdp_mode"])
-            except OSError as e:
-                status = 409 if e.errno in (errno.EBUSY, errno.EEXIST) else 500
-                raise ApiError(status, "attaching %s to %s in %s mode failed: %s"
-                               % (PROG_NAME, i.name, req["xdp_mode"], e.strerror))
-            self.links.callback(os.close, fd)     # closing the last fd detaches
-            now = sysstats.link_xdp_info(i.name)
-            prog_id = i.program.info.get("prog_id")
-            if not now or prog_id not in [p["id"] for p in now["progs"]]:
-                raise ApiError(500, "after attaching, %s does not show prog id %s (shows %s)"
-                               % (i.name, prog_id, now))
-            i.link = {"xdp_mode_in_effect": now["mode"], "prog_id": prog_id,
-                      "prog_tag": i.program.tag, "link_id": fdinfo(fd).get("link_id")}
-            if i.target is not None:     # the collector hands every frame on to it
-                i.link.update({"program_under_test_id": i.target.info.get("id"),
-                               "program_under_test_tag": i.target.tag})
-        bpf_filter = capture.capture_filter(req["port"], MAGIC, self.run_id, self.run_ids)
-        for i in self.ifaces:
-            try:
-                i.tcpdump = capture.Tcpdump(spawner, i.name, req["snaplen"], bpf_filter,
-                                            i.pcap_path)
-            except OSError as e:
-                raise ApiError(500, "starting tcpdump on %s failed: %s" % (i.name, e))
-            st.callback(i.tcpdump.kill)
-        for i in self.ifaces:
-            if not i.tcpdump.wait_listening():
-                raise ApiError(500, "tcpdump on %s did not report listening within %.0f s: %s"
-                               % (i.name, capture.LISTEN_TIMEOUT_S,
-                                  " | ".join(list(i.tcpdump.lines)[-5:])))
-        self.armed_ns = time.monotonic_ns()
-        self.deadline_ns = self.armed_ns + int(req["deadline_s"] * 1e9)
-        self.timeseries = timeseries.Sampler(self.id, {i.name: self._timeseries_source(i)
-                                                       for i in self.ifaces},
-                                             self.deadline_ns, sysstats.proc_stat_cpu)
-        self.timeseries.start()
-        st.callback(self.timeseries.stop)
+        self.stack.callback(self.sampler.stop)
+        self._open_sink()
+        self._attach()
+        self._start_captures(spawner)
+        self._start_timeseries()
         self.state = "armed"
-        p = self.ifaces[0].program
-        self.arm_reply = {
-            "session": self.id, "trial": self.trial, "run_id": self.run_id,
-            "run_ids": self.run_ids, "measured_run_ids": self.measured_run_ids,
-            "keep_features": self.features_dir is not None, "collector": self.collector,
-            "interfaces": {i.name: i.link for i in self.ifaces},
-            "xdp_mode_requested": req["xdp_mode"], "port": req["port"],
-            "prog_tag": p.tag if p else None, "insn_count": p.insn_count if p else None,
-            "verified_insns": p.info.get("verified_insns") if p else None,
-            "ringbuf_pages": p.ring_pages if p else None,
-            "ringbuf_bytes": p.ring_bytes if p else None,
-            "ringbuf_pages_requested": req["ringbuf_pages"],
-            "snaplen": req["snaplen"], "expected_packets": req["expected_packets"],
-            "armed_monotonic_ns": self.armed_ns, "deadline_monotonic_ns": self.deadline_ns,
-            "agent_instance": self.agent_instance, "compile_s": round(compile_s, 3),
-        }
-        if self.user_program is not None:
-            t = self.ifaces[0].target
-            self.arm_reply.update({"program": t.manifest(), "prog_tag": t.tag,
-                                   "insn_count": t.info.get("xlated_insns"),
-                                   "verified_insns": t.info.get("verified_insns")})
+        self.arm_reply = self._arm_reply(compile_s)
+
+    def _take_user_programs(self):
+        """The program under test on each interface, and the XDP exception counter."""
+        self._load_user_programs()
+        from .exceptions import XdpExceptions
+        try:
+            self.exceptions = XdpExceptions()
+        except (OSError, RuntimeError) as e:
+            raise ApiError(500, "attaching the XDP exception counter (xdp:xdp_exception): %s" % e)
+        self.stack.callback(self.exceptions.close)
 
     def _load_user_programs(self):
         """The program under test on each interface: loaded from its object (attached later:
@@ -347,49 +152,117 @@ class Session:
                 raise ApiError(422, "prog_tag %s of the program under test differs from "
                                     "expected_tag %s" % (i.target.tag, expected))
 
-    def _attach_user_program(self, i):
-        """Attach the program under test by itself (collector off); a program the user
-        attached is left as it is."""
-        t = i.target
-        link_id = None
-        if not t.attached:
+    def _take_collectors(self, programs, record_cls):
+        """A collector instance per interface from the agent's cache, readied for this
+        session (chain slot, ring, run range, feature records), then the ring-buffer
+        consumer; returns the compile time this took."""
+        req, st = self.req, self.stack
+        chain = self.user_program is not None
+        compile_s = 0.0
+        for i in self.ifaces:
+            prog, cs = programs.acquire(req["port"], self.collector, req["ringbuf_pages"],
+                                        chain=chain)
+            st.callback(programs.release, prog)     # (empties the chain slot too)
+            compile_s += cs
+            i.program = prog
+            if chain:
+                prog.set_chain(i.target.fd)
+            elif req["expected_tag"] is not None and prog.tag != req["expected_tag"]:
+                raise ApiError(422, "prog_tag %s of the compiled program differs from "
+                                    "expected_tag %s" % (prog.tag, req["expected_tag"]))
+            prog.open_ring()                  # mapped while armed only (memory)
+            st.callback(prog.close_ring)
+            prog.consume()                    # discard what an earlier session left
+            prog.drain_staged()               # (ring, and records staged per CPU)
+            prog.set_run_range(self.run_id, self.run_ids)
+            if self.collector == "features":
+                i.features = Features(self.run_id, self.run_ids, req["expected_packets"],
+                                      record_cls, **self._features_kwargs(i))
+                prog.on_record = i.features.on_record
+                st.callback(setattr, prog, "on_record", None)
+        if self.collector == "features":
+            st.callback(self._stop_consumer)
+            self.consumer = threading.Thread(target=self._consume,
+                                             name="ringbuf-" + self.id, daemon=True)
+            self.consumer.start()
+        return compile_s
+
+    def _open_sink(self):
+        """The sink keeps the stack from answering our datagrams with ICMP port
+        unreachable; it is never read, so its tiny buffer overflows quietly."""
+        self.sink = self.stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+        self.sink.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SINK_RCVBUF_BYTES)
+        try:
+            self.sink.bind(("0.0.0.0", self.req["port"]))
+        except OSError as e:
+            raise ApiError(409, "port: UDP port %d is already bound on the DUT (%s)"
+                           % (self.req["port"], e.strerror))
+        self.sink_inode = os.fstat(self.sink.fileno()).st_ino
+        self.sink_base = {"snmp": sysstats.udp_snmp(),
+                          "drops": sysstats.udp_socket_drops(self.sink_inode) or 0}
+
+    def _attach(self):
+        """Each interface's baseline, then its collector (or the program under test by
+        itself); the links go on their own stack, detached first at disarm."""
+        self.stack.enter_context(self.links)
+        for i in self.ifaces:
+            # Baselines just before attaching: the program is idle until then.
+            i.base = i.snapshot(self.exceptions)
+            if i.target is not None and i.program is None:
+                i.attach_user_program(self.links, self.req["xdp_mode"])
+            else:
+                i.attach_collector(self.links, self.req["xdp_mode"])
+
+    def _start_captures(self, spawner):
+        """tcpdump on every interface, then wait until each one listens."""
+        bpf_filter = capture.capture_filter(self.req["port"], MAGIC, self.run_id, self.run_ids)
+        for i in self.ifaces:
             try:
-                fd = xdp_link_create(t.fd, i.ifindex, self.req["xdp_mode"])
+                i.tcpdump = capture.Tcpdump(spawner, i.name, self.req["snaplen"], bpf_filter,
+                                            i.pcap_path)
             except OSError as e:
-                status = 409 if e.errno in (errno.EBUSY, errno.EEXIST) else 500
-                raise ApiError(status, "attaching program %s to %s in %s mode failed: %s"
-                               % (t.name, i.name, self.req["xdp_mode"], e.strerror))
-            self.links.callback(os.close, fd)
-            link_id = fdinfo(fd).get("link_id")
-        now = sysstats.link_xdp_info(i.name)
-        if not now or t.info.get("id") not in [p["id"] for p in now["progs"]]:
-            raise ApiError(500, "after attaching, %s does not show prog id %s (shows %s)"
-                           % (i.name, t.info.get("id"), now))
-        i.link = {"xdp_mode_in_effect": now["mode"], "prog_id": t.info.get("id"),
-                  "prog_tag": t.tag, "link_id": link_id,
-                  "attached_by": "user" if t.attached else "xdplab"}
+                raise ApiError(500, "starting tcpdump on %s failed: %s" % (i.name, e))
+            self.stack.callback(i.tcpdump.kill)
+        for i in self.ifaces:
+            if not i.tcpdump.wait_listening():
+                raise ApiError(500, "tcpdump on %s did not report listening within %.0f s: %s"
+                               % (i.name, capture.LISTEN_TIMEOUT_S,
+                                  " | ".join(list(i.tcpdump.lines)[-5:])))
 
-    def _snapshot(self, i):
-        """i's counters now: the NIC's, the collector's, and with a user's program its
-        run-time statistics and the driver's XDP verdict counters."""
-        from .userprog import driver_xdp_stats
-        snap = {"nic": sysstats.nic_stats(i.name),
-                "prog": i.program.snapshot() if i.program else None}
-        if i.target is not None:
-            snap["target"] = i.target.stats()
-            snap["driver_xdp"] = driver_xdp_stats(i.name, sysstats.interface_facts(i.name)
-                                                  .get("driver"))
-            snap["exceptions"] = (self.exceptions.counts(self._attached_prog_id(i))
-                                  if self.exceptions is not None else None)
-        return snap
+    def _start_timeseries(self):
+        """Armed from now: the deadline, and the time series sampled until then."""
+        self.armed_ns = time.monotonic_ns()
+        self.deadline_ns = self.armed_ns + int(self.req["deadline_s"] * 1e9)
+        self.timeseries = timeseries.Sampler(
+            self.id, {i.name: i.timeseries_source(self.measured_run_ids) for i in self.ifaces},
+            self.deadline_ns, sysstats.proc_stat_cpu)
+        self.timeseries.start()
+        self.stack.callback(self.timeseries.stop)
 
-    @staticmethod
-    def _attached_prog_id(i):
-        """The id of the program the interface's driver runs (and names in its XDP
-        exceptions): the collector in chain mode, else the program under test."""
-        if i.program is not None:
-            return i.program.info.get("prog_id")
-        return i.attached_id if i.attached_id is not None else i.target.info.get("id")
+    def _arm_reply(self, compile_s):
+        req = self.req
+        p = self.ifaces[0].program
+        reply = {
+            "session": self.id, "trial": self.trial, "run_id": self.run_id,
+            "run_ids": self.run_ids, "measured_run_ids": self.measured_run_ids,
+            "keep_features": self.features_dir is not None, "collector": self.collector,
+            "interfaces": {i.name: i.link for i in self.ifaces},
+            "xdp_mode_requested": req["xdp_mode"], "port": req["port"],
+            "prog_tag": p.tag if p else None, "insn_count": p.insn_count if p else None,
+            "verified_insns": p.info.get("verified_insns") if p else None,
+            "ringbuf_pages": p.ring_pages if p else None,
+            "ringbuf_bytes": p.ring_bytes if p else None,
+            "ringbuf_pages_requested": req["ringbuf_pages"],
+            "snaplen": req["snaplen"], "expected_packets": req["expected_packets"],
+            "armed_monotonic_ns": self.armed_ns, "deadline_monotonic_ns": self.deadline_ns,
+            "agent_instance": self.agent_instance, "compile_s": round(compile_s, 3),
+        }
+        if self.user_program is not None:
+            t = self.ifaces[0].target
+            reply.update({"program": t.manifest(), "prog_tag": t.tag,
+                          "insn_count": t.info.get("xlated_insns"),
+                          "verified_insns": t.info.get("verified_insns")})
+        return reply
 
     def _features_kwargs(self, i):
         """Features' warm-up and file arguments, given only when they differ from its
@@ -401,32 +274,6 @@ class Session:
             i.features_path = os.path.join(self.features_dir, "features-%s.bin" % i.name)
             kw["features_path"] = i.features_path
         return kw
-
-    def _timeseries_source(self, i):
-        """A callable giving i's five time-series counts since arm (None: not counted)."""
-        rx_path = "/sys/class/net/%s/statistics/rx_packets" % i.name
-        nic0 = i.base["nic"].get("rx_packets", 0)
-        slots = range(self.measured_run_ids)
-        prog = i.program
-        if prog is not None:
-            b = i.base["prog"]
-            seen0, drops0 = b["counters"]["seen"], b["counters"]["ringbuf_full"]
-            matched0 = sum(b["matched_by_run"][k] for k in slots)
-
-        def counts():
-            nic = int(sysstats.read_text(rx_path)) - nic0
-            if prog is None:
-                return nic, None, None, None, None
-            seen, matched, drops = prog.sample(slots)
-            feats = None
-            if i.features is not None:
-                feats = getattr(i.features, "measured_received", None)
-                if callable(feats):
-                    feats = feats()
-                if feats is None:
-                    feats = i.features.received
-            return nic, seen - seen0, matched - matched0, feats, drops - drops0
-        return counts
 
     # --- ring-buffer consumer ---------------------------------------------------------
     def _consume(self):
@@ -459,23 +306,9 @@ class Session:
             self.consumer.join(DRAIN_TIMEOUT_S + 5)
 
     # --- live counters ------------------------------------------------------------------
-    def matched_so_far(self, i):
-        if i.program is None:
-            return None
-        return i.program.snapshot()["counters"]["matched"] - i.base["prog"]["counters"]["matched"]
-
     def live(self):
         """Counters since arm, per interface (for /metrics)."""
-        out = {}
-        for i in self.ifaces:
-            nic = sysstats.delta(i.base["nic"], sysstats.nic_stats(i.name))
-            xdp = None
-            if i.program is not None:
-                snap, b = i.program.snapshot(), i.base["prog"]
-                xdp = {k: snap["counters"][k] - b["counters"][k] for k in XDP_FIELDS}
-            out[i.name] = {"nic": nic, "xdp": xdp,
-                           "records": i.features.received if i.features else None}
-        return out
+        return {i.name: i.live() for i in self.ifaces}
 
     # --- capture stop and disarm -----------------------------------------------------------
     def capture_stop(self):
@@ -484,7 +317,7 @@ class Session:
                 t0 = time.monotonic()
                 for i in self.ifaces:
                     if i.capture is None:
-                        i.capture = i.tcpdump.stop(self.matched_so_far(i))
+                        i.capture = i.tcpdump.stop(i.matched_so_far())
                 self.timing["stop_s"] = round(time.monotonic() - t0, 3)
                 if self.state == "armed":
                     self.state = "capture_stopped"
@@ -506,7 +339,7 @@ class Session:
                 t0 = time.monotonic()
                 self.links.close()                       # detach: nothing more arrives
                 for i in self.ifaces:
-                    i.end = self._snapshot(i)
+                    i.end = i.snapshot(self.exceptions)
                 self._stop_consumer()
                 self.timeseries.stop(last_sample=True)   # the last row: the final counts
                 disarmed_ns = time.monotonic_ns()
@@ -643,12 +476,3 @@ class Session:
                 raise ApiError(410, "session %s: its features file was removed (the agent "
                                     "keeps the files of the last finished sessions only)" % self.id)
             return iface.features_path
-
-    def pcap_path(self, name):
-        for i in self.ifaces:
-            if i.name == name:
-                return i.pcap_path
-        return None
-
-    def has_pcaps(self):
-        return any(i.pcap_path or i.features_path for i in self.ifaces)
