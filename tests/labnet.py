@@ -4,7 +4,8 @@ reached from the root namespace (the controller) only through their
 management addresses.  Each source runs its own sshd with its own host key and
 accepts only its own client key; the DUT runs the agent by its documented
 command with a token.  write_lab_config() writes the workflow's `testbed: lab`
-configuration (contract, section 3) for it, which is all the workflow knows.
+configuration (contract, section 3) for it, which is all the workflow knows
+(lab_config() makes it from the lab's description).
 
     source 0  xlt-lab-src0  mgmt 10.204.1.2  xl-src0 10.204.0.1/30 <-> xl-dut0 10.204.0.2/30
     source 1  xlt-lab-src1  mgmt 10.204.1.6  xl-src1 10.204.0.5/30 <-> xl-dut1 10.204.0.6/30
@@ -20,6 +21,8 @@ import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
+
+from xdplab.agent import TOKEN_HEADER
 
 LAB_NAME = "xlt-lab"            # namespace prefix; xlt-: test-only (conftest's leak check)
 LAB_NET = "10.204.0.0/16"
@@ -40,7 +43,7 @@ def agent(desc, method, path, token=True):
     told otherwise, whatever http_proxy says."""
     headers = {"Content-Type": "application/json"}
     if token:
-        headers["X-Xdplab-Token"] = Path(desc["dut"]["token_file"]).read_text().strip()
+        headers[TOKEN_HEADER] = Path(desc["dut"]["token_file"]).read_text().strip()
     req = urllib.request.Request(desc["dut"]["agent_url"] + path, method=method, headers=headers,
                                  data=b"{}" if method == "POST" else None)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -71,12 +74,27 @@ def make_lab(state_dir: Path, repo_root: Path = REPO):
                         repo_root=repo_root, agent_port=AGENT_PORT)
 
 
+def lab_config(desc: dict, auto_address: tuple[int, ...] = ()) -> dict:
+    """The workflow's `testbed: lab` configuration (contract, section 3) for a
+    lab that is up, from its description: what a user writes for real machines.
+    Sources whose index is in auto_address get `address: auto`."""
+    sources = []
+    for i, s in enumerate(desc["sources"]):
+        sources.append({"host": s["host"], "user": s["user"], "port": s["port"],
+                        "key_file": s["key_file"], "known_hosts": s["known_hosts"],
+                        "iface": s["iface"], "address": "auto" if i in auto_address else s["address"],
+                        "python": s["python"], "dut_iface": s["dut_iface"]})
+    dut = desc["dut"]
+    return {"testbed": "lab",
+            "lab": {"sources": sources,
+                    "dut": {"agent": dut["agent_url"], "token_file": dut["token_file"],
+                            "ifaces": [d["name"] for d in dut["ifaces"]]}}}
+
+
 def write_lab_config(desc: dict, path: Path) -> dict:
     """The lab as a user describes real machines: source 0 with `address: auto`
     (found on its iface), source 1 with its address written out."""
     import yaml
-
-    from xdplab.testbed import lab_config
 
     config = lab_config(desc, auto_address=(0,))
     path.write_text("# xdplab lab config for the test namespace lab (tests/labnet.py)\n"

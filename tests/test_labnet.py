@@ -78,15 +78,13 @@ def test_lab_layout_gives_each_source_its_own_link_and_management_address():
 
 
 def test_lab_config_is_the_contracts_lab_section():
-    from xdplab import testbed
-
     desc = {"sources": [{"host": "192.0.2.20", "port": 22, "user": "root", "key_file": "/k0",
                          "known_hosts": "/kh0", "python": "python3", "iface": "eth1",
                          "address": "198.51.100.1", "mac": "02:00:00:00:00:01", "dut_iface": "enp5s0",
                          "netns": "x"}],
             "dut": {"agent_url": "http://192.0.2.10:7717", "token_file": "/t",
                     "ifaces": [{"name": "enp5s0", "address": "198.51.100.2", "mac": "02:00:00:00:00:02"}]}}
-    assert testbed.lab_config(desc, auto_address=(0,)) == {"testbed": "lab", "lab": {
+    assert labnet.lab_config(desc, auto_address=(0,)) == {"testbed": "lab", "lab": {
         "sources": [{"host": "192.0.2.20", "user": "root", "port": 22, "key_file": "/k0",
                      "known_hosts": "/kh0", "iface": "eth1", "address": "auto", "python": "python3",
                      "dut_iface": "enp5s0"}],
