@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, skip_unless_root
+from conftest import REPO, make_testbed, skip_unless_root
 
 from xdplab import testbed as testbed_module
 
@@ -79,13 +79,26 @@ def assert_nothing_of_ours(tb, logs_kept=False):
 
 
 @pytest.fixture(scope="module")
-def tb(embedded_testbed):
-    return embedded_testbed[0]
+def up_testbed(tmp_path_factory):
+    """(testbed, description): the embedded testbed, up for the module and always torn
+    down after it.  (conftest's fixture `embedded_testbed` is shadowed there by the
+    context manager of the same name.)"""
+    skip_unless_root()
+    tb = make_testbed(tmp_path_factory.mktemp("testbed"))
+    try:
+        yield tb, tb.up()
+    finally:
+        tb.down()
 
 
 @pytest.fixture(scope="module")
-def desc(embedded_testbed):
-    return embedded_testbed[1]
+def tb(up_testbed):
+    return up_testbed[0]
+
+
+@pytest.fixture(scope="module")
+def desc(up_testbed):
+    return up_testbed[1]
 
 
 # --- a fresh testbed ---------------------------------------------------------
@@ -178,7 +191,8 @@ def test_agent_runs_from_the_file_the_description_hashes(tb, desc):
     if script.name == "xdplab-agent.pyz":
         args = [a.decode() for a in cmd[2:] if a]
         assert args == ["--listen", "10.201.2.2:7717", "--token-file", desc["dut"]["token_file"],
-                        "--interface", "xl-dut0", "--state-dir", str(tb.state_dir / "agent")], args
+                        "--allow-program-upload", "--interface", "xl-dut0",
+                        "--state-dir", str(tb.state_dir / "agent")], args
 
 
 def test_cli_status(tb):
@@ -375,6 +389,7 @@ def test_agent_pyz_is_built_by_make_and_started_as_documented(tb, tmp_path):
     assert (fake / "dist" / "xdplab-agent.pyz").is_file()
     sd = tb.state_dir
     assert (f"fake agent: --listen 10.201.2.2:7717 --token-file {sd / 'agent.token'} "
-            f"--interface xl-dut0 --state-dir {sd / 'agent'}") in str(e.value), str(e.value)
+            f"--allow-program-upload --interface xl-dut0 --state-dir {sd / 'agent'}") in str(e.value), \
+        str(e.value)
     tb.down()
     assert_nothing_of_ours(tb)
