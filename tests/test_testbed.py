@@ -249,7 +249,7 @@ def test_namespace_deleted_by_hand_under_running_sshd_is_recovered(tb):
 
 
 def test_down_sigkills_what_ignores_sigterm(tb, monkeypatch):
-    monkeypatch.setattr(testbed_module, "TERM_WAIT_S", 0.5)
+    monkeypatch.setattr(testbed_module.services, "TERM_WAIT_S", 0.5)
     stubborn = subprocess.Popen(["ip", "netns", "exec", DUT_NS, "/usr/bin/python3", "-c",
                                  "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
                                  "print('ready', flush=True); time.sleep(600)"],

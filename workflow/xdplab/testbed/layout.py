@@ -1,0 +1,162 @@
+"""A lab's layout: the names and addresses of its hosts, interfaces and links.
+
+Pure: nothing here touches the machine.  lab_layout() makes N source hosts and
+one DUT with N test interfaces; embedded_layout() is the embedded testbed (N = 1,
+today's names and addresses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+
+# The embedded testbed's names and addresses (tests and PROTOCOL.md use them).
+TESTBED_NET = ipaddress.ip_network("10.201.0.0/16")
+SRC_ADDR, DUT_ADDR = "10.201.0.1", "10.201.0.2"
+MGMT_SRC_ROOT, MGMT_SRC_NS = "10.201.1.1", "10.201.1.2"
+MGMT_DUT_ROOT, MGMT_DUT_NS = "10.201.2.1", "10.201.2.2"
+MGMT_SRC_IFACE, MGMT_DUT_IFACE = "xl-msrc", "xl-mdut"   # root-namespace ends
+MGMT_NS_IFACE = "mgmt0"                                # end inside each namespace
+# Locally administered, fixed MACs: the static neighbour entries and any pcap
+# read the same addresses on every run.  Source i: 02:58:4c:00:<i>:01, its DUT
+# interface 02:58:4c:00:<i>:02.
+SRC_MAC, DUT_MAC = "02:58:4c:00:00:01", "02:58:4c:00:00:02"
+MAX_IFNAME = 15      # IFNAMSIZ - 1
+
+
+def _check_ifname(name: str) -> None:
+    if not 0 < len(name) <= MAX_IFNAME or "/" in name or " " in name:
+        raise ValueError(f"bad interface name {name!r} (1..{MAX_IFNAME} characters, no '/' or space)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceHost:
+    """One source host: its namespace, management veth and test interface."""
+    label: str            # names the host in pid files, logs and messages ("src", "src0")
+    netns: str
+    mgmt_root_iface: str  # root-namespace end of its management veth
+    mgmt_root_addr: str
+    mgmt_addr: str        # where its sshd listens; the controller knows only this
+    iface: str            # its test interface
+    address: str          # its end of the test link's /30
+    mac: str
+    dut_iface: str        # the DUT interface at the other end of its test link
+    state_subdir: str     # "" = the state directory itself (embedded testbed)
+
+    @property
+    def sshd_part(self) -> str:
+        """Its sshd's name in pid files, status and messages: "sshd" (embedded
+        testbed) or "sshd-<label>"."""
+        return "sshd" if not self.state_subdir else f"sshd-{self.label}"
+
+
+@dataclasses.dataclass(frozen=True)
+class DutIface:
+    """One test interface of the DUT: its end of one source's test link."""
+    name: str
+    address: str
+    mac: str
+
+
+@dataclasses.dataclass(frozen=True)
+class LabLayout:
+    """A whole lab: its sources, the DUT's namespace, management veth and test
+    interfaces, and the network every address is taken from."""
+    name: str
+    net: ipaddress.IPv4Network   # every address of the lab; refused if already in use
+    sources: tuple[SourceHost, ...]
+    dut_netns: str
+    dut_mgmt_root_iface: str
+    dut_mgmt_root_addr: str
+    dut_mgmt_addr: str
+    dut_ifaces: tuple[DutIface, ...]
+    prefixlen: int = 30
+
+    def __post_init__(self):
+        joined = [s.dut_iface for s in self.sources]
+        names = [d.name for d in self.dut_ifaces]
+        if sorted(joined) != sorted(names) or len(set(names)) != len(names):
+            # A veth has two ends: each DUT interface is one source's peer.
+            raise ValueError(f"each DUT interface must be joined to exactly one source: "
+                             f"DUT interfaces {names}, sources joined to {joined}")
+        for s in self.sources:
+            for iface in (s.iface, s.mgmt_root_iface):
+                _check_ifname(iface)
+        for iface in (self.dut_mgmt_root_iface, *names):
+            _check_ifname(iface)
+        roots = [s.mgmt_root_iface for s in self.sources] + [self.dut_mgmt_root_iface]
+        if len(set(roots)) != len(roots):
+            raise ValueError(f"management interfaces {roots} must have distinct names")
+
+    @property
+    def namespaces(self) -> list[str]:
+        return [s.netns for s in self.sources] + [self.dut_netns]
+
+    @property
+    def mgmt_root_ifaces(self) -> list[str]:
+        return [s.mgmt_root_iface for s in self.sources] + [self.dut_mgmt_root_iface]
+
+    def dut_iface(self, name: str) -> DutIface:
+        return next(d for d in self.dut_ifaces if d.name == name)
+
+    def record(self) -> dict:
+        """The layout as JSON values, the network as a string (testbed.json "layout")."""
+        return json.loads(json.dumps(dataclasses.asdict(self), default=str))
+
+
+def _nth(net: ipaddress.IPv4Network, third: int, fourth: int) -> str:
+    return str(net.network_address + third * 256 + fourth)
+
+
+def lab_layout(name: str, sources: int = 2, net: str = "10.204.0.0/16",
+               root_prefix: str | None = None, src_ifaces: list[str] | None = None,
+               dut_ifaces: list[str] | None = None, dut_iface_of: list[int] | None = None,
+               labels: dict | None = None, state_subdirs: list[str] | None = None,
+               mgmt_root_ifaces: list[str] | None = None,
+               dut_mgmt_root_iface: str | None = None) -> LabLayout:
+    """N sources and one DUT with N test interfaces.  Source i has namespace
+    <name>-src<i>, test interface xl-src<i> and is joined to DUT interface
+    dut_iface_of[i] (default i) of <name>-dut; root-namespace ends of the
+    management veths are <root_prefix>m<i> and <root_prefix>md (root_prefix
+    defaults to <name>-)."""
+    network = ipaddress.ip_network(net)
+    if network.prefixlen > 16 or not 1 <= sources <= 64:
+        raise ValueError(f"a lab needs a /16 or larger and 1..64 sources (got {net}, {sources})")
+    root_prefix = f"{name}-" if root_prefix is None else root_prefix
+    src_ifaces = src_ifaces or [f"xl-src{i}" for i in range(sources)]
+    dut_names = dut_ifaces or [f"xl-dut{j}" for j in range(sources)]
+    order = dut_iface_of if dut_iface_of is not None else list(range(sources))
+    names = labels or {}
+    subdirs = state_subdirs or [f"src{i}" for i in range(sources)]
+    roots = mgmt_root_ifaces or [f"{root_prefix}m{i}" for i in range(sources)]
+    if not len(src_ifaces) == len(order) == len(subdirs) == len(roots) == sources:
+        raise ValueError("src_ifaces, dut_iface_of, state_subdirs and mgmt_root_ifaces "
+                         "need one entry per source")
+    hosts, duts = [], {}
+    for i in range(sources):
+        j = order[i]
+        if not 0 <= j < len(dut_names):
+            raise ValueError(f"source {i}: DUT interface index {j} is outside 0..{len(dut_names) - 1}")
+        label = names.get(i, f"src{i}")
+        hosts.append(SourceHost(
+            label=label, netns=f"{name}-{label}",
+            mgmt_root_iface=roots[i],
+            mgmt_root_addr=_nth(network, 1, 4 * i + 1), mgmt_addr=_nth(network, 1, 4 * i + 2),
+            iface=src_ifaces[i], address=_nth(network, 0, 4 * i + 1), mac=f"02:58:4c:00:{i:02x}:01",
+            dut_iface=dut_names[j], state_subdir=subdirs[i]))
+        duts[j] = DutIface(dut_names[j], _nth(network, 0, 4 * i + 2), f"02:58:4c:00:{i:02x}:02")
+    return LabLayout(
+        name=name, net=network, sources=tuple(hosts), dut_netns=f"{name}-dut",
+        dut_mgmt_root_iface=dut_mgmt_root_iface or f"{root_prefix}md",
+        dut_mgmt_root_addr=_nth(network, 2, 1), dut_mgmt_addr=_nth(network, 2, 2),
+        dut_ifaces=tuple(duts[j] for j in sorted(duts)))
+
+
+def embedded_layout(name: str = "xdplab", src_iface: str = "xl-src0",
+                    dut_iface: str = "xl-dut0") -> LabLayout:
+    """Today's embedded testbed: <name>-src and <name>-dut, xl-msrc/xl-mdut,
+    10.201.0.0/16, its files directly in the state directory."""
+    return lab_layout(name, 1, str(TESTBED_NET), src_ifaces=[src_iface], dut_ifaces=[dut_iface],
+                      labels={0: "src"}, state_subdirs=[""],
+                      mgmt_root_ifaces=[MGMT_SRC_IFACE], dut_mgmt_root_iface=MGMT_DUT_IFACE)
