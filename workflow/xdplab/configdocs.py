@@ -15,7 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import item_spec, load_schema
+from .config import load_schema
+from .configvalues import item_spec
 
 REPO = Path(__file__).resolve().parents[2]
 TARGETS = (REPO / "config" / "README.md", REPO / "docs" / "configuration.md")
