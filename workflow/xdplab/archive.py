@@ -34,14 +34,6 @@ CODE_WITHOUT_GIT = ("Snakefile", "Makefile", "README.md", "docs", "pyproject.tom
 CODE_SKIP_DIRS = {".git", ".venv", "results", ".snakemake", "__pycache__", ".pytest_cache", "dist"}
 
 
-def utc_date(now: float | None = None) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(now))
-
-
-def archive_path(results_dir: str, experiment: str, now: float | None = None) -> str:
-    return f"{results_dir}/{experiment}-{utc_date(now)}.tar.gz"
-
-
 # -- what goes in ---------------------------------------------------------------------
 
 def _copy_file(src: Path, dest: Path) -> None:
