@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from xdplab.agent import bpfobject as bo
+from xdplab.agent import bpfobject as bo, libbpfobj
 from xdplab.agent.bpf import enable_run_time_stats, fdinfo, map_calls
 
 REPO = Path(__file__).resolve().parents[1]
@@ -247,7 +247,7 @@ def test_verifier_refusal_carries_the_log_and_prints_nothing(objs, capfd):
     msg = str(e.value)
     assert msg.startswith("the kernel refused to load program 'unchecked' of ")
     assert "invalid access to packet" in msg
-    assert len(msg.splitlines()) <= 1 + bo.LOG_TAIL_LINES
+    assert len(msg.splitlines()) <= 1 + libbpfobj.LOG_TAIL_LINES
     assert "-- BEGIN PROG LOAD LOG --" in e.value.log and "invalid access to packet" in e.value.log
     assert e.value.errno == errno.EACCES
     assert open_fds() == before
@@ -263,7 +263,7 @@ def test_libbpf_messages_are_kept_in_the_log_not_printed(objs, capfd):
 
 
 def test_libbpf_print_function_is_put_back(objs):
-    lib = bo._libbpf()
+    lib = libbpfobj.libbpf()
     previous = lib.libbpf_set_print(None)
     lib.libbpf_set_print(previous)
     bo.describe(objs["globals"])

@@ -27,21 +27,19 @@ on the 6.18 development VM, where tp_btf and iter programs load; LoadError then
 says so).  prog_info, prog_fd_by_id and test_run let the syscall's OSError through.
 libbpf's messages never reach the agent's stderr while this module calls it:
 they are kept in the returned log.
+
+libbpfobj.py holds libbpf's calls, the errors and the message capture; btf.py reads
+the globals from the object's BTF.
 """
 
 import ctypes as ct
 import errno
 import os
-import sys
-import threading
 
-from .bpf import _libc, _load_libbpf, _sys_bpf
-
-EM_BPF = 247
-# A BPF object with debug info is well under a megabyte; libbpf reads the whole
-# file into the agent's memory, so a mistaken path to a big file is refused first.
-MAX_OBJECT_BYTES = 64 << 20
-LOG_TAIL_LINES = 15
+from .bpf import _sys_bpf
+from .btf import BTF_FUNC, btf_type, encode_global, globals_of, public
+from .libbpfobj import (Capture, LoadError, ObjectError, cstr, libbpf, open_object, own_maps,
+                        programs_of, tail, type_str, verifier_tail)
 
 BPF_PROG_TEST_RUN_CMD = 10
 BPF_PROG_GET_FD_BY_ID_CMD = 13
@@ -50,34 +48,6 @@ BPF_RAW_TRACEPOINT_OPEN_CMD = 17
 BPF_PROG_TYPE_TRACING = 26
 # enum bpf_attach_type: the tracing attach types a bpf_link can hold by itself.
 TRACING_ATTACH = {23: "tp_btf", 24: "fentry", 25: "fexit", 26: "fmod_ret"}
-
-# BTF kinds and encodings (include/uapi/linux/btf.h).
-BTF_INT, BTF_PTR, BTF_ARRAY, BTF_STRUCT, BTF_UNION, BTF_ENUM = 1, 2, 3, 4, 5, 6
-BTF_TYPEDEF, BTF_VOLATILE, BTF_CONST, BTF_RESTRICT = 8, 9, 10, 11
-BTF_FUNC, BTF_VAR, BTF_DATASEC, BTF_FLOAT, BTF_TYPE_TAG, BTF_ENUM64 = 12, 14, 15, 16, 18, 19
-BTF_INT_SIGNED, BTF_INT_CHAR, BTF_INT_BOOL = 1, 2, 4
-BTF_VAR_STATIC = 0
-SETTABLE = {"bool", "char", "enum"}
-_OTHER_KINDS = {BTF_PTR: "pointer", BTF_ARRAY: "array", BTF_STRUCT: "struct",
-                BTF_UNION: "union", BTF_FLOAT: "float"}
-# The sections libbpf turns into maps with an initial value (not .maps, license,
-# nor the externs .kconfig/.ksyms that libbpf fills itself).
-_DATA_SECTIONS = (".data", ".rodata", ".bss")
-
-
-class ObjectError(Exception):
-    """Bad input (file, program, global, map): names the thing; safe to show a user."""
-
-
-class LoadError(ObjectError):
-    """The kernel (or libbpf on its behalf) refused to load the object: str() is one
-    sentence and the verifier log's last lines, .log the whole libbpf/verifier text,
-    .errno the kernel's error number (EACCES: the verifier; EPERM with no verifier
-    log: the kernel does not allow this kind of program here)."""
-
-    def __init__(self, message, log, errno=None):
-        super().__init__(message)
-        self.log, self.errno = log, errno
 
 
 class _BpfProgInfo(ct.Structure):
@@ -131,309 +101,22 @@ class _RawTpAttr(ct.Structure):
                 ("cookie", ct.c_uint64)]
 
 
-class _OpenOpts(ct.Structure):
-    # struct bpf_object_open_opts, only sz set: libbpf accepts a shorter struct.
-    _fields_ = [("sz", ct.c_size_t)]
-
-
-class _BtfType(ct.Structure):
-    # struct btf_type: name_off, info (vlen:16, kind:5 at bit 24, kflag at bit 31), size|type.
-    _fields_ = [("name_off", ct.c_uint32), ("info", ct.c_uint32), ("size", ct.c_uint32)]
-
-
-_PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_void_p, ct.c_void_p)
-_P = ct.c_void_p
-_SIGS = {   # name: (restype, argtypes); pointers to libbpf's opaque structs are c_void_p
-    "libbpf_set_print": (_P, [_P]),
-    "bpf_object__open_file": (_P, [ct.c_char_p, ct.POINTER(_OpenOpts)]),
-    "bpf_object__load": (ct.c_int, [_P]),
-    "bpf_object__close": (None, [_P]),
-    "bpf_object__btf": (_P, [_P]),
-    "bpf_object__next_program": (_P, [_P, _P]),
-    "bpf_object__next_map": (_P, [_P, _P]),
-    "bpf_object__find_map_by_name": (_P, [_P, ct.c_char_p]),
-    "bpf_program__name": (ct.c_char_p, [_P]),
-    "bpf_program__section_name": (ct.c_char_p, [_P]),
-    "bpf_program__type": (ct.c_int, [_P]),
-    "bpf_program__expected_attach_type": (ct.c_int, [_P]),
-    "bpf_program__set_autoload": (ct.c_int, [_P, ct.c_bool]),
-    "bpf_program__set_attach_target": (ct.c_int, [_P, ct.c_int, ct.c_char_p]),
-    "bpf_program__set_expected_attach_type": (ct.c_int, [_P, ct.c_int]),
-    "bpf_program__fd": (ct.c_int, [_P]),
-    "bpf_map__name": (ct.c_char_p, [_P]),
-    "bpf_map__fd": (ct.c_int, [_P]),
-    "bpf_map__is_internal": (ct.c_bool, [_P]),
-    "bpf_map__initial_value": (_P, [_P, ct.POINTER(ct.c_size_t)]),
-    "bpf_map__set_max_entries": (ct.c_int, [_P, ct.c_uint32]),
-    "btf__type_cnt": (ct.c_uint32, [_P]),
-    "btf__type_by_id": (ct.POINTER(_BtfType), [_P, ct.c_uint32]),
-    "btf__name_by_offset": (ct.c_char_p, [_P, ct.c_uint32]),
-    "btf__load_from_kernel_by_id": (_P, [ct.c_uint32]),
-    "btf__free": (None, [_P]),
-    "libbpf_bpf_prog_type_str": (ct.c_char_p, [ct.c_int]),
-    "libbpf_bpf_attach_type_str": (ct.c_char_p, [ct.c_int]),
-}
-_lib = None
-
-
-def _libbpf():
-    global _lib
-    if _lib is None:
-        lib = _load_libbpf()
-        if not lib:
-            raise ObjectError("libbpf.so.1 is not installed (Debian package libbpf1)")
-        for name, (res, args) in _SIGS.items():
-            fn = getattr(lib, name)
-            fn.restype, fn.argtypes = res, args
-        _libc.vasprintf.argtypes = [ct.POINTER(ct.c_void_p), ct.c_void_p, ct.c_void_p]
-        _libc.free.argtypes = [ct.c_void_p]
-        _lib = lib
-    return _lib
-
-
-# libbpf's print function is process-wide: one capture at a time.
-_print_lock = threading.RLock()
-
-
-class _Capture:
-    """Route libbpf's warnings and info into a list while held (level DEBUG dropped:
-    hundreds of lines per load), then put the previous print function back."""
-
-    def __init__(self, lib):
-        self.lib, self.lines, self._old = lib, [], None
-        self._fn = _PRINT_FN(self._print)      # kept: libbpf holds the pointer
-
-    def _print(self, level, fmt, ap):
-        if level > 1:
-            return 0
-        # va_list arrives as a pointer on x86_64 and aarch64; vasprintf consumes it once.
-        try:
-            out = ct.c_void_p()
-            n = _libc.vasprintf(ct.byref(out), fmt, ap)
-            if n >= 0 and out.value:
-                self.lines.append(ct.string_at(out.value, n).decode(errors="replace"))
-                _libc.free(out)
-        except Exception as e:   # ctypes would print it on stderr
-            self.lines.append("(a libbpf message was lost: %s)\n" % e)
-        return 0
-
-    def __enter__(self):
-        _print_lock.acquire()
-        self._old = self.lib.libbpf_set_print(ct.cast(self._fn, ct.c_void_p))
-        return self
-
-    def __exit__(self, *exc):
-        self.lib.libbpf_set_print(self._old)
-        _print_lock.release()
-
-    @property
-    def text(self):
-        return "".join(self.lines)
-
-
-def _tail(text, n=LOG_TAIL_LINES):
-    lines = [l for l in text.splitlines() if l.strip()]
-    return "\n".join(lines[-n:])
-
-
-def _verifier_tail(log):
-    """The last lines of the verifier's own log when libbpf printed one (between its
-    BEGIN/END PROG LOAD LOG marks), else of libbpf's messages."""
-    begin = log.rfind("-- BEGIN PROG LOAD LOG --")
-    if begin >= 0:
-        end = log.find("-- END PROG LOAD LOG --", begin)
-        body = log[log.find("\n", begin) + 1: end if end >= 0 else len(log)]
-        if body.strip():
-            return _tail(body)
-    return _tail(log)
-
-
-def _check_elf(path):
-    """Refuse, before libbpf sees it, a path that is not a BPF relocatable object."""
-    path = os.fspath(path)
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ObjectError("BPF object %s: %s" % (path, e.strerror)) from None
-    if not os.path.isfile(path):
-        raise ObjectError("BPF object %s is not a regular file" % path)
-    if st.st_size > MAX_OBJECT_BYTES:
-        raise ObjectError("BPF object %s is %d bytes, more than the %d a BPF object can "
-                          "reasonably be" % (path, st.st_size, MAX_OBJECT_BYTES))
-    with open(path, "rb") as f:
-        head = f.read(64)
-    if len(head) < 64 or head[:4] != b"\x7fELF":
-        raise ObjectError("%s is not an ELF file (build it with clang -target bpf -c)" % path)
-    order = {1: "little", 2: "big"}.get(head[5])
-    machine = int.from_bytes(head[18:20], order or "little")
-    if head[4] != 2 or order is None or machine != EM_BPF:
-        raise ObjectError("%s is an ELF file for machine %d, not BPF (%d): build it with "
-                          "clang -target bpf -c" % (path, machine, EM_BPF))
-    if order != sys.byteorder:
-        raise ObjectError("%s is %s-endian BPF, this host is %s-endian: build it with "
-                          "-target bpf" % (path, order, sys.byteorder))
-    if int.from_bytes(head[16:18], order) != 1:
-        raise ObjectError("%s is a linked BPF ELF, not a relocatable object (.o from "
-                          "clang -c)" % path)
-    return path
-
-
-def _open(lib, path):
-    """(bpf_object pointer, libbpf's messages); ObjectError when libbpf refuses the file."""
-    path = _check_elf(path)
-    opts = _OpenOpts(sz=ct.sizeof(_OpenOpts))
-    with _Capture(lib) as cap:
-        obj = lib.bpf_object__open_file(os.fsencode(path), ct.byref(opts))
-        err = ct.get_errno()
-    if not obj:
-        raise ObjectError("libbpf could not open %s (%s):\n%s" % (
-            path, os.strerror(err or errno.EINVAL), _tail(cap.text) or "no message"))
-    return obj, cap.text
-
-
-def _iter(lib, fn, obj):
-    pos = fn(obj, None)
-    while pos:
-        yield pos
-        pos = fn(obj, pos)
-
-
-def _name(s):
-    return s.decode(errors="replace") if s else None
-
-
-def _type_str(fn, value):
-    s = fn(value)
-    return s.decode() if s else value
-
-
-def _programs(lib, obj):
-    """{name: bpf_program pointer}, in the object's order."""
-    return {lib.bpf_program__name(p).decode(): p
-            for p in _iter(lib, lib.bpf_object__next_program, obj)}
-
-
-def _own_maps(lib, obj):
-    return [lib.bpf_map__name(m).decode() for m in _iter(lib, lib.bpf_object__next_map, obj)
-            if not lib.bpf_map__is_internal(m)]
-
-
-def _btf_type(lib, btf, tid):
-    t = lib.btf__type_by_id(btf, tid)
-    if not t:
-        raise ObjectError("BTF type %d missing" % tid)
-    t0 = t.contents
-    kind, vlen = (t0.info >> 24) & 0x1f, t0.info & 0xffff
-    return t0, kind, vlen, ct.addressof(t0) + ct.sizeof(_BtfType)
-
-
-def _u32s(addr, n):
-    return list((ct.c_uint32 * n).from_address(addr)) if n else []
-
-
-def _var_type(lib, btf, tid):
-    """The description of a variable's type: {"type", "size", "signed"[, "enumerators"]}."""
-    for _ in range(64):   # typedef/const/volatile chains are short; a loop is a bad BTF
-        t, kind, vlen, extra = _btf_type(lib, btf, tid)
-        if kind in (BTF_TYPEDEF, BTF_VOLATILE, BTF_CONST, BTF_RESTRICT, BTF_TYPE_TAG):
-            tid = t.size
-            continue
-        if kind == BTF_INT:
-            enc = _u32s(extra, 1)[0]
-            bits, encoding = enc & 0xff, (enc >> 24) & 0xf
-            signed = bool(encoding & BTF_INT_SIGNED)
-            name = ("bool" if encoding & BTF_INT_BOOL else "char" if encoding & BTF_INT_CHAR
-                    else "%s%d" % ("s" if signed else "u", bits))
-            return {"type": name, "size": t.size, "signed": signed, "bits": bits}
-        if kind in (BTF_ENUM, BTF_ENUM64):
-            per = 2 if kind == BTF_ENUM else 3
-            raw = _u32s(extra, vlen * per)
-            values = {}
-            for i in range(vlen):
-                rec = raw[i * per:(i + 1) * per]
-                v = rec[1] if kind == BTF_ENUM else rec[1] | (rec[2] << 32)
-                values[_name(lib.btf__name_by_offset(btf, rec[0]))] = v
-            nbits = t.size * 8
-            # Before kflag marked signed enums (clang < 15), values were stored as s32.
-            signed = bool(t.info >> 31) or (kind == BTF_ENUM and any(v >> 31 for v in values.values()))
-            if signed:
-                values = {k: v - (1 << nbits) if v >> (nbits - 1) else v for k, v in values.items()}
-            return {"type": "enum", "size": t.size, "signed": signed, "bits": nbits,
-                    "enumerators": values}
-        return {"type": _OTHER_KINDS.get(kind, "other"), "size": None, "signed": False}
-    raise ObjectError("BTF type %d: qualifier chain too long" % tid)
-
-
-def _globals(lib, obj):
-    """{name: description} of the object's global variables, from its BTF DATASECs."""
-    btf = lib.bpf_object__btf(obj)
-    if not btf:
-        return {}
-    out = {}
-    for tid in range(1, lib.btf__type_cnt(btf)):
-        t, kind, vlen, extra = _btf_type(lib, btf, tid)
-        if kind != BTF_DATASEC:
-            continue
-        section = _name(lib.btf__name_by_offset(btf, t.name_off))
-        if not any(section == p or section.startswith(p + ".") for p in _DATA_SECTIONS):
-            continue
-        secinfo = _u32s(extra, vlen * 3)
-        for i in range(vlen):
-            var_id, offset, size = secinfo[i * 3:(i + 1) * 3]
-            v, vkind, _, vextra = _btf_type(lib, btf, var_id)
-            if vkind != BTF_VAR or _u32s(vextra, 1)[0] == BTF_VAR_STATIC:
-                continue      # static variables are private to their file (as in skeletons)
-            desc = _var_type(lib, btf, v.size)
-            desc.update(section=section, offset=offset, size=size)
-            out[_name(lib.btf__name_by_offset(btf, v.name_off))] = desc
-    return out
-
-
-def _public(desc):
-    d = {k: desc[k] for k in ("section", "offset", "size", "type", "signed")}
-    if "enumerators" in desc:
-        d["enumerators"] = dict(desc["enumerators"])
-    return d
-
-
 def describe(path):
     """What the object holds, without loading it: programs, settable globals, maps."""
-    lib = _libbpf()
-    obj, _ = _open(lib, path)
+    lib = libbpf()
+    obj, _ = open_object(lib, path)
     try:
-        programs = [{"name": name, "section": _name(lib.bpf_program__section_name(p)),
-                     "type": _type_str(lib.libbpf_bpf_prog_type_str, lib.bpf_program__type(p)),
-                     "attach_type": _type_str(lib.libbpf_bpf_attach_type_str,
+        programs = [{"name": name, "section": cstr(lib.bpf_program__section_name(p)),
+                     "type": type_str(lib.libbpf_bpf_prog_type_str, lib.bpf_program__type(p)),
+                     "attach_type": type_str(lib.libbpf_bpf_attach_type_str,
                                               lib.bpf_program__expected_attach_type(p))}
-                    for name, p in _programs(lib, obj).items()]
+                    for name, p in programs_of(lib, obj).items()]
         return {"programs": programs,
-                "globals": {k: _public(v) for k, v in _globals(lib, obj).items()},
-                "maps": _own_maps(lib, obj)}
+                "globals": {k: public(v) for k, v in globals_of(lib, obj).items()},
+                "maps": own_maps(lib, obj)}
     finally:
-        with _Capture(lib):
+        with Capture(lib):
             lib.bpf_object__close(obj)
-
-
-def _encode_global(name, desc, value):
-    """The bytes of `value` for global `name`, or ObjectError saying why not."""
-    kind = desc["type"]
-    if not (kind in SETTABLE or kind[:1] in "us" and kind[1:].isdigit()):
-        raise ObjectError("global %r is of type %s: only integer, bool and enum globals "
-                          "can be set" % (name, kind))
-    if isinstance(value, bool):
-        value = int(value)
-    if not isinstance(value, int):
-        raise ObjectError("global %r (%s) needs an integer, not %s %r"
-                          % (name, kind, type(value).__name__, value))
-    if kind == "bool":
-        lo, hi = 0, 1
-    elif desc["signed"]:
-        lo, hi = -(1 << (desc["bits"] - 1)), (1 << (desc["bits"] - 1)) - 1
-    else:
-        lo, hi = 0, (1 << desc["bits"]) - 1
-    if not lo <= value <= hi:
-        raise ObjectError("global %r (%s) takes %d..%d, not %d" % (name, kind, lo, hi, value))
-    return value.to_bytes(desc["size"], sys.byteorder, signed=desc["signed"])
 
 
 class BpfObject:
@@ -453,15 +136,15 @@ class BpfObject:
 
     def __init__(self, path, *, load=None, globals=None, attach_targets=None, max_entries=None,
                  tail_call_target=()):
-        self._lib = lib = _libbpf()
+        self._lib = lib = libbpf()
         self.path = os.fspath(path)
-        self._obj, self.log = _open(lib, path)
+        self._obj, self.log = open_object(lib, path)
         try:
-            self._progs = _programs(lib, self._obj)
+            self._progs = programs_of(lib, self._obj)
             self._configure(load, globals or {}, attach_targets or {}, max_entries or {})
             for name in tail_call_target:
                 lib.bpf_program__set_expected_attach_type(self._program(name), 0)
-            with _Capture(lib) as cap:
+            with Capture(lib) as cap:
                 err = lib.bpf_object__load(self._obj)
             self.log += cap.text
             if err < 0:
@@ -493,18 +176,18 @@ class BpfObject:
             except (TypeError, ValueError, IndexError):
                 raise ObjectError("attach target of program %r must be (target program fd, "
                                   "function name), not %r" % (name, target)) from None
-            with _Capture(lib) as cap:
+            with Capture(lib) as cap:
                 err = lib.bpf_program__set_attach_target(p, int(target_fd), func.encode())
             self.log += cap.text
             if err < 0:
                 raise ObjectError("program %r cannot attach to function %r of program fd %d "
                                   "(%s)%s" % (name, func, target_fd, os.strerror(-err),
-                                              ":\n" + _tail(cap.text) if cap.text else ""))
+                                              ":\n" + tail(cap.text) if cap.text else ""))
         for name, n in max_entries.items():
             m = lib.bpf_object__find_map_by_name(self._obj, name.encode())
             if not m:
                 raise ObjectError("no map %r in %s; its maps: %s" % (
-                    name, self.path, ", ".join(_own_maps(lib, self._obj)) or "none"))
+                    name, self.path, ", ".join(own_maps(lib, self._obj)) or "none"))
             if isinstance(n, bool) or not isinstance(n, int) or not 0 < n < 1 << 32:
                 raise ObjectError("max_entries of map %r must be an integer 1..%d, not %r"
                                   % (name, (1 << 32) - 1, n))
@@ -517,7 +200,7 @@ class BpfObject:
 
     def _set_globals(self, values):
         lib = self._lib
-        known = _globals(lib, self._obj)
+        known = globals_of(lib, self._obj)
         if not known and not lib.bpf_object__btf(self._obj):
             raise ObjectError("%s has no BTF (build it with clang -g), so its globals cannot "
                               "be typed or set" % self.path)
@@ -526,7 +209,7 @@ class BpfObject:
             if desc is None:
                 raise ObjectError("no global %r in %s; its globals: %s"
                                   % (name, self.path, ", ".join(sorted(known)) or "none"))
-            raw = _encode_global(name, desc, value)
+            raw = encode_global(name, desc, value)
             m = lib.bpf_object__find_map_by_name(self._obj, desc["section"].encode())
             size = ct.c_size_t()
             data = lib.bpf_map__initial_value(m, ct.byref(size)) if m else None
@@ -548,14 +231,14 @@ class BpfObject:
             # As root, EPERM with no verifier log is the kernel refusing this kind of
             # program as a whole (libbpf's own hint, RLIMIT_MEMLOCK, is long obsolete):
             # seen with fentry/fexit/fmod_ret/lsm, where BPF trampolines are unavailable.
-            kind = _type_str(self._lib.libbpf_bpf_attach_type_str,
+            kind = type_str(self._lib.libbpf_bpf_attach_type_str,
                              self._lib.bpf_program__expected_attach_type(self._progs[prog]))
             raise LoadError("the kernel refused to load %s (Operation not permitted) before "
                             "verifying it: this kernel does not allow %s programs here"
                             % (what, kind), log, err)
-        tail = _verifier_tail(log)
+        last = verifier_tail(log)
         raise LoadError("the kernel refused to load %s (%s)%s" % (
-            what, os.strerror(err), "; the log ends:\n" + tail if tail else ""), log, err)
+            what, os.strerror(err), "; the log ends:\n" + last if last else ""), log, err)
 
     def program_names(self):
         return list(self._progs)
@@ -577,7 +260,7 @@ class BpfObject:
         fd = self._lib.bpf_map__fd(m) if m else -1
         if fd < 0:
             raise ObjectError("no map %r in %s; its maps: %s" % (
-                name, self.path, ", ".join(_own_maps(self._lib, self._obj)) if self._obj else "closed"))
+                name, self.path, ", ".join(own_maps(self._lib, self._obj)) if self._obj else "closed"))
         return fd
 
     def attach_tracing(self, name):
@@ -588,7 +271,7 @@ class BpfObject:
         kind = self._lib.bpf_program__expected_attach_type(p)
         if self._lib.bpf_program__type(p) != BPF_PROG_TYPE_TRACING or kind not in TRACING_ATTACH:
             raise ObjectError("program %r is not an fentry/fexit/fmod_ret/tp_btf program "
-                              "(section %s)" % (name, _name(self._lib.bpf_program__section_name(p))))
+                              "(section %s)" % (name, cstr(self._lib.bpf_program__section_name(p))))
         link = self._lib.bpf_link_create(fd, 0, kind, None)
         if link < 0 and -link == errno.EINVAL:
             # Kernels before 5.19 attach tracing programs only through raw_tracepoint_open.
@@ -606,7 +289,7 @@ class BpfObject:
         obj, self._obj = getattr(self, "_obj", None), None
         self._progs = {}
         if obj:
-            with _Capture(self._lib):
+            with Capture(self._lib):
                 self._lib.bpf_object__close(obj)
 
     def __enter__(self):
@@ -632,7 +315,7 @@ def prog_info(fd):
     """The kernel's facts about a loaded program (BPF_OBJ_GET_INFO_BY_FD)."""
     i = _info(fd, _BpfProgInfo())
     try:
-        ptype = _type_str(_libbpf().libbpf_bpf_prog_type_str, i.type)
+        ptype = type_str(libbpf().libbpf_bpf_prog_type_str, i.type)
     except ObjectError:
         ptype = i.type
     return {"id": i.id, "name": i.name.decode(errors="replace"), "tag": bytes(i.tag).hex(),
@@ -656,18 +339,18 @@ def main_func_name(prog_fd):
     if not i.btf_id or not i.nr_func_info:
         raise ObjectError("program %r (id %d) was loaded without BTF (clang -g), so fentry/"
                           "fexit cannot observe it" % (i.name.decode(errors="replace"), i.id))
-    lib = _libbpf()
-    with _Capture(lib) as cap:
+    lib = libbpf()
+    with Capture(lib) as cap:
         btf = lib.btf__load_from_kernel_by_id(i.btf_id)
     if not btf:
         raise ObjectError("BTF %d of program id %d cannot be read: %s"
-                          % (i.btf_id, i.id, _tail(cap.text, 3) or "no message"))
+                          % (i.btf_id, i.id, tail(cap.text, 3) or "no message"))
     try:
-        t, kind, _, _ = _btf_type(lib, btf, finfo[1])
+        t, kind, _, _ = btf_type(lib, btf, finfo[1])
         if kind != BTF_FUNC:
             raise ObjectError("program id %d: func_info points at BTF kind %d, not a function"
                               % (i.id, kind))
-        return _name(lib.btf__name_by_offset(btf, t.name_off))
+        return cstr(lib.btf__name_by_offset(btf, t.name_off))
     finally:
         lib.btf__free(btf)
 
