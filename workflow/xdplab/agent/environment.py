@@ -145,62 +145,59 @@ def kernel_config(release):
     return None, "neither %s nor /proc/config.gz exists" % boot
 
 
-def gather(interfaces, bcc_version, collector, run, llvm_maps=None):
-    """The /environment reply.  run(argv) -> CompletedProcess (sysstats.run_argv);
-    collector: {"prog_tag", "source_sha256", ...} from the agent (prog_tag may be
-    (None, reason)); llvm_maps: /proc/<pid>/maps lines of a process that imported
-    bcc (the agent asks a child at start), else this process's own maps."""
-    c = Collected()
+def _kernel(c):
     release = platform.release()
     cfg, source = kernel_config(release)
-    kernel = {"release": release, "version": platform.version(),
-              "machine": platform.machine(),
-              "config": c.field("kernel.config", lambda: (cfg, source) if cfg is None else cfg),
-              "config_source": source if cfg is not None else None}
-    cpu = {"model": c.field("cpu.model", lambda: parse_cpuinfo(_read("/proc/cpuinfo"))),
-           "count": os.cpu_count(),
-           "usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+    return {"release": release, "version": platform.version(),
+            "machine": platform.machine(),
+            "config": c.field("kernel.config", lambda: (cfg, source) if cfg is None else cfg),
+            "config_source": source if cfg is not None else None}
 
-    def ethtool(flag, ifname):
-        r = run(["ethtool", flag, ifname])
-        if r.returncode != 0:
-            return None, "ethtool %s %s: %s" % (flag, ifname,
-                                                 (r.stderr or r.stdout).strip()[:200])
-        return r.stdout, None
 
-    ifaces = {}
-    for name in interfaces:
-        entry = {"driver": None, "version": None, "firmware": None, "bus": None,
-                 "offloads": None}
-        try:
-            out, why = ethtool("-i", name)
-        except OSError as e:              # ethtool not installed
-            out, why = None, "ethtool: %s" % e
-        if out is None:
-            for k in ("driver", "version", "firmware", "bus"):
-                c.unavailable["interfaces.%s.%s" % (name, k)] = why
-        else:
-            entry.update(parse_ethtool_i(out))
-            for k in ("driver", "version", "firmware", "bus"):
-                if entry[k] is None:
-                    c.unavailable["interfaces.%s.%s" % (name, k)] = \
-                        "ethtool -i %s reports none" % name
-        try:
-            out, why = ethtool("-k", name)
-        except OSError as e:
-            out, why = None, "ethtool: %s" % e
-        if out is None:
-            c.unavailable["interfaces.%s.offloads" % name] = why
-        else:
-            entry["offloads"] = parse_ethtool_k(out)
-        ifaces[name] = entry
+def _cpu(c):
+    return {"model": c.field("cpu.model", lambda: parse_cpuinfo(_read("/proc/cpuinfo"))),
+            "count": os.cpu_count(),
+            "usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
 
-    def tcpdump_versions():
-        r = run(["tcpdump", "--version"])
-        return parse_tcpdump_version(r.stdout + r.stderr)
 
+def _ethtool(run, flag, ifname):
+    """(stdout, None) of `ethtool FLAG IF`, or (None, why)."""
     try:
-        tcpdump, libpcap = tcpdump_versions()
+        r = run(["ethtool", flag, ifname])
+    except OSError as e:              # ethtool not installed
+        return None, "ethtool: %s" % e
+    if r.returncode != 0:
+        return None, "ethtool %s %s: %s" % (flag, ifname, (r.stderr or r.stdout).strip()[:200])
+    return r.stdout, None
+
+
+def _interface(c, run, name):
+    """One interface's driver facts (ethtool -i) and offloads (ethtool -k)."""
+    entry = {"driver": None, "version": None, "firmware": None, "bus": None,
+             "offloads": None}
+    out, why = _ethtool(run, "-i", name)
+    if out is None:
+        for k in ("driver", "version", "firmware", "bus"):
+            c.unavailable["interfaces.%s.%s" % (name, k)] = why
+    else:
+        entry.update(parse_ethtool_i(out))
+        for k in ("driver", "version", "firmware", "bus"):
+            if entry[k] is None:
+                c.unavailable["interfaces.%s.%s" % (name, k)] = \
+                    "ethtool -i %s reports none" % name
+    out, why = _ethtool(run, "-k", name)
+    if out is None:
+        c.unavailable["interfaces.%s.offloads" % name] = why
+    else:
+        entry["offloads"] = parse_ethtool_k(out)
+    return entry
+
+
+def _tcpdump(c, run):
+    """(tcpdump, libpcap) versions, each None with its reason in c when unknown."""
+    try:
+        r = run(["tcpdump", "--version"])
+        tcpdump, libpcap = parse_tcpdump_version(r.stdout + r.stderr)
         why = "tcpdump --version printed no version"
     except OSError as e:
         tcpdump = libpcap = None
@@ -209,29 +206,43 @@ def gather(interfaces, bcc_version, collector, run, llvm_maps=None):
         c.unavailable["tcpdump"] = why
     if libpcap is None:
         c.unavailable["libpcap"] = why
+    return tcpdump, libpcap
 
-    def llvm():
-        found = llvm_from_maps(llvm_maps or _read("/proc/self/maps"))
-        if found is None:
-            return None, "importing bcc maps no libLLVM (linked statically?)"
-        major, path = found
-        for tool in ("llvm-config-%s" % major.split(".")[0], "llvm-config"):
-            try:   # the full version, when an llvm-config of the same major is installed
-                r = run([tool, "--version"])
-            except OSError:
-                continue
-            full = r.stdout.strip()
-            if r.returncode == 0 and full.split(".")[0] == major.split(".")[0]:
-                return full
-        return major
 
+def _llvm(run, llvm_maps):
+    """The LLVM version BCC links: the full one when an llvm-config of the same major is
+    installed, else the major from the library's name; or (None, why)."""
+    found = llvm_from_maps(llvm_maps or _read("/proc/self/maps"))
+    if found is None:
+        return None, "importing bcc maps no libLLVM (linked statically?)"
+    major, path = found
+    for tool in ("llvm-config-%s" % major.split(".")[0], "llvm-config"):
+        try:   # the full version, when an llvm-config of the same major is installed
+            r = run([tool, "--version"])
+        except OSError:
+            continue
+        full = r.stdout.strip()
+        if r.returncode == 0 and full.split(".")[0] == major.split(".")[0]:
+            return full
+    return major
+
+
+def gather(interfaces, bcc_version, collector, run, llvm_maps=None):
+    """The /environment reply.  run(argv) -> CompletedProcess (sysstats.run_argv);
+    collector: {"prog_tag", "source_sha256", ...} from the agent (prog_tag may be
+    (None, reason)); llvm_maps: /proc/<pid>/maps lines of a process that imported
+    bcc (the agent asks a child at start), else this process's own maps."""
+    c = Collected()
+    kernel, cpu = _kernel(c), _cpu(c)
+    ifaces = {name: _interface(c, run, name) for name in interfaces}
+    tcpdump, libpcap = _tcpdump(c, run)
     coll = dict(collector)
     if isinstance(coll.get("prog_tag"), tuple):
         c.unavailable["collector.prog_tag"] = coll["prog_tag"][1]
         coll["prog_tag"] = None
     return {"kernel": kernel, "cpu": cpu, "interfaces": ifaces,
             "bcc": c.field("bcc", lambda: bcc_version or (None, "bcc reports no version")),
-            "llvm": c.field("llvm", llvm),
+            "llvm": c.field("llvm", lambda: _llvm(run, llvm_maps)),
             "tcpdump": tcpdump, "libpcap": libpcap,
             "python": platform.python_version(),
             "python_executable": sys.executable,
