@@ -167,6 +167,14 @@ def test_sources_inline_the_header_and_hash_what_was_read():
         bpfsrc.inline_header("int x;", HEADER)
 
 
+def test_header_magic_is_checked_against_the_wire_definition():
+    service.check_magic(bpfsrc.Sources(SOURCE.encode(), HEADER.encode()))
+    other = HEADER.replace("XDPLAB_MAGIC 0x58444c42", "XDPLAB_MAGIC 0x58444c43")
+    assert other != HEADER
+    with pytest.raises(ValueError, match="XDPLAB_MAGIC 0x58444c43 in xdplab.h"):
+        service.check_magic(bpfsrc.Sources(SOURCE.encode(), other.encode()))
+
+
 def test_parse_counter_enum_explicit_values():
     text = "enum xdplab_counter { XDPLAB_A = 2, /* c */ XDPLAB_B, XDPLAB_NR_COUNTERS, };"
     assert bpfsrc.parse_counter_enum(text) == {"a": 2, "b": 3}

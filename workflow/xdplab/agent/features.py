@@ -101,6 +101,13 @@ class SeqSet:
 
 
 class Features:
+    """The ring-buffer records of one interface in one session, added up as they
+    arrive: counts per run id (measured and warm-up), a duplicate bitmap per measured
+    run id, the latency and inter-arrival gap histograms, first and last arrival,
+    per-CPU counts, decoding errors, and the features file being written (with its
+    sha256) when the session keeps one.  summary() is what the session reports;
+    release() lets go of the bitmaps and buffers at disarm."""
+
     def __init__(self, run_id, run_ids, expected_packets, record_cls, measured_run_ids=None,
                  features_path=None):
         self.run_id, self.run_ids = run_id, run_ids

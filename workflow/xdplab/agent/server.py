@@ -25,6 +25,11 @@ MAX_CONNECTIONS = 32               # open connections at once; more are closed a
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One HTTP connection to the agent (self.server.agent): reads a bounded body,
+    checks the token, routes the request to the agent's method (_route), and
+    answers with JSON, a pcap or a features file, or an {"error"} with its status.
+    Holds nothing across requests but the connection."""
+
     protocol_version = "HTTP/1.1"
     server_version = AGENT
     timeout = SOCKET_TIMEOUT_S      # StreamRequestHandler sets it on the socket

@@ -12,6 +12,7 @@ import threading
 import time
 from collections import OrderedDict
 
+from ..sourcehost.wire import MAGIC  # the payload header's, defined once
 from . import AGENT, children, environment, sysstats
 from .api import ApiError, validate_arm, validate_build, validate_capture_check
 from .bpf import Program, PROG_NAME, collector_cflags, release_freed_memory
@@ -159,8 +160,15 @@ def remove_stale_pcaps(state_dir):
 
 
 class Agent:
+    """The agent behind the HTTP routes: what it was started with (the interfaces it
+    may use, state directory, token, collector sources, tcpdump spawner), who it is
+    (instance, pid, start time, BCC's version), the compiled collectors it keeps
+    (Programs), the users' programs it may load (ProgramStore), the armed session (at
+    most one) and the finished ones it remembers (the newest with their captures).
+    lock guards sessions, armed, arming and closing; a watchdog thread per session
+    disarms it at its deadline."""
+
     def __init__(self, interfaces, state_dir, token, sources, spawner, store=None):
-        from . import session as session_mod
         from .bpf import bcc_facts
         facts = bcc_facts()                # from a child: bcc is never imported here
         self.bcc_version = facts["bcc"]
@@ -170,9 +178,7 @@ class Agent:
         self.token = token
         self.sources = sources
         self.record_cls = sources.feature_struct()
-        if _magic(sources) != session_mod.MAGIC:   # the header the collector is built with
-            raise ValueError("XDPLAB_MAGIC 0x%08x in xdplab.h is not the payload header's MAGIC 0x%08x "
-                             "(sourcehost/wire.py)" % (_magic(sources), session_mod.MAGIC))
+        check_magic(sources)               # the header the collector is built with
         self.spawner = spawner
         # Who this agent is: a controller compares it with the one it armed
         # with, to tell that the agent was restarted (and the session lost).
@@ -447,6 +453,11 @@ class Agent:
                 "session": live}
 
 
-def _magic(sources):
+def check_magic(sources):
+    """XDPLAB_MAGIC in the collector's header must be the payload header's MAGIC, whose
+    one definition is the wire format's (sourcehost/wire.py)."""
     from .bpfsrc import parse_define
-    return parse_define(sources.header.decode(), "XDPLAB_MAGIC")
+    magic = parse_define(sources.header.decode(), "XDPLAB_MAGIC")
+    if magic != MAGIC:
+        raise ValueError("XDPLAB_MAGIC 0x%08x in xdplab.h is not the payload header's MAGIC 0x%08x "
+                         "(sourcehost/wire.py)" % (magic, MAGIC))

@@ -22,7 +22,6 @@ its client sent, and kept under <state_dir>/programs/<sha256>.o.
 attaches nothing and detaches nothing on that interface, it only observes.
 """
 
-import errno
 import hashlib
 import logging
 import os
