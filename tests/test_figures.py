@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow"))
-from xdplab import figures, stats  # noqa: E402
+from xdplab import figures, stats, summaryfigure  # noqa: E402
 from xdplab.accounting import COLUMNS  # noqa: E402
 
 
@@ -86,7 +86,7 @@ def test_figure_reads_cleanly(tmp_path, case):
 
 def test_repeats_are_summarised_not_joined():
     df = trials([1000, 10000], [1458], 3)
-    s = figures._summary(df, "achieved_pps")
+    s = summaryfigure._summary(df, "achieved_pps")
     assert len(s) == 2   # one mean per point, not one line vertex per repeat
     assert (s["min"] <= s["mean"]).all() and (s["mean"] <= s["max"]).all()
 
