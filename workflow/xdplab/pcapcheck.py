@@ -123,23 +123,40 @@ def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(
     threads = int(threads)
     if scheduled < 0 or threads < 1:
         raise ValueError("scheduled must be >= 0 and threads >= 1")
-    seen = bytearray((scheduled + 7) // 8)   # bit seq & 7 of byte seq >> 3
-    unique = 0
-    high = [-1] * threads
-    packets = matched = other_run = not_ours = 0
-    duplicated = reordered = out_of_range = 0
-    file_truncated = False
+    counted, seen = _count_records(pcap_path, run_id, port, scheduled, threads)
+    missing, examples = _missing(seen, scheduled, counted["unique"], failed_seqs)
+    return {
+        "packets_in_file": counted["packets"],
+        "matched": counted["matched"],
+        "other_run": counted["other_run"],
+        "not_ours": counted["not_ours"],
+        "unique": counted["unique"],
+        "duplicated": counted["duplicated"],
+        "missing": missing,
+        "missing_examples": examples,
+        "reordered": counted["reordered"],
+        "out_of_range": counted["out_of_range"],
+        "send_errors_unlisted": max(0, int(send_errors) - len(set(failed_seqs))),
+        "file_truncated": counted["file_truncated"],
+        "method": METHOD,
+    }
 
-    fast = _FAST.unpack_from
-    slow = _slow_parse
+
+def _count_records(pcap_path, run_id, port, scheduled, threads):
+    """({packets, matched, other_run, not_ours, unique, duplicated, reordered,
+    out_of_range, file_truncated}, the bitmap of seqs seen: bit seq & 7 of byte seq >> 3).
+
+    The per-record loop is one block on purpose: every lookup it can do once is a local,
+    and the common frame is one struct.unpack_from (bench_generator.py part 4 times it)."""
+    seen = bytearray((scheduled + 7) // 8)
+    high = [-1] * threads
+    packets = matched = other_run = not_ours = unique = 0
+    duplicated = reordered = out_of_range = 0
+    fast, slow = _FAST.unpack_from, _slow_parse
     with open(pcap_path, "rb") as f:
-        head = f.read(24)
-        endian, _resolution, _snaplen = _global_header(head, pcap_path)
-        rec = struct.Struct(endian + "8xII")  # incl_len, orig_len
-        rec_unpack = rec.unpack_from
-        data = b""
-        data_off = 24  # file offset of data[0]
-        pos = 0
+        endian, _resolution, _snaplen = _global_header(f.read(24), pcap_path)
+        rec_unpack = struct.Struct(endian + "8xII").unpack_from  # incl_len, orig_len
+        data, data_off, pos = b"", 24, 0  # data_off: the file offset of data[0]
         while True:
             end = len(data)
             # Every complete record in this chunk.
@@ -193,18 +210,23 @@ def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(
                     high[t] = seq
             more = f.read(CHUNK_BYTES)
             if not more:
-                file_truncated = pos < end  # e.g. tcpdump killed in the middle of a record
                 break
             data_off += pos
             data = data[pos:] + more
             pos = 0
+    # file_truncated: e.g. tcpdump killed in the middle of a record
+    return dict(packets=packets, matched=matched, other_run=other_run, not_ours=not_ours, unique=unique,
+                duplicated=duplicated, reordered=reordered, out_of_range=out_of_range,
+                file_truncated=pos < end), seen
 
+
+def _missing(seen, scheduled, unique, failed_seqs):
+    """(seqs never seen whose send did not fail, the first MISSING_EXAMPLES of them)."""
     def was_seen(s):
         return seen[s >> 3] & (1 << (s & 7))
 
     failed = set(s for s in failed_seqs if 0 <= s < scheduled and not was_seen(s))
-    never_seen = scheduled - unique
-    missing = never_seen - len(failed)
+    missing = scheduled - unique - len(failed)
     examples = []
     for m in re.finditer(rb"[^\xff]", seen):   # bytes with a seq never seen (or the last, partly used)
         byte = m.start()
@@ -213,18 +235,4 @@ def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(
                 examples.append(s)
         if len(examples) >= MISSING_EXAMPLES:
             break
-    return {
-        "packets_in_file": packets,
-        "matched": matched,
-        "other_run": other_run,
-        "not_ours": not_ours,
-        "unique": scheduled - never_seen,
-        "duplicated": duplicated,
-        "missing": missing,
-        "missing_examples": examples,
-        "reordered": reordered,
-        "out_of_range": out_of_range,
-        "send_errors_unlisted": max(0, int(send_errors) - len(set(failed_seqs))),
-        "file_truncated": file_truncated,
-        "method": METHOD,
-    }
+    return missing, examples
