@@ -369,7 +369,7 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
     when its output loses its reader) and each generator is stopped over a fresh
     connection before the exception goes on.  `err_stream` gets the progress lines,
     prefixed with the source's name when there are several."""
-    paramiko, Connection, CommandTimedOut = _ssh()
+    _ssh()   # imported before the try: what goes wrong in it is named with their exceptions
     conns, promises = [], []
     current = jobs[0][0]   # the source being talked to, for an error message
     try:
@@ -404,18 +404,38 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
             with contextlib.suppress(Exception):
                 c.close()
         _stop_after_failure(jobs, err_stream)
-        who = where(current) if current else ", ".join(where(src) for src, _ in jobs)
-        if isinstance(e, CommandTimedOut):
-            raise SourceError(f"{who}: the generator did not finish within {timeout_s:g} s") from e
-        if isinstance(e, CommandTimeout):
-            raise SourceError(f"{who}: uploading the generator took more than 10 s") from e
-        if isinstance(e, SourceError):
-            raise SourceError(f"{who}: {e}") from e
-        if isinstance(e, (paramiko.SSHException, OSError)):
-            if current is not None and not promises:
-                raise _ssh_failure(current, e, 5.0) from e
-            raise SourceError(f"{who}: SSH session failed while the generator ran ({e})") from e
-        raise
+        failure = _run_failure(e, jobs, current, bool(promises), timeout_s)
+        if failure is None:
+            raise
+        raise failure from e
+    for c in conns:
+        with contextlib.suppress(Exception):
+            c.close()
+    return _reports(jobs, results, err_stream)
+
+
+def _run_failure(e: BaseException, jobs: list, current, started: bool, timeout_s: float):
+    """The SourceError that says what went wrong while running the generators (`current`:
+    the source being talked to, None while waiting for all); None for what is not the
+    sources' (an interruption, a bug), which goes on as it is."""
+    paramiko, _, CommandTimedOut = _ssh()
+    who = where(current) if current else ", ".join(where(src) for src, _ in jobs)
+    if isinstance(e, CommandTimedOut):
+        return SourceError(f"{who}: the generator did not finish within {timeout_s:g} s")
+    if isinstance(e, CommandTimeout):
+        return SourceError(f"{who}: uploading the generator took more than 10 s")
+    if isinstance(e, SourceError):
+        return SourceError(f"{who}: {e}")
+    if isinstance(e, (paramiko.SSHException, OSError)):
+        if current is not None and not started:
+            return _ssh_failure(current, e, 5.0)
+        return SourceError(f"{who}: SSH session failed while the generator ran ({e})")
+    return None
+
+
+def _reports(jobs: list, results: list, err_stream) -> list[dict]:
+    """Each generator's JSON report, in order; a SourceError naming every source whose
+    generator failed or printed no report (after stopping what is left of them)."""
     reports, problems = [], []
     for (src, _), (r, alive) in zip(jobs, results):
         if r.failed:
@@ -428,9 +448,6 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
             reports.append(json.loads(r.stdout.strip().splitlines()[-1]))
         except (ValueError, IndexError):
             problems.append(f"{where(src)}: generator printed no JSON report: {r.stdout[-300:]!r}")
-    for c in conns:
-        with contextlib.suppress(Exception):
-            c.close()
     if problems:
         _stop_after_failure(jobs, err_stream)
         raise SourceError("; ".join(problems))
