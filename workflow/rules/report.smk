@@ -4,10 +4,11 @@
 
 # The terminal shows xdplab's own lines (the workflow profile, profiles/default, quiets
 # Snakemake's job banners); the log file in .snakemake/log/ keeps everything; a run with
-# nothing to do prints the table again.
-from xdplab import report as xdplab_report  # noqa: E402
+# nothing to do prints the table again.  This adjusts Snakemake's own logging handlers:
+# xdplab.snakemake_internals says what it relies on (workflow.dryrun among them).
+from xdplab import snakemake_internals  # noqa: E402
 
-xdplab_report.tune_snakemake_logging(RESULTS, dryrun=lambda: workflow.dryrun)
+snakemake_internals.tune_snakemake_logging(RESULTS, dryrun=lambda: workflow.dryrun)
 
 REPORT_CATEGORY = f"Experiment {EXP}"
 

@@ -6,16 +6,21 @@ A trial's four steps hold state on the DUT agent between them, so a trial
 that stopped half-way cannot be continued: its step records are removed and
 the whole trial runs again.  Complete trials (trial.json present) are never
 touched.
+
+What this leans on of Snakemake beyond its documented hooks (the command line, the
+lock directory, its signal handling and scheduler) is in xdplab.snakemake_internals.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
+
+from . import snakemake_internals
+from .snakemake_internals import another_invocation_running, executes_jobs  # noqa: F401 (executes_jobs: for tests)
 
 STEP_FILES = ("arm.json", "generator.json", "capture.json")
 CAPTURE_GLOB = "capture*.pcap"   # capture.pcap, or capture-<if>.pcap per DUT interface
@@ -23,13 +28,6 @@ CAPTURE_GLOB = "capture*.pcap"   # capture.pcap, or capture-<if>.pcap per DUT in
 # that made them (the next one may find the testbed torn down).
 TESTBED_RECORDS = ("testbed.json", "connectivity.json")
 FAILED_FILE = "failed.json"   # steps.FAILED_FILE: why the trial's last attempt failed
-# Step scripts run by Snakemake: `python <workdir>/.snakemake/scripts/tmpXXXX.<name>.py`.
-STEP_SCRIPT_MARK = "/.snakemake/scripts/"
-
-
-def another_invocation_running(workdir: Path) -> bool:
-    locks = Path(workdir, ".snakemake", "locks")
-    return locks.is_dir() and any(locks.iterdir())
 
 
 def _failure_of(trial_dir: Path) -> dict | None:
@@ -40,34 +38,6 @@ def _failure_of(trial_dir: Path) -> dict | None:
     return failure if isinstance(failure, dict) else None
 
 
-# Snakemake options under which an invocation runs no job: it plans, lints, reports,
-# lists or draws.  The Snakefile is read before Snakemake knows which executor it will
-# use, so this is read off the command line.
-NON_EXECUTING_OPTIONS = {
-    "--dry-run", "--dryrun", "--lint", "--report", "--summary", "--detailed-summary",
-    "--dag", "--rulegraph", "--filegraph", "--d3dag", "--list-rules", "--list-target-rules",
-    "--list-changes", "--lc", "--list-code-changes", "--list-input-changes",
-    "--list-params-changes", "--list-untracked", "--archive", "--unlock", "--cleanup-metadata",
-    "--containerize", "--export-cwl", "--print-compilation", "--touch", "--delete-all-output",
-    "--delete-temp-output", "--generate-unit-tests", "--cleanup-shadow", "--version", "--help",
-}
-NON_EXECUTING_SHORT = set("nStDlh")   # -n, -S, -t, -D, -l, -h, also inside clusters like -np
-
-
-def executes_jobs(argv: list[str]) -> bool:
-    """Whether a snakemake command line runs jobs (not -n, --lint, --report, ...)."""
-    for arg in argv[1:]:
-        if arg == "--":
-            break
-        name = arg.split("=", 1)[0]
-        if name in NON_EXECUTING_OPTIONS:
-            return False
-        if arg.startswith("-") and not arg.startswith("--") and set(arg[1:]) & NON_EXECUTING_SHORT \
-                and arg[1:].isalpha():
-            return False
-    return True
-
-
 TRIAL_GLOB = "*/rep~*"   # under results/<experiment>/trials/ (trials.trial_dir)
 
 
@@ -76,7 +46,7 @@ def discard_partial_trials(results: str, trial_dirs=None, argv: list[str] | None
     an invocation that runs jobs: a dry run, a lint or a report changes nothing.  Every
     trial directory of the experiment is looked at (those of other settings, and the probes
     of a zero-loss search, too), besides `trial_dirs`."""
-    if not executes_jobs(sys.argv if argv is None else argv):
+    if not executes_jobs(argv):
         return []
     if another_invocation_running(Path(".")):
         return []
@@ -103,71 +73,6 @@ def discard_partial_trials(results: str, trial_dirs=None, argv: list[str] | None
             notes.append(f"discarded the partial trial {d} ({', '.join(present)}){why}; "
                          f"it will run again from the start")
     return notes
-
-
-# -- stop signals ------------------------------------------------------------------
-
-def _children(pid: int) -> list[int]:
-    kids = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids += [int(c) for c in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-    return kids
-
-
-def _running_steps() -> list[int]:
-    """Our step scripts among this process's descendants."""
-    found, todo, seen = [], _children(os.getpid()), set()
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if STEP_SCRIPT_MARK in cmd:
-            found.append(pid)
-        else:
-            todo += _children(pid)
-    return found
-
-
-def forward_stop_signals() -> None:
-    """Make SIGTERM and SIGINT sent to Snakemake alone stop the running steps at once.
-
-    Snakemake 9 on SIGTERM only stops scheduling and waits for the running jobs to end
-    (a trial step could go on for its whole duration); on SIGINT it waits for them too.
-    Ctrl-C reaches the steps anyway (same process group); `kill <snakemake>` does not.
-    So pass the signal on to our step scripts, which stop in order (steps.run_step),
-    then let Snakemake's own handler do what it does.  Called from `onstart:`, after
-    Snakemake installed its handlers."""
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous = signal.getsignal(sig)
-
-        def handler(signum, frame, previous=previous):
-            steps = _running_steps()
-            for pid in steps:
-                try:
-                    os.kill(pid, signum)
-                except ProcessLookupError:
-                    pass
-            if steps:
-                print(f"xdplab: got {signal.Signals(signum).name}: stopping the running step(s) "
-                      f"(pid {', '.join(map(str, steps))}); the testbed is cleaned up after them",
-                      file=sys.stderr, flush=True)
-            if callable(previous):
-                previous(signum, frame)
-            elif previous == signal.SIG_DFL and signum == signal.SIGINT:
-                raise KeyboardInterrupt
-            elif previous == signal.SIG_DFL:
-                signal.signal(signum, signal.SIG_DFL)
-                os.kill(os.getpid(), signum)
-
-        signal.signal(sig, handler)
 
 
 # -- start of run ------------------------------------------------------------------
@@ -211,7 +116,8 @@ def on_start(settings: dict, results: str, trial_dirs: list[str] = ()) -> None:
     """Run by Snakemake before the first job (not on a dry run)."""
     check_writable(results)
     write_plan(list(trial_dirs), settings.get("seed"))
-    forward_stop_signals()
+    # Snakemake's own handlers only wait for the running jobs: pass a stop signal on
+    snakemake_internals.forward_stop_signals()
     # Some failures skip Snakemake's onerror (an output directory that cannot be made,
     # an error in the scheduler): end the run in order anyway, at exit.
     import atexit
@@ -231,26 +137,13 @@ def failed_trials(results: str) -> list[dict]:
     return sorted(found, key=lambda f: f.get("unix_s") or 0)
 
 
-def _cancel_scheduler_timers() -> None:
-    """Snakemake's scheduler, after each round, starts a timer that wakes it again after the
-    job rate limit's timespan (--max-jobs-per-timespan, 1 s at the least); the last one,
-    not a daemon, holds the finished process for up to that second.  Once the workflow has
-    ended there is nothing left to wake: cancel them (each run and each test saves ~1 s)."""
-    import threading
-
-    for t in threading.enumerate():
-        if isinstance(t, threading.Timer) and "_schedule_reevalutation" in getattr(
-                t.function, "__qualname__", ""):
-            t.cancel()
-
-
 def end_of_run(settings: dict, results: str, failed: bool) -> None:
     """Run by Snakemake when the workflow ends: leave nothing armed or running, tear
     down (or keep) the testbed, say why trials failed, show the table."""
     if _RUN["ended"]:
         return
     _RUN["ended"] = True
-    _cancel_scheduler_timers()
+    snakemake_internals.cancel_scheduler_timers()
     if failed:
         for f in failed_trials(results):
             reason = " ".join(str(f.get("reason", "?")).split())
@@ -293,7 +186,7 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
               f"{results}/trials/.../logs/). Run the same command again: finished trials are kept, "
               "failed or interrupted ones run again.", file=sys.stderr)
     # A zero-loss search (`snakemake ndr`) ends with its own table.
-    searched = "ndr" in sys.argv[1:] and Path(results, "ndr.md").exists()
+    searched = snakemake_internals.asked_for("ndr") and Path(results, "ndr.md").exists()
     table = Path(results, "ndr.md" if searched else "summary.md")
     if not failed and table.exists():
         print("\n" + table.read_text())
@@ -325,7 +218,7 @@ def source_limited(results: str) -> list[str]:
 
 
 def _embedded_description(tb, settings: dict) -> dict | None:
-    from .steps import describe_embedded
+    from .steps.connectivity import describe_embedded
 
     try:
         raw = json.loads(Path(tb.state_dir, "testbed.json").read_text())

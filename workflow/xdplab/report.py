@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -181,103 +179,9 @@ def print_results(results_dir: str, file=None) -> bool:
     return True
 
 
-# Snakemake's scheduler chatter, one pair of lines per job: left out of the terminal
-# (not out of the log file) when the workflow profile quiets the job banners.
-_SCHEDULER_CHATTER = re.compile(r"Select jobs to execute\.\.\.$|Execute \d+ jobs\.\.\.$")
-_NOTHING_TO_BE_DONE = "Nothing to be done"
-
-
-class _TerminalQuiet(set):
-    """The terminal's quiet set with Snakemake's progress lines ("Finished jobid", "n of N
-    steps done") added.  Added here rather than in the profile: Snakemake does not even
-    write progress to its log file when the profile quiets it.  A dry run is left as
-    Snakemake prints it (the plan, job by job, and the job table): that is what it is
-    for."""
-
-    def __init__(self, quiet, dryrun):
-        super().__init__(quiet)
-        self.dryrun = dryrun
-
-    def __contains__(self, item):
-        name = getattr(item, "name", None)
-        if name in ("PROGRESS", "RULES") and (self.dryrun() if callable(self.dryrun) else self.dryrun):
-            return False
-        if name == "PROGRESS":
-            return True
-        return super().__contains__(item)
-
-
-class _FailuresToo(logging.Filter):
-    """Snakemake's own terminal filter, except that job errors always pass."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-
-    def filter(self, record):
-        event = getattr(record, "event", None)
-        if getattr(event, "name", None) in ("JOB_ERROR", "GROUP_ERROR"):
-            return True
-        return self.inner.filter(record)
-
-
 def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
-    """Called while Snakemake reads the workflow (workflow/rules/report.smk), after it set
-    up its terminal and log-file handlers.  Returns what it changed (for tests).
+    """xdplab.snakemake_internals.tune_snakemake_logging, where what leans on Snakemake's
+    internals lives; kept here for callers of the old name."""
+    from .snakemake_internals import tune_snakemake_logging as tune
 
-    - The log file (.snakemake/log/*.snakemake.log) keeps Snakemake's full output: the
-      quiet options of the workflow profile (profiles/default) are meant for the
-      terminal, but Snakemake applies them to its log file too.
-    - With those quiet options on, the terminal also leaves out Snakemake's progress
-      lines and the scheduler's "Select jobs to execute..." / "Execute 1 jobs..." pair
-      printed for every job; a failed job's "Error in rule ..." still shows, and a dry
-      run shows its plan as Snakemake prints it.
-    - A run with nothing to do prints the table and the results path again (Snakemake
-      runs no onstart/onsuccess handler then), except on a dry run.  `dryrun`: a bool,
-      or a function asked at that moment (Snakemake knows only then: `lambda:
-      workflow.dryrun`).
-
-    Relies on Snakemake 9's logging (handlers named DefaultLogFileHandler and
-    DefaultStreamHandler, whose DefaultFilter/DefaultFormatter carry a `quiet` set);
-    tests/test_make.py checks it against the pinned version.  If these names are not
-    there, nothing is changed."""
-    try:
-        from snakemake.logging import logger
-    except ImportError:
-        return []
-    changed = []
-    quiet_terminal = False
-    for handler in list(logger.handlers):
-        name = getattr(handler, "name", None)
-        if name == "DefaultLogFileHandler":
-            for f in handler.filters:
-                if getattr(f, "quiet", None):
-                    f.quiet = set()
-                    changed.append("log file: full")
-            if getattr(handler.formatter, "quiet", None):
-                handler.formatter.quiet = set()
-        elif name == "DefaultStreamHandler":
-            quiet_terminal = any(getattr(f, "quiet", None) for f in handler.filters)
-            if quiet_terminal:
-                for f in list(handler.filters):
-                    if getattr(f, "quiet", None):
-                        f.quiet = _TerminalQuiet(f.quiet, dryrun)
-                        # A failed job's "Error in rule ..." (with its log's path) is
-                        # quieted with the job banners: let it through.
-                        handler.removeFilter(f)
-                        handler.addFilter(_FailuresToo(f))
-                handler.addFilter(lambda r: not (isinstance(r.msg, str)
-                                                 and _SCHEDULER_CHATTER.match(r.msg)))
-                changed.append("terminal: no scheduler chatter")
-
-    class NothingToDo(logging.Handler):
-        def emit(self, record):
-            if isinstance(record.msg, str) and record.msg.startswith(_NOTHING_TO_BE_DONE):
-                logger.removeHandler(self)
-                if not (dryrun() if callable(dryrun) else dryrun):
-                    print_results(results_dir)
-
-    if not any(type(h).__name__ == "NothingToDo" for h in logger.handlers):
-        logger.addHandler(NothingToDo(level=logging.INFO))
-        changed.append("nothing to do: print the table")
-    return changed
+    return tune(results_dir, dryrun)

@@ -143,7 +143,8 @@ _cleanups: contextvars.ContextVar[CleanupStack | None] = contextvars.ContextVar(
 
 
 def on_failure(description: str, fn) -> None:
-    """Run fn (bounded, best effort) if this step fails or is interrupted.  Outside
+    """Run fn (bounded, best effort) if this step fails or is interrupted.  Called from
+    the step's own thread (a new thread starts without the step's context); outside
     run_step (a step called directly, as tests do) there is nothing to undo it for."""
     stack = _cleanups.get()
     if stack is not None:
