@@ -145,8 +145,9 @@ def code_digest(paths):
 
 TRIAL_CODE = code_digest(
     [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
-    + [f"workflow/xdplab/{m}.py" for m in ("atomic", "generator", "pcapcheck", "accounting", "source", "agentclient", "program")]
-    + ["workflow/xdplab/steps", "workflow/xdplab/agent"]
+    + [f"workflow/xdplab/{m}.py" for m in ("atomic", "pcapcheck", "accounting", "counts", "trialrows", "verdicts",
+                                          "source", "agentclient", "program")]
+    + ["workflow/xdplab/steps", "workflow/xdplab/agent", "workflow/xdplab/sourcehost"]
 )
 
 # The testbed as check_connectivity brings it up.
