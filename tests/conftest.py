@@ -185,7 +185,7 @@ def workflow_copy(tmp_path):
 
 
 @contextlib.contextmanager
-def embedded_testbed(workdir, timeout=120):
+def testbed_up(workdir, timeout=120):
     """The embedded testbed up for a workflow copy (`python -m xdplab.testbed up`), torn
     down afterwards whatever happened."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
@@ -203,5 +203,5 @@ def embedded_testbed(workdir, timeout=120):
 @pytest.fixture
 def testbed_up_copy(workflow_copy):
     """A workflow copy with the embedded testbed already up."""
-    with embedded_testbed(workflow_copy) as workdir:
+    with testbed_up(workflow_copy) as workdir:
         yield workdir

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, make_testbed, skip_unless_root
+from conftest import REPO, skip_unless_root
 
 from xdplab import testbed as testbed_module
 
@@ -79,26 +79,13 @@ def assert_nothing_of_ours(tb, logs_kept=False):
 
 
 @pytest.fixture(scope="module")
-def up_testbed(tmp_path_factory):
-    """(testbed, description): the embedded testbed, up for the module and always torn
-    down after it.  (conftest's fixture `embedded_testbed` is shadowed there by the
-    context manager of the same name.)"""
-    skip_unless_root()
-    tb = make_testbed(tmp_path_factory.mktemp("testbed"))
-    try:
-        yield tb, tb.up()
-    finally:
-        tb.down()
+def tb(embedded_testbed):
+    return embedded_testbed[0]
 
 
 @pytest.fixture(scope="module")
-def tb(up_testbed):
-    return up_testbed[0]
-
-
-@pytest.fixture(scope="module")
-def desc(up_testbed):
-    return up_testbed[1]
+def desc(embedded_testbed):
+    return embedded_testbed[1]
 
 
 # --- a fresh testbed ---------------------------------------------------------

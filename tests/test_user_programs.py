@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import embedded_testbed
+from conftest import testbed_up
 
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 SRC_NS, DUT_NS, SRC_IF, DUT_IF = "xdplab-src", "xdplab-dut", "xl-src0", "xl-dut0"
@@ -40,7 +40,7 @@ def workdir(tmp_path_factory):
     dest = tmp_path_factory.mktemp("userprog") / "xdplab"
     shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
         ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
-    with embedded_testbed(dest, timeout=180):
+    with testbed_up(dest, timeout=180):
         yield dest
 
 
