@@ -11,9 +11,6 @@ VENV := $(CURDIR)/.venv
 PYTHON := $(VENV)/bin/python
 SNAKEMAKE := $(VENV)/bin/snakemake
 CORES ?= 1
-# Older spellings, still accepted: TARGET_PPS=, DURATION_S= (same as target_pps=, duration_s=)
-TARGET_PPS ?=
-DURATION_S ?=
 # extra key=value pairs appended to --config (later keys win); quote lists with spaces
 CONFIG ?=
 # extra Snakemake command-line arguments, e.g. SNAKEMAKE_ARGS="-n"
@@ -29,7 +26,7 @@ PYTEST_ARGS ?=
 # The configuration keys, read from the schema (top-level properties).
 CONFIG_KEYS := $(shell awk '/^properties:/{p=1;next} p&&/^[^ \#]/{p=0} \
 	p&&/^  [a-z_]+:[ ]*$$/{sub(/^  /,"");sub(/:.*/,"");print}' workflow/schemas/config.schema.yaml)
-MAKE_VARIABLES := CORES TARGET_PPS DURATION_S CONFIG SNAKEMAKE_ARGS VERBOSE PYTEST_ARGS
+MAKE_VARIABLES := CORES CONFIG SNAKEMAKE_ARGS VERBOSE PYTEST_ARGS
 GIVEN := $(strip $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
 UNKNOWN := $(strip $(filter-out $(CONFIG_KEYS) $(MAKE_VARIABLES),$(GIVEN)))
 ifneq ($(UNKNOWN),)
@@ -61,23 +58,6 @@ $(error xdplab: CONFIG holds '$(subst :comma:,$(comma),$(firstword $(SPLIT_CONFI
 endif
 endif
 
-# The older spellings, unless they disagree with the keys.
-ifneq ($(TARGET_PPS),)
-ifneq ($(filter target_pps,$(GIVEN)),)
-ifneq ($(TARGET_PPS),$(target_pps))
-$(error xdplab: TARGET_PPS=$(TARGET_PPS) and target_pps=$(target_pps) disagree; give one)
-endif
-endif
-target_pps := $(TARGET_PPS)
-endif
-ifneq ($(DURATION_S),)
-ifneq ($(filter duration_s,$(GIVEN)),)
-ifneq ($(DURATION_S),$(duration_s))
-$(error xdplab: DURATION_S=$(DURATION_S) and duration_s=$(duration_s) disagree; give one)
-endif
-endif
-duration_s := $(DURATION_S)
-endif
 duration_s ?= 10
 
 # 'key=value' for every key given (and duration_s), quoted for the shell.

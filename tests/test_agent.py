@@ -1,6 +1,6 @@
 """Tests of the DUT agent (workflow/xdplab/agent/) on a real mini testbed.
 
-The module builds its own testbed, separate from workflow/xdplab/testbed.py:
+The module builds its own testbed, separate from the package workflow/xdplab/testbed/:
 namespaces xlt-agent-src / xlt-agent-dut joined by two veth pairs
 xlt-as0 (10.202.0.1/30) <-> xlt-ad0 (10.202.0.2/30) and
 xlt-as1 (10.202.0.5/30) <-> xlt-ad1 (10.202.0.6/30), plus a management veth

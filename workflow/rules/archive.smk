@@ -16,8 +16,8 @@ rule archive:
         archive=f"{RESULTS}/{EXP}-{time.strftime('%Y-%m-%d', time.gmtime())}.tar.gz",
     params:
         experiment=EXP,
-        settings=S,
-        pcaps=S.get("archive_pcaps", False),
+        settings=SETTINGS,
+        pcaps=SETTINGS.get("archive_pcaps", False),
         repo=workflow.basedir,
     log:
         f"{RESULTS}/logs/archive.log",

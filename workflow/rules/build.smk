@@ -11,7 +11,7 @@ rule build_collector:
     output:
         MANIFEST,
     params:
-        port=S["port"],
+        port=SETTINGS["port"],
         collector=lambda wildcards: wildcards.collector,
     # as soon as its testbed check is done: every trial waits for it
     priority: 14 * (len(ORDER) + 2)

@@ -11,8 +11,10 @@ from snakemake.exceptions import WorkflowError  # noqa: E402
 from xdplab.config import ConfigError, validate_config  # noqa: E402
 from xdplab import housekeeping, program, trials  # noqa: E402
 
+# SETTINGS: the configuration, validated and with its defaults (`settings` in xdplab's
+# Python; one trial's are trials.point_settings_of's).
 try:
-    S = validate_config(config).values
+    SETTINGS = validate_config(config).values
 except ConfigError as e:
     # Stop before any rule runs, i.e. before anything privileged happens.
     raise WorkflowError(f"xdplab: {e}") from None
@@ -21,7 +23,7 @@ except ConfigError as e:
 # trial's later steps outrank the next trial's arm step (priorities in trial.smk).
 workflow.register_resource("testbed", 1)
 
-EXP = S["experiment"]
+EXP = SETTINGS["experiment"]
 RESULTS = f"results/{EXP}"
 # A trial's directory is keyed by every setting that changes its numbers
 # (workflow/xdplab/trials.py): results/<experiment>/trials/<point>/rep~<n>.
@@ -31,16 +33,16 @@ TRIAL_LOG = f"{TRIAL}/logs/{{step}}.log"
 # testbed, or a lab's agent (its URL's digest).
 TESTBED_ID = (
     "embedded"
-    if S["testbed"] == "embedded"
-    else f"lab-{hashlib.sha256(S['lab']['dut']['agent_url'].encode()).hexdigest()[:8]}"
+    if SETTINGS["testbed"] == "embedded"
+    else f"lab-{hashlib.sha256(SETTINGS['lab']['dut']['agent_url'].encode()).hexdigest()[:8]}"
 )
-BUILD_STAGE = f"results/build/{TESTBED_ID}/port~{S['port']}"
+BUILD_STAGE = f"results/build/{TESTBED_ID}/port~{SETTINGS['port']}"
 # One build per collector program (features, counters); collector off loads none.
-MANIFEST = f"results/build/{TESTBED_ID}/{{collector}}_port~{S['port']}.json"
+MANIFEST = f"results/build/{TESTBED_ID}/{{collector}}_port~{SETTINGS['port']}.json"
 
 # The configuration's trials, and the order they run in (shuffled by seed).
-TRIALS = trials.trials(S)
-RUN_ORDER = trials.run_order(TRIALS, S["seed"])
+TRIALS = trials.trials(SETTINGS)
+RUN_ORDER = trials.run_order(TRIALS, SETTINGS["seed"])
 ORDER = {(t["point"], t["rep"]): i for i, t in enumerate(RUN_ORDER)}
 TRIAL_DIRS = [trials.trial_dir(RESULTS, t["point"], t["rep"]) for t in TRIALS]
 
@@ -57,7 +59,7 @@ wildcard_constraints:
 def settings_of(wildcards):
     """All settings of the trial (its point's values, the configuration's others)."""
     try:
-        return trials.settings_of_point(wildcards.point, S)
+        return trials.settings_of_point(wildcards.point, SETTINGS)
     except trials.UnknownPoint as e:
         raise WorkflowError(f"xdplab: {e}") from None
 
@@ -69,10 +71,10 @@ def trial_of(wildcards):
 # The user's programs (program: a C source or an ELF object), by their build key
 # (slug-sha256 prefix): built (sources) and checked on the DUT once per testbed.
 PROGRAM_DIR = "results/build/programs"
-PROGRAM_CHECK = f"results/build/{TESTBED_ID}/program~{{key}}_port~{S['port']}.json"
+PROGRAM_CHECK = f"results/build/{TESTBED_ID}/program~{{key}}_port~{SETTINGS['port']}.json"
 USER_PROGRAMS = {
     program.program_key(p, trials.program_sha256(p)): p
-    for p in S["program"]
+    for p in SETTINGS["program"]
     if trials.program_kind(p) in ("source", "object")
 }
 
@@ -146,12 +148,12 @@ def code_digest(paths):
 TRIAL_CODE = code_digest(
     [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
     + [f"workflow/xdplab/{m}.py" for m in ("atomic", "pcapcheck", "accounting", "counts", "trialrows", "verdicts",
-                                          "source", "agentclient", "program")]
+                                          "source", "agentclient", "program", "timeseries", "featurefile")]
     + ["workflow/xdplab/steps", "workflow/xdplab/agent", "workflow/xdplab/sourcehost"]
 )
 
 # The testbed as check_connectivity brings it up.
-TESTBED_SETTINGS = {k: S[k] for k in trials.TESTBED_KEYS[S["testbed"]] + ("mtu",)}
+TESTBED_SETTINGS = {k: SETTINGS[k] for k in trials.TESTBED_KEYS[SETTINGS["testbed"]] + ("mtu",)}
 
 # Partial trials left by an interrupted invocation are discarded, not continued;
 # so are testbed records (testbed.json, connectivity.json) an invocation left.

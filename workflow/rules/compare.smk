@@ -18,7 +18,7 @@ rule compare:
         png=f"{COMPARE_DIR}/compare.png",
         pdf=f"{COMPARE_DIR}/compare.pdf",
     params:
-        programs=S["program"],
+        programs=SETTINGS["program"],
     log:
         f"{RESULTS}/logs/compare.log",
     script:
@@ -26,4 +26,4 @@ rule compare:
 
 
 # What `all` adds for a comparison: nothing with one program.
-COMPARE_TARGETS = rules.compare.output if len(S["program"]) > 1 else []
+COMPARE_TARGETS = rules.compare.output if len(SETTINGS["program"]) > 1 else []

@@ -5,11 +5,11 @@ import json  # noqa: E402
 
 from xdplab import ndr as ndr_search  # noqa: E402
 
-NDR_PARAMS = ndr_search.Params.from_settings(S)
+NDR_PARAMS = ndr_search.Params.from_settings(SETTINGS)
 if NDR_PARAMS.problems():
     raise WorkflowError("xdplab: invalid configuration:\n" + "\n".join(f"  - {p}" for p in NDR_PARAMS.problems()))
 # {search name: the settings its trials share}
-NDR_SEARCHES = ndr_search.searches(S, NDR_PARAMS)
+NDR_SEARCHES = ndr_search.searches(SETTINGS, NDR_PARAMS)
 NDR_DIR = f"{RESULTS}/ndr/{{search}}"
 
 

@@ -33,9 +33,9 @@ rule check_program:
         PROGRAM_CHECK,
     params:
         program=lambda wildcards: USER_PROGRAMS[wildcards.key],
-        name=S["program_name"],
-        globals=S["program_globals"],
-        port=S["port"],
+        name=SETTINGS["program_name"],
+        globals=SETTINGS["program_globals"],
+        port=SETTINGS["port"],
     priority: 14 * (len(ORDER) + 2)
     log:
         f"{BUILD_STAGE}/logs/check_program_{{key}}.log",

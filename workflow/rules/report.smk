@@ -31,7 +31,7 @@ rule aggregate:
         points_tex=f"{RESULTS}/points.tex",
     params:
         experiment=EXP,
-        settings=S,
+        settings=SETTINGS,
     log:
         f"{RESULTS}/logs/aggregate.log",
     script:

@@ -36,14 +36,14 @@ rule check_connectivity:
 # (the step disarms the agent and stops the generator), then the run ends.
 onstart:
     try:
-        housekeeping.on_start(S, RESULTS, [trials.trial_dir(RESULTS, t["point"], t["rep"]) for t in RUN_ORDER])
+        housekeeping.on_start(SETTINGS, RESULTS, [trials.trial_dir(RESULTS, t["point"], t["rep"]) for t in RUN_ORDER])
     except housekeeping.ResultsNotWritable as e:
         raise WorkflowError(str(e)) from None
 
 
 onsuccess:
-    housekeeping.end_of_run(S, RESULTS, failed=False)
+    housekeeping.end_of_run(SETTINGS, RESULTS, failed=False)
 
 
 onerror:
-    housekeeping.end_of_run(S, RESULTS, failed=True)
+    housekeeping.end_of_run(SETTINGS, RESULTS, failed=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-TOKEN_HEADER = "X-Xdplab-Token"
+from .agent import TOKEN_HEADER  # the header's name, defined once with the agent
 
 
 class AgentError(RuntimeError):

@@ -21,13 +21,13 @@ from pathlib import Path
 
 from . import snakemake_internals
 from .snakemake_internals import another_invocation_running, executes_jobs  # noqa: F401 (executes_jobs: for tests)
+from .steps.machinery import FAILED_FILE   # why the trial's last attempt failed
 
 STEP_FILES = ("arm.json", "generator.json", "capture.json")
 CAPTURE_GLOB = "capture*.pcap"   # capture.pcap, or capture-<if>.pcap per DUT interface
 # temp() outputs of check_connectivity (and of testbed_up, which it replaced): true only for the invocation
 # that made them (the next one may find the testbed torn down).
 TESTBED_RECORDS = ("testbed.json", "connectivity.json")
-FAILED_FILE = "failed.json"   # steps.FAILED_FILE: why the trial's last attempt failed
 
 
 def _failure_of(trial_dir: Path) -> dict | None:

@@ -177,11 +177,3 @@ def print_results(results_dir: str, file=None) -> bool:
         return False
     print(text, file=file or sys.stdout, flush=True)
     return True
-
-
-def tune_snakemake_logging(results_dir: str, dryrun=False) -> list[str]:
-    """xdplab.snakemake_internals.tune_snakemake_logging, where what leans on Snakemake's
-    internals lives; kept here for callers of the old name."""
-    from .snakemake_internals import tune_snakemake_logging as tune
-
-    return tune(results_dir, dryrun)
