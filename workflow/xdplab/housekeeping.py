@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import snakemake_internals
+from . import snakemake_internals, trials
 from .snakemake_internals import another_invocation_running, executes_jobs  # noqa: F401 (executes_jobs: for tests)
 from .steps.machinery import FAILED_FILE   # why the trial's last attempt failed
 
@@ -38,7 +38,6 @@ def _failure_of(trial_dir: Path) -> dict | None:
     return failure if isinstance(failure, dict) else None
 
 
-TRIAL_GLOB = "*/rep~*"   # under results/<experiment>/trials/ (trials.trial_dir)
 
 
 def discard_partial_trials(results: str, trial_dirs=None, argv: list[str] | None = None) -> list[str]:
@@ -54,7 +53,7 @@ def discard_partial_trials(results: str, trial_dirs=None, argv: list[str] | None
     for d in Path(results).parent.glob("build/*/port~*"):
         for f in TESTBED_RECORDS:
             (d / f).unlink(missing_ok=True)
-    dirs = {Path(d) for d in trial_dirs or ()} | set(Path(results, "trials").glob(TRIAL_GLOB))
+    dirs = {Path(d) for d in trial_dirs or ()} | set(trials.all_trial_dirs(results))
     for d in sorted(dirs):
         for f in TESTBED_RECORDS:
             (d / f).unlink(missing_ok=True)
@@ -130,7 +129,7 @@ def on_start(settings: dict, results: str, trial_dirs: list[str] = ()) -> None:
 def failed_trials(results: str) -> list[dict]:
     """The failures recorded in the experiment's trials (failed.json), oldest first."""
     found = []
-    for path in sorted(Path(results, "trials").glob(f"{TRIAL_GLOB}/{FAILED_FILE}")):
+    for path in [d / FAILED_FILE for d in trials.all_trial_dirs(results) if (d / FAILED_FILE).exists()]:
         failure = _failure_of(path.parent)
         if failure is not None and not (path.parent / "trial.json").exists():
             found.append(failure)

@@ -276,7 +276,15 @@ def run_order(trial_list: list[dict], seed: int) -> list[dict]:
 
 
 def trial_dir(results: str, point: str, rep: int) -> str:
+    """The one place a trial's directory is spelled (all_trial_dirs finds them all)."""
     return f"{results}/trials/{point}/rep~{rep}"
+
+
+def all_trial_dirs(results: str):
+    """Every trial directory under results/<experiment>/trials, as trial_dir names them."""
+    from pathlib import Path
+
+    return sorted(Path(results, "trials").glob("*/rep~*"))
 
 
 def trial_record(experiment: str, settings: dict, rep: int) -> dict:
@@ -292,10 +300,8 @@ def on_disk(results: str) -> list[dict]:
     """Every trial directory under results/<experiment>/trials, of any settings: its point's
     readable settings, its repeat, and whether it finished (trial.json), failed (failed.json)
     or stopped half-way."""
-    from pathlib import Path
-
     out = []
-    for d in sorted(Path(results, "trials").glob("*/rep~*")):
+    for d in all_trial_dirs(results):
         try:
             point = parse_point(d.parent.name)
         except UnknownPoint:
