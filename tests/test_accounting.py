@@ -196,3 +196,124 @@ def test_a_users_programs_verdicts_take_aborted_out_of_the_drivers_drops():
     rows = {r["name"]: r for r in trialrows.interface_identities(iface, 1000, "features")}
     assert rows["passed_vs_tcpdump"]["residual"] == 0 and rows["xdp_vs_driver"]["residual"] == 0
     assert "prog_aborted" in rows["passed_vs_tcpdump"]["left"]
+
+
+# ---------------------------------------------------------------- the warm-up and the window
+
+WARM_RUN = RUN + 2  # a warm-up's run id (run_id + sources + k)
+
+
+def warm_gen(sent, warm_sent, window_counters=None, warmup_counters=None, k=0, **over):
+    """A generator report with a warm-up whose counters are split at the window's start."""
+    window_counters, warmup_counters = window_counters or {}, warmup_counters or {}
+    both = {c: window_counters.get(c, 0) + warmup_counters.get(c, 0)
+            for c in set(window_counters) | set(warmup_counters)}
+    g = gen(sent=sent, scheduled=sent, pps=sent // 5, **over)
+    g["warmup"] = {"run_id": WARM_RUN + k, "sent": warm_sent, "scheduled": warm_sent, "send_errors": 0}
+    g["source_counters"] = {"delta": both, "window_delta": window_counters, "warmup_delta": warmup_counters}
+    return g
+
+
+def sums_agree(out, columns):
+    """Each column of the summary row equals its sum over sources.csv's and ifaces.csv's rows."""
+    row = out["row"]
+    for col in columns:
+        for table in ("sources", "interfaces"):
+            rows = out[table]
+            if rows and col in rows[0]:
+                assert sum(r[col] or 0 for r in rows) == (row[col] or 0), (table, col, rows, row)
+
+
+def located_add_up(r):
+    """In one row, each phase's location columns add up to its loss."""
+    places = ("lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated")
+    assert sum(r[c] for c in places) == r["lost"], r
+    if r["warmup_lost"] is not None:
+        assert sum(r[f"warmup_{c}"] for c in places) == r["warmup_lost"], r
+
+
+def test_each_phases_loss_is_located_with_that_phases_counters():
+    # A tbf cap: the qdisc drops in both phases; the window's columns are the window's.
+    g = warm_gen(25000, 5000, window_counters={"qdisc_drops": 14873, "udp_sndbuf_errors": 14873},
+                 warmup_counters={"qdisc_drops": 3769, "udp_sndbuf_errors": 3769})
+    ifs = {"xl-dut0": iface(matched=(25000 - 14873) + (5000 - 3769),
+                            by_run={str(RUN): 25000 - 14873, str(WARM_RUN): 5000 - 3769})}
+    out = summarize(gens=[g], ifaces=ifs)
+    row = out["row"]
+    assert (row["lost"], row["lost_src_qdisc"], row["lost_src_stack"], row["located_excess"]) == (14873, 14873, 0, 0)
+    assert (row["warmup_lost"], row["warmup_lost_src_qdisc"], row["warmup_located_excess"]) == (3769, 3769, 0)
+    assert row["loss_where"] == "src_qdisc 14873" and row["unexplained"] == 0
+    for r in [row] + out["sources"]:
+        located_add_up(r)
+
+
+def test_dut_drops_span_both_phases_and_go_to_the_warm_up_first():
+    # The agent reads the DUT's NIC at arm and disarm only: 30 drops over both phases.
+    g = warm_gen(25000, 5000)
+    ifs = {"xl-dut0": iface(matched=24980 + 4990, by_run={str(RUN): 24980, str(WARM_RUN): 4990},
+                            nic_drops={"rx_dropped": 30})}
+    out = summarize(gens=[g], ifaces=ifs)
+    row = out["row"]
+    assert (row["warmup_lost"], row["warmup_lost_dut_nic"], row["warmup_lost_unlocated"]) == (10, 10, 0)
+    assert (row["lost"], row["lost_dut_nic"], row["lost_unlocated"], row["located_excess"]) == (20, 20, 0, 0)
+    assert out["interfaces"][0]["nic_drops"] == 30 and row["unexplained"] == 0
+    located_add_up(row)
+
+
+def test_an_older_report_without_the_windows_start_locates_the_warm_up_first():
+    g = warm_gen(25000, 5000)
+    g["source_counters"] = {"delta": {"qdisc_drops": 50}}  # spans both phases
+    ifs = {"xl-dut0": iface(matched=24970 + 4980, by_run={str(RUN): 24970, str(WARM_RUN): 4980})}
+    row = summarize(gens=[g], ifaces=ifs)["row"]
+    assert (row["warmup_lost_src_qdisc"], row["lost_src_qdisc"], row["lost_unlocated"]) == (20, 30, 0)
+    located_add_up(row)
+
+
+def test_without_a_warm_up_its_columns_are_empty():
+    row = summarize(ifaces={"xl-dut0": iface(matched=49000)})["row"]
+    assert row["warmup_lost"] is None and row["warmup_lost_src_qdisc"] is None
+    assert row["warmup_located_excess"] is None
+
+
+def test_every_table_counts_the_same_window_and_adds_up_to_the_summary():
+    # Two sources, each 25,000 packets in the window after 5,000 in the warm-up; src1's
+    # interface dropped 10 of the window's; the source counters split at the window's start.
+    sources = [SRC, dict(SRC, name="src1", host="10.204.1.6", address="10.204.0.5", dut_iface="xl-dut1")]
+    gens = [warm_gen(25000, 5000, window_counters={"qdisc_drops": 7}, warmup_counters={"qdisc_drops": 2}),
+            warm_gen(25000, 5000, k=1)]
+    ifaces = {"xl-dut0": iface(matched=24993 + 4998, by_run={str(RUN): 24993, str(WARM_RUN): 4998}),
+              "xl-dut1": iface(matched=24990 + 5000, by_run={str(RUN + 1): 24990, str(WARM_RUN + 1): 5000},
+                               nic_drops={"rx_missed_errors": 10})}
+    out = summarize(gens=gens, ifaces=ifaces, sources=sources)
+    row = out["row"]
+    assert (row["sent"], row["warmup_sent"], row["xdp_matched"], row["lost"], row["warmup_lost"]) == (
+        50000, 10000, 49983, 17, 2)
+    assert [i["sent"] for i in out["interfaces"]] == [25000, 25000]
+    assert [i["warmup_sent"] for i in out["interfaces"]] == [5000, 5000]
+    assert [i["xdp_matched"] for i in out["interfaces"]] == [24993, 24990]
+    assert [i["warmup_xdp_matched"] for i in out["interfaces"]] == [4998, 5000]
+    sums_agree(out, ["sent", "warmup_sent", "xdp_matched", "lost", "warmup_lost", "nic_rx",
+                     "features_received", "ringbuf_drops", "tcpdump_captured", "tcpdump_dropped",
+                     "foreign_rx", "lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic",
+                     "lost_unlocated", "located_excess", "warmup_lost_src_qdisc", "warmup_lost_dut_nic",
+                     "warmup_lost_unlocated"])
+    assert (row["lost_src_qdisc"], row["lost_dut_nic"], row["warmup_lost_src_qdisc"]) == (7, 10, 2)
+    assert row["unexplained"] == 0
+    for r in [row] + out["sources"]:
+        located_add_up(r)
+    for r in out["interfaces"]:
+        assert r["lost"] == r["sent"] - r["xdp_matched"] and r["warmup_lost"] == r["warmup_sent"] - r["warmup_xdp_matched"]
+
+
+def test_a_shared_interfaces_drops_are_located_per_phase_on_the_trial():
+    sources = [SRC, dict(SRC, name="src1", host="10.204.1.6", address="10.204.0.6")]
+    gens = [warm_gen(25000, 5000), warm_gen(25000, 5000, k=1)]
+    by_run = {str(RUN): 24995, str(RUN + 1): 24995, str(WARM_RUN): 4997, str(WARM_RUN + 1): 5000}
+    ifaces = {"xl-dut0": iface(matched=sum(by_run.values()), by_run=by_run,
+                               nic_drops={"rx_dropped": 13})}
+    out = summarize(gens=gens, ifaces=ifaces, sources=sources)
+    row = out["row"]
+    assert (row["warmup_lost"], row["warmup_lost_dut_nic"], row["lost"], row["lost_dut_nic"]) == (3, 3, 10, 10)
+    assert row["lost_unlocated"] == 0 and row["located_excess"] == 0 and row["unexplained"] == 0
+    located_add_up(row)
+    sums_agree(out, ["sent", "warmup_sent", "xdp_matched", "lost", "warmup_lost"])

@@ -584,14 +584,42 @@ def test_source_counters_shape():
     finally:
         sink.close()
     sc = out["source_counters"]
-    assert set(sc) == {"iface", "before", "after", "delta", "method", "names"}
+    assert set(sc) == {"iface", "before", "at_window_start", "after", "delta", "warmup_delta", "window_delta",
+                       "window_start", "method", "names"}
     assert sc["iface"] is None
+    # Without a warm-up the window's counts are the run's.
+    assert sc["window_delta"] == sc["delta"] and sc["warmup_delta"] is None and sc["at_window_start"] is None
     assert set(sc["delta"]) == set(sc["before"]) == set(sc["after"]) == set(sc["names"]) == set(counters.COUNTER_KEYS)
     assert sc["names"]["udp_sndbuf_errors"] == "/proc/net/snmp Udp SndbufErrors"
     if sys.platform.startswith("linux"):
         # Namespace-wide: other programs' datagrams count too, ours at least.
         assert sc["delta"]["udp_out_datagrams"] >= out["sent"] == 200
         assert all(sc["delta"][k] is None for k in counters.COUNTER_KEYS if k.startswith(("nic_", "qdisc_")))
+
+
+def test_source_counters_are_split_at_the_windows_start():
+    """With a warm-up the counters are read at the window's start too: each phase's delta
+    is its own, and the two add up to the whole run's."""
+    sink = _sink()
+    try:
+        out, _ = _run_json("--port", sink.getsockname()[1], "--pps", 2000, "--size", 18, "--duration", 0.3,
+                           "--threads", 2, "--warmup-s", 0.2, "--warmup-run-id", 9)
+    finally:
+        sink.close()
+    sc = out["source_counters"]
+    assert set(sc["at_window_start"]) == set(counters.COUNTER_KEYS)
+    assert set(sc["window_start"]) == {"read_late_s", "qdisc_backlog_packets"}
+    for k in counters.COUNTER_KEYS:
+        parts = (sc["warmup_delta"][k], sc["window_delta"][k])
+        assert (None in parts and sc["delta"][k] is None) or sum(parts) == sc["delta"][k], k
+    if sys.platform.startswith("linux"):
+        # Namespace-wide, so at least ours: the warm-up's 400 before, the window's 600 after,
+        # but for the window's packets sent while the counters were being read (read_late_s).
+        late = sc["window_start"]["read_late_s"]
+        assert 0 <= late < 0.1
+        assert sc["warmup_delta"]["udp_out_datagrams"] >= out["warmup"]["sent"] == 400
+        assert sc["window_delta"]["udp_out_datagrams"] >= out["sent"] - (2000 * late + 2) and out["sent"] == 600
+        assert "measured window's start" in sc["method"]
 
 
 def test_parse_snmp_and_arp_cache_and_tc():

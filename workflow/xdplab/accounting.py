@@ -42,7 +42,8 @@ COLUMNS = [
     "latency_method", "run_id", "prog_tag",
     # The trial's settings (its grid point and the rest), and its warm-up.
     "point", "collector", "pattern", "xdp_mode_in_effect", "warmup_s", "warmup_sent",
-    "warmup_lost", "port", "send_path", "generator", "burst_size", "seed",
+    "warmup_lost", "warmup_lost_src_stack", "warmup_lost_src_qdisc", "warmup_lost_src_nic",
+    "warmup_lost_dut_nic", "warmup_lost_unlocated", "warmup_located_excess", "port", "send_path", "generator", "burst_size", "seed",
     "unstable", "rx_rate_max_dev_pct", "run_index",
 ]
 # Last, the program under test when it is the user's (program != collector): its verdicts
@@ -55,15 +56,16 @@ SOURCE_COLUMNS = [
     "warmup_sent", "warmup_lost",
     "achieved_pps", "rate_error_pct", "rate_sustained", "xdp_matched", "lost", "loss_where",
     "lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
-    "located_excess", "capture_matched", "capture_unique", "capture_missing",
+    "located_excess", "warmup_lost_src_stack", "warmup_lost_src_qdisc", "warmup_lost_src_nic",
+    "warmup_lost_dut_nic", "warmup_lost_unlocated", "warmup_located_excess", "capture_matched", "capture_unique", "capture_missing",
     "capture_duplicated", "capture_reordered", "unexplained",
     "unexplained_matched_over_sent", "unexplained_xdp_vs_capture",
 ]
 
 INTERFACE_COLUMNS = [
     "experiment", "target_pps", "packet_size", "repeat", "point", "interface", "xdp_mode", "sent",
-    "nic_rx", "xdp_seen", "xdp_matched", "features_received", "ringbuf_drops",
-    "tcpdump_captured", "tcpdump_dropped", "lost", "lost_dut_nic",
+    "warmup_sent", "nic_rx", "xdp_seen", "xdp_matched", "warmup_xdp_matched", "features_received",
+    "ringbuf_drops", "tcpdump_captured", "tcpdump_dropped", "lost", "warmup_lost", "nic_drops",
     "foreign_rx", "foreign_arp", "foreign_port", "foreign_other", "xdp_ns_per_pkt",
     "unexplained", "unexplained_nic_vs_xdp", "unexplained_seen_vs_classified",
     "unexplained_xdp_vs_features", "unexplained_passed_vs_tcpdump",
@@ -80,7 +82,7 @@ def summarize(settings: dict, trial: dict, arm: dict, sources: list[dict], gens:
     key = {"experiment": trial["experiment"], "target_pps": trial["target_pps"],
            "packet_size": trial["packet_size"], "repeat": trial["repeat"], "point": trial.get("point")}
     checks = capture.get("checks") or []
-    iface_rows, iface_identities = interface_rows(key, gathered, sources, gens, collector)
+    iface_rows, iface_identities = interface_rows(key, arm, gathered, sources, gens, collector)
     src_rows, src_identities = source_rows(key, arm, gathered, sources, gens, checks, collector, iface_rows)
     seconds = timeseries.per_second(gathered, gens, settings["duration_s"],
                                     warmup=bool(settings.get("warmup_s")))

@@ -5,13 +5,19 @@ missing stays None.  What a generator's report says about its rate; where lost p
 went; percentiles over the DUT interfaces' histograms.
 
 Where a lost packet went is read from each host's own counters, deltas over the
-trial: the source's (read by the generator before sending and after its traffic
-drained) and the DUT interface's (read by the agent at arm and disarm).  Loss is
-assigned in the order a packet travels (source stack, source qdisc, source NIC,
-DUT NIC): each place gets at most what is left, so a loss counted at both ends of
-a link is not counted twice; whatever the counters saw beyond `lost` (others'
-packets, double counting) is `located_excess`, and what no counter saw is
-`lost_unlocated`.
+trial: the source's (read by the generator before sending, at the measured
+window's start when a warm-up precedes it, and after its traffic drained) and the
+DUT interface's (read by the agent at arm and disarm only).  Each phase's loss
+(the measured window's `lost`, the warm-up's `warmup_lost`) is located on its
+own: the source's counters of that phase; a counter that spans both phases (the
+DUT interface's, or an older generator's report without the window's start) is
+given to the warm-up's loss first (it came first) and what is left of it to the
+window's.  Within a phase loss is assigned in the order a packet travels (source
+stack, source qdisc, source NIC, DUT NIC): each place gets at most what is left,
+so a loss counted at both ends of a link is not counted twice; whatever the
+counters saw beyond the phase's loss (others' packets, double counting) is its
+`located_excess`, and what no counter saw is its `lost_unlocated`.  So a phase's
+`lost_*` columns add up to its loss.
 """
 
 from __future__ import annotations
@@ -79,18 +85,35 @@ def not_offered(gen: dict) -> int:
 
 # -- loss location -----------------------------------------------------------------
 
-def source_loss_counters(gen: dict) -> dict:
-    """Packets the source host's own counters say it did not transmit, by place.
+def _source_places(d: dict) -> dict:
+    """{place: packets} from one delta of the source's counters.
 
     A UDP send that the qdisc or the driver drops still returns success to the
     sender, and the kernel counts it in Udp SndbufErrors too; so the stack's share is
     SndbufErrors beyond the qdisc's and the NIC's drops, plus packets dropped while
     waiting for neighbour resolution."""
-    d = (gen.get("source_counters") or {}).get("delta") or {}
+    d = d or {}
     qdisc = count(d.get("qdisc_drops"))
     nic = sum(count(d.get(k)) for k in SRC_NIC_DROP_COUNTERS)
     stack = count(d.get("arp_unresolved_discards")) + max(0, count(d.get("udp_sndbuf_errors")) - qdisc - nic)
     return {"src_stack": stack, "src_qdisc": qdisc, "src_nic": nic}
+
+
+def source_loss_counters(gen: dict) -> dict:
+    """Packets the source host's own counters say it did not transmit, by place and
+    phase: {"window": {place: n}, "warmup": {place: n}, "both": {place: n}} ("both":
+    counts that span the warm-up and the window, when the report cannot split them)."""
+    sc = gen.get("source_counters") or {}
+    out = {"window": {}, "warmup": {}, "both": {}}
+    if sc.get("window_delta") is not None:
+        out["window"] = _source_places(sc["window_delta"])
+        if sc.get("warmup_delta") is not None:
+            out["warmup"] = _source_places(sc["warmup_delta"])
+    elif gen.get("warmup"):
+        out["both"] = _source_places(sc.get("delta"))
+    else:
+        out["window"] = _source_places(sc.get("delta"))
+    return out
 
 
 def dut_loss_counter(nic: dict) -> int:
@@ -102,16 +125,38 @@ def locate(lost: int, counted: dict) -> dict:
     """Assign `lost` packets to the places on their path, in order, each at most what its
     counter says and at most what is left; the rest is unlocated, and what the counters
     said beyond `lost` is located_excess."""
-    left = max(0, int(lost))
-    out = {}
+    window, _ = locate_phases(lost, None, {"window": counted})
+    return window
+
+
+def locate_phases(lost, warm_lost, counted: dict) -> tuple:
+    """(the window's, the warm-up's) located loss: for each, {"lost_<place>": n,
+    "lost_unlocated": n, "located_excess": n}, whose first five add up to its loss.
+    counted: {"window": {place: n}, "warmup": {place: n}, "both": {place: n}}.  A place
+    counted in "both" gives the warm-up's loss first, what is left of it the window's,
+    and what is left after both is the window's located_excess.  The warm-up's is None
+    when warm_lost is None (no warm-up, or no collector)."""
+    left = {"window": max(0, count(lost)), "warmup": max(0, count(warm_lost))}
+    out = {"window": {}, "warmup": {}}
+    excess = {"window": 0, "warmup": 0}
     for place in LOSS_PLACES:
-        take = min(left, max(0, count(counted.get(place))))
-        out[f"lost_{place}"] = take
-        left -= take
-    out["lost_unlocated"] = left
-    assigned = max(0, int(lost)) - left
-    out["located_excess"] = max(0, sum(max(0, count(counted.get(p))) for p in LOSS_PLACES) - assigned)
-    return out
+        for phase in ("warmup", "window"):
+            own = max(0, count((counted.get(phase) or {}).get(place)))
+            take = min(left[phase], own)
+            out[phase][f"lost_{place}"] = take
+            left[phase] -= take
+            excess[phase] += own - take
+        span = max(0, count((counted.get("both") or {}).get(place)))
+        for phase in ("warmup", "window"):
+            take = min(left[phase], span)
+            out[phase][f"lost_{place}"] += take
+            left[phase] -= take
+            span -= take
+        excess["window"] += span
+    for phase in ("window", "warmup"):
+        out[phase]["lost_unlocated"] = left[phase]
+        out[phase]["located_excess"] = excess[phase]
+    return out["window"], (out["warmup"] if warm_lost is not None else None)
 
 
 def loss_where(located: dict) -> str:

@@ -5,14 +5,24 @@ accounting.INTERFACE_COLUMNS, SOURCE_COLUMNS and COLUMNS."""
 
 from __future__ import annotations
 
-from .counts import (achieved_pps, count, dut_loss_counter, interfaces_percentile, locate, loss_where,
-                     not_offered, rate_sustained, rounded, source_loss_counters, total, warmup_sent,
-                     wire_bytes)
+from .counts import (LOSS_PLACES, achieved_pps, count, dut_loss_counter, interfaces_percentile,
+                     locate_phases, loss_where, not_offered, rate_sustained, rounded, source_loss_counters,
+                     total, warmup_sent, wire_bytes)
 from .verdicts import NOT_PASSED, driver_verdicts, program_columns
 
 # The identities of a DUT interface, in the order of their columns (unexplained_<name>).
 IDENTITIES = ("nic_vs_xdp", "seen_vs_classified", "xdp_vs_features", "passed_vs_tcpdump",
               "matched_over_sent")
+
+# Where a phase's loss went: the measured window's columns, and the warm-up's (the same
+# with warmup_ in front).
+LOCATED = tuple(f"lost_{p}" for p in LOSS_PLACES) + ("lost_unlocated", "located_excess")
+WARMUP_LOCATED = tuple(f"warmup_{c}" for c in LOCATED)
+
+
+def warmup_located(located) -> dict:
+    """The warm-up's located loss under its own names (None without a warm-up)."""
+    return {f"warmup_{c}": (located or {}).get(c) if located is not None else None for c in LOCATED}
 
 
 # -- per interface --------------------------------------------------------------------
@@ -29,13 +39,15 @@ def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
              "right": "xdp_seen", "right_value": count(xdp.get("seen"))},
             # Every frame XDP saw was ours, foreign, or unparsable.
             {"name": "seen_vs_classified", "left": "xdp_seen", "left_value": count(xdp.get("seen")),
-             "right": "xdp_matched + foreign_arp + foreign_port + foreign_other + parse_errors",
+             "right": ("xdp_matched + warmup_xdp_matched + foreign_arp + foreign_port + foreign_other + "
+                       "parse_errors"),
              "right_value": sum(count(xdp.get(k)) for k in ("matched", "foreign_arp", "foreign_port",
                                                             "foreign_other", "parse_errors"))},
         ]
     if collector == "features":
         # Every matched packet either produced a record user space got, or a ring-buffer drop.
-        rows.append({"name": "xdp_vs_features", "left": "xdp_matched", "left_value": count(xdp.get("matched")),
+        rows.append({"name": "xdp_vs_features", "left": "xdp_matched + warmup_xdp_matched",
+                     "left_value": count(xdp.get("matched")),
                      "right": "features_received + warmup_records + ringbuf_drops",
                      "right_value": count(feats.get("received")) + count(feats.get("warmup_records"))
                      + count(xdp.get("ringbuf_full"))})
@@ -57,13 +69,13 @@ def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
             passed -= sum(verdicts[k] for k in NOT_PASSED)
         rows += [
             {"name": "passed_vs_tcpdump",
-             "left": ("xdp_matched - prog_drop - prog_aborted - prog_tx - prog_tx_errors - "
-                      "prog_redirect") if user
-             else "xdp_matched (passed up)",
+             "left": ("xdp_matched + warmup_xdp_matched - prog_drop - prog_aborted - prog_tx - "
+                      "prog_tx_errors - prog_redirect") if user
+             else "xdp_matched + warmup_xdp_matched (passed up)",
              "left_value": passed, "right": "tcpdump_captured + tcpdump_dropped",
              "right_value": count(tcpd.get("captured")) + count(tcpd.get("dropped_by_kernel"))},
             # More matched than sent means packets we did not send matched (or were duplicated).
-            {"name": "matched_over_sent", "left": "xdp_matched beyond sent",
+            {"name": "matched_over_sent", "left": "xdp_matched + warmup_xdp_matched beyond sent + warmup_sent",
              "left_value": max(0, count(xdp.get("matched")) - sent), "right": "0", "right_value": 0},
         ]
     for r in rows:
@@ -71,33 +83,46 @@ def interface_identities(iface: dict, sent: int, collector: str) -> list[dict]:
     return rows
 
 
-def interface_rows(key: dict, gathered: dict, sources: list, gens: list, collector: str):
+def interface_rows(key: dict, arm: dict, gathered: dict, sources: list, gens: list, collector: str):
     """([one row per DUT interface], [its identities, tagged with the interface])."""
-    # What each DUT interface was sent, warm-up included (its counters count both).
-    sent_to = {}
+    # What each DUT interface was sent in the window and in the warm-up; the run ids of each.
+    sent_to, warm_to = {}, {}
     for src, gen in zip(sources, gens):
-        sent_to[src["dut_iface"]] = sent_to.get(src["dut_iface"], 0) + gen["sent"] + warmup_sent(gen)
+        sent_to[src["dut_iface"]] = sent_to.get(src["dut_iface"], 0) + gen["sent"]
+        warm_to[src["dut_iface"]] = warm_to.get(src["dut_iface"], 0) + warmup_sent(gen)
+    runs = [arm["run_id"] + k for k in range(len(gens))]
+    warm_runs = [g["warmup"]["run_id"] for g in gens if g.get("warmup")]
     rows, identities = [], []
     for name, blk in (gathered.get("interfaces") or {}).items():
-        sent = sent_to.get(name, 0)
-        ids = interface_identities(blk, sent, collector)
+        sent, warm = sent_to.get(name, 0), (warm_to.get(name, 0) if warm_runs else None)
+        # The identities count every packet of the armed window, warm-up included (the NIC's
+        # counters and tcpdump's cannot tell the two apart).
+        ids = interface_identities(blk, sent + (warm or 0), collector)
         identities += [dict(r, interface=name) for r in ids]
-        rows.append(_interface_row(key, name, blk, sent, {r["name"]: r["residual"] for r in ids}))
+        rows.append(_interface_row(key, name, blk, sent, warm, runs, warm_runs,
+                                   {r["name"]: r["residual"] for r in ids}))
     return rows, identities
 
 
-def _interface_row(key: dict, name: str, blk: dict, sent: int, residuals: dict) -> dict:
+def _interface_row(key: dict, name: str, blk: dict, sent: int, warm, runs: list, warm_runs: list,
+                   residuals: dict) -> dict:
     xdp, feats = blk.get("xdp") or {}, blk.get("features") or {}
     tcpd, nic = blk.get("tcpdump") or {}, blk.get("nic") or {}
-    matched = xdp.get("matched")
+    ifaces = {name: blk}
+    on = xdp.get("matched") is not None
+    matched = sum(_matched_of(ifaces, r) for r in runs) if on else None
+    warm_matched = sum(_matched_of(ifaces, r) for r in warm_runs) if on and warm is not None else None
     return {
         **key, "interface": name, "xdp_mode": blk.get("xdp_mode_in_effect"), "sent": sent,
+        "warmup_sent": warm,
         "nic_rx": nic.get("rx_packets"), "xdp_seen": xdp.get("seen"), "xdp_matched": matched,
+        "warmup_xdp_matched": warm_matched,
         "features_received": feats.get("received"), "ringbuf_drops": xdp.get("ringbuf_full"),
         "tcpdump_captured": tcpd.get("captured"), "tcpdump_dropped": tcpd.get("dropped_by_kernel"),
-        "lost": max(0, sent - count(matched)) if matched is not None else None,
-        "lost_dut_nic": dut_loss_counter(nic),
-        "foreign_rx": (count(xdp.get("seen")) - count(matched)) if matched is not None else None,
+        "lost": max(0, sent - matched) if matched is not None else None,
+        "warmup_lost": max(0, warm - warm_matched) if warm_matched is not None else None,
+        "nic_drops": dut_loss_counter(nic),
+        "foreign_rx": (count(xdp.get("seen")) - count(xdp.get("matched"))) if on else None,
         **{k: xdp.get(k) for k in ("foreign_arp", "foreign_port", "foreign_other")},
         "xdp_ns_per_pkt": rounded(xdp.get("ns_per_pkt"), 1),
         # every identity's, xdp_vs_driver's too (which has no column of its own)
@@ -117,16 +142,17 @@ def source_rows(key: dict, arm: dict, gathered: dict, sources: list, gens: list,
                 collector: str, iface_rows: list):
     """([one row per source], [its identities, tagged with the source])."""
     ifaces = gathered.get("interfaces") or {}
-    by_iface_dut_loss = {r["interface"]: r["lost_dut_nic"] for r in iface_rows}
+    by_iface_dut_loss = {r["interface"]: r["nic_drops"] for r in iface_rows}
     sources_per_iface = {}
     for src in sources:
         sources_per_iface[src["dut_iface"]] = sources_per_iface.get(src["dut_iface"], 0) + 1
     rows, identities = [], []
     for k, (src, gen) in enumerate(zip(sources, gens)):
         counted = source_loss_counters(gen)
-        # The DUT interface's drops belong to this source only when it is the interface's only one.
+        # The DUT interface's drops belong to this source only when it is the interface's only
+        # one; read at arm and disarm, they span the warm-up and the window.
         if sources_per_iface.get(src["dut_iface"]) == 1:
-            counted["dut_nic"] = by_iface_dut_loss.get(src["dut_iface"], 0)
+            counted["both"]["dut_nic"] = by_iface_dut_loss.get(src["dut_iface"], 0)
         check = next((c for c in checks if c.get("source") == src["name"]), {})
         row, residuals = _source_row(key, arm["run_id"] + k, src, gen, ifaces, counted, check, collector)
         rows.append(row)
@@ -158,8 +184,8 @@ def _source_row(key: dict, run: int, src: dict, gen: dict, ifaces: dict, counted
     warm = gen.get("warmup") or {}
     warm_lost = (max(0, count(warm.get("sent")) - _matched_of(ifaces, warm["run_id"]))
                  if warm and collector != "off" else None)
-    # The counters cover the whole run: they locate the warm-up's losses too.
-    located = locate((lost or 0) + (warm_lost or 0), counted)
+    # Each phase's loss located on its own (counts.locate_phases).
+    located, warm_located = locate_phases(lost, warm_lost, counted)
     dropped = count((ifaces.get(src["dut_iface"], {}).get("tcpdump") or {}).get("dropped_by_kernel"))
     res = _source_residuals(matched, gen, dropped, check, collector, user)
     achieved = achieved_pps(gen)
@@ -172,8 +198,8 @@ def _source_row(key: dict, run: int, src: dict, gen: dict, ifaces: dict, counted
         "achieved_pps": rounded(achieved, 1),
         "rate_error_pct": rounded((achieved - src_target) / src_target * 100.0, 3) if src_target else None,
         "rate_sustained": rate_sustained(gen), "xdp_matched": matched if collector != "off" else None,
-        "lost": lost, "loss_where": loss_where(located) if (lost or warm_lost) else "",
-        **located,
+        "lost": lost, "loss_where": loss_where(located) if lost else "",
+        **located, **warmup_located(warm_located),
         "capture_matched": check.get("matched"), "capture_unique": check.get("unique"),
         "capture_missing": check.get("missing"), "capture_duplicated": check.get("duplicated"),
         "capture_reordered": check.get("reordered"),
@@ -235,7 +261,7 @@ def _counted_columns(settings, trial, gens, gathered, iface_rows, source_rows, a
         "achieved_pps": rounded(achieved, 1),
         "rate_error_pct": rounded((achieved - target) / target * 100.0, 3),
         "nic_rx": total(iface_rows, "nic_rx"),
-        # the measured run ids' (the interfaces' rows count the warm-up's too)
+        # the measured run ids' (as the sources' and the interfaces' rows count it)
         "xdp_matched": total(source_rows, "xdp_matched"),
         "features_received": total(iface_rows, "features_received"),
         "ringbuf_drops": total(iface_rows, "ringbuf_drops"),
@@ -251,22 +277,35 @@ def _counted_columns(settings, trial, gens, gathered, iface_rows, source_rows, a
     }
 
 
-def _where_lost_columns(iface_rows: list, source_rows: list) -> dict:
-    """Where loss happened (the sources' located loss added up), and traffic that was not ours."""
-    lost = total(source_rows, "lost")
-    located = {c: total(source_rows, c) or 0 for c in
-               ("lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
-                "located_excess")}
-    # A DUT interface shared by several sources: its drops are located at the trial level.
+def located_totals(iface_rows: list, source_rows: list) -> tuple:
+    """(the window's, the warm-up's or None) located loss of the trial: the sources' added
+    up, and the drops of a DUT interface shared by several sources (no source's own) given
+    to what is still unlocated, the warm-up's first (counts.locate_phases's rule)."""
+    window = {c: total(source_rows, c) or 0 for c in LOCATED}
+    warm = None
+    if total(source_rows, "warmup_lost") is not None:
+        warm = {c: total(source_rows, f"warmup_{c}") or 0 for c in LOCATED}
     shared = [r for r in iface_rows if sum(1 for s in source_rows if s["dut_iface"] == r["interface"]) > 1]
-    if shared and lost:
-        extra = min(located["lost_unlocated"], sum(r["lost_dut_nic"] for r in shared))
-        located["lost_dut_nic"] += extra
-        located["lost_unlocated"] -= extra
+    span = sum(r["nic_drops"] for r in shared)
+    for phase in (warm, window):
+        if phase is not None and span:
+            take = min(phase["lost_unlocated"], span)
+            phase["lost_dut_nic"] += take
+            phase["lost_unlocated"] -= take
+            span -= take
+    window["located_excess"] += span
+    return window, warm
+
+
+def _where_lost_columns(iface_rows: list, source_rows: list) -> dict:
+    """Where the window's loss happened (the sources' located loss added up), and traffic
+    that was not ours."""
+    lost = total(source_rows, "lost")
+    located, _ = located_totals(iface_rows, source_rows)
     return {
         "rate_sustained": all(s["rate_sustained"] for s in source_rows),
         "not_offered": sum(s["not_offered"] for s in source_rows),
-        "loss_where": loss_where(located) if (lost or total(source_rows, "warmup_lost")) else "",
+        "loss_where": loss_where(located) if lost else "",
         **located,
         **{c: total(iface_rows, c) for c in ("foreign_rx", "foreign_arp", "foreign_port", "foreign_other")},
     }
@@ -324,6 +363,7 @@ def _settings_columns(settings, trial, arm, gens, iface_rows, source_rows, colle
         "warmup_s": settings.get("warmup_s", 0),
         "warmup_sent": sum(warmup_sent(g) for g in gens),
         "warmup_lost": total(source_rows, "warmup_lost"),
+        **warmup_located(located_totals(iface_rows, source_rows)[1]),
         "port": settings.get("port"),
         "send_path": settings.get("send_path", "udp"),
         "generator": settings.get("generator", "python"),

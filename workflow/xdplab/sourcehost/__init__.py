@@ -75,7 +75,9 @@ sent by ``start + S`` is not sent (no grace: the measured window begins on
 time).  The report's fields are the measured run's; ``"warmup"`` holds the
 warm-up's (run_id, duration_s, scheduled, sent, send_errors,
 send_error_kinds, not_offered, failed_seqs (at most 1000), start/end
-monotonic ns), null without a warm-up.  ``source_counters`` span both.
+monotonic ns), null without a warm-up.  ``source_counters`` are read at
+the measured window's start too: ``warmup_delta`` and ``window_delta`` are
+each phase's own, ``delta`` spans both.
 
 ``sent_per_s``: packets sent in each whole second of the measured window,
 from its start, summed over senders (a batch counts in the second in which it
@@ -94,7 +96,8 @@ sends instead, the same header (send_ns left 0: trafgen cannot write it), seqs
 backend" below for how, and for what each figure measures.
 
 Source counters (``source_counters`` in the JSON): read before the first
-packet and again once the traffic drained, from /proc/net/snmp,
+packet, at the measured window's start when a warm-up precedes it, and again
+once the traffic drained, from /proc/net/snmp,
 /proc/net/stat/arp_cache, /sys/class/net/IF/statistics/tx_* and
 ``tc -s -j qdisc show dev IF``; null where unavailable.
 

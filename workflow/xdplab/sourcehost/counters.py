@@ -1,8 +1,9 @@
 """The source's own counters around a run: where packets could be lost before
 they left the source host (UDP send buffer, IP output, ARP, the qdisc, the NIC).
 
-Read before the first packet and again once the traffic drained, from
-/proc/net/snmp, /proc/net/stat/arp_cache, /sys/class/net/IF/statistics/tx_* and
+Read before the first packet, at the measured window's start when a warm-up
+comes first (so each phase's counts are its own), and again once the traffic
+drained, from /proc/net/snmp, /proc/net/stat/arp_cache, /sys/class/net/IF/statistics/tx_* and
 ``tc -s -j qdisc show dev IF``; None where unavailable (macOS, no interface).
 """
 
@@ -153,18 +154,61 @@ def wait_drained(iface, limit_s=DRAIN_MAX_S):
     return snap
 
 
-def counters_report(iface, before, after, drained_s):
+class WindowStart(object):
+    """The snapshot at the measured window's start (the warm-up's end), read once when it
+    is due: poll(now) from the loop that waits for the senders; wait(now, limit) is how
+    long that loop may sleep so as to wake on time.  at_pc None: no warm-up, nothing read."""
+
+    def __init__(self, iface, at_pc):
+        self.iface, self.at = iface, at_pc
+        self.snap = self.late_s = None
+
+    def poll(self, now):
+        if self.at is not None and self.snap is None and now >= self.at:
+            self.snap = read_counters(self.iface)
+            self.late_s = time.perf_counter() - self.at
+
+    def wait(self, now, limit):
+        if self.at is None or self.snap is not None:
+            return limit
+        return min(limit, max(self.at - now, 0.0))
+
+
+def _delta(a, b):
+    return {k: (b[k] - a[k] if b[k] is not None and a[k] is not None else None) for k in COUNTER_KEYS}
+
+
+def counters_report(iface, before, after, drained_s, warmup=False, at_window=None, at_window_late_s=None):
+    """The source_counters block.  warmup: the run had one; at_window: the snapshot read at
+    the measured window's start (None without a warm-up, or when the run stopped before),
+    at_window_late_s how long after the planned start its reading ended.  "delta" spans
+    the whole run; "warmup_delta" and "window_delta" split it there.  Without a warm-up
+    "window_delta" is "delta" and "warmup_delta" null; with one but no snapshot there,
+    both are null (the split is unknown)."""
     public = lambda c: {k: c[k] for k in COUNTER_KEYS}
-    delta = {k: (after[k] - before[k] if after[k] is not None and before[k] is not None else None)
-             for k in COUNTER_KEYS}
+    delta = _delta(before, after)
+    split = None
+    if at_window is not None:
+        split = {"read_late_s": None if at_window_late_s is None else round(at_window_late_s, 6),
+                 "qdisc_backlog_packets": at_window.get("_qlen")}
     if sys.platform.startswith("linux"):
         method = ("read before the first packet and again after the last sender ended and the traffic "
                   "drained (root qdisc backlog empty and tx_packets unchanged for %d ms; waited %.3f s, "
                   "at most %g s); /proc/net counters are the source's network namespace's, every "
                   "process's traffic included" % (DRAIN_STEP_S * 1000, drained_s, DRAIN_MAX_S))
+        if at_window is not None:
+            method += ("; also read at the measured window's start (the warm-up's end), while sending "
+                       "goes on: warmup_delta is before to there, window_delta there to after; warm-up "
+                       "packets still in the root qdisc then (window_start.qdisc_backlog_packets) are "
+                       "counted in the window's if dropped later")
         if not iface:
             method += "; no --iface/--counters-iface: no NIC or qdisc counters"
     else:
         method = "unavailable on %s (no /proc/net, /sys/class/net or tc)" % sys.platform
-    return {"iface": iface, "before": public(before), "after": public(after), "delta": delta,
-            "method": method, "names": counter_names(iface)}
+    return {"iface": iface, "before": public(before),
+            "at_window_start": public(at_window) if at_window is not None else None,
+            "after": public(after), "delta": delta,
+            "warmup_delta": _delta(before, at_window) if at_window is not None else None,
+            "window_delta": (_delta(at_window, after) if at_window is not None
+                             else None if warmup else delta),
+            "window_start": split, "method": method, "names": counter_names(iface)}

@@ -18,7 +18,7 @@ import sys
 import time
 
 from . import control, report, sockets
-from .counters import counters_report, read_counters, wait_drained
+from .counters import WindowStart, counters_report, read_counters, wait_drained
 from .stream import BATCH_MAX, END_GRACE_S, MAX_FAILED_SEQS, Sender, send_stream, stream_count
 
 # A sender not ready within READY_TIMEOUT_S is started without (it sends late, and
@@ -306,9 +306,10 @@ class _Progress(object):
         return control.WATCH_S
 
 
-def _supervise(senders, shm, progress, caught):
-    """Until every sender ended: their reports collected, progress written, and every
-    sender stopped on a signal or when the controller is gone.  Returns (gone, stop_pc)."""
+def _supervise(senders, shm, progress, caught, window_start):
+    """Until every sender ended: their reports collected, progress written, the source's
+    counters read at the measured window's start (window_start), and every sender stopped
+    on a signal or when the controller is gone.  Returns (gone, stop_pc)."""
     watch = control.StreamWatch([("stdout", sys.stdout), ("stderr", sys.stderr)])
     gone = None  # why we think the controller is gone
     running = {s.pid: s for s in senders}
@@ -325,6 +326,8 @@ def _supervise(senders, shm, progress, caught):
         if not running:
             break
         now = time.perf_counter()
+        if not shm[0]:
+            window_start.poll(now)
         if gone is None:
             broken = watch.broken()
             if broken:
@@ -334,7 +337,8 @@ def _supervise(senders, shm, progress, caught):
         if (gone is not None or caught) and not shm[0]:
             shm[0] = 1  # every sender stops within a batch or MAX_SLEEP_S
             stop_pc = time.perf_counter()
-        time.sleep(progress.wait(now))  # a signal interrupts the sleep and its handler runs at once
+        # a signal interrupts the sleep and its handler runs at once
+        time.sleep(window_start.wait(now, progress.wait(now)))
     return gone, stop_pc
 
 
@@ -358,7 +362,8 @@ def run(args):
     _fork(senders, cfg, shm)
     start0 = _set_start(senders, shm, T)
     start = start0 + args.warmup_s
-    gone, stop_pc = _supervise(senders, shm, _Progress(shm, T, args.progress_s, start0), caught)
+    window_start = WindowStart(iface, start if args.warmup_s > 0 else None)
+    gone, stop_pc = _supervise(senders, shm, _Progress(shm, T, args.progress_s, start0), caught, window_start)
 
     t_drain = time.perf_counter()
     after = wait_drained(iface) if sys.platform.startswith("linux") else read_counters(iface)
@@ -369,7 +374,8 @@ def run(args):
         sys.stderr.write("%s: error: sender %d failed: %s\n" % ((control.PROG,) + crashed[0]))
     reports = [s.report if s.report is not None else _empty_report(s, start0) for s in senders]
     result = _result(args, clock, reports, senders, start0, start, caught, gone, stop_pc,
-                     counters_report(iface, before, after, drained_s))
+                     counters_report(iface, before, after, drained_s, args.warmup_s > 0, window_start.snap,
+                                     window_start.late_s))
     return result, control.exit_status(caught, gone, bool(crashed))
 
 

@@ -13,7 +13,7 @@ import tempfile
 import time
 
 from . import control, report, sockets
-from .counters import counters_report, read_counters, read_text, wait_drained
+from .counters import WindowStart, counters_report, read_counters, read_text, wait_drained
 from .stream import END_GRACE_S
 from .wire import HEADER_LEN, MAGIC, UDP_HLEN, mac_text
 
@@ -279,6 +279,7 @@ class _Run(object):
         self.run_start = None
         self.last_t, self.last_tx = None, _nic_tx(self.iface)
         self.total_sent_nic = 0
+        self.window_start = WindowStart(self.iface, None)  # read between the warm-up and the window
 
     def all(self, phases):
         for name, run_id, scheduled, duration in phases:
@@ -289,6 +290,9 @@ class _Run(object):
                 w = self.results["warmup"]
                 while time.perf_counter() < w["ready_pc"] + w["duration"] and not self.poll_stop():
                     time.sleep(0.0005)
+                if not self.poll_stop():
+                    self.window_start.at = w["ready_pc"] + w["duration"]
+                    self.window_start.poll(time.perf_counter())
             self.phase(name, scheduled, duration)
             if self.failure:
                 break
@@ -396,7 +400,9 @@ def run_trafgen(args):
     drained_s = time.perf_counter() - t_drain
     keep.close()
     interrupted = bool(caught) or poll_stop.gone is not None or run.failure is not None
-    result = _result(args, clock, run, interrupted, counters_report(iface, before, after, drained_s),
+    result = _result(args, clock, run, interrupted,
+                     counters_report(iface, before, after, drained_s, args.warmup_s > 0, run.window_start.snap,
+                                     run.window_start.late_s),
                      {"path": args.trafgen, "version": version, "sport": sport})
     if run.failure is not None and not caught and poll_stop.gone is None:
         control.say_error(run.failure)
