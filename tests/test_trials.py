@@ -2,6 +2,7 @@
 that changes numbers, the grid's dimensions, the seeded run order, trials on disk."""
 
 import hashlib
+import json
 import re
 import sys
 from pathlib import Path
@@ -274,3 +275,64 @@ def test_program_trials_on_disk_are_listed(programs, capsys):
     assert trials.main(["res"]) == 0
     out = capsys.readouterr().out
     assert "(collector)" in out and "2 trial(s)" in out
+
+
+# -- a lab's identity: what changes numbers, never credentials ------------------------------
+
+def lab_config(tmp_path, creds="a", **over):
+    """A lab of two sources and one DUT (as config/lab.example.yaml), its key, known_hosts
+    and token files under tmp_path/<creds>/; `over` sets sources.<i>.<key> or dut.<key>."""
+    d = tmp_path / creds
+    d.mkdir(exist_ok=True)
+    for name in ("id_ed25519", "known_hosts", "agent.token"):
+        (d / name).write_text(f"{creds} {name}\n")
+    lab = {"sources": [{"host": f"192.0.2.{20 + i}", "user": "root", "port": 22,
+                        "key_file": str(d / "id_ed25519"), "known_hosts": str(d / "known_hosts"),
+                        "iface": "eth1", "address": "auto", "python": "python3",
+                        "dut_iface": f"enp5s{i}"} for i in range(2)],
+           "dut": {"agent": "http://192.0.2.10:7717", "token_file": str(d / "agent.token"),
+                   "ifaces": ["enp5s0", "enp5s1"]}}
+    for path, value in over.items():
+        part, *rest = path.split(".")
+        where = lab["sources"][int(rest.pop(0))] if part == "sources" else lab["dut"]
+        where[rest[0]] = value
+    return settings(testbed="lab", lab=lab, target_pps=[1000, 2000])
+
+
+def test_moving_or_replacing_credentials_keeps_a_lab_trials_name(tmp_path):
+    base = trials.trials(lab_config(tmp_path))
+    moved = lab_config(tmp_path, creds="elsewhere")   # every key, known_hosts and token file moved
+    assert [t["point"] for t in trials.trials(moved)] == [t["point"] for t in base]
+    # the same settings go to the steps (Snakemake's params): nothing reruns in place either
+    assert [t["settings"] for t in trials.trials(moved)] == [t["settings"] for t in base]
+    assert trials.settings_of_point(base[0]["point"], moved) == base[0]["settings"]
+    (tmp_path / "a" / "agent.token").write_text("another token\n")   # a new token, same path
+    assert [t["point"] for t in trials.trials(lab_config(tmp_path))] == [t["point"] for t in base]
+    # and the settings a trial records hold no credential or path to one
+    text = json.dumps(base[0]["settings"])
+    assert "token" not in text and "key_file" not in text and "known_hosts" not in text
+    assert str(tmp_path) not in text
+
+
+@pytest.mark.parametrize("key,value", [
+    ("sources.0.host", "192.0.2.99"), ("sources.1.iface", "eth2"), ("sources.0.address", "192.0.2.50"),
+    ("sources.0.user", "xdp"), ("sources.0.port", 2222), ("sources.1.python", "/usr/bin/python3.12"),
+    ("sources.0.dut_iface", "enp5s1"), ("dut.agent", "http://192.0.2.11:7717"),
+    ("dut.ifaces", ["enp5s0", "enp5s1", "enp5s2"])])
+def test_a_lab_host_interface_or_address_changes_the_name(tmp_path, key, value):
+    a = trials.trials(lab_config(tmp_path))[0]["point"]
+    b = trials.trials(lab_config(tmp_path, **{key: value}))[0]["point"]
+    assert a != b and a.split("_cfg~")[0] == b.split("_cfg~")[0]
+
+
+def test_every_lab_key_is_decided(tmp_path):
+    """A key labconfig normalises is either in a trial's identity or a credential."""
+    from xdplab import labconfig
+
+    lab = lab_config(tmp_path)["lab"]
+    source_keys = set(labconfig.SOURCE_KEYS) | {"name"}
+    assert set(lab["sources"][0]) == source_keys
+    assert source_keys == set(trials.LAB_SOURCE_IDENTITY) | set(trials.LAB_SOURCE_CREDENTIALS)
+    assert set(lab["dut"]) == set(trials.LAB_DUT_IDENTITY) | set(trials.LAB_DUT_CREDENTIALS)
+    with pytest.raises(ValueError, match=r"lab.sources\[0\]: password not decided"):
+        trials.lab_identity({"sources": [dict(lab["sources"][0], password="x")], "dut": lab["dut"]})

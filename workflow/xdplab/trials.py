@@ -9,7 +9,8 @@ changed setting runs new trials next to the old ones instead of overwriting them
 
 The grid's dimensions and the duration are readable in the name; `cfg~` is a short
 digest of the other settings that change numbers (warm-up, threads, port, send path,
-the pattern's own knobs, the testbed).  Each trial's trial.json holds all of its
+the pattern's own knobs, the testbed: for a lab its hosts, interfaces and addresses,
+never credentials or their paths, lab_identity).  Each trial's trial.json holds all of its
 settings.  Settings that do not change the numbers (keep_pcap, keep_features,
 watchdog_grace_s, stability_pct) are not in the name: changing them reruns the trial
 in place.
@@ -57,9 +58,39 @@ INTEGER = {"target_pps", "packet_size", "duration_s"}
 OBSERVED_BY = {"full": "features", "verdicts": "counters", "off": "off"}
 # Settings that change a trial's numbers but are not readable in its name (cfg~ digest).
 DIGESTED = ("warmup_s", "threads", "port", "send_path", "generator", "mtu")
-# The testbed a trial ran on: the embedded one, or a lab's hosts.
+# The testbed a trial ran on: the embedded one, or a lab's hosts (a trial's settings hold
+# the lab's identity, lab_identity below: no credentials, no paths to them).
 TESTBED_KEYS = {"embedded": ("testbed", "src_iface", "dut_iface", "source_python"),
                 "lab": ("testbed", "lab")}
+# A lab's keys (as labconfig.check_lab normalises them) in a trial's identity: what changes
+# its numbers, i.e. which machine, which interface, which address, which interpreter.
+# Credentials and where they are kept are not in it: moving or replacing a key, a token or
+# a known_hosts file measures nothing again.  Each key is decided here; a lab key in neither
+# tuple is an error (lab_identity), so a new one cannot slip in unnoticed.
+LAB_SOURCE_IDENTITY = (
+    "name",       # src<i>, the source's place in the list: its rows in sources.csv
+    "host",       # which machine sends (an address, a name or an ~/.ssh/config alias as given)
+    "user",       # who runs the generator there: its privileges (send_path packet needs
+                  # root), its PATH (which `python` runs), its limits
+    "port",       # the SSH port: behind one address (a NAT, a jump host's forwards) the port
+                  # can be what tells two machines apart
+    "iface",      # the source's test interface: its NIC, driver, queues
+    "address",    # the address it sends from (or auto, resolved on the source per trial)
+    "python",     # the interpreter that runs the generator: its speed is the source's rate
+    "dut_iface",  # the DUT interface this source sends to
+)
+LAB_SOURCE_CREDENTIALS = (
+    "key_file",     # an SSH private key's path: how we log in, not what is measured
+    "known_hosts",  # the file holding the host's key: how the host is trusted, likewise
+)
+LAB_DUT_IDENTITY = (
+    "agent_url",  # http://HOST:PORT of the DUT agent: which machine is the DUT (the port for
+                  # the same reason as a source's SSH port)
+    "ifaces",     # the DUT interfaces measured, in order
+)
+LAB_DUT_CREDENTIALS = (
+    "token_file",  # the agent token's path (the token itself is never in the settings)
+)
 # Settings that a trial records and follows but that do not change its numbers.
 FOLLOWED = ("keep_pcap", "keep_features", "watchdog_grace_s", "stability_pct")
 # A pattern's own knob, where it changes the traffic.
@@ -146,6 +177,29 @@ def _testbed_keys(config: dict) -> tuple:
     return TESTBED_KEYS["lab" if config.get("testbed") == "lab" else "embedded"]
 
 
+def _decided(part: dict, where: str, identity: tuple, credentials: tuple) -> dict:
+    undecided = [k for k in part if k not in identity + credentials]
+    if undecided:
+        raise ValueError(f"{where}: {', '.join(map(str, undecided))} not decided in xdplab.trials "
+                         "(LAB_*_IDENTITY or LAB_*_CREDENTIALS): whether it changes a trial's numbers")
+    return {k: part.get(k) for k in identity}
+
+
+def lab_identity(lab: dict | None) -> dict | None:
+    """What of a lab (labconfig.check_lab's, normalised) changes a trial's numbers: the hosts,
+    users, ports, interfaces, addresses and interpreters of its sources, the DUT agent's URL
+    and interfaces; never credentials or their paths (LAB_*_CREDENTIALS).  A trial's settings
+    hold this, so its directory name (cfg~) and its steps' parameters stay the same when a key
+    or token file moves."""
+    if not lab:
+        return lab
+    sources = [_decided(s, f"lab.sources[{i}]", LAB_SOURCE_IDENTITY, LAB_SOURCE_CREDENTIALS)
+               for i, s in enumerate(lab.get("sources") or [])]
+    dut = lab.get("dut")
+    dut = _decided(dut, "lab.dut", LAB_DUT_IDENTITY, LAB_DUT_CREDENTIALS) if dut else dut
+    return {"sources": sources, "dut": dut}
+
+
 def _one(value):
     return value[0] if isinstance(value, list) else value
 
@@ -174,6 +228,8 @@ def config_digest(settings: dict) -> str:
 def point_settings_of(config: dict, point: dict) -> dict:
     """The full settings of one grid point: the configuration's scalars, the point's values."""
     s = {k: config.get(k) for k in ("duration_s",) + DIGESTED + _testbed_keys(config) + FOLLOWED}
+    if "lab" in s:
+        s["lab"] = lab_identity(s["lab"])
     for k in GRID:
         s[k] = point[k] if k in point else _one(config.get(k))
     for k in PATTERN_KNOBS.get(s["pattern"], ()):
