@@ -317,3 +317,24 @@ def test_a_shared_interfaces_drops_are_located_per_phase_on_the_trial():
     assert row["lost_unlocated"] == 0 and row["located_excess"] == 0 and row["unexplained"] == 0
     located_add_up(row)
     sums_agree(out, ["sent", "warmup_sent", "xdp_matched", "lost", "warmup_lost"])
+
+
+def test_drops_the_boundary_put_on_the_wrong_side_move_back_only_as_far_as_it_allows():
+    # The snapshot at the window's start ended after 40 of the window's packets were sent
+    # (sent_by_then 5040 over both phases); 30 of them were dropped by the qdisc, counted
+    # in the warm-up's delta.
+    def trial(sent_by_then):
+        g = warm_gen(25000, 5000, window_counters={"qdisc_drops": 14843},
+                     warmup_counters={"qdisc_drops": 3769 + 30})
+        g["source_counters"]["window_start"] = {"read_late_s": 0.004, "qdisc_backlog_packets": 0,
+                                                "sent_by_then": sent_by_then}
+        ifs = {"xl-dut0": iface(matched=(25000 - 14873) + (5000 - 3769),
+                                by_run={str(RUN): 25000 - 14873, str(WARM_RUN): 5000 - 3769})}
+        return summarize(gens=[g], ifaces=ifs)["row"]
+    row = trial(5040)
+    assert (row["lost"], row["lost_src_qdisc"], row["lost_unlocated"], row["located_excess"]) == (14873, 14873, 0, 0)
+    assert (row["warmup_lost_src_qdisc"], row["warmup_located_excess"]) == (3769, 0)
+    # Had no packet of the window been sent by then, nothing moves: said, not hidden.
+    row = trial(5000)
+    assert (row["lost_src_qdisc"], row["lost_unlocated"], row["warmup_located_excess"]) == (14843, 30, 30)
+    located_add_up(row)

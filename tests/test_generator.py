@@ -608,7 +608,8 @@ def test_source_counters_are_split_at_the_windows_start():
         sink.close()
     sc = out["source_counters"]
     assert set(sc["at_window_start"]) == set(counters.COUNTER_KEYS)
-    assert set(sc["window_start"]) == {"read_late_s", "qdisc_backlog_packets"}
+    assert set(sc["window_start"]) == {"read_late_s", "qdisc_backlog_packets", "sent_by_then"}
+    assert 400 <= sc["window_start"]["sent_by_then"] <= 1000
     for k in counters.COUNTER_KEYS:
         parts = (sc["warmup_delta"][k], sc["window_delta"][k])
         assert (None in parts and sc["delta"][k] is None) or sum(parts) == sc["delta"][k], k

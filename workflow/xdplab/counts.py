@@ -102,13 +102,20 @@ def _source_places(d: dict) -> dict:
 def source_loss_counters(gen: dict) -> dict:
     """Packets the source host's own counters say it did not transmit, by place and
     phase: {"window": {place: n}, "warmup": {place: n}, "both": {place: n}} ("both":
-    counts that span the warm-up and the window, when the report cannot split them)."""
+    counts that span the warm-up and the window, when the report cannot split them), and
+    "cross": how many of one phase's packets the other's counts may hold, the snapshot
+    between them being read just after the window began ({"to_window": the window's
+    packets sent before that reading ended, "to_warmup": warm-up packets still queued in
+    the source's root qdisc then})."""
     sc = gen.get("source_counters") or {}
-    out = {"window": {}, "warmup": {}, "both": {}}
+    out = {"window": {}, "warmup": {}, "both": {}, "cross": {}}
     if sc.get("window_delta") is not None:
         out["window"] = _source_places(sc["window_delta"])
         if sc.get("warmup_delta") is not None:
             out["warmup"] = _source_places(sc["warmup_delta"])
+            ws = sc.get("window_start") or {}
+            out["cross"] = {"to_window": max(0, count(ws.get("sent_by_then")) - warmup_sent(gen)),
+                            "to_warmup": count(ws.get("qdisc_backlog_packets"))}
     elif gen.get("warmup"):
         out["both"] = _source_places(sc.get("delta"))
     else:
@@ -132,20 +139,34 @@ def locate(lost: int, counted: dict) -> dict:
 def locate_phases(lost, warm_lost, counted: dict) -> tuple:
     """(the window's, the warm-up's) located loss: for each, {"lost_<place>": n,
     "lost_unlocated": n, "located_excess": n}, whose first five add up to its loss.
-    counted: {"window": {place: n}, "warmup": {place: n}, "both": {place: n}}.  A place
-    counted in "both" gives the warm-up's loss first, what is left of it the window's,
-    and what is left after both is the window's located_excess.  The warm-up's is None
-    when warm_lost is None (no warm-up, or no collector)."""
+    counted: {"window": {place: n}, "warmup": {place: n}, "both": {place: n}, "cross":
+    {"to_window": n, "to_warmup": n}}.  A place counted in "both" gives the warm-up's
+    loss first, what is left of it the window's, and what is left after both is the
+    window's located_excess.  What one phase's counter at a place holds beyond that
+    phase's loss goes to the other phase's loss at the same place, up to "cross" (the
+    packets the boundary between the two counts may have put on the wrong side).  The
+    warm-up's is None when warm_lost is None (no warm-up, or no collector)."""
     left = {"window": max(0, count(lost)), "warmup": max(0, count(warm_lost))}
     out = {"window": {}, "warmup": {}}
     excess = {"window": 0, "warmup": 0}
+    cross = {"window": count((counted.get("cross") or {}).get("to_window")),
+             "warmup": count((counted.get("cross") or {}).get("to_warmup"))}
     for place in LOSS_PLACES:
+        spare = {}
         for phase in ("warmup", "window"):
             own = max(0, count((counted.get(phase) or {}).get(place)))
             take = min(left[phase], own)
             out[phase][f"lost_{place}"] = take
             left[phase] -= take
-            excess[phase] += own - take
+            spare[phase] = own - take
+        for phase, other in (("warmup", "window"), ("window", "warmup")):
+            take = min(left[phase], spare[other], cross[phase])
+            out[phase][f"lost_{place}"] += take
+            left[phase] -= take
+            spare[other] -= take
+            cross[phase] -= take
+        for phase in ("warmup", "window"):
+            excess[phase] += spare[phase]
         span = max(0, count((counted.get("both") or {}).get(place)))
         for phase in ("warmup", "window"):
             take = min(left[phase], span)

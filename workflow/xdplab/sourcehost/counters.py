@@ -157,16 +157,19 @@ def wait_drained(iface, limit_s=DRAIN_MAX_S):
 class WindowStart(object):
     """The snapshot at the measured window's start (the warm-up's end), read once when it
     is due: poll(now) from the loop that waits for the senders; wait(now, limit) is how
-    long that loop may sleep so as to wake on time.  at_pc None: no warm-up, nothing read."""
+    long that loop may sleep so as to wake on time.  at_pc None: no warm-up, nothing read.
+    sent_now: a callable giving the packets sent so far over both phases (read right after
+    the snapshot, it bounds the window's packets the snapshot may have seen)."""
 
-    def __init__(self, iface, at_pc):
-        self.iface, self.at = iface, at_pc
-        self.snap = self.late_s = None
+    def __init__(self, iface, at_pc, sent_now=None):
+        self.iface, self.at, self.sent_now = iface, at_pc, sent_now
+        self.snap = self.late_s = self.sent_by_then = None
 
     def poll(self, now):
         if self.at is not None and self.snap is None and now >= self.at:
             self.snap = read_counters(self.iface)
             self.late_s = time.perf_counter() - self.at
+            self.sent_by_then = self.sent_now() if self.sent_now else None
 
     def wait(self, now, limit):
         if self.at is None or self.snap is not None:
@@ -178,10 +181,12 @@ def _delta(a, b):
     return {k: (b[k] - a[k] if b[k] is not None and a[k] is not None else None) for k in COUNTER_KEYS}
 
 
-def counters_report(iface, before, after, drained_s, warmup=False, at_window=None, at_window_late_s=None):
+def counters_report(iface, before, after, drained_s, warmup=False, at_window=None, at_window_late_s=None,
+                    sent_by_then=None):
     """The source_counters block.  warmup: the run had one; at_window: the snapshot read at
     the measured window's start (None without a warm-up, or when the run stopped before),
-    at_window_late_s how long after the planned start its reading ended.  "delta" spans
+    at_window_late_s how long after the planned start its reading ended, sent_by_then the
+    packets sent over both phases right after it (None: the window had not begun).  "delta" spans
     the whole run; "warmup_delta" and "window_delta" split it there.  Without a warm-up
     "window_delta" is "delta" and "warmup_delta" null; with one but no snapshot there,
     both are null (the split is unknown)."""
@@ -190,7 +195,7 @@ def counters_report(iface, before, after, drained_s, warmup=False, at_window=Non
     split = None
     if at_window is not None:
         split = {"read_late_s": None if at_window_late_s is None else round(at_window_late_s, 6),
-                 "qdisc_backlog_packets": at_window.get("_qlen")}
+                 "qdisc_backlog_packets": at_window.get("_qlen"), "sent_by_then": sent_by_then}
     if sys.platform.startswith("linux"):
         method = ("read before the first packet and again after the last sender ended and the traffic "
                   "drained (root qdisc backlog empty and tx_packets unchanged for %d ms; waited %.3f s, "
@@ -198,9 +203,10 @@ def counters_report(iface, before, after, drained_s, warmup=False, at_window=Non
                   "process's traffic included" % (DRAIN_STEP_S * 1000, drained_s, DRAIN_MAX_S))
         if at_window is not None:
             method += ("; also read at the measured window's start (the warm-up's end), while sending "
-                       "goes on: warmup_delta is before to there, window_delta there to after; warm-up "
-                       "packets still in the root qdisc then (window_start.qdisc_backlog_packets) are "
-                       "counted in the window's if dropped later")
+                       "goes on: warmup_delta is before to there, window_delta there to after; the "
+                       "window's packets sent before that reading ended (at most window_start.sent_by_then "
+                       "less the warm-up's sent) may count in warmup_delta, and warm-up packets still in "
+                       "the root qdisc then (window_start.qdisc_backlog_packets) in window_delta")
         if not iface:
             method += "; no --iface/--counters-iface: no NIC or qdisc counters"
     else:

@@ -362,8 +362,9 @@ def run(args):
     _fork(senders, cfg, shm)
     start0 = _set_start(senders, shm, T)
     start = start0 + args.warmup_s
-    window_start = WindowStart(iface, start if args.warmup_s > 0 else None)
-    gone, stop_pc = _supervise(senders, shm, _Progress(shm, T, args.progress_s, start0), caught, window_start)
+    progress = _Progress(shm, T, args.progress_s, start0)
+    window_start = WindowStart(iface, start if args.warmup_s > 0 else None, progress.sent)
+    gone, stop_pc = _supervise(senders, shm, progress, caught, window_start)
 
     t_drain = time.perf_counter()
     after = wait_drained(iface) if sys.platform.startswith("linux") else read_counters(iface)
@@ -375,7 +376,7 @@ def run(args):
     reports = [s.report if s.report is not None else _empty_report(s, start0) for s in senders]
     result = _result(args, clock, reports, senders, start0, start, caught, gone, stop_pc,
                      counters_report(iface, before, after, drained_s, args.warmup_s > 0, window_start.snap,
-                                     window_start.late_s))
+                                     window_start.late_s, window_start.sent_by_then))
     return result, control.exit_status(caught, gone, bool(crashed))
 
 
