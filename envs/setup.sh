@@ -2,8 +2,8 @@
 # Machine setup for xdplab (called by `make setup`), idempotent: checks first
 # that /usr/bin/python3 is >= 3.11 (and warns unless Debian >= 12 or Ubuntu >=
 # 24.04), then installs the Debian packages in envs/debian-packages.txt, makes
-# kernel headers visible to BCC, and builds the controller venv .venv/ from
-# envs/controller.txt.
+# kernel headers visible to BCC, builds the controller venv .venv/ from
+# envs/controller.txt and installs xdplab itself into it, editable (pyproject.toml).
 # When everything is already there it prints nothing and takes well under a second.
 #
 # Overrides, meant for testing the headers logic without touching the real
@@ -208,3 +208,30 @@ if [ "$(cat "$STAMP" 2>/dev/null || true)" != "$want" ] || [ ! -x "$VENV/bin/sna
 fi
 "$VENV/bin/python" -c 'import bcc' 2>/dev/null \
     || die ".venv cannot import bcc; it must be made with --system-site-packages from $SYSTEM_PYTHON (remove .venv and rerun)"
+
+# --- 4. xdplab itself, editable ---------------------------------------------------
+# `import xdplab` in .venv without PYTHONPATH (a notebook, a script): pip install -e
+# points .venv's site-packages at workflow/ of the clone the venv lives in (OWNER; a
+# .venv that is a symlink to another clone's, as the tests make, stays that clone's).
+# Done when .venv's python, outside any PYTHONPATH and working directory, imports
+# xdplab from there and OWNER's pyproject.toml is the one it was installed from: one
+# start of python, a few tens of ms.  setuptools >= 64 builds it: .venv's own when it
+# has one (Debian 12's venv has 66), else pip fetches it for the build.
+OWNER="$(dirname "$(readlink -f "$VENV")")"
+PACKAGE_STAMP="$VENV/.xdplab-package.sha256"
+want_package="$(sha256sum <"$OWNER/pyproject.toml" | cut -d' ' -f1)"
+imported_from() {
+    (cd / && env -u PYTHONPATH "$VENV/bin/python" -c 'import xdplab; print(xdplab.__file__)' 2>/dev/null) || true
+}
+if [ "$(cat "$PACKAGE_STAMP" 2>/dev/null || true)" != "$want_package" ] \
+        || [ "$(imported_from)" != "$OWNER/workflow/xdplab/__init__.py" ]; then
+    say "installing xdplab into .venv (editable: pip install -e $OWNER)"
+    isolation=()
+    "$VENV/bin/python" -c 'import setuptools, sys; sys.exit(int(setuptools.__version__.split(".")[0]) < 64)' \
+        2>/dev/null && isolation=(--no-build-isolation)
+    "$VENV/bin/python" -m pip install --disable-pip-version-check --no-input -qq --no-deps \
+        "${isolation[@]}" -e "$OWNER" || die "pip install -e $OWNER failed (output above)"
+    [ "$(imported_from)" = "$OWNER/workflow/xdplab/__init__.py" ] \
+        || die ".venv still does not import xdplab from $OWNER/workflow after pip install -e (it imports: $(imported_from))"
+    echo "$want_package" >"$PACKAGE_STAMP"
+fi

@@ -4,7 +4,10 @@ unless Debian >= 12 or Ubuntu >= 24.04) and /usr/bin/python3 (an error below
 
 No other OS is needed: XDPLAB_OS_RELEASE and XDPLAB_SYSTEM_PYTHON stand in a fake
 os-release and python, and a fake apt-get, dpkg-query and `id` on PATH record
-any attempt to install and stop the script right after its checks (not root)."""
+any attempt to install and stop the script right after its checks (not root).
+
+Then, on this machine after `make setup`: xdplab imports from .venv without PYTHONPATH
+(the editable install), and a second setup has nothing to do and says nothing."""
 
 import os
 import subprocess
@@ -84,3 +87,29 @@ def test_checks_pass_then_setup_goes_on(tmp_path, os_release, python_version, wa
     err = setup_sh(tmp_path, os_release, python_version)
     assert ("warning: this is " in err) == warned, err
     assert err.splitlines()[-1].startswith("setup: error: must run as root")
+
+
+# -- the machine this runs on, after `make setup` ----------------------------------------
+
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+
+
+@pytest.mark.skipif(not VENV_PYTHON.exists(), reason="no .venv: run `make setup`")
+def test_xdplab_imports_from_the_venv_without_pythonpath(tmp_path):
+    """The editable install: a notebook or script in .venv imports this clone's xdplab."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    r = subprocess.run([str(VENV_PYTHON), "-c", "import xdplab.experiment; print(xdplab.__file__)"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(REPO / "workflow/xdplab/__init__.py")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not VENV_PYTHON.exists(),
+                    reason="needs root and a .venv made by `make setup`")
+def test_setup_again_does_nothing_quickly():
+    """Every `make run` and `make test` starts with it: when all is there, it says nothing."""
+    t0 = time.monotonic()
+    r = subprocess.run(["bash", "envs/setup.sh"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    took = time.monotonic() - t0
+    assert r.returncode == 0 and r.stdout == "" and r.stderr == "", r
+    assert took < 3, f"setup took {took:.1f} s with nothing to do"
