@@ -1,12 +1,15 @@
 """The controller's side of the DUT agent's REST API (see PROTOCOL.md).
 
 Every failure becomes an AgentError whose message names the agent's address
-and what failed, so a rule's error says which host to look at.
+and what failed, so a rule's error says which host to look at; where the cause
+is known, `fix` says what to do about it, and `transient` whether running again
+could help by itself (the end of a failed run says so, xdplab.housekeeping).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -14,22 +17,30 @@ from .agent import TOKEN_HEADER  # the header's name, defined once with the agen
 
 
 class AgentError(RuntimeError):
-    def __init__(self, message: str, status: int | None = None):
+    """`fix`: what to do (None when the cause is not known); `transient`: the failure may
+    not happen again (a timeout, a connection that broke off), so running again can help;
+    a refused connection or token will be refused again until someone fixes it."""
+
+    def __init__(self, message: str, status: int | None = None, fix: str | None = None,
+                 transient: bool = False):
         super().__init__(message)
         self.status = status
+        self.fix = fix
+        self.transient = transient
 
 
 class AgentClient:
-    def __init__(self, url: str, token: str, timeout_s: float = 10.0):
+    def __init__(self, url: str, token: str, timeout_s: float = 10.0, token_file: str | None = None):
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
+        self.token_file = token_file   # where the token was read, for the fix of a refused one
         self._http = requests.Session()
         self._http.headers[TOKEN_HEADER] = token
 
     @classmethod
     def from_description(cls, dut: dict, timeout_s: float = 10.0) -> "AgentClient":
         token = Path(dut["token_file"]).read_text().strip()
-        return cls(dut["agent_url"], token, timeout_s)
+        return cls(dut["agent_url"], token, timeout_s, token_file=str(dut["token_file"]))
 
     def _call(self, method: str, path: str, *, json=None, timeout_s=None, stream=False,
               data=None, headers=None):
@@ -39,20 +50,51 @@ class AgentClient:
                                    data=data, headers=headers,
                                    timeout=timeout_s or self.timeout_s)
         except requests.ConnectionError as e:
-            raise AgentError(f"{where}: cannot connect ({_root_cause(e)})") from e
+            raise AgentError(f"{where}: cannot connect ({_root_cause(e)})",
+                             **self._connection_fix(e)) from e
         except requests.Timeout as e:
             raise AgentError(f"{where}: no answer to {method} {path} within "
-                             f"{timeout_s or self.timeout_s:g} s") from e
+                             f"{timeout_s or self.timeout_s:g} s", transient=True,
+                             fix=f"the agent at {self.url} accepted the connection but did not "
+                                 f"answer: see its log on the DUT (`journalctl -u xdplab-agent` "
+                                 f"as a service); `curl {self.url}/health` answers at once when "
+                                 f"it is well") from e
         if r.status_code >= 400:
             try:
                 detail = r.json().get("error", r.text)
             except ValueError:
                 detail = r.text.strip()[:300]
+            fix = None
             if r.status_code == 401:
                 detail = f"the token was refused ({detail})"
+                fix = self._token_fix()
             raise AgentError(f"{where}: {method} {path} failed with HTTP {r.status_code}: {detail}",
-                             r.status_code)
+                             r.status_code, fix=fix)
         return r
+
+    def _connection_fix(self, e: requests.ConnectionError) -> dict:
+        """AgentError's fix and transient for a connection that failed."""
+        cause = _root_exception(e)
+        if isinstance(cause, ConnectionRefusedError):
+            return {"fix": f"nothing listens at {self.url}: check that the DUT agent runs and "
+                           f"listens at {self._hostport()} (the address and port of its --listen)"}
+        if isinstance(cause, (ConnectionResetError, ConnectionAbortedError, BrokenPipeError)) \
+                or "RemoteDisconnected" in type(cause).__name__:
+            return {"transient": True,
+                    "fix": f"the agent at {self.url} dropped the connection: see its log on the DUT"}
+        return {"fix": f"check that {self._hostport()} is the DUT agent's address and port "
+                       f"(lab.dut.agent), reachable from this machine"}
+
+    def _token_fix(self) -> str:
+        read = f"the token read from {self.token_file}" if self.token_file else "the token"
+        return (f"{read} is not the agent's: copy the file the agent was started with "
+                f"(its --token-file) to {self.token_file or 'the token_file of the configuration'} "
+                f"(the agent takes the token in the {TOKEN_HEADER} header or as "
+                f"`Authorization: Bearer <token>`)")
+
+    def _hostport(self) -> str:
+        u = urlsplit(self.url)
+        return u.netloc or self.url
 
     def health(self, timeout_s: float | None = None) -> dict:
         return self._call("GET", "/health", timeout_s=timeout_s).json()
@@ -118,7 +160,7 @@ class AgentClient:
                     size += len(chunk)
             except requests.RequestException as e:
                 raise AgentError(f"DUT agent at {self.url}: the download of {what} broke off "
-                                 f"after {size} bytes ({_root_cause(e)})") from e
+                                 f"after {size} bytes ({_root_cause(e)})", transient=True) from e
             finally:
                 r.close()
         expected = r.headers.get("Content-Length")
@@ -131,6 +173,20 @@ class AgentClient:
 
     def reset(self) -> dict:
         return self._call("POST", "/reset", timeout_s=60).json()
+
+
+def _root_exception(e: BaseException) -> BaseException:
+    """The innermost exception of a chain (requests wraps urllib3's, which wraps the OS's)."""
+    seen = set()
+    while id(e) not in seen:
+        seen.add(id(e))
+        inner = e.__cause__ or e.__context__
+        if inner is None and e.args and isinstance(e.args[0], BaseException):
+            inner = e.args[0]
+        if inner is None:
+            break
+        e = inner
+    return e
 
 
 def _root_cause(e: BaseException) -> str:

@@ -13,6 +13,7 @@ lock directory, its signal handling and scheduler) is in xdplab.snakemake_intern
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from . import snakemake_internals, trials
 from .snakemake_internals import another_invocation_running, executes_jobs  # noqa: F401 (executes_jobs: for tests)
 from .steps.machinery import FAILED_FILE   # why the trial's last attempt failed
+from .steps.machinery import RUN_FAILURES, run_failures   # why this invocation's steps failed
 
 STEP_FILES = ("arm.json", "generator.json", "capture.json")
 CAPTURE_GLOB = "capture*.pcap"   # capture.pcap, or capture-<if>.pcap per DUT interface
@@ -115,13 +117,12 @@ def on_start(settings: dict, results: str, trial_dirs: list[str] = ()) -> None:
     """Run by Snakemake before the first job (not on a dry run)."""
     check_writable(results)
     write_plan(list(trial_dirs), settings.get("seed"))
+    RUN_FAILURES.unlink(missing_ok=True)   # the failures said at the end are this invocation's
     # Snakemake's own handlers only wait for the running jobs: pass a stop signal on
     snakemake_internals.forward_stop_signals()
     # Some failures skip Snakemake's onerror (an output directory that cannot be made,
     # an error in the scheduler): end the run in order anyway, at exit.
-    import atexit
-
-    atexit.register(lambda: _RUN["ended"] or end_of_run(settings, results, failed=True))
+    atexit.register(lambda: _RUN["ended"] or end_of_run(settings, results, failed=True, at_exit=True))
 
 
 # -- end of run ----------------------------------------------------------------------
@@ -136,18 +137,23 @@ def failed_trials(results: str) -> list[dict]:
     return sorted(found, key=lambda f: f.get("unix_s") or 0)
 
 
-def end_of_run(settings: dict, results: str, failed: bool) -> None:
+def end_of_run(settings: dict, results: str, failed: bool, at_exit: bool = False) -> None:
     """Run by Snakemake when the workflow ends: leave nothing armed or running, tear
-    down (or keep) the testbed, say why trials failed, show the table."""
+    down (or keep) the testbed, show the table; or, after a failure, say why (`verdict`)
+    as the run's last lines: at the interpreter's exit, after Snakemake's own closing
+    lines (`at_exit`: called from there already)."""
     if _RUN["ended"]:
         return
     _RUN["ended"] = True
     snakemake_internals.cancel_scheduler_timers()
+    failures = []
     if failed:
-        for f in failed_trials(results):
-            reason = " ".join(str(f.get("reason", "?")).split())
-            print(f"xdplab: trial {f.get('trial')} FAILED in {f.get('step')} at {f.get('time')}: "
-                  f"{reason}", file=sys.stderr)
+        # The steps' own record; failing that (it could not be written), the trials' failed.json.
+        failures = _this_invocation(run_failures()) or [
+            dict(f, where=f"trial {f.get('trial')}", rerun=bool(f.get("interrupted")))
+            for f in _this_invocation(failed_trials(results))]
+    # What the end of the run tells anyway is not told again while cleaning up.
+    known = "\n".join(f"{f.get('reason')}\n{f.get('fix') or ''}" for f in failures)
     if settings["testbed"] == "embedded":
         from .testbed import EmbeddedTestbed, TestbedError
 
@@ -156,7 +162,7 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
         if settings["keep_testbed"]:
             # After a run without failures every generator has ended and reported; a failed
             # or interrupted one may have left one running.
-            for note in _quiesce(_embedded_description(tb, settings), generators=failed):
+            for note in _quiesce(_embedded_description(tb, settings), generators=failed, known=known):
                 print(f"xdplab: {note}", file=sys.stderr)
             print("xdplab: the testbed is left up (keep_testbed=true); remove it with "
                   "`make clean-testbed`", file=sys.stderr)
@@ -178,12 +184,14 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
     elif settings["testbed"] == "lab" and failed and settings.get("lab"):
         # The steps clean up after themselves; this is the last word on a failed lab run.
         lab = settings["lab"]
-        for note in _quiesce({"sources": lab["sources"], "dut": lab["dut"]}):
+        for note in _quiesce({"sources": lab["sources"], "dut": lab["dut"]}, known=known):
             print(f"xdplab: {note}", file=sys.stderr)
     if failed:
-        print("xdplab: the run failed (reasons above; each trial's logs are in its directory, "
-              f"{results}/trials/.../logs/). Run the same command again: finished trials are kept, "
-              "failed or interrupted ones run again.", file=sys.stderr)
+        lines = verdict(failures, results)
+        if at_exit:
+            _say(lines)
+        else:
+            atexit.register(_say, lines)
     # A zero-loss search (`snakemake ndr`) ends with its own table.
     searched = snakemake_internals.asked_for("ndr") and Path(results, "ndr.md").exists()
     table = Path(results, "ndr.md" if searched else "summary.md")
@@ -194,6 +202,67 @@ def end_of_run(settings: dict, results: str, failed: bool) -> None:
               f"Results: {results}/summary.csv (one row per trial; columns explained in docs/method.md)")
     for line in source_limited(results):
         print(line)
+
+
+def _say(lines: list[str]) -> None:
+    for line in lines:
+        print(line, file=sys.stderr)
+    sys.stderr.flush()
+
+
+def _this_invocation(failures: list[dict]) -> list[dict]:
+    """The failures recorded since this invocation started (progress.PLAN_FILE)."""
+    from .progress import PLAN_FILE
+
+    try:
+        started = json.loads(PLAN_FILE.read_text()).get("started_unix_s") or 0
+    except (OSError, ValueError, AttributeError):
+        started = 0
+    return [f for f in failures if (f.get("unix_s") or 0) >= started]
+
+
+def verdict(failures: list[dict], results: str) -> list[str]:
+    """The last lines of a failed run: each reason once (steps that failed alike, such as
+    every trial's connectivity check while the agent is down, together), with its fix
+    where the step knew one; then whether running the same command again can help by
+    itself (after an interruption or a passing failure) or something must be fixed first."""
+    groups: dict[str, list[dict]] = {}
+    for f in failures:
+        groups.setdefault(str(f.get("reason", "?")), []).append(f)
+    out = []
+    for reason, group in groups.items():
+        steps = ", ".join(dict.fromkeys(str(f.get("step")) for f in group))
+        where = [f.get("where") or "a step" for f in group]
+        if len(group) == 1:
+            head = (f"xdplab: {where[0]} FAILED in {steps} at {group[0].get('time')}: "
+                    if group[0].get("where") else f"xdplab: {steps} FAILED at {group[0].get('time')}: ")
+        else:
+            head = f"xdplab: {steps} FAILED {len(group)} times ({_count_places(where)}), each time: "
+        first, *rest = reason.strip().splitlines() or ["?"]
+        out.append(head + first)
+        out += [f"xdplab:   {line.strip()}" for line in rest if line.strip()]
+        fix = next((f["fix"] for f in group if f.get("fix")), None)
+        out += [f"xdplab:   fix: {line.strip()}" for line in (fix or "").splitlines() if line.strip()]
+    logs = f"each step's log is in {results}/trials/<trial>/logs/ or {Path(results).parent}/build/<testbed>/logs/"
+    if failures and all(f.get("rerun") for f in failures):
+        out.append(f"xdplab: the run failed; {logs}. Run the same command again: finished trials "
+                   f"are kept, failed or interrupted ones run again.")
+    elif failures:
+        out.append(f"xdplab: the run failed; {logs}. Finished trials are kept: once the cause "
+                   f"above is dealt with, the next run repeats only what did not finish.")
+    else:
+        out.append("xdplab: the run failed before any step did (Snakemake's error is above; its "
+                   "whole log is in .snakemake/log/).")
+    return out
+
+
+def _count_places(where: list[str]) -> str:
+    """"the build and 18 trials": where a step failed alike."""
+    trials = [w for w in where if w.startswith("trial ")]
+    parts = list(dict.fromkeys(w for w in where if not w.startswith("trial ")))
+    if trials:
+        parts.append(trials[0] if len(trials) == 1 else f"{len(trials)} trials")
+    return " and ".join(parts)
 
 
 def source_limited(results: str) -> list[str]:
@@ -226,10 +295,16 @@ def _embedded_description(tb, settings: dict) -> dict | None:
         return None
 
 
-def _quiesce(desc: dict | None, generators: bool = True) -> list[str]:
+def _quiesce(desc: dict | None, generators: bool = True, known: str = "") -> list[str]:
     """On hosts that stay up: disarm any session and (`generators`) stop any generator of
-    ours over SSH, so that they are reusable.  Best effort, bounded; returns what it did."""
+    ours over SSH, so that they are reusable.  Best effort, bounded; returns what it did.
+    A host that cannot be reached for a reason already in `known` (the failures the run
+    ends with) is not reported again."""
     from .agentclient import AgentClient, AgentError
+
+    def new_news(e) -> bool:
+        fix = getattr(e, "fix", None)
+        return not (str(e) and str(e) in known) and not (fix and fix in known)
 
     notes = []
     if not desc:
@@ -239,7 +314,8 @@ def _quiesce(desc: dict | None, generators: bool = True) -> list[str]:
         if disarmed:
             notes.append(f"disarmed session(s) {', '.join(disarmed)} on the DUT agent")
     except (OSError, KeyError, AgentError) as e:
-        notes.append(f"could not disarm the DUT agent: {e}")
+        if new_news(e):
+            notes.append(f"could not disarm the DUT agent: {e}")
     from . import source
 
     for src in (desc.get("sources") or []) if generators else []:
@@ -247,5 +323,6 @@ def _quiesce(desc: dict | None, generators: bool = True) -> list[str]:
             for proc in source.stop_generators(src):
                 notes.append(f"stopped a generator on the {source.where(src)}: {proc}")
         except Exception as e:  # noqa: BLE001 - best effort at the very end
-            notes.append(f"could not check the {source.where(src)} for generators: {e}")
+            if new_news(e):
+                notes.append(f"could not check the {source.where(src)} for generators: {e}")
     return notes

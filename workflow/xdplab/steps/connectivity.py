@@ -104,6 +104,7 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
     desc = testbed if isinstance(testbed, dict) else read_json(testbed)
     earlier = _sources_checked(sources_record, desc)
     problems = []
+    fixes, transient = [], []   # the agent's (an AgentError knows its cause); a source's say it themselves
     agent = AgentClient.from_description(desc["dut"], timeout_s=timeout_s)
     dut_ifaces = {}
     try:
@@ -121,13 +122,18 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
     except AgentError as e:
         health = None
         problems.append(str(e))
+        fixes.append(e.fix)
+        transient.append(e.transient)
 
     if earlier is not None:
         resolved = _sources_answer(desc, earlier, dut_ifaces, problems, log, timeout_s)
     else:
         resolved = _sources_in_full(desc, dut_ifaces, problems, log, timeout_s)
     if problems:
-        raise StepError("connectivity check failed:\n  " + "\n  ".join(problems))
+        # Running again helps by itself only if every problem was a passing one.
+        raise StepError("connectivity check failed:\n  " + "\n  ".join(problems),
+                        fix="\n".join(f for f in fixes if f) or None,
+                        transient=len(transient) == len(problems) and all(transient))
     record = {"testbed": desc, "sources": resolved, "dut": dict(desc["dut"], ifaces=dut_ifaces),
               "agent": health, "checked_unix_s": time.time(),
               "sources_checked_unix_s": earlier["checked_unix_s"] if earlier else time.time()}

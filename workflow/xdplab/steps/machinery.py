@@ -7,7 +7,9 @@ A step runs under `run_step`, which owns one `Step`: the rule's `Log`, a `Cleanu
 ExitStack) and the `StopSignals` that turn SIGTERM, SIGINT and SIGHUP into an orderly
 exit.  A step that succeeds ends its process at once (`_leave`), its cleanups not
 needed; one that fails or is interrupted unwinds them, and a trial step records why in
-the trial directory's failed.json.
+the trial directory's failed.json.  Every failed step also adds a line to the
+invocation's RUN_FAILURES, from which the end of the run says each reason once, with
+its fix (xdplab.housekeeping.verdict).
 """
 
 from __future__ import annotations
@@ -27,10 +29,19 @@ from ..agentclient import AgentError
 # The four rules of a trial; a failure of one is recorded in the trial's failed.json.
 TRIAL_STEPS = ("arm_collector", "launch_generator", "verify_capture", "gather_results")
 FAILED_FILE = "failed.json"
+# Every step that failed in the running invocation, one JSON object a line (emptied by
+# housekeeping.on_start); relative to Snakemake's working directory, like progress.PLAN_FILE.
+RUN_FAILURES = Path(".snakemake", "xdplab-failures.jsonl")
 
 
 class StepError(RuntimeError):
-    """A step failed for a reason the user can act on; the message says which."""
+    """A step failed for a reason the user can act on; the message says which.  `fix`:
+    what to do, when the step knows; `transient`: running again may help by itself."""
+
+    def __init__(self, message: str, fix: str | None = None, transient: bool = False):
+        super().__init__(message)
+        self.fix = fix
+        self.transient = transient
 
 
 class OutputError(StepError):
@@ -174,26 +185,89 @@ def run_step(sm, fn) -> None:
         fn(sm, log)
         _leave(log)   # the cleanups are not needed: the process ends here
     except Interrupted as e:
-        reason, status = f"interrupted by {e}", 130
+        reason, status, error = f"interrupted by {e}", 130, e
     except (StepError, AgentError, source.SourceError) as e:
-        reason, status = str(e), 1
+        reason, status, error = str(e), 1, e
     except OSError as e:
-        reason, status = _os_reason(e), 1
+        reason, status, error = _os_reason(e), 1, e
     except BaseException as e:
         import traceback
 
-        reason, status = f"unexpected error: {type(e).__name__}: {e}", 1
+        reason, status, error = f"unexpected error: {type(e).__name__}: {e}", 1, e
         unexpected = e
         log("FAILED with an unexpected error:\n" + traceback.format_exc())
     stop.stopping = True
     notes = cleanups.unwind()
+    failure = {"step": sm.rule, "reason": reason, **_advice(status, error)}
     if sm.rule in TRIAL_STEPS:
-        record_failure(sm, reason, notes, log)
-    log(f"FAILED: {reason}")
-    print(f"xdplab {sm.rule}: {reason}", file=sys.stderr, flush=True)
+        record_failure(sm, reason, notes, log, failure)
+    log(f"FAILED: {reason}" + (f"\nfix: {failure['fix']}" if failure.get("fix") else ""))
+    # Each reason once on the terminal: several jobs failing alike (every trial's
+    # connectivity check when the agent is down) say it in full the first time only.
+    said_before = any(f.get("reason") == reason for f in run_failures())
+    where = stage_label(sm)
+    add_run_failure(dict(failure, where=where, log=str(sm.log[0]), time=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                         unix_s=round(time.time(), 3)))
+    if said_before:
+        print(f"xdplab {sm.rule}: the same failure as above{f' ({where})' if where else ''}",
+              file=sys.stderr, flush=True)
+    else:
+        print(f"xdplab {sm.rule}: {reason}", file=sys.stderr, flush=True)
     if unexpected is not None:
         raise unexpected
     sys.exit(status)
+
+
+def _advice(status: int, error: BaseException | None) -> dict:
+    """{"fix", "rerun"} for a failure: the error's own fix (AgentError, StepError), and
+    whether running the same command again can help by itself: after an interruption or
+    a transient failure, yes; after a refused connection or token, not until it is fixed."""
+    if status == 130:
+        return {"fix": None, "rerun": True}
+    return {"fix": getattr(error, "fix", None), "rerun": bool(getattr(error, "transient", False))}
+
+
+def stage_label(sm) -> str | None:
+    """The trial a step belongs to (<experiment>/<point>/rep~<n>), or None for a build's."""
+    trial = getattr(getattr(sm, "params", None), "trial", None)
+    if isinstance(trial, dict) and "point" in trial:
+        return f"trial {trial_id(trial)}"
+    try:
+        parts = Path(sm.output[0]).parent.parts
+    except (IndexError, TypeError, AttributeError):
+        return None
+    if "trials" in parts:
+        i = parts.index("trials")
+        return f"trial {'/'.join(parts[i - 1:i] + parts[i + 1:])}"
+    return "the build" if "build" in parts else None
+
+
+def add_run_failure(entry: dict) -> None:
+    """Add a failed step to the invocation's RUN_FAILURES (best effort: the step's own
+    line and log say it anyway)."""
+    try:
+        RUN_FAILURES.parent.mkdir(parents=True, exist_ok=True)
+        with open(RUN_FAILURES, "a") as f:   # one write per line: whole lines, even from parallel jobs
+            f.write(json.dumps(entry) + "\n")
+    except OSError:
+        pass
+
+
+def run_failures() -> list[dict]:
+    """The steps that failed in the running invocation, in the order they failed."""
+    try:
+        text = RUN_FAILURES.read_text()
+    except OSError:
+        return []
+    out = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict):
+            out.append(entry)
+    return out
 
 
 def _leave(log: Log) -> None:
@@ -210,14 +284,14 @@ def _leave(log: Log) -> None:
 
 # -- the record of a failure, and the step records ---------------------------------
 
-def record_failure(sm, reason: str, cleanup: list[str], log: Log) -> None:
+def record_failure(sm, reason: str, cleanup: list[str], log: Log, advice: dict | None = None) -> None:
     """Write the trial's failed.json: this failure on top, earlier ones under "earlier"."""
     path = Path(sm.output[0]).parent / FAILED_FILE
     earlier = previous_failures(path)
     entry = {"trial": trial_id(sm.params.trial), "step": sm.rule, "reason": reason,
              "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "unix_s": round(time.time(), 3),
              "interrupted": reason.startswith("interrupted by "), "cleanup": cleanup,
-             "earlier": earlier}
+             "fix": (advice or {}).get("fix"), "earlier": earlier}
     try:
         write_json(str(path), entry)
     except (OSError, StepError) as e:
