@@ -338,3 +338,21 @@ def test_drops_the_boundary_put_on_the_wrong_side_move_back_only_as_far_as_it_al
     row = trial(5000)
     assert (row["lost_src_qdisc"], row["lost_unlocated"], row["warmup_located_excess"]) == (14843, 30, 30)
     located_add_up(row)
+
+
+def test_a_tbf_trials_counters_read_one_after_the_other_locate_each_phase_exactly():
+    # A trial's figures on the embedded testbed (tbf 40mbit, 10,000 pps for 2 s after a 1 s
+    # warm-up): /proc/net/snmp was read ~4 ms before tc at the window's start, so the
+    # qdisc's split runs 23 drops ahead of SndbufErrors'.
+    def d(sndbuf, qdisc):
+        return {"udp_sndbuf_errors": sndbuf, "ip_out_discards": sndbuf, "qdisc_drops": qdisc}
+    g = warm_gen(20000, 10000)
+    g["source_counters"] = {"delta": d(19989, 19989), "warmup_delta": d(6657, 6680),
+                            "window_delta": d(13332, 13309),
+                            "window_start": {"read_late_s": 0.004249, "qdisc_backlog_packets": 7,
+                                             "sent_by_then": 10042}}
+    ifs = {"xl-dut0": iface(matched=6667 + 3344, by_run={str(RUN): 6667, str(WARM_RUN): 3344})}
+    row = summarize(gens=[g], ifaces=ifs)["row"]
+    assert (row["lost"], row["lost_src_qdisc"], row["lost_src_stack"], row["located_excess"]) == (13333, 13333, 0, 0)
+    assert (row["warmup_lost"], row["warmup_lost_src_qdisc"], row["warmup_located_excess"]) == (6656, 6656, 0)
+    located_add_up(row)

@@ -80,6 +80,20 @@ def all_sent(r):
     return n(r, "sent") + n(r, "warmup_sent")
 
 
+PLACES = ("src_stack", "src_qdisc", "src_nic", "dut_nic")
+
+
+def located(r, place, phase=""):
+    """Packets of one phase ("" the measured window, "warmup_") located at one place."""
+    return n(r, f"{phase}lost_{place}")
+
+
+def each_phase_adds_up(r):
+    """The window's location columns add up to lost, the warm-up's to warmup_lost."""
+    for phase, lost in (("", "lost"), ("warmup_", "warmup_lost")):
+        assert sum(located(r, p, phase) for p in PLACES + ("unlocated",)) == n(r, lost), (phase, r)
+
+
 def test_a_rate_limit_on_the_source_is_lost_at_the_source_qdisc(workdir):
     # 10,000 pps of 1,500-byte packets is ~120 Mbit/s; the qdisc lets 40 through.
     sh("tc", "-n", SRC_NS, "qdisc", "add", "dev", SRC_IF, "root", "tbf", "rate", "40mbit",
@@ -88,10 +102,14 @@ def test_a_rate_limit_on_the_source_is_lost_at_the_source_qdisc(workdir):
     r = row(workdir, "tbf")
     stats = json.loads(sh("tc", "-n", SRC_NS, "-s", "-j", "qdisc", "show", "dev", SRC_IF).stdout)
     drops = sum(q.get("drops", 0) for q in stats)
-    # The location counters see the whole trial: the warm-up's losses with the measured window's.
-    assert n(r, "lost") > 0 and all_lost(r) == drops, (r, stats)
-    assert n(r, "lost_src_qdisc") == drops and n(r, "lost_unlocated") == 0, r
-    assert n(r, "unexplained") == 0 and r["loss_where"] == f"src_qdisc {drops}", r
+    # Each phase's loss is located by its own counters: the source reads them at the
+    # window's start too.
+    assert n(r, "lost") > 0 and n(r, "warmup_lost") > 0 and all_lost(r) == drops, (r, stats)
+    assert n(r, "lost_src_qdisc") == n(r, "lost") and n(r, "warmup_lost_src_qdisc") == n(r, "warmup_lost"), r
+    assert n(r, "lost_unlocated") == n(r, "warmup_lost_unlocated") == 0, r
+    assert n(r, "located_excess") == n(r, "warmup_located_excess") == 0, r
+    each_phase_adds_up(r)
+    assert n(r, "unexplained") == 0 and r["loss_where"] == f"src_qdisc {n(r, 'lost')}", r
 
 
 def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
@@ -104,8 +122,10 @@ def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
     # veth drops what the DUT's receive ring has no room for when it transmits: the
     # source end's tx_dropped counts exactly the packets lost.
     assert n(r, "lost") > 0, r
-    assert all_lost(r) == tx_dropped == n(r, "lost_src_nic"), (r, gen["source_counters"])
-    assert n(r, "lost_unlocated") == 0 and n(r, "unexplained") == 0, r
+    assert all_lost(r) == tx_dropped, (r, gen["source_counters"])
+    assert n(r, "lost_src_nic") == n(r, "lost") and n(r, "warmup_lost_src_nic") == n(r, "warmup_lost"), r
+    assert n(r, "lost_unlocated") == n(r, "warmup_lost_unlocated") == 0 and n(r, "unexplained") == 0, r
+    each_phase_adds_up(r)
 
 
 def _nft_on_source_egress(statement):
@@ -123,8 +143,10 @@ def test_a_drop_on_the_source_egress_is_the_source_stack(workdir):
     run(workdir, "target_pps=5000", "duration_s=2", "experiment=nftdrop")
     r = row(workdir, "nftdrop")
     assert all_lost(r) == all_sent(r) // 100 and n(r, "lost") > 0, r
-    assert n(r, "lost_src_stack") == all_lost(r) and n(r, "lost_unlocated") == 0, r
-    assert n(r, "unexplained") == 0 and r["loss_where"] == f"src_stack {all_lost(r)}", r
+    assert n(r, "lost_src_stack") == n(r, "lost") and n(r, "warmup_lost_src_stack") == n(r, "warmup_lost"), r
+    assert n(r, "lost_unlocated") == n(r, "warmup_lost_unlocated") == 0, r
+    each_phase_adds_up(r)
+    assert n(r, "unexplained") == 0 and r["loss_where"] == f"src_stack {n(r, 'lost')}", r
 
 
 def test_a_loss_no_counter_sees_is_lost_unlocated(workdir):
@@ -137,9 +159,10 @@ def test_a_loss_no_counter_sees_is_lost_unlocated(workdir):
     run(workdir, "target_pps=5000", "duration_s=2", "experiment=nftfwd")
     r = row(workdir, "nftfwd")
     assert all_lost(r) == all_sent(r) // 100 and n(r, "lost") > 0, r
-    assert n(r, "lost_unlocated") == all_lost(r), r
-    assert sum(n(r, c) for c in ("lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic")) == 0, r
-    assert n(r, "unexplained") == 0 and r["loss_where"] == f"unlocated {all_lost(r)}", r
+    assert n(r, "lost_unlocated") == n(r, "lost") and n(r, "warmup_lost_unlocated") == n(r, "warmup_lost"), r
+    assert sum(located(r, p, ph) for p in PLACES for ph in ("", "warmup_")) == 0, r
+    each_phase_adds_up(r)
+    assert n(r, "unexplained") == 0 and r["loss_where"] == f"unlocated {n(r, 'lost')}", r
 
 
 FOREIGN = r"""

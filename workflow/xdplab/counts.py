@@ -85,17 +85,24 @@ def not_offered(gen: dict) -> int:
 
 # -- loss location -----------------------------------------------------------------
 
-def _source_places(d: dict) -> dict:
+def _sndbuf_beyond(d: dict) -> int:
+    """Udp SndbufErrors beyond the qdisc's and the NIC's drops (which it counts too)."""
+    d = d or {}
+    return max(0, count(d.get("udp_sndbuf_errors")) - count(d.get("qdisc_drops"))
+               - sum(count(d.get(k)) for k in SRC_NIC_DROP_COUNTERS))
+
+
+def _source_places(d: dict, beyond=None) -> dict:
     """{place: packets} from one delta of the source's counters.
 
     A UDP send that the qdisc or the driver drops still returns success to the
     sender, and the kernel counts it in Udp SndbufErrors too; so the stack's share is
-    SndbufErrors beyond the qdisc's and the NIC's drops, plus packets dropped while
-    waiting for neighbour resolution."""
+    SndbufErrors beyond the qdisc's and the NIC's drops (beyond, when given), plus
+    packets dropped while waiting for neighbour resolution."""
     d = d or {}
     qdisc = count(d.get("qdisc_drops"))
     nic = sum(count(d.get(k)) for k in SRC_NIC_DROP_COUNTERS)
-    stack = count(d.get("arp_unresolved_discards")) + max(0, count(d.get("udp_sndbuf_errors")) - qdisc - nic)
+    stack = count(d.get("arp_unresolved_discards")) + (_sndbuf_beyond(d) if beyond is None else beyond)
     return {"src_stack": stack, "src_qdisc": qdisc, "src_nic": nic}
 
 
@@ -109,13 +116,21 @@ def source_loss_counters(gen: dict) -> dict:
     the source's root qdisc then})."""
     sc = gen.get("source_counters") or {}
     out = {"window": {}, "warmup": {}, "both": {}, "cross": {}}
-    if sc.get("window_delta") is not None:
+    if sc.get("window_delta") is not None and sc.get("warmup_delta") is not None:
+        # The stack's share is a difference of counters read one after the other
+        # (/proc/net/snmp, then tc's): exact over the whole run (both read after the drain),
+        # while at the window's start the qdisc's count runs a few ms ahead.  Each phase's
+        # share is kept within the run's, the window's first.
+        run = _sndbuf_beyond(sc.get("delta"))
+        win = min(run, _sndbuf_beyond(sc["window_delta"]))
+        warm = min(run - win, _sndbuf_beyond(sc["warmup_delta"]))
+        out["window"] = _source_places(sc["window_delta"], win)
+        out["warmup"] = _source_places(sc["warmup_delta"], warm)
+        ws = sc.get("window_start") or {}
+        out["cross"] = {"to_window": max(0, count(ws.get("sent_by_then")) - warmup_sent(gen)),
+                        "to_warmup": count(ws.get("qdisc_backlog_packets"))}
+    elif sc.get("window_delta") is not None:
         out["window"] = _source_places(sc["window_delta"])
-        if sc.get("warmup_delta") is not None:
-            out["warmup"] = _source_places(sc["warmup_delta"])
-            ws = sc.get("window_start") or {}
-            out["cross"] = {"to_window": max(0, count(ws.get("sent_by_then")) - warmup_sent(gen)),
-                            "to_warmup": count(ws.get("qdisc_backlog_packets"))}
     elif gen.get("warmup"):
         out["both"] = _source_places(sc.get("delta"))
     else:
