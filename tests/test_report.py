@@ -3,6 +3,7 @@ running a trial: the summary table, the configuration as run and the experiment'
 are in the report; trial_banner and print_results say what they should."""
 
 import base64
+import csv
 import json
 import os
 import re
@@ -134,3 +135,40 @@ def test_print_results(tmp_path, capsys):
     assert "| offered pps |" in out and "Results: " in out and "results/p/summary.csv" in out
 
 
+
+
+def test_each_trial_names_its_code_and_pooled_versions_are_flagged(tmp_path, capsys):
+    """summary.csv's code_version comes from each trial.json's `code`; a point pooling trials
+    of different code is flagged in points.csv (code_versions) and warned about in
+    summary.md and points.md, so at the end of the run and in a run with nothing to do."""
+    raw = {"experiment": "mixed", "target_pps": [1000, 2000], "repeats": 2}
+    fake_results(tmp_path, raw)
+    res = tmp_path / "results" / "mixed"
+    paths = sorted(res.glob("trials/*/rep~*/trial.json"))
+    clean = {"commit": "a" * 40, "dirty": False, "describe": "aaaaaaa", "xdplab_version": "0.3.0", "why": None}
+    for p in paths:
+        record = json.loads(p.read_text())
+        other = "pps~1000_" in str(p) and "rep~1" in str(p)
+        record["code"] = dict(clean, commit="b" * 40, dirty=True) if other else clean
+        p.write_text(json.dumps(record))
+    df = report.write_summary(paths, str(res / "summary.csv"), str(res / "summary.md"), "mixed")
+    stats.write_points(df, *(str(res / f"points.{x}") for x in ("csv", "md", "tex")))
+    summary = list(csv.DictReader((res / "summary.csv").open()))
+    assert list(summary[0])[-1] == "code_version"
+    assert sorted(r["code_version"] for r in summary) == ["a" * 12] * 3 + ["b" * 12 + "+dirty"]
+    points = {r["target_pps"]: r for r in csv.DictReader((res / "points.csv").open())}
+    assert (points["1000"]["code_versions"], points["2000"]["code_versions"]) == ("2", "1")
+    assert points["1000"]["code"] == f"{'a' * 12}; {'b' * 12}+dirty"
+    warning = "warning: 1 of 2 point(s) in points.csv pool repeats made by different code"
+    assert warning in (res / "summary.md").read_text() and warning in (res / "points.md").read_text()
+    assert report.print_results(str(res))
+    assert warning in capsys.readouterr().out
+
+
+def test_trials_of_one_code_version_are_not_flagged(tmp_path):
+    fake_results(tmp_path, {"experiment": "one", "target_pps": [1000], "repeats": 2})
+    res = tmp_path / "results" / "one"
+    assert "warning" not in (res / "summary.md").read_text()
+    rows = list(csv.DictReader((res / "points.csv").open()))
+    # (fake trials record no code: unrecorded, one version)
+    assert [(r["code_versions"], r["code"]) for r in rows] == [("1", "unrecorded")]

@@ -43,3 +43,49 @@ def test_points_summarise_repeats_per_rate_and_size():
     assert "| 1000 | 64 | 3 | 1000 ± 0 | 1 ± 2.5 | 201 ± 2.5 |" in md
     tex = stats.latex(p)
     assert "\\toprule" in tex and "\\bottomrule" in tex and "$\\pm$" in tex
+
+
+def _rows(codes):
+    """One point's repeats, made by the code labelled `codes` (one per repeat)."""
+    return pd.DataFrame([{"target_pps": 1000, "packet_size": 64, "repeat": rep, "sent": 1000, "lost": 0,
+                          "achieved_pps": 1000, "xdp_ns_per_pkt": 200, "latency_p50_us": 10.0,
+                          "latency_p99_us": 20.0, "softirq_cpu_pct": 1.0, "code_version": c}
+                         for rep, c in enumerate(codes)])
+
+
+def test_points_csv_columns():
+    """points.csv's columns, in order: the point, the repeats, each metric's statistics, then
+    how many versions of the code made the repeats, and which."""
+    p = stats.points(_rows(["0123456789ab"] * 2))
+    assert list(p.columns) == (["target_pps", "packet_size", "repeats"]
+                               + [f"{m}_{k}" for m, _ in stats.METRICS
+                                  for k in ("n", "mean", "sd", "ci95_lo", "ci95_hi")]
+                               + ["code_versions", "code"])
+
+
+def test_a_point_of_one_code_version_is_not_flagged():
+    p = stats.points(_rows(["0123456789ab"] * 3))
+    assert list(p["code_versions"]) == [1] and list(p["code"]) == ["0123456789ab"]
+    assert stats.mixed_code(p).empty and stats.code_warning(p) is None
+    assert "warning" not in stats.markdown(p)
+
+
+def test_a_point_pooling_trials_of_different_code_is_flagged():
+    rows = pd.concat([_rows(["0123456789ab", "0123456789ab+dirty", "unrecorded"]),
+                      _rows(["0123456789ab"] * 2).assign(target_pps=2000)])
+    p = stats.points(rows)
+    assert list(p["code_versions"]) == [3, 1]
+    assert p["code"][0] == "0123456789ab; 0123456789ab+dirty; unrecorded"
+    assert list(stats.mixed_code(p)["target_pps"]) == [1000]
+    warning = stats.code_warning(p)
+    assert warning.startswith("warning: 1 of 2 point(s) in points.csv pool repeats made by different code")
+    assert "target_pps=1000, packet_size=64 (0123456789ab; 0123456789ab+dirty; unrecorded)" in warning
+    assert "2000" not in warning
+    assert warning in stats.markdown(p)
+
+
+def test_a_summary_without_code_versions_is_unrecorded():
+    """A summary.csv written before trials recorded their code: one version, unrecorded."""
+    p = stats.points(_rows(["x", "y"]).drop(columns="code_version"))
+    assert list(p["code_versions"]) == [1] and list(p["code"]) == ["unrecorded"]
+    assert list(stats.points(_rows([None, float("nan")]))["code"]) == ["unrecorded"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .accounting import COLUMNS
+from .stats import CODE, code_warning, points
 
 # The readable table: (column, heading with unit).
 TABLE = [
@@ -39,11 +40,16 @@ def _counts(col: str) -> bool:
 
 
 def load_rows(trial_paths) -> pd.DataFrame:
+    """The summary rows of these trial.json files, each with the code that made it (its last
+    column, code_version: xdplab.provenance.code_label of the trial's `code`)."""
+    from .provenance import code_label
+
     rows = []
     for p in trial_paths:
         with open(p) as f:
-            rows.append(json.load(f)["summary"])
-    df = pd.DataFrame(rows, columns=COLUMNS)
+            record = json.load(f)
+        rows.append(dict(record["summary"], **{CODE: code_label(record.get("code"))}))
+    df = pd.DataFrame(rows, columns=COLUMNS + [CODE])
     keys = ["target_pps", "packet_size", "xdp_mode", "collector", "pattern", "duration_s", "repeat"]
     return df.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
 
@@ -142,10 +148,12 @@ def write_summary(trial_paths, csv_out: str, md_out: str, experiment: str,
     counts_as_integers(df).to_csv(tmp, index=False)
     tmp.replace(csv_out)
     methods = sorted(set(df["latency_method"].dropna()))
+    # (printed at the end of the run with the table: a point pooling trials of different code)
+    warning = code_warning(points(df)) if len(df) else None
     text = (f"# xdplab experiment `{experiment}`: {len(df)} trial(s)\n\n" + markdown_table(df) +
             "\nlost = sent - xdp_matched; unexplained = sum of the residuals of the accounting "
             "identities (docs/method.md, 'Result columns').\n" +
-            "".join(f"latency: {m}\n" for m in methods))
+            "".join(f"latency: {m}\n" for m in methods) + (f"\n{warning}\n" if warning else ""))
     tmp = Path(md_out).with_suffix(".md.tmp")
     tmp.write_text(text)
     tmp.replace(md_out)

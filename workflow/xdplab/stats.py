@@ -11,6 +11,8 @@ import math
 
 import pandas as pd
 
+from .provenance import UNRECORDED
+
 # (column, label with unit) of the figures summarised per point.
 METRICS = [
     ("achieved_pps", "achieved rate (packets/s)"),
@@ -23,6 +25,10 @@ METRICS = [
 POINT = ["target_pps", "packet_size"]
 # The other settings a grid point is keyed by (trials.py), where the summary has them.
 POINT_SETTINGS = ["xdp_mode", "collector", "pattern", "duration_s", "program", "observe"]
+# The summary's column naming the code that made each trial (xdplab.provenance.code_label of
+# its trial.json's `code`), and its label where there is none (a trial.json made before
+# trials recorded their code, a summary without the column).
+CODE = "code_version"
 
 
 def point_columns(summary: pd.DataFrame) -> list:
@@ -69,8 +75,17 @@ def describe(values) -> dict:
     return {"n": n, "mean": mean, "sd": sd, "ci95_lo": mean - half, "ci95_hi": mean + half}
 
 
+def _code_versions(g: pd.DataFrame) -> list:
+    if CODE not in g.columns:
+        return [UNRECORDED]
+    return sorted({UNRECORDED if v is None or (isinstance(v, float) and math.isnan(v)) or v == ""
+                   else str(v) for v in g[CODE]})
+
+
 def points(summary: pd.DataFrame, by=None) -> pd.DataFrame:
-    """One row per grid point: for each metric its n, mean, sd and 95 % CI over repeats."""
+    """One row per grid point: for each metric its n, mean, sd and 95 % CI over repeats; then
+    `code_versions`, how many versions of the code made its repeats (more than 1: the point
+    pools trials of different code, code_warning says so), and `code`, those versions."""
     by = point_columns(summary) if by is None else by
     df = summary.copy()
     # (lost is empty where nothing counted what reached XDP: collector off, an attached program)
@@ -83,8 +98,34 @@ def points(summary: pd.DataFrame, by=None) -> pd.DataFrame:
         for col, _ in METRICS:
             d = describe(g[col].tolist())
             row.update({f"{col}_{k}": (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
+        versions = _code_versions(g)
+        row["code_versions"] = len(versions)
+        row["code"] = "; ".join(versions)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def mixed_code(points_df: pd.DataFrame) -> pd.DataFrame:
+    """The points whose repeats were made by more than one version of the code."""
+    if "code_versions" not in points_df.columns:
+        return points_df.iloc[0:0]
+    return points_df[pd.to_numeric(points_df["code_versions"], errors="coerce") > 1]
+
+
+def code_warning(points_df: pd.DataFrame, where: str = "points.csv") -> str | None:
+    """One line for the end of a run when some point pools trials made by different code
+    (None when none does): how many, the first few, what to do."""
+    mixed = mixed_code(points_df)
+    if mixed.empty:
+        return None
+    by = [b for b in point_columns(points_df) if b in mixed.columns]
+    shown = [", ".join(f"{b}={r[b]}" for b in _shown(points_df, by)) + f" ({r['code']})"
+             for _, r in mixed.head(3).iterrows()]
+    more = f" and {len(mixed) - 3} more" if len(mixed) > 3 else ""
+    return (f"warning: {len(mixed)} of {len(points_df)} point(s) in {where} pool repeats made by "
+            f"different code (code_versions > 1): {'; '.join(shown)}{more}. Their means mix code "
+            "versions (docs/results.md#provenance): compare them (git diff), or remove the older "
+            "trials' directories and run again to measure them with one version")
 
 
 def _cell(mean, lo, hi, n) -> str:
@@ -103,8 +144,10 @@ def markdown(points_df: pd.DataFrame, by=None) -> str:
         cells = [str(r[b]) for b in by] + [str(r["repeats"])]
         cells += [_cell(r[f"{c}_mean"], r[f"{c}_ci95_lo"], r[f"{c}_ci95_hi"], r[f"{c}_n"]) for c, _ in METRICS]
         lines.append("| " + " | ".join(cells) + " |")
+    warning = code_warning(points_df)
     return ("\n".join(lines) + "\n\nmean ± half-width of the 95 % confidence interval of the mean "
-            "(Student t, n - 1 degrees of freedom) over the repeats of each point.\n")
+            "(Student t, n - 1 degrees of freedom) over the repeats of each point.\n"
+            + (f"\n{warning}\n" if warning else ""))
 
 
 def latex(points_df: pd.DataFrame, by=None) -> str:

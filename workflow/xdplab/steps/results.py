@@ -1,13 +1,14 @@
 """The last two steps of a trial: verify_capture (stop the captures, check them against
 the generators' sequence numbers, keep them) and gather_results (disarm, keep the
-feature records, do the books: trial.json)."""
+feature records, do the books: trial.json, with the code that made it: `code`,
+xdplab.provenance)."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from .. import accounting, atomic, featurefile, timeseries
+from .. import accounting, atomic, featurefile, provenance, timeseries
 from ..agentclient import AgentClient
 from .arm import agent_for, continue_session
 from .machinery import FAILED_FILE, Log, StepError, previous_failures, read_json, trial_id, write_json, writing
@@ -131,8 +132,11 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
                        "results_bytes": sum(p.stat().st_size for p in Path(output).parent.rglob("*")
                                             if p.is_file())}}
     wall = {"armed_unix_s": arm.get("armed_unix_s"), "gathered_unix_s": time.time()}
-    write_json(output, {"trial": trial, "settings": params, "summary": summary["row"], "disk": disk,
-                        "wall": wall,
+    # The code that made the trial, read now (never a rule's parameter: a commit reruns nothing).
+    code = provenance.code_version()
+    log(f"code: {provenance.code_label(code)}" + (f" ({code['why']})" if code["why"] else ""))
+    write_json(output, {"trial": trial, "settings": params, "code": code, "summary": summary["row"],
+                        "disk": disk, "wall": wall,
                         "sources": summary["sources"], "interfaces": summary["interfaces"],
                         "identities": summary["identities"], "arm": arm, "generators": gens,
                         "testbed": {"mode": conn["testbed"]["mode"], "sources": conn["sources"],
