@@ -138,6 +138,9 @@ def _arrow_type(column):
     import pandas as pd
     import pyarrow as pa
 
+    # (a setting empty in every trial, such as observe with xdplab's collector, is text)
+    if column.isna().all():
+        return pa.string()
     if pd.api.types.is_bool_dtype(column):
         return pa.bool_()
     if pd.api.types.is_integer_dtype(column):
