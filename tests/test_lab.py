@@ -97,9 +97,19 @@ def test_two_sources_two_interfaces_close_the_books_everywhere(netns_lab, workfl
     per_iface = rows(results / "ifaces.csv")
     assert [r["interface"] for r in per_iface] == ["xl-dut0", "xl-dut1"], per_iface
     for r in per_iface:
-        # an interface's sent and counters include its source's warm-up
-        assert n(r["nic_rx"]) == n(r["xdp_seen"]) == n(r["xdp_matched"]) == n(r["sent"]), r
+        # sent, xdp_matched and lost are the window's, as in every table; the NIC's counters
+        # (and the identities) count the warm-up too, which has its own columns
+        assert n(r["xdp_matched"]) == n(r["sent"]) and n(r["lost"]) == n(r["warmup_lost"]) == 0, r
+        assert n(r["nic_rx"]) == n(r["xdp_seen"]) == n(r["sent"]) + n(r["warmup_sent"]), r
+        assert n(r["warmup_xdp_matched"]) == n(r["warmup_sent"]), r
         assert n(r["unexplained"]) == 0, r
+    # Every table counts the same window: the rows add up to the summary's.
+    for col in ("sent", "warmup_sent", "xdp_matched", "lost", "warmup_lost", "lost_src_qdisc",
+                "lost_unlocated", "warmup_lost_unlocated"):
+        assert sum(n(r[col]) for r in per_source) == n(row[col]), col
+    for col in ("sent", "warmup_sent", "xdp_matched", "lost", "warmup_lost", "nic_rx", "xdp_seen",
+                "tcpdump_captured", "features_received"):
+        assert sum(n(r[col]) for r in per_iface) == n(row[col]), col
     # The sources' addresses were found where the config said auto, and used.
     trial = json.loads(next((results / "trials").glob("*/rep~*/trial.json")).read_text())
     assert [s["address"] for s in trial["testbed"]["sources"]] == \
