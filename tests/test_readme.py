@@ -163,3 +163,85 @@ def test_no_reference_to_files_the_repository_does_not_have():
             assert name not in page.read_text(), page
     for path in (REPO / "benchmarks").glob("*.py"):
         assert "/tmp/pv/" not in path.read_text(), path
+
+
+# -- the docs' commands, run where they can run here -----------------------------------------
+
+LAB = (DOCS / "lab.md").read_text()
+
+
+def _sh_blocks(text: str) -> list[str]:
+    return re.findall(r"```sh\n(.*?)```", text, re.S)
+
+
+def _commands(block: str) -> list[str]:
+    """The block's commands, continuation lines joined, comments dropped."""
+    joined = re.sub(r"\\\n\s*", " ", block)
+    return [line.split("  #", 1)[0].strip() for line in joined.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def _env_with_venv(workdir: Path) -> dict:
+    """What `. .venv/bin/activate` gives: the venv's bin first on PATH."""
+    import os
+
+    venv_bin = Path(sys.executable).parent
+    return {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "VIRTUAL_ENV": str(venv_bin.parent),
+            "PYTHONPATH": str(workdir / "workflow")}
+
+
+def test_the_lab_pages_first_commands_plan_a_lab_run(workflow_copy, tmp_path):
+    """docs/lab.md's first block as a user runs it: copy the example, edit it (here: key and
+    token files that exist), activate .venv, and its snakemake line, planned (-n)."""
+    import subprocess
+
+    cp, activate, run = _commands(_sh_blocks(LAB)[0])
+    assert cp == "cp config/lab.example.yaml config/lab.yaml" and activate == ". .venv/bin/activate", (cp, activate)
+    assert run.startswith("snakemake --cores 1 --configfile config/lab.yaml"), run
+    subprocess.run(cp.split(), cwd=workflow_copy, check=True)
+    key, token = tmp_path / "id_ed25519", tmp_path / "agent.token"
+    key.write_text("not read by a dry run\n")
+    token.write_text("0" * 64 + "\n")
+    key.chmod(0o600)
+    token.chmod(0o600)
+    lab = workflow_copy / "config/lab.yaml"
+    lab.write_text(lab.read_text().replace("~/.ssh/id_ed25519", str(key))
+                   .replace("~/.config/xdplab/agent.token", str(token)))
+    proc = subprocess.run(["bash", "-c", run + " -n"], cwd=workflow_copy, env=_env_with_venv(workflow_copy),
+                          capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    assert "check_connectivity" in out and "arm_collector" in out, out[-3000:]
+
+
+def test_the_agents_token_line_makes_a_private_token(tmp_path):
+    """The docs' token line (umask 077, 32 random bytes in hex) gives a file the controller
+    accepts: mode 0600, 64 characters."""
+    import subprocess
+
+    line = next(c for b in _sh_blocks(LAB) for c in _commands(b) if "token_hex" in c)
+    path = tmp_path / "agent.token"
+    subprocess.run(["bash", "-c", line.replace("/etc/xdplab/agent.token", str(path))], check=True)
+    assert (path.stat().st_mode & 0o777) == 0o600
+    assert re.fullmatch(r"[0-9a-f]{64}\n", path.read_text())
+
+
+def test_the_metrics_curl_line_answers_with_the_token_as_bearer(embedded_testbed, tmp_path):
+    """docs/lab.md's curl for /metrics, against the embedded testbed's agent (root: run under
+    the testbed lock): the Bearer header is accepted, and the counters are there."""
+    import subprocess
+
+    desc = embedded_testbed[1]
+    line = next(c for b in _sh_blocks(LAB) for c in _commands(b) if c.startswith("curl") and "/metrics" in c)
+    hostport = desc["dut"]["agent_url"].split("//", 1)[1]
+    line = line.replace("/etc/xdplab/agent.token", desc["dut"]["token_file"]).replace("192.0.2.10:7717", hostport)
+    proc = subprocess.run(["bash", "-c", line + " --fail --silent --show-error --noproxy '*'"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "xdplab_agent_info{" in proc.stdout and "xdplab_session_armed 0" in proc.stdout, proc.stdout
+    wrong = tmp_path / "wrong.token"
+    wrong.write_text("0" * 64)
+    proc = subprocess.run(["bash", "-c", line.replace(desc["dut"]["token_file"], str(wrong))
+                           + " --silent --noproxy '*' -o /dev/null -w '%{http_code}'"],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.stdout == "401", proc

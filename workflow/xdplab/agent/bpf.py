@@ -100,7 +100,9 @@ _SAMPLE_FN = ct.CFUNCTYPE(ct.c_int, ct.c_void_p, ct.c_void_p, ct.c_size_t)
 
 class MapCalls:
     """Map lookups and updates and the ring buffer, on descriptors: libbpf.so.1 when
-    it is there (BCC's own libbcc links it on Debian), else libbcc's wrappers.
+    it is there (BCC's own libbcc links it on Debian: package libbpf1), else libbcc's
+    wrappers.  This is the one place the agent's own process imports bcc, and only
+    without libbpf.so.1 (compiling and BCC's version are asked of child processes).
     libbpf keeps the agent small: loading libbcc maps LLVM and clang, ~60 MiB of
     the agent's resident size (measured: 85 MiB at start with bcc, 25 without)."""
 
@@ -124,6 +126,9 @@ class MapCalls:
             self.ring_new = lambda fd, cb: lib.ring_buffer__new(fd, cb, None, None)
             self.ring_consume, self.ring_free = lib.ring_buffer__consume, lib.ring_buffer__free
         else:
+            log.warning("libbpf.so.1 not found (Debian package libbpf1): reading maps and the "
+                        "ring buffer through BCC's libbcc instead, which maps LLVM into the "
+                        "agent (~60 MiB more resident)")
             from bcc import libbcc
             bl = libbcc.lib
             self.name = "libbcc"
