@@ -14,6 +14,7 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/preflight.smk"
 include: "workflow/rules/testbed.smk"
 include: "workflow/rules/build.smk"
 include: "workflow/rules/program.smk"

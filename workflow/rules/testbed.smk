@@ -13,11 +13,14 @@ rule check_connectivity:
     output:
         connectivity=temp("{stage}/connectivity.json"),
     params:
-        testbed=TESTBED_SETTINGS,
+        testbed=CONNECTIVITY_TESTBED,
         # each host's environment, recorded at an invocation's first check (for archives)
         environment=f"results/build/{TESTBED_ID}/environment.json",
         # what the invocation's first check found of the sources (the later checks reuse it)
         sources=f"results/build/{TESTBED_ID}/sources_checked.json",
+        # the pre-flight check at that first check (preflight.smk), and its record
+        preflight=PREFLIGHT_RUN,
+        preflight_record=PREFLIGHT_RECORD,
     resources:
         testbed=1,
     priority: stage_priority

@@ -7,12 +7,16 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from xdplab import trials  # noqa: E402
 from xdplab.steps import connectivity, machinery  # noqa: E402
 
 
 def check(sm, log):
-    desc = connectivity.bring_up(dict(sm.params.testbed), log)
-    connectivity.check_connectivity(desc, sm.output.connectivity, log, sources_record=sm.params.sources)
+    # (a lab's credentials are read from the configuration: no rule parameter, common.smk)
+    desc = connectivity.bring_up(trials.lab_with_credentials(dict(sm.params.testbed), sm.config), log)
+    connectivity.check_connectivity(desc, sm.output.connectivity, log, sources_record=sm.params.sources,
+                                    preflight_run=dict(sm.params.preflight),
+                                    preflight_record=sm.params.preflight_record)
     connectivity.record_environment_once(desc, sm.params.environment, log)
 
 

@@ -247,4 +247,45 @@ def gather(interfaces, bcc_version, collector, run, llvm_maps=None):
             "python": platform.python_version(),
             "python_executable": sys.executable,
             "collector": coll,
+            "preflight": preflight_facts(c, run, interfaces),
             "unavailable": c.unavailable}
+
+
+def _sysfs_int(path):
+    """An integer from /sys (an interface's mtu or speed), or (None, why): veth and other
+    virtual interfaces answer EINVAL for speed, or -1."""
+    from .sysstats import read_text
+    try:
+        text = read_text(path).strip()
+    except OSError as e:
+        return None, "%s: %s" % (path, e.strerror or e)
+    if not text.lstrip("-").isdigit() or int(text) < 0:
+        return None, "%s says %r" % (path, text)
+    return int(text)
+
+
+def preflight_facts(c, run, interfaces):
+    """What xdplab.preflight decides on before a run (docs/preflight.md): the boot id (one
+    clock?), the BPF JIT, the page size (native XDP's single-buffer limit), the CPUs the
+    agent may run on, the CPU frequency governors, the clock's synchronisation as
+    chronyc/pmc print it, and per interface its MTU, link speed, the XDP features its
+    driver declares, its IRQs' CPUs and whether a device is behind it."""
+    from . import sysstats
+    out = {"boot_id": sysstats.boot_id() or None,
+           "bpf_jit_enable": c.field("preflight.bpf_jit_enable", sysstats.bpf_jit_enabled),
+           "page_size": os.sysconf("SC_PAGE_SIZE"),
+           "agent_cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+           "cpufreq_governors": c.field("preflight.cpufreq_governors", sysstats.cpufreq_governors),
+           "clock": sysstats.clock_status(sysstats.run_quick),
+           "interfaces": {}}
+    for name in interfaces:
+        where = "preflight.interfaces.%s." % name
+        out["interfaces"][name] = {
+            "mtu": c.field(where + "mtu", lambda: _sysfs_int("/sys/class/net/%s/mtu" % name)),
+            "speed_mbps": c.field(where + "speed_mbps", lambda: _sysfs_int("/sys/class/net/%s/speed" % name)),
+            "xdp_features": c.field(where + "xdp_features", lambda: sysstats.xdp_features(name)),
+            "irqs": sysstats.interface_irqs(name),
+            # a device behind it (a NIC, a VF, virtio) has a line rate; veth and other virtual
+            # interfaces have none, whatever speed they report (veth says 10000)
+            "physical": os.path.isdir("/sys/class/net/%s/device" % name)}
+    return out

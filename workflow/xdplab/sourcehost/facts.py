@@ -147,3 +147,69 @@ def collect(ifaces):
 def main(argv):
     print(json.dumps(collect(json.loads(argv[0]) if argv else [])))
     return 0
+
+
+# -- before a run (preflight.py puts them under "facts"; xdplab.preflight decides) ----------
+
+PTP4L_SOCKET = "/var/run/ptp4l"
+
+
+def _sys_int(path):
+    """An integer from /sys (mtu, speed), or None: veth answers EINVAL for speed, or -1."""
+    text = read(path)
+    return int(text) if text and text.isdigit() else None
+
+
+def neighbour(system, iface, dut):
+    """The neighbour (ARP) entry for the DUT's address on the test interface:
+    {"state", "lladdr", "said"}, state as the kernel names it (REACHABLE, STALE, FAILED,
+    INCOMPLETE, ...; "none" without an entry)."""
+    if system == "Darwin":
+        code, text = run(["arp", "-n", dut])
+        m = re.search(r"at ([0-9a-f:]{11,17})", text or "")
+        return {"state": "REACHABLE" if m else "none", "lladdr": m.group(1) if m else None,
+                "said": (text or "").strip()[:200]}
+    code, text = run(["ip", "-j", "neigh", "show", "to", dut, "dev", iface])
+    if code != 0:
+        return {"state": None, "lladdr": None, "said": (text or "").strip()[:200]}
+    try:
+        entries = json.loads(text or "[]")
+    except ValueError:
+        return {"state": None, "lladdr": None, "said": (text or "").strip()[:200]}
+    if not entries:
+        return {"state": "none", "lladdr": None, "said": "no entry"}
+    e = entries[0]
+    state = e.get("state") or []
+    return {"state": "/".join(state) if isinstance(state, list) else str(state), "lladdr": e.get("lladdr"),
+            "said": ""}
+
+
+def clock_status():
+    """`chronyc tracking`, and `pmc GET TIME_STATUS_NP` when ptp4l's socket exists, as
+    they print it (the controller parses it); None for a tool that is not there."""
+    out = {}
+    for key, argv, needs in (("chronyc_tracking", ["chronyc", "tracking"], None),
+                             ("pmc_time_status", ["pmc", "-u", "-b", "0", "GET TIME_STATUS_NP"], PTP4L_SOCKET)):
+        if needs and not os.path.exists(needs):
+            out[key] = None
+            continue
+        code, text = run(argv)
+        out[key] = None if code is None else {"exit": code, "text": text[-4000:]}
+    return out
+
+
+def preflight_facts(system, iface, dut):
+    """What the pre-flight check decides on for a source: one kernel with the DUT (boot
+    id)?, root (AF_PACKET, trafgen), the test interface's MTU and link speed, the DUT's
+    neighbour entry, the clock's synchronisation, whether trafgen is installed."""
+    import shutil
+
+    sys_dir = "/sys/class/net/" + iface
+    return {"boot_id": read("/proc/sys/kernel/random/boot_id"),
+            "euid": os.geteuid() if hasattr(os, "geteuid") else None,
+            "mtu": _sys_int(sys_dir + "/mtu"), "speed_mbps": _sys_int(sys_dir + "/speed"),
+            # a device behind it has a line rate; veth has none, whatever speed it says
+            "physical": os.path.isdir(sys_dir + "/device") if os.path.isdir(sys_dir) else None,
+            "neighbour": neighbour(system, iface, dut) if dut else None,
+            "clock": clock_status(),
+            "trafgen": shutil.which("trafgen")}

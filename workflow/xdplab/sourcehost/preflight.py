@@ -2,7 +2,9 @@
 what the host is and what its test interface has, generators of ours left running by
 an earlier run (stopped, their files removed), and a ping to the DUT over the test link
 (which also leaves the DUT's address resolved in the neighbour table: a sender whose
-neighbour is unresolved sees every sendto succeed while the kernel drops the packets).
+neighbour is unresolved sees every sendto succeed while the kernel drops the packets),
+and under "facts" what xdplab.preflight decides on (sourcehost/facts.preflight_facts:
+boot id, root, the interface's MTU and speed, the DUT's neighbour entry, the clock).
 
     python3 xdplab-source.pyz preflight IFACE DUT_ADDRESS REMOTE_PREFIX ADDRESS
 
@@ -120,5 +122,7 @@ def main(argv):
     out["stopped"] = stop_generators(prefix)
     if dut:
         out["ping"] = ping(out["system"], iface, dut, address)
+    from . import facts   # after the ping, which leaves the DUT's neighbour entry resolved
+    out["facts"] = facts.preflight_facts(out["system"], iface, dut)
     print(json.dumps(out))
     return 0

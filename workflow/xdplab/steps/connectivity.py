@@ -88,7 +88,8 @@ def _dut_ifaces(health: dict, wanted: list[str]) -> tuple[dict, list[str]]:
 
 
 def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
-                       sources_record: str | None = None) -> None:
+                       sources_record: str | None = None, preflight_run: dict | None = None,
+                       preflight_record: str | None = None) -> None:
     """The agent's health (and the DUT interfaces' addresses), SSH to every source (and its
     address), a ping from each source to its DUT interface: name what is unreachable.  What
     an earlier, crashed run left on the hosts (an armed session on the agent, a generator
@@ -134,6 +135,14 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
         raise StepError("connectivity check failed:\n  " + "\n  ".join(problems),
                         fix="\n".join(f for f in fixes if f) or None,
                         transient=len(transient) == len(problems) and all(transient))
+    # The pre-flight check (xdplab.preflight, docs/preflight.md), at the invocation's full
+    # check: before any traffic, everything wrong with the hosts at once.
+    if preflight_run is not None and earlier is None:
+        from .. import preflight
+        try:
+            preflight.check(desc["dut"], health, agent, resolved, preflight_run, preflight_record, log)
+        except preflight.Refused as e:
+            raise StepError(str(e)) from None
     record = {"testbed": desc, "sources": resolved, "dut": dict(desc["dut"], ifaces=dut_ifaces),
               "agent": health, "checked_unix_s": time.time(),
               "sources_checked_unix_s": earlier["checked_unix_s"] if earlier else time.time()}
@@ -223,6 +232,7 @@ def _sources_in_full(desc: dict, dut_ifaces: dict, problems: list, log: Log, tim
             log(f"ping {address} ({src['name']}, {src['iface']}) -> {dut.get('address')} "
                 f"({src['dut_iface']}) over the test link: ok")
         resolved.append(dict(src, address=address, mac=found.get("mac"), system=found.get("system"),
+                             facts=found.get("facts"),  # for the pre-flight (xdplab.preflight)
                              hostname=found.get("hostname"), python_version=found.get("python"),
                              dut_address=dut.get("address"), dut_mac=dut.get("mac")))
     return resolved
