@@ -343,6 +343,7 @@ def test_a_dut_interface_without_native_xdp_is_refused_before_traffic(netns_lab,
         assert record["verdict"] == "refused" and len(record["problems"]) == 1
         assert record["facts"]["dut"]["interfaces"]["xl-dut0"]["xdp_features"][:1] == ["basic"]
         assert record["clock"]["latency"] == "one clock"      # namespaces: one kernel
+        assert record["facts"]["dut"]["bpf_jit_enable"] in ("0", "1", "2")   # read from a namespace
         assert not (workflow_copy / "results/pf/trials").exists()
 
         passed = subprocess.run(["snakemake", "--cores", "1", "preflight", "--configfile", str(path),
@@ -355,3 +356,14 @@ def test_a_dut_interface_without_native_xdp_is_refused_before_traffic(netns_lab,
         _ip("-n", ns, "link", "del", "xl-dut1")
         _ip("-n", ns, "link", "set", "xlt-pfkeep", "name", "xl-dut1")
         _ip("-n", ns, "link", "set", "xl-dut1", "up")
+
+
+def test_the_archive_lists_the_record(tmp_path):
+    from xdplab import archive
+
+    assert archive.preflight_summary(str(tmp_path)) is None
+    (tmp_path / "preflight.json").write_text(json.dumps(
+        {"verdict": "ok", "checked": "2026-12-06T18:00:00Z", "problems": [], "reports": ["a", "b"],
+         "clock": {"latency": "one clock"}}))
+    assert archive.preflight_summary(str(tmp_path)) == \
+        "ok at 2026-12-06T18:00:00Z, 0 problem(s), 2 report(s); latency: one clock"

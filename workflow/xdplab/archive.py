@@ -3,8 +3,8 @@ date>.tar.gz (rule archive, workflow/rules/archive.smk).
 
 Inside, under one directory named like the file: the raw trial records of the current
 configuration (captures only with archive_pcaps), the experiment's tables, figures,
-logs and configuration as run, the collector's build records, the code that ran, an
-environment manifest per host, MANIFEST.json, a README, SHA256SUMS (`sha256sum -c
+logs and configuration as run (with the pre-flight check's record, preflight.json), the
+collector's build records, the code that ran, an environment manifest per host, MANIFEST.json, a README, SHA256SUMS (`sha256sum -c
 SHA256SUMS` there) and ./reaggregate, which rebuilds the tables from the trial records
 with the archived code and needs only python3 with pandas.
 
@@ -210,10 +210,25 @@ byte; it exits 0 only when all are identical.  The tables were written with pand
   testbed is down after a run unless `keep_testbed=true`, or an agent without
   `GET /environment`); the trials' own `trial.json` keep what each step recorded
   about the hosts (`testbed`, `arm`, `generators`, `agent`).
+- `{res}/preflight.json`: the pre-flight check of the hosts before the run's first
+  trial (docs/preflight.md): {manifest.get('preflight') or 'not recorded'}.
 - `MANIFEST.json`: the trials in the order the aggregate rule read them (the tables
   depend on it), the settings, the captures left out, the code's commit and status.
 - `SHA256SUMS`: sha256 of every other file; `README.md`: this file.
 """
+
+
+def preflight_summary(results_dir: str) -> str | None:
+    """One line on the experiment's pre-flight record (preflight.json, xdplab.preflight):
+    its verdict, when, what it said of the clocks; None when there is none."""
+    try:
+        record = json.loads((Path(results_dir) / "preflight.json").read_text())
+    except (OSError, ValueError):
+        return None
+    clock = record.get("clock") or {}
+    problems = record.get("problems") or []
+    return (f"{record.get('verdict')} at {record.get('checked')}, {len(problems)} problem(s), "
+            f"{len(record.get('reports') or [])} report(s); latency: {clock.get('latency')}")
 
 
 # -- the whole -----------------------------------------------------------------------
@@ -263,6 +278,7 @@ def build(out: str, *, experiment: str, results_dir: str, trial_paths, settings:
             "pcaps": {"included": bool(pcaps), "left_out": left_out},
             "code": code,
             "environment": env_notes,
+            "preflight": preflight_summary(results_dir),
             "pandas": controller.get("pandas"),
         }
         (root / "MANIFEST.json").write_text(json.dumps(manifest, indent=1, default=str) + "\n")
