@@ -154,6 +154,12 @@ TRIAL_CODE = code_digest(
 
 # The testbed as check_connectivity brings it up.
 TESTBED_SETTINGS = {k: SETTINGS[k] for k in trials.TESTBED_KEYS[SETTINGS["testbed"]] + ("mtu",)}
+# ... as its parameters: a lab's identity, not its credentials (trials.lab_identity).  Its
+# record is temp and made again before each trial, and Snakemake reruns a job whose
+# parameters changed, and every trial after it: a moved token or key file would measure
+# everything again.  The step reads the credentials from the configuration
+# (trials.lab_with_credentials).
+CONNECTIVITY_TESTBED = dict(TESTBED_SETTINGS, **({"lab": trials.lab_identity(SETTINGS["lab"])} if "lab" in TESTBED_SETTINGS else {}))
 
 # Partial trials left by an interrupted invocation are discarded, not continued;
 # so are testbed records (testbed.json, connectivity.json) an invocation left.

@@ -200,6 +200,22 @@ def lab_identity(lab: dict | None) -> dict | None:
     return {"sources": sources, "dut": dut}
 
 
+def lab_with_credentials(testbed: dict, config: dict) -> dict:
+    """check_connectivity's testbed parameters, whose lab is its identity only (lab_identity),
+    with the lab's credentials again, read from the configuration (Snakemake's `config` as a
+    step script sees it).  No rule has the credentials as a parameter: Snakemake reruns a job
+    whose parameters changed, and a rerun connectivity check reruns every trial after it."""
+    if testbed.get("testbed") != "lab":
+        return testbed
+    from .config import validate_config
+
+    lab = validate_config(config).values["lab"]
+    if lab_identity(lab) != testbed.get("lab"):
+        raise ValueError("the configuration's lab is not the lab of this rule's parameters: "
+                         "was the configuration changed while the workflow ran?")
+    return dict(testbed, lab=lab)
+
+
 def _one(value):
     return value[0] if isinstance(value, list) else value
 
