@@ -231,6 +231,10 @@ def test_trafgen_backend_sends_every_seq_of_warmup_and_measured_run():
     assert (w["scheduled"], w["sent"], w["not_offered"], w["nic_tx_packets"]) == (1000, 1000, 0, 1000)
     assert out["nic_tx_packets"] == 3000
     assert out["source_counters"]["delta"]["nic_tx_packets"] == 4000 == rx
+    # Read between trafgen's two processes, the counters split exactly at the window's start.
+    sc = out["source_counters"]
+    assert (sc["warmup_delta"]["nic_tx_packets"], sc["window_delta"]["nic_tx_packets"]) == (1000, 3000), sc
+    assert sc["window_start"]["sent_by_then"] is None
     assert out["rate_sustained"] is True and out["window_s"] == 1.5
     # Each run's seqs 0..n-1, each once, in order, with the magic and its run id.
     for check, n in ((measured, 3000), (warm, 1000)):
