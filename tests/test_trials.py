@@ -336,3 +336,21 @@ def test_every_lab_key_is_decided(tmp_path):
     assert set(lab["dut"]) == set(trials.LAB_DUT_IDENTITY) | set(trials.LAB_DUT_CREDENTIALS)
     with pytest.raises(ValueError, match=r"lab.sources\[0\]: password not decided"):
         trials.lab_identity({"sources": [dict(lab["sources"][0], password="x")], "dut": lab["dut"]})
+
+
+def test_the_connectivity_check_gets_the_credentials_from_the_configuration(tmp_path):
+    """check_connectivity's parameters hold the lab's identity; its step reads the
+    credentials from the configuration, which must be the same lab."""
+    raw = {"testbed": "lab", "lab": lab_config(tmp_path)["lab"]}
+    raw["lab"] = {"sources": [{k: s[k] for k in ("host", "user", "port", "key_file", "known_hosts", "iface",
+                                                 "address", "python", "dut_iface")} for s in raw["lab"]["sources"]],
+                  "dut": {"agent": raw["lab"]["dut"]["agent_url"], "token_file": raw["lab"]["dut"]["token_file"],
+                          "ifaces": raw["lab"]["dut"]["ifaces"]}}
+    full = settings(**raw)["lab"]
+    params = {"testbed": "lab", "lab": trials.lab_identity(full), "mtu": 1500}
+    assert trials.lab_with_credentials(params, raw) == dict(params, lab=full)
+    embedded = {"testbed": "embedded", "src_iface": "xl-src0"}
+    assert trials.lab_with_credentials(embedded, {}) is embedded
+    other = dict(raw, lab=dict(raw["lab"], dut=dict(raw["lab"]["dut"], ifaces=["enp5s0", "enp5s1", "enp5s2"])))
+    with pytest.raises(ValueError, match="not the lab of this rule's parameters"):
+        trials.lab_with_credentials(params, other)
