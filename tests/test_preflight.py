@@ -312,8 +312,9 @@ def _no_native_xdp_kind(ns):
 
 def test_a_dut_interface_without_native_xdp_is_refused_before_traffic(netns_lab, workflow_copy):
     """The lab's DUT interface xl-dut1 swapped for a dummy (or bridge) interface of the same
-    name: `snakemake preflight` with xdp_mode native refuses, naming the DUT and the
-    interface, and records why; with xdp_mode generic it passes."""
+    name, and xl-dut0's MTU lowered below the packets: `snakemake preflight` with xdp_mode
+    native refuses both at once, naming the DUT and each interface, and records why; with
+    xdp_mode generic and the MTU back it passes."""
     import yaml
 
     ns = netns_lab.desc["dut"]["netns"]
@@ -323,6 +324,7 @@ def test_a_dut_interface_without_native_xdp_is_refused_before_traffic(netns_lab,
     path = workflow_copy / "lab-preflight.yaml"
     path.write_text(yaml.safe_dump(config))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    assert _ip("-n", ns, "link", "set", "xl-dut0", "mtu", "1400").returncode == 0
     assert _ip("-n", ns, "link", "set", "xl-dut1", "down").returncode == 0
     assert _ip("-n", ns, "link", "set", "xl-dut1", "name", "xlt-pfkeep").returncode == 0
     try:
@@ -340,12 +342,15 @@ def test_a_dut_interface_without_native_xdp_is_refused_before_traffic(netns_lab,
         assert "interface xl-dut1" in line and "DUT" in line and "agent http://10.204.2.2:7717" in line
         assert "xl-dut0" not in line
         record = json.loads((workflow_copy / "results/pf/preflight.json").read_text())
-        assert record["verdict"] == "refused" and len(record["problems"]) == 1
+        assert record["verdict"] == "refused" and len(record["problems"]) == 2
+        line = next(l for l in said.splitlines() if "above its MTU" in l)
+        assert "interface xl-dut0" in line and "1486 B, above its MTU 1400 B" in line
         assert record["facts"]["dut"]["interfaces"]["xl-dut0"]["xdp_features"][:1] == ["basic"]
         assert record["clock"]["latency"] == "one clock"      # namespaces: one kernel
         assert record["facts"]["dut"]["bpf_jit_enable"] in ("0", "1", "2")   # read from a namespace
         assert not (workflow_copy / "results/pf/trials").exists()
 
+        assert _ip("-n", ns, "link", "set", "xl-dut0", "mtu", "1500").returncode == 0
         passed = subprocess.run(["snakemake", "--cores", "1", "preflight", "--configfile", str(path),
                                  "--config", "experiment=pf", "xdp_mode=generic"],
                                 cwd=workflow_copy, env=env, capture_output=True, text=True, timeout=180)
@@ -353,6 +358,7 @@ def test_a_dut_interface_without_native_xdp_is_refused_before_traffic(netns_lab,
         record = json.loads((workflow_copy / "results/pf/preflight.json").read_text())
         assert record["verdict"] == "ok" and record["problems"] == []
     finally:
+        _ip("-n", ns, "link", "set", "xl-dut0", "mtu", "1500")
         _ip("-n", ns, "link", "del", "xl-dut1")
         _ip("-n", ns, "link", "set", "xlt-pfkeep", "name", "xl-dut1")
         _ip("-n", ns, "link", "set", "xl-dut1", "up")

@@ -84,12 +84,6 @@ def xdp_single_buffer_mtu(page_size: int) -> int:
     return page_size - XDP_HEADROOM_BYTES - SKB_SHARED_INFO_BYTES - ETH_HEADER_BYTES
 
 
-def shares(total_pps: int, n: int) -> list[int]:
-    """Each source's share of the offered rate (as steps.arm.source_shares)."""
-    base, extra = divmod(int(total_pps), n)
-    return [base + (1 if k < extra else 0) for k in range(n)]
-
-
 def _mbps(bits: float) -> str:
     return f"{bits / 1e6:,.1f} Mbit/s"
 
@@ -409,6 +403,8 @@ def clock_decision(dut: dict, sources: list, stamp_clock: str = STAMP_CLOCK) -> 
 def decide(dut: dict, sources: list, run: dict) -> dict:
     """{"problems", "reports", "clock"} for a run's hosts (facts as check_dut, check_source
     and clock_decision take them)."""
+    from .steps.arm import source_shares as shares   # each source's share, as the trials send
+
     problems, reports = [], []
     n = len(sources) or 1
     top = max(run["target_pps"]) if run["target_pps"] else 0
