@@ -302,7 +302,8 @@ def test_every_table_counts_the_same_window_and_adds_up_to_the_summary():
     for r in [row] + out["sources"]:
         located_add_up(r)
     for r in out["interfaces"]:
-        assert r["lost"] == r["sent"] - r["xdp_matched"] and r["warmup_lost"] == r["warmup_sent"] - r["warmup_xdp_matched"]
+        assert r["lost"] == r["sent"] - r["xdp_matched"]
+        assert r["warmup_lost"] == r["warmup_sent"] - r["warmup_xdp_matched"]
 
 
 def test_a_shared_interfaces_drops_are_located_per_phase_on_the_trial():

@@ -43,7 +43,8 @@ COLUMNS = [
     # The trial's settings (its grid point and the rest), and its warm-up.
     "point", "collector", "pattern", "xdp_mode_in_effect", "warmup_s", "warmup_sent",
     "warmup_lost", "warmup_lost_src_stack", "warmup_lost_src_qdisc", "warmup_lost_src_nic",
-    "warmup_lost_dut_nic", "warmup_lost_unlocated", "warmup_located_excess", "port", "send_path", "generator", "burst_size", "seed",
+    "warmup_lost_dut_nic", "warmup_lost_unlocated", "warmup_located_excess",
+    "port", "send_path", "generator", "burst_size", "seed",
     "unstable", "rx_rate_max_dev_pct", "run_index",
 ]
 # Last, the program under test when it is the user's (program != collector): its verdicts
@@ -57,7 +58,8 @@ SOURCE_COLUMNS = [
     "achieved_pps", "rate_error_pct", "rate_sustained", "xdp_matched", "lost", "loss_where",
     "lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
     "located_excess", "warmup_lost_src_stack", "warmup_lost_src_qdisc", "warmup_lost_src_nic",
-    "warmup_lost_dut_nic", "warmup_lost_unlocated", "warmup_located_excess", "capture_matched", "capture_unique", "capture_missing",
+    "warmup_lost_dut_nic", "warmup_lost_unlocated", "warmup_located_excess",
+    "capture_matched", "capture_unique", "capture_missing",
     "capture_duplicated", "capture_reordered", "unexplained",
     "unexplained_matched_over_sent", "unexplained_xdp_vs_capture",
 ]
