@@ -16,10 +16,12 @@ from __future__ import annotations
 import re
 import time
 
+from .config import IPV4_UDP_HEADERS
+
 # Bytes on the wire per packet besides the UDP payload: IPv4 (20) + UDP (8) headers,
 # Ethernet header (14) and FCS (4); a frame is at least 64 bytes; preamble and start of
 # frame (8) and the inter-frame gap (12) take line time too.
-IPV4_UDP_BYTES = 28
+IPV4_UDP_BYTES = IPV4_UDP_HEADERS   # 28
 ETHERNET_BYTES = 14 + 4
 MIN_FRAME_BYTES = 64
 L1_OVERHEAD_BYTES = 8 + 12

@@ -1,5 +1,6 @@
 """What a host is, for the archive (``xdplab-source.pyz facts '["IFACE", ...]'``):
-kernel release and its BPF-related build options, CPU model and count, OS, Python,
+kernel release and its BPF-related build options, its boot id and clock synchronisation
+(chronyc, pmc), CPU model and count, OS, Python,
 a few sysctls and tools, and for each named interface the driver, firmware,
 offloads, rings and channels (ethtool).  Runs on a source host (any python3 >= 3.8,
 Linux or macOS) and on the controller; prints one JSON object.  A fact that cannot
@@ -141,6 +142,9 @@ def collect(ifaces):
     sysctls_and_tools(out, miss)
     for iface in ifaces:
         out["interfaces"][iface] = interface(iface)
+    # which kernel, and whether its clock is synchronised (docs/preflight.md: the clocks)
+    out["boot_id"] = read("/proc/sys/kernel/random/boot_id")
+    out["clock"] = clock_status()
     return out
 
 
