@@ -373,3 +373,25 @@ def test_the_archive_lists_the_record(tmp_path):
          "clock": {"latency": "one clock"}}))
     assert archive.preflight_summary(str(tmp_path)) == \
         "ok at 2026-12-06T18:00:00Z, 0 problem(s), 2 report(s); latency: one clock"
+
+
+def test_the_duts_facts_from_its_health_and_environment():
+    desc = {"agent_url": "http://10.0.0.2:7717", "ifaces": ["eth1"]}
+    health = {"hostname": "dut0", "boot_id": BOOT,
+              "interfaces": {"eth1": {"mtu": 1500, "driver": "veth"}}}
+    env = {"interfaces": {"eth1": {"driver": "veth", "offloads": dict(VETH_OFFLOADS)}},
+           "preflight": {"boot_id": BOOT, "bpf_jit_enable": "1", "page_size": 4096, "agent_cpus": [0],
+                         "interfaces": {"eth1": {"mtu": 1500, "speed_mbps": 10000, "physical": False,
+                                                 "xdp_features": ["basic"], "irqs": {}}}},
+           "unavailable": {}}
+    d = preflight.dut_facts(desc, health, env, None)
+    assert d["where"] == "DUT dut0 (agent http://10.0.0.2:7717)" and d["boot_id"] == BOOT
+    assert d["interfaces"]["eth1"]["xdp_features"] == ["basic"] and d["interfaces"]["eth1"]["physical"] is False
+    assert preflight.decide(d, [src()], run())["problems"] == []
+    # an agent without the preflight block (older), or whose /environment failed: unknown, reported
+    for environment, error, why in ((dict(env, preflight=None), None, "an older agent"),
+                                    (None, "GET /environment failed: 500", "GET /environment failed")):
+        d = preflight.dut_facts(desc, health, environment, error)
+        assert d["interfaces"]["eth1"]["xdp_features"] is None
+        got = preflight.decide(d, [src()], run())
+        assert got["problems"] == [] and any(why in r for r in got["reports"])
