@@ -239,7 +239,9 @@ def test_agent_sigkilled_during_a_trial_fails_it_and_the_next_run_works(workdir)
     assert "10.201.2.2:7717" in failure["reason"] and "progress" not in failure["reason"], failure
     assert failure["time"], failure
     assert f"xdplab launch_generator: {failure['reason'].splitlines()[0]}" in out
-    assert f"trial {tid} FAILED in launch_generator" in out
+    # The run's last lines, after Snakemake's: the trial, its step and its reason.
+    end = out.split("At least one job did not complete successfully.", 1)[1]
+    assert f"xdplab: trial {tid} FAILED in launch_generator at " in end, out[-3000:]
     assert not (trial_dir(workdir, exp, 4000) / "trial.json").exists()
     # The generator was stopped as soon as the agent was found gone, not after 20 s.
     assert generator_pids() == []
@@ -347,6 +349,11 @@ def test_interrupted_run_stops_cleanly_and_keeps_finished_trials(workdir, how):
     failure = failure_of(workdir, exp, interrupted)
     assert failure["interrupted"] and failure["step"] == "launch_generator", failure
     assert failure["reason"] == f"interrupted by {how.split()[0]}", failure
+    # The end says so once, and that running the same command again is what to do.
+    end = out.split("At least one job did not complete successfully.", 1)[1]
+    assert end.count(f"FAILED in launch_generator at {failure['time']}: interrupted by {how.split()[0]}") == 1, end
+    assert out.rstrip().splitlines()[-1].endswith(
+        "Run the same command again: finished trials are kept, failed or interrupted ones run again."), out[-3000:]
     assert any(n.startswith("disarm session") for n in failure["cleanup"]), failure
     # The generator stopped at once: the run did not wait out the 8 s of traffic.
     # (-1: the testbed was already torn down, so nothing at all is received)
