@@ -143,14 +143,6 @@ def dut_loss_counter(nic: dict) -> int:
     return sum(count(nic.get(k)) for k in DUT_NIC_DROP_COUNTERS)
 
 
-def locate(lost: int, counted: dict) -> dict:
-    """Assign `lost` packets to the places on their path, in order, each at most what its
-    counter says and at most what is left; the rest is unlocated, and what the counters
-    said beyond `lost` is located_excess."""
-    window, _ = locate_phases(lost, None, {"window": counted})
-    return window
-
-
 def locate_phases(lost, warm_lost, counted: dict) -> tuple:
     """(the window's, the warm-up's) located loss: for each, {"lost_<place>": n,
     "lost_unlocated": n, "located_excess": n}, whose first five add up to its loss.
