@@ -174,7 +174,10 @@ def run_step(sm, fn) -> None:
 
     On failure or interruption the step's cleanups run (disarm the trial's session,
     stop the generator), and for the four trial steps the failure is recorded in the
-    trial directory's failed.json, which is not a Snakemake output and so survives."""
+    trial directory's failed.json, which is not a Snakemake output and so survives.
+    Every failure goes into the invocation's RUN_FAILURES too, with the error's fix, for
+    the end of the run; a reason already said in this invocation is not said again in
+    full."""
     log = Log(sm.log[0], sm.rule)
     stop = StopSignals()
     cleanups = CleanupStack(log)
@@ -228,7 +231,8 @@ def _advice(status: int, error: BaseException | None) -> dict:
 
 
 def stage_label(sm) -> str | None:
-    """The trial a step belongs to (<experiment>/<point>/rep~<n>), or None for a build's."""
+    """Where a step ran: "trial <experiment>/<point>/rep~<n>", "the build" (the collector's
+    build and its connectivity check), or None (a step of the whole experiment)."""
     trial = getattr(getattr(sm, "params", None), "trial", None)
     if isinstance(trial, dict) and "point" in trial:
         return f"trial {trial_id(trial)}"
