@@ -159,7 +159,9 @@ TESTBED_SETTINGS = {k: SETTINGS[k] for k in trials.TESTBED_KEYS[SETTINGS["testbe
 # parameters changed, and every trial after it: a moved token or key file would measure
 # everything again.  The step reads the credentials from the configuration
 # (trials.lab_with_credentials).
-CONNECTIVITY_TESTBED = dict(TESTBED_SETTINGS, **({"lab": trials.lab_identity(SETTINGS["lab"])} if "lab" in TESTBED_SETTINGS else {}))
+CONNECTIVITY_TESTBED = (
+    dict(TESTBED_SETTINGS, lab=trials.lab_identity(SETTINGS["lab"])) if "lab" in TESTBED_SETTINGS else TESTBED_SETTINGS
+)
 
 # Partial trials left by an interrupted invocation are discarded, not continued;
 # so are testbed records (testbed.json, connectivity.json) an invocation left.
