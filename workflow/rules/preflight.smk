@@ -15,7 +15,7 @@ PREFLIGHT_RECORD = f"{RESULTS}/{preflight.RECORD_FILE}"
 # A target without outputs: it runs whenever it is asked for, and writes its record.
 rule preflight:
     params:
-        testbed=TESTBED_SETTINGS,
+        testbed=CONNECTIVITY_TESTBED,   # as check_connectivity's: a lab's credentials from the config
         run=PREFLIGHT_RUN,
         record=PREFLIGHT_RECORD,
         scratch=f"{RESULTS}/.preflight",

@@ -6,11 +6,12 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from xdplab import trials  # noqa: E402
 from xdplab.steps import connectivity, machinery  # noqa: E402
 
 
 def check(sm, log):
-    desc = connectivity.bring_up(dict(sm.params.testbed), log)
+    desc = connectivity.bring_up(trials.lab_with_credentials(dict(sm.params.testbed), sm.config), log)
     scratch = Path(sm.params.scratch)
     try:
         connectivity.check_connectivity(desc, str(scratch / "connectivity.json"), log,
