@@ -18,8 +18,9 @@ rule check_connectivity:
         environment=f"results/build/{TESTBED_ID}/environment.json",
         # what the invocation's first check found of the sources (the later checks reuse it)
         sources=f"results/build/{TESTBED_ID}/sources_checked.json",
-        # the pre-flight check at that first check (preflight.smk), and its record
-        preflight=PREFLIGHT_RUN,
+        # the pre-flight check's record (preflight.smk).  What it checks against (every
+        # trial's rates and sizes) is read from the configuration by the step, not given
+        # here: a parameter that changed would rerun this check and every trial after it.
         preflight_record=PREFLIGHT_RECORD,
     resources:
         testbed=1,

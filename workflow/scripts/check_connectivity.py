@@ -7,15 +7,18 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import trials  # noqa: E402
+from xdplab import preflight, trials  # noqa: E402
+from xdplab.config import validate_config  # noqa: E402
 from xdplab.steps import connectivity, machinery  # noqa: E402
 
 
 def check(sm, log):
-    # (a lab's credentials are read from the configuration: no rule parameter, common.smk)
+    # A lab's credentials, and what the pre-flight checks against (the run's rates and sizes),
+    # are read from the configuration, not rule parameters: a change would rerun the check
+    # and every trial after it (common.smk, testbed.smk).
     desc = connectivity.bring_up(trials.lab_with_credentials(dict(sm.params.testbed), sm.config), log)
     connectivity.check_connectivity(desc, sm.output.connectivity, log, sources_record=sm.params.sources,
-                                    preflight_run=dict(sm.params.preflight),
+                                    preflight_run=preflight.run_settings(validate_config(sm.config).values),
                                     preflight_record=sm.params.preflight_record)
     connectivity.record_environment_once(desc, sm.params.environment, log)
 
