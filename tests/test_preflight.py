@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from xdplab import preflight
+from xdplab import clocks, preflight
 from xdplab.agent import environment, sysstats
 from xdplab.sourcehost import facts as source_facts
 
@@ -219,43 +219,43 @@ def two_kernels(dut_clock, src_clock):
 
 
 def test_chrony_and_pmc_parsed_with_their_bounds():
-    c = preflight.parse_chronyc_tracking(CHRONY)
+    c = clocks.parse_chronyc_tracking(CHRONY)
     assert c["synchronised"] and c["offset_s"] == -12e-6
     assert c["bound_s"] == pytest.approx(12e-6 + 100e-6 + 30e-6)
-    assert not preflight.parse_chronyc_tracking(CHRONY_UNSYNCED)["synchronised"]
-    p = preflight.parse_pmc_time_status(PMC)
+    assert not clocks.parse_chronyc_tracking(CHRONY_UNSYNCED)["synchronised"]
+    p = clocks.parse_pmc_time_status(PMC)
     assert p["synchronised"] and p["master_offset_ns"] == -87 and p["bound_s"] == pytest.approx(87e-9)
 
 
 def test_clock_one_kernel_by_boot_id():
-    got = preflight.clock_decision(dut(), [src(), dict(src(), where="src1")])
+    got = clocks.clock_decision(dut(), [src(), dict(src(), where="src1")])
     assert got["latency"] == "one clock" and got["reported"] and got["offset_bound_ns"] == 0
     assert BOOT in got["why"]
 
 
 def test_clock_synchronised_with_a_stated_offset_bound():
     d, s = two_kernels(chrony(), {"chronyc_tracking": None, "pmc_time_status": {"exit": 0, "text": PMC}})
-    got = preflight.clock_decision(d, s, stamp_clock="realtime")
+    got = clocks.clock_decision(d, s, stamp_clock="realtime")
     assert got["latency"] == "synchronised" and got["reported"]
     # the DUT's chrony bound (142 us) plus the source's PTP bound (87 ns)
     assert got["offset_bound_ns"] == 142000 + 87
     assert "+/- 142.1 us" in got["why"]
     # today's timestamps are CLOCK_MONOTONIC: synchronisation does not align them
-    mono = preflight.clock_decision(d, s)
+    mono = clocks.clock_decision(d, s)
     assert mono["latency"] == "n/a" and not mono["reported"] and mono["offset_bound_ns"] == 142087
     assert "CLOCK_MONOTONIC" in mono["why"]
 
 
 def test_clock_not_available_without_synchronisation():
     d, s = two_kernels(chrony(), chrony(CHRONY_UNSYNCED))
-    got = preflight.clock_decision(d, s, stamp_clock="realtime")
+    got = clocks.clock_decision(d, s, stamp_clock="realtime")
     assert got["latency"] == "n/a" and not got["reported"] and got["offset_bound_ns"] is None
     assert "src0" in got["why"] and "chrony: not synchronised" in got["why"]
     d, s = two_kernels(None, {"chronyc_tracking": {"exit": 1, "text": "506 Cannot talk to daemon"},
                               "pmc_time_status": None})
-    got = preflight.clock_decision(d, s, stamp_clock="realtime")
+    got = clocks.clock_decision(d, s, stamp_clock="realtime")
     assert got["latency"] == "n/a" and "506 Cannot talk to daemon" in got["why"]
-    got = preflight.clock_decision(dut(), [src(boot_id=None)])
+    got = clocks.clock_decision(dut(), [src(boot_id=None)])
     assert got["latency"] == "n/a" and "no boot id from source host" in got["why"]
 
 
