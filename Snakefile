@@ -27,8 +27,8 @@ include: "workflow/rules/ndr.smk"
 
 
 rule all:
+    default_target: True
     input:
         rules.aggregate.output.csv,
         rules.figures.output,
         COMPARE_TARGETS,
-    default_target: True

@@ -3,13 +3,10 @@
 pandas, the environment manifests; and once for real through snakemake on the
 embedded testbed."""
 
-import csv
 import http.server
 import json
-import math
 import os
 import random
-import shutil
 import subprocess
 import sys
 import tarfile

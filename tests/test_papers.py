@@ -5,7 +5,6 @@ duration runs new trials beside the old ones, and the archive checks and re-aggr
 byte for byte."""
 
 import csv
-import json
 import os
 import subprocess
 import sys

@@ -389,9 +389,9 @@ def test_the_duts_facts_from_its_health_and_environment():
     assert d["interfaces"]["eth1"]["xdp_features"] == ["basic"] and d["interfaces"]["eth1"]["physical"] is False
     assert preflight.decide(d, [src()], run())["problems"] == []
     # an agent without the preflight block (older), or whose /environment failed: unknown, reported
-    for environment, error, why in ((dict(env, preflight=None), None, "an older agent"),
-                                    (None, "GET /environment failed: 500", "GET /environment failed")):
-        d = preflight.dut_facts(desc, health, environment, error)
+    for env_found, error, why in ((dict(env, preflight=None), None, "an older agent"),
+                                  (None, "GET /environment failed: 500", "GET /environment failed")):
+        d = preflight.dut_facts(desc, health, env_found, error)
         assert d["interfaces"]["eth1"]["xdp_features"] is None
         got = preflight.decide(d, [src()], run())
         assert got["problems"] == [] and any(why in r for r in got["reports"])

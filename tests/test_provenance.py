@@ -1,7 +1,6 @@
 """The code that made a trial (workflow/xdplab/provenance.py): a git checkout's commit and
 whether its tree was dirty, xdplab's version, and why there is no commit where there is none."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path

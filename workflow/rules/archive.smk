@@ -14,13 +14,13 @@ rule archive:
         figures=rules.figures.output,
     output:
         archive=f"{RESULTS}/{EXP}-{time.strftime('%Y-%m-%d', time.gmtime())}.tar.gz",
+    log:
+        f"{RESULTS}/logs/archive.log",
+    localrule: True
     params:
         experiment=EXP,
         settings=SETTINGS,
         pcaps=SETTINGS.get("archive_pcaps", False),
         repo=workflow.basedir,
-    log:
-        f"{RESULTS}/logs/archive.log",
-    localrule: True
     script:
         "../scripts/archive.py"

@@ -10,12 +10,12 @@ rule build_collector:
         connectivity=f"{BUILD_STAGE}/connectivity.json",
     output:
         MANIFEST,
+    log:
+        f"{BUILD_STAGE}/logs/build_{{collector}}.log",
+    # as soon as its testbed check is done: every trial waits for it
+    priority: 14 * (len(ORDER) + 2)
     params:
         port=SETTINGS["port"],
         collector=lambda wildcards: wildcards.collector,
-    # as soon as its testbed check is done: every trial waits for it
-    priority: 14 * (len(ORDER) + 2)
-    log:
-        f"{BUILD_STAGE}/logs/build_{{collector}}.log",
     script:
         "../scripts/build_collector.py"

@@ -147,8 +147,22 @@ def code_digest(paths):
 
 TRIAL_CODE = code_digest(
     [f"workflow/scripts/{s}.py" for s in ("arm_collector", "launch_generator", "verify_capture", "gather_results")]
-    + [f"workflow/xdplab/{m}.py" for m in ("atomic", "pcapcheck", "accounting", "counts", "trialrows", "verdicts",
-                                          "source", "agentclient", "program", "timeseries", "featurefile")]
+    + [
+        f"workflow/xdplab/{m}.py"
+        for m in (
+            "atomic",
+            "pcapcheck",
+            "accounting",
+            "counts",
+            "trialrows",
+            "verdicts",
+            "source",
+            "agentclient",
+            "program",
+            "timeseries",
+            "featurefile",
+        )
+    ]
     + ["workflow/xdplab/steps", "workflow/xdplab/agent", "workflow/xdplab/sourcehost"]
 )
 

@@ -11,16 +11,26 @@ rule compare:
     input:
         csv=rules.aggregate.output.csv,
     output:
-        csv=report(f"{COMPARE_DIR}/compare.csv", caption="../report/compare.rst", category=REPORT_CATEGORY, subcategory="Programs compared"),
+        csv=report(
+            f"{COMPARE_DIR}/compare.csv",
+            caption="../report/compare.rst",
+            category=REPORT_CATEGORY,
+            subcategory="Programs compared",
+        ),
         md=f"{COMPARE_DIR}/compare.md",
         tex=f"{COMPARE_DIR}/compare.tex",
-        svg=report(f"{COMPARE_DIR}/compare.svg", caption="../report/compare.rst", category=REPORT_CATEGORY, subcategory="Programs compared"),
+        svg=report(
+            f"{COMPARE_DIR}/compare.svg",
+            caption="../report/compare.rst",
+            category=REPORT_CATEGORY,
+            subcategory="Programs compared",
+        ),
         png=f"{COMPARE_DIR}/compare.png",
         pdf=f"{COMPARE_DIR}/compare.pdf",
-    params:
-        programs=SETTINGS["program"],
     log:
         f"{RESULTS}/logs/compare.log",
+    params:
+        programs=SETTINGS["program"],
     script:
         "../scripts/compare.py"
 

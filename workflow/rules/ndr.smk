@@ -8,6 +8,7 @@
 # duration ndr_probe_s or ndr_confirm_s in its point's name), so it is cached like any
 # other: a finished search reruns nothing, and a grid trial at the same point is reused.
 
+
 include: "ndr_common.smk"
 
 
@@ -21,11 +22,11 @@ checkpoint ndr_step:
         unpack(ndr_step_input),
     output:
         step=f"{NDR_DIR}/step~{{k}}.json",
+    log:
+        f"{NDR_DIR}/logs/step~{{k}}.log",
     params:
         search=ndr_base,
         ndr=NDR_PARAMS.as_dict(),
-    log:
-        f"{NDR_DIR}/logs/step~{{k}}.log",
     script:
         "../scripts/ndr_step.py"
 
@@ -34,13 +35,15 @@ rule ndr_table:
     input:
         steps=lambda wildcards: [ndr_last_step(s) for s in NDR_SEARCHES],
     output:
-        csv=report(f"{RESULTS}/ndr.csv", caption="../report/ndr.rst", category=REPORT_CATEGORY, subcategory="Zero-loss rate"),
+        csv=report(
+            f"{RESULTS}/ndr.csv", caption="../report/ndr.rst", category=REPORT_CATEGORY, subcategory="Zero-loss rate"
+        ),
         probes=f"{RESULTS}/ndr_probes.csv",
         md=f"{RESULTS}/ndr.md",
-    params:
-        experiment=EXP,
     log:
         f"{RESULTS}/logs/ndr_table.log",
+    params:
+        experiment=EXP,
     script:
         "../scripts/ndr_table.py"
 
@@ -50,12 +53,14 @@ rule ndr_figure:
         csv=rules.ndr_table.output.csv,
         probes=rules.ndr_table.output.probes,
     output:
-        svg=report(f"{RESULTS}/ndr.svg", caption="../report/ndr.rst", category=REPORT_CATEGORY, subcategory="Zero-loss rate"),
+        svg=report(
+            f"{RESULTS}/ndr.svg", caption="../report/ndr.rst", category=REPORT_CATEGORY, subcategory="Zero-loss rate"
+        ),
         png=f"{RESULTS}/ndr.png",
-    params:
-        experiment=EXP,
     log:
         f"{RESULTS}/logs/ndr_figure.log",
+    params:
+        experiment=EXP,
     script:
         "../scripts/ndr_figure.py"
 

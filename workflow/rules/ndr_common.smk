@@ -17,8 +17,10 @@ def ndr_base(wildcards):
     try:
         return NDR_SEARCHES[wildcards.search]
     except KeyError:
-        raise WorkflowError(f"xdplab: {wildcards.search} is not a zero-loss search of this configuration "
-                            f"(these are: {', '.join(NDR_SEARCHES)})") from None
+        raise WorkflowError(
+            f"xdplab: {wildcards.search} is not a zero-loss search of this configuration "
+            f"(these are: {', '.join(NDR_SEARCHES)})"
+        ) from None
 
 
 def ndr_step_input(wildcards):

@@ -14,14 +14,14 @@ PREFLIGHT_RECORD = f"{RESULTS}/{preflight.RECORD_FILE}"
 
 # A target without outputs: it runs whenever it is asked for, and writes its record.
 rule preflight:
+    log:
+        f"{RESULTS}/logs/preflight.log",
+    resources:
+        testbed=1,
     params:
-        testbed=CONNECTIVITY_TESTBED,   # as check_connectivity's: a lab's credentials from the config
+        testbed=CONNECTIVITY_TESTBED,  # as check_connectivity's: a lab's credentials from the config
         run=PREFLIGHT_RUN,
         record=PREFLIGHT_RECORD,
         scratch=f"{RESULTS}/.preflight",
-    resources:
-        testbed=1,
-    log:
-        f"{RESULTS}/logs/preflight.log",
     script:
         "../scripts/preflight.py"

@@ -13,13 +13,13 @@ rule build_program:
     output:
         obj=f"{PROGRAM_DIR}/{{key}}.bpf.o",
         manifest=f"{PROGRAM_DIR}/{{key}}.json",
-    params:
-        cflags=program.CFLAGS,
+    log:
+        f"{PROGRAM_DIR}/logs/build_{{key}}.log",
     # Every program is built and checked before any trial runs, so that the trials of all
     # programs interleave in the run order (a comparison's drift favours none).
     priority: 14 * (len(ORDER) + 2)
-    log:
-        f"{PROGRAM_DIR}/logs/build_{{key}}.log",
+    params:
+        cflags=program.CFLAGS,
     script:
         "../scripts/build_program.py"
 
@@ -31,13 +31,13 @@ rule check_program:
         connectivity=f"{BUILD_STAGE}/connectivity.json",
     output:
         PROGRAM_CHECK,
+    log:
+        f"{BUILD_STAGE}/logs/check_program_{{key}}.log",
+    priority: 14 * (len(ORDER) + 2)
     params:
         program=lambda wildcards: USER_PROGRAMS[wildcards.key],
         name=SETTINGS["program_name"],
         globals=SETTINGS["program_globals"],
         port=SETTINGS["port"],
-    priority: 14 * (len(ORDER) + 2)
-    log:
-        f"{BUILD_STAGE}/logs/check_program_{{key}}.log",
     script:
         "../scripts/check_program.py"

@@ -20,19 +20,39 @@ rule aggregate:
     input:
         trials=[f"{d}/trial.json" for d in TRIAL_DIRS],
     output:
-        csv=report(f"{RESULTS}/summary.csv", caption="../report/summary_csv.rst", category=REPORT_CATEGORY, subcategory="Summary table"),
+        csv=report(
+            f"{RESULTS}/summary.csv",
+            caption="../report/summary_csv.rst",
+            category=REPORT_CATEGORY,
+            subcategory="Summary table",
+        ),
         md=f"{RESULTS}/summary.md",
         sources=f"{RESULTS}/sources.csv",
         ifaces=f"{RESULTS}/ifaces.csv",
-        html=report(f"{RESULTS}/summary.html", caption="../report/summary_table.rst", category=REPORT_CATEGORY, subcategory="Summary table"),
-        config=report(f"{RESULTS}/config.yaml", caption="../report/config.rst", category=REPORT_CATEGORY, subcategory="Configuration as run"),
-        points=report(f"{RESULTS}/points.csv", caption="../report/points_csv.rst", category=REPORT_CATEGORY, subcategory="Means with confidence intervals"),
+        html=report(
+            f"{RESULTS}/summary.html",
+            caption="../report/summary_table.rst",
+            category=REPORT_CATEGORY,
+            subcategory="Summary table",
+        ),
+        config=report(
+            f"{RESULTS}/config.yaml",
+            caption="../report/config.rst",
+            category=REPORT_CATEGORY,
+            subcategory="Configuration as run",
+        ),
+        points=report(
+            f"{RESULTS}/points.csv",
+            caption="../report/points_csv.rst",
+            category=REPORT_CATEGORY,
+            subcategory="Means with confidence intervals",
+        ),
         points_md=f"{RESULTS}/points.md",
         points_tex=f"{RESULTS}/points.tex",
+    log:
+        f"{RESULTS}/logs/aggregate.log",
     params:
         experiment=EXP,
         settings=SETTINGS,
-    log:
-        f"{RESULTS}/logs/aggregate.log",
     script:
         "../scripts/aggregate.py"

@@ -12,6 +12,11 @@
 rule check_connectivity:
     output:
         connectivity=temp("{stage}/connectivity.json"),
+    log:
+        "{stage}/logs/check_connectivity.log",
+    priority: stage_priority
+    resources:
+        testbed=1,
     params:
         testbed=CONNECTIVITY_TESTBED,
         # each host's environment, recorded at an invocation's first check (for archives)
@@ -22,11 +27,6 @@ rule check_connectivity:
         # trial's rates and sizes) is read from the configuration by the step, not given
         # here: a parameter that changed would rerun this check and every trial after it.
         preflight_record=PREFLIGHT_RECORD,
-    resources:
-        testbed=1,
-    priority: stage_priority
-    log:
-        "{stage}/logs/check_connectivity.log",
     script:
         "../scripts/check_connectivity.py"
 
@@ -40,7 +40,9 @@ rule check_connectivity:
 # (the step disarms the agent and stops the generator), then the run ends.
 onstart:
     try:
-        housekeeping.on_start(SETTINGS, RESULTS, [trials.trial_dir(RESULTS, t["point"], t["rep"]) for t in RUN_ORDER])
+        housekeeping.on_start(
+            SETTINGS, RESULTS, [trials.trial_dir(RESULTS, t["point"], t["rep"]) for t in RUN_ORDER]
+        )
     except housekeeping.ResultsNotWritable as e:
         raise WorkflowError(str(e)) from None
 

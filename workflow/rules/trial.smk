@@ -12,15 +12,15 @@ rule arm_collector:
         connectivity=f"{TRIAL}/connectivity.json",
     output:
         arm=f"{TRIAL}/arm.json",
+    log:
+        trial_log("arm_collector"),
+    priority: run_priority(10)
+    resources:
+        testbed=1,
     params:
         trial=trial_of,
         settings=settings_of,
         code=TRIAL_CODE,
-    resources:
-        testbed=1,
-    priority: run_priority(10)
-    log:
-        trial_log("arm_collector"),
     script:
         "../scripts/arm_collector.py"
 
@@ -31,14 +31,14 @@ rule launch_generator:
         connectivity=f"{TRIAL}/connectivity.json",
     output:
         generator=f"{TRIAL}/generator.json",
+    log:
+        trial_log("launch_generator"),
+    priority: run_priority(11)
+    resources:
+        testbed=1,
     params:
         trial=trial_of,
         settings=settings_of,
-    resources:
-        testbed=1,
-    priority: run_priority(11)
-    log:
-        trial_log("launch_generator"),
     script:
         "../scripts/launch_generator.py"
 
@@ -52,14 +52,14 @@ rule verify_capture:
         # The captures (capture.pcap, or capture-<if>.pcap per DUT interface) are kept
         # beside it unless keep_pcap=false; they are not outputs, so that they may go.
         capture=f"{TRIAL}/capture.json",
+    log:
+        trial_log("verify_capture"),
+    priority: run_priority(12)
+    resources:
+        testbed=1,
     params:
         trial=trial_of,
         settings=settings_of,
-    resources:
-        testbed=1,
-    priority: run_priority(12)
-    log:
-        trial_log("verify_capture"),
     script:
         "../scripts/verify_capture.py"
 
@@ -75,13 +75,13 @@ rule gather_results:
         # one row per second of the measured window (features.parquet, when kept, is
         # beside it and not an output: keep_features=false writes none)
         timeseries=f"{TRIAL}/timeseries.csv",
+    log:
+        trial_log("gather_results"),
+    priority: run_priority(13)
+    resources:
+        testbed=1,
     params:
         trial=trial_of,
         settings=settings_of,
-    resources:
-        testbed=1,
-    priority: run_priority(13)
-    log:
-        trial_log("gather_results"),
     script:
         "../scripts/gather_results.py"
