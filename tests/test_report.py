@@ -117,6 +117,24 @@ def test_the_report_holds_the_table_the_configuration_and_the_experiment(workflo
     assert "Time series of the trial this entry" in html
 
 
+
+def test_a_report_after_a_run_of_another_configuration_reports_that_run(workflow_copy):
+    # The README's first report example, `snakemake --report report.html`, after a run made
+    # with other settings than config/config.yaml's: the run recorded is reported (before,
+    # Snakemake failed on a time series of a trial never run); an experiment never run is
+    # refused with the command that works.
+    fake_results(workflow_copy, {"target_pps": [1000, 2000], "repeats": 2, "duration_s": 3})
+    run = snakemake(workflow_copy, "--report", "report.html")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "reporting the run recorded in results/default/config.yaml" in run.stderr
+    files = embedded((workflow_copy / "report.html").read_text())
+    assert yaml.safe_load(files["config.yaml"])["target_pps"] == [1000, 2000]
+    other = snakemake(workflow_copy, "--report", "other.html", "--config", "experiment=never_run")
+    assert other.returncode != 0 and not (workflow_copy / "other.html").exists()
+    assert "xdplab: nothing to report for this configuration: 1 of its 1 trials have not run" in other.stderr
+    assert "snakemake --report report.html --configfile results/<experiment>/config.yaml" in other.stderr
+    assert "Traceback" not in other.stderr
+
 def test_trial_banner():
     point = {"target_pps": 10000, "packet_size": 1458, "repeat": 0}
     assert progress.trial_banner(3, 12, point, eta_s=125) == (

@@ -9,13 +9,27 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from xdplab.config import ConfigError, validate_config  # noqa: E402
-from xdplab import housekeeping, program, trials  # noqa: E402
+from xdplab import housekeeping, program, snakemake_internals, trials  # noqa: E402
+from xdplab import report as xdplab_report  # noqa: E402
 
 # SETTINGS: the configuration, validated and with its defaults (`settings` in xdplab's
 # Python; one trial's are trials.point_settings_of's).
 try:
     SETTINGS = validate_config(config).values
-except ConfigError as e:
+    # `snakemake --report` of a configuration that has not run reports the run recorded
+    # in results/<experiment>/config.yaml instead, or says what to run.
+    if snakemake_internals.reporting():
+        _RECORDED = xdplab_report.configuration_to_report(SETTINGS)
+        if _RECORDED is not None:
+            print(
+                f"xdplab: this configuration has not run; reporting the run recorded in "
+                f"results/{SETTINGS['experiment']}/config.yaml",
+                file=sys.stderr,
+            )
+            config.clear()
+            config.update(_RECORDED)
+            SETTINGS = validate_config(config).values
+except (ConfigError, xdplab_report.NothingToReport) as e:
     # Stop before any rule runs, i.e. before anything privileged happens.
     raise WorkflowError(f"xdplab: {e}") from None
 

@@ -185,3 +185,45 @@ def print_results(results_dir: str, file=None) -> bool:
         return False
     print(text, file=file or sys.stdout, flush=True)
     return True
+
+
+class NothingToReport(Exception):
+    """`snakemake --report` asked of a configuration with no finished run to report."""
+
+
+def configuration_to_report(settings: dict) -> dict | None:
+    """For `snakemake --report`: None when every trial of this configuration has finished
+    (report it); else the configuration recorded by the experiment's last run
+    (results/<experiment>/config.yaml) when all of its trials finished, to report what was
+    run; else NothingToReport naming what to run or the command that reports another run.
+    A report of a configuration never run fails deep in Snakemake ("... marked for report
+    but does not exist", naming one missing file)."""
+    from pathlib import Path
+
+    import yaml
+
+    from . import trials
+    from .config import ConfigError, validate_config
+
+    def missing(s):
+        res = f"results/{s['experiment']}"
+        return [d for d in (trials.trial_dir(res, t["point"], t["rep"]) for t in trials.trials(s))
+                if not Path(d, "trial.json").exists()]
+
+    todo = missing(settings)
+    if not todo:
+        return None
+    recorded = Path("results", settings["experiment"], "config.yaml")
+    if recorded.exists():
+        raw = yaml.safe_load(recorded.read_text()) or {}
+        try:
+            if not missing(validate_config(raw).values):
+                return raw
+        except ConfigError:
+            pass
+    n = len(trials.trials(settings))
+    raise NothingToReport(
+        f"nothing to report for this configuration: {len(todo)} of its {n} trials have not run "
+        f"(e.g. {todo[0]}).  Run them first (the same command without --report), or report an "
+        f"experiment that ran: snakemake --report report.html --configfile results/<experiment>/config.yaml")
+

@@ -93,6 +93,18 @@ def executes_jobs(argv: list[str] | None = None) -> bool:
     return True
 
 
+def reporting(argv: list[str] | None = None) -> bool:
+    """Whether this invocation writes a report (`--report FILE`, or `--report=FILE`, or an
+    abbreviation Snakemake's parser takes for it)."""
+    for arg in (sys.argv if argv is None else argv)[1:]:
+        if arg == "--":
+            break
+        name = arg.split("=", 1)[0]
+        if name.startswith("--rep") and "--report".startswith(name):
+            return True
+    return False
+
+
 def asked_for(target: str, argv: list[str] | None = None) -> bool:
     """Whether `target` (a rule or file) is named on this invocation's command line."""
     return target in (sys.argv if argv is None else argv)[1:]
