@@ -55,12 +55,12 @@ def _rows(codes):
 
 def test_points_csv_columns():
     """points.csv's columns, in order: the point, the repeats, each metric's statistics, then
-    how many versions of the code made the repeats, and which."""
+    how many versions of the code made the repeats, and which; then the DUT's kernels, likewise."""
     p = stats.points(_rows(["0123456789ab"] * 2))
     assert list(p.columns) == (["target_pps", "packet_size", "repeats"]
                                + [f"{m}_{k}" for m, _ in stats.METRICS
                                   for k in ("n", "mean", "sd", "ci95_lo", "ci95_hi")]
-                               + ["code_versions", "code"])
+                               + ["code_versions", "code", "dut_kernels", "dut_kernel"])
 
 
 def test_a_point_of_one_code_version_is_not_flagged():
@@ -89,3 +89,14 @@ def test_a_summary_without_code_versions_is_unrecorded():
     p = stats.points(_rows(["x", "y"]).drop(columns="code_version"))
     assert list(p["code_versions"]) == [1] and list(p["code"]) == ["unrecorded"]
     assert list(stats.points(_rows([None, float("nan")]))["code"]) == ["unrecorded"]
+
+
+def test_a_point_run_on_two_dut_kernels_is_flagged():
+    df = _rows(["x", "x"])
+    df["dut_kernel"] = ["6.18.0", "6.19.1"]
+    p = stats.points(df)
+    assert list(p["dut_kernels"]) == [2] and list(p["dut_kernel"]) == ["6.18.0; 6.19.1"]
+    warning = stats.code_warning(p)
+    assert warning and "different DUT kernels (dut_kernels > 1)" in warning and "6.19.1" in warning
+    assert stats.code_warning(stats.points(_rows(["x", "x"]))) is None   # no kernel column: unrecorded, one
+

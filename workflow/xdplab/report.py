@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .accounting import COLUMNS
-from .stats import CODE, code_warning, points
+from .stats import CODE, KERNEL, code_warning, points
 
 # The readable table: (column, heading with unit).
 TABLE = [
@@ -40,16 +40,18 @@ def _counts(col: str) -> bool:
 
 
 def load_rows(trial_paths) -> pd.DataFrame:
-    """The summary rows of these trial.json files, each with the code that made it (its last
-    column, code_version: xdplab.provenance.code_label of the trial's `code`)."""
+    """The summary rows of these trial.json files, each with the DUT's kernel it ran on
+    (dut_kernel) and the code that made it (the last column, code_version:
+    xdplab.provenance.code_label of the trial's `code`)."""
     from .provenance import code_label
 
     rows = []
     for p in trial_paths:
         with open(p) as f:
             record = json.load(f)
-        rows.append(dict(record["summary"], **{CODE: code_label(record.get("code"))}))
-    df = pd.DataFrame(rows, columns=COLUMNS + [CODE])
+        rows.append(dict(record["summary"], **{KERNEL: record.get("dut_kernel"),
+                                                CODE: code_label(record.get("code"))}))
+    df = pd.DataFrame(rows, columns=COLUMNS + [KERNEL, CODE])
     keys = ["target_pps", "packet_size", "xdp_mode", "collector", "pattern", "duration_s", "repeat"]
     return df.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
 

@@ -29,6 +29,9 @@ POINT_SETTINGS = ["xdp_mode", "collector", "pattern", "duration_s", "program", "
 # its trial.json's `code`), and its label where there is none (a trial.json made before
 # trials recorded their code, a summary without the column).
 CODE = "code_version"
+# The summary's column naming the DUT's kernel release each trial ran on (its connectivity
+# check's agent health; a trial.json of before has none: unrecorded).
+KERNEL = "dut_kernel"
 
 
 def point_columns(summary: pd.DataFrame) -> list:
@@ -75,17 +78,18 @@ def describe(values) -> dict:
     return {"n": n, "mean": mean, "sd": sd, "ci95_lo": mean - half, "ci95_hi": mean + half}
 
 
-def _code_versions(g: pd.DataFrame) -> list:
-    if CODE not in g.columns:
+def _versions(g: pd.DataFrame, col: str = CODE) -> list:
+    if col not in g.columns:
         return [UNRECORDED]
     return sorted({UNRECORDED if v is None or (isinstance(v, float) and math.isnan(v)) or v == ""
-                   else str(v) for v in g[CODE]})
+                   else str(v) for v in g[col]})
 
 
 def points(summary: pd.DataFrame, by=None) -> pd.DataFrame:
     """One row per grid point: for each metric its n, mean, sd and 95 % CI over repeats; then
     `code_versions`, how many versions of the code made its repeats (more than 1: the point
-    pools trials of different code, code_warning says so), and `code`, those versions."""
+    pools trials of different code, code_warning says so), and `code`, those versions; likewise
+    `dut_kernels` and `dut_kernel`, the DUT's kernel releases its repeats ran on."""
     by = point_columns(summary) if by is None else by
     df = summary.copy()
     # (lost is empty where nothing counted what reached XDP: collector off, an attached program)
@@ -98,9 +102,12 @@ def points(summary: pd.DataFrame, by=None) -> pd.DataFrame:
         for col, _ in METRICS:
             d = describe(g[col].tolist())
             row.update({f"{col}_{k}": (round(v, 6) if isinstance(v, float) else v) for k, v in d.items()})
-        versions = _code_versions(g)
+        versions = _versions(g, CODE)
         row["code_versions"] = len(versions)
         row["code"] = "; ".join(versions)
+        kernels = _versions(g, KERNEL)
+        row["dut_kernels"] = len(kernels)
+        row["dut_kernel"] = "; ".join(kernels)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -114,10 +121,10 @@ def mixed_code(points_df: pd.DataFrame) -> pd.DataFrame:
 
 def code_warning(points_df: pd.DataFrame, where: str = "points.csv") -> str | None:
     """One line for the end of a run when some point pools trials made by different code
-    (None when none does): how many, the first few, what to do."""
+    (None when none does): how many, the first few, what to do; and kernel_warning's line."""
     mixed = mixed_code(points_df)
     if mixed.empty:
-        return None
+        return kernel_warning(points_df, where)
     by = [b for b in point_columns(points_df) if b in mixed.columns]
     shown = [", ".join(f"{b}={r[b]}" for b in _shown(points_df, by)) + f" ({r['code']})"
              for _, r in mixed.head(3).iterrows()]
@@ -125,7 +132,25 @@ def code_warning(points_df: pd.DataFrame, where: str = "points.csv") -> str | No
     return (f"warning: {len(mixed)} of {len(points_df)} point(s) in {where} pool repeats made by "
             f"different code (code_versions > 1): {'; '.join(shown)}{more}. Their means mix code "
             "versions (docs/results.md#provenance): compare them (git diff), or remove the older "
-            "trials' directories and run again to measure them with one version")
+            "trials' directories and run again to measure them with one version"
+            + (f"\n{kernel_warning(points_df, where)}" if kernel_warning(points_df, where) else ""))
+
+
+def kernel_warning(points_df: pd.DataFrame, where: str = "points.csv") -> str | None:
+    """One line when some point pools repeats run on different DUT kernels (None when none
+    does): a kernel changes what XDP costs as much as the code does."""
+    if "dut_kernels" not in points_df.columns:
+        return None
+    mixed = points_df[pd.to_numeric(points_df["dut_kernels"], errors="coerce") > 1]
+    if mixed.empty:
+        return None
+    by = [b for b in point_columns(points_df) if b in mixed.columns]
+    shown = [", ".join(f"{b}={r[b]}" for b in _shown(points_df, by)) + f" ({r['dut_kernel']})"
+             for _, r in mixed.head(3).iterrows()]
+    more = f" and {len(mixed) - 3} more" if len(mixed) > 3 else ""
+    return (f"warning: {len(mixed)} of {len(points_df)} point(s) in {where} pool repeats run on "
+            f"different DUT kernels (dut_kernels > 1): {'; '.join(shown)}{more}. Their means mix "
+            "kernels (docs/results.md#provenance)")
 
 
 def _cell(mean, lo, hi, n) -> str:

@@ -135,7 +135,10 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
     # The code that made the trial, read now (never a rule's parameter: a commit reruns nothing).
     code = provenance.code_version()
     log(f"code: {provenance.code_label(code)}" + (f" ({code['why']})" if code["why"] else ""))
-    write_json(output, {"trial": trial, "settings": params, "code": code, "summary": summary["row"],
+    # The DUT's kernel, as its agent said at the trial's own connectivity check.
+    dut_kernel = (conn.get("agent") or {}).get("kernel")
+    write_json(output, {"trial": trial, "settings": params, "code": code, "dut_kernel": dut_kernel,
+                        "summary": summary["row"],
                         "disk": disk, "wall": wall,
                         "sources": summary["sources"], "interfaces": summary["interfaces"],
                         "identities": summary["identities"], "arm": arm, "generators": gens,
