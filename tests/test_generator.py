@@ -41,7 +41,8 @@ JSON_KEYS = {
     "achieved_pps", "start_monotonic_ns", "end_monotonic_ns", "start_unix_ns", "end_unix_ns",
     "max_lag_us", "interrupted", "boot_id", "hostname", "python", "per_thread",
     "window_s", "not_offered", "rate_sustained", "max_burst", "pattern", "burst_size", "seed",
-    "send_path", "send_call", "batch_max", "source_counters", "refused_retries", "sent_per_s", "warmup", "backend",
+    "send_path", "send_path_requested", "send_path_why", "send_call", "batch_max", "source_counters",
+    "refused_retries", "sent_per_s", "warmup", "backend",
 }
 PROGRESS = re.compile(r"^progress t=\d+\.\ds sent=\d+ pps=\d+$")
 
@@ -759,3 +760,28 @@ def test_sent_per_s_when_the_source_cannot_keep_up():
     assert out["sent"] - 100000 < sum(out["sent_per_s"]) <= out["sent"]  # the grace's packets are left out
     assert out["warmup"]["not_offered"] > 0 and out["warmup"]["sent"] > 0
     assert out["rate_sustained"] is False
+
+
+@pytest.mark.parametrize("platform, iface, mac, opens, path, why", [
+    ("linux", "xl-src0", b"\x02" * 6, None, "packet", "AF_PACKET socket opens"),
+    ("darwin", "en0", b"\x02" * 6, None, "udp", "not Linux"),
+    ("linux", None, b"\x02" * 6, None, "udp", "no --iface"),
+    ("linux", "xl-src0", None, None, "udp", "no --dst-mac"),
+    ("linux", "xl-src0", b"\x02" * 6, "[Errno 1] Operation not permitted", "udp", "Operation not permitted"),
+])
+def test_send_path_auto_takes_the_packet_path_where_it_can(platform, iface, mac, opens, path, why):
+    got, reason = cli.resolve_auto(platform, iface, mac, lambda: opens)
+    assert got == path and why in reason
+
+
+def test_send_path_auto_without_a_next_hop_sends_udp_and_says_why():
+    rx = Receiver()
+    p = subprocess.run([sys.executable, *SEND, "--dst", "127.0.0.1", "--port", str(rx.port), "--pps", "100",
+                        "--size", "18", "--duration", "0.1", "--run-id", "1", "--send-path", "auto",
+                        "--progress-s", "0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                       universal_newlines=True)
+    rx.close()
+    assert p.returncode == 0, p.stderr
+    out = json.loads(p.stdout)
+    assert (out["send_path"], out["send_path_requested"]) == ("udp", "auto") and "--iface" in out["send_path_why"]
+    assert out["sent"] == 10

@@ -62,7 +62,7 @@ def run_settings(settings: dict) -> dict:
     return {"xdp_mode": as_list(settings.get("xdp_mode") or ["native"]), "attaches": bool(attaches),
             "packet_size": sorted(as_list(settings.get("packet_size"))),
             "target_pps": sorted(as_list(settings.get("target_pps"))),
-            "send_path": settings.get("send_path", "udp"), "generator": settings.get("generator", "python"),
+            "send_path": settings.get("send_path", "auto"), "generator": settings.get("generator", "python"),
             "ndr_max_pps": settings.get("ndr_max_pps")}
 
 
@@ -235,6 +235,20 @@ def _cpus(cpus) -> str:
 
 # -- the sources ----------------------------------------------------------------------
 
+def auto_send_path(system: str, euid, dut_mac) -> tuple[str, str]:
+    """What `send_path: auto` will take on a source, as the pre-flight sees it: the packet
+    path on Linux as root with the DUT's MAC known, the UDP socket otherwise.  The
+    generator decides for itself (sourcehost/cli.resolve_auto: an AF_PACKET socket that
+    opens, also with CAP_NET_RAW without root) and records what it took."""
+    if system != "Linux":
+        return "udp", f"{system}: no AF_PACKET"
+    if euid not in (0, None):
+        return "udp", f"uid {euid}, not root: no AF_PACKET socket"
+    if not dut_mac:
+        return "udp", "the DUT interface's MAC is not known"
+    return "packet", "Linux, root, the DUT interface's MAC known"
+
+
 def check_source(src: dict, run: dict, pps: int) -> tuple[list[str], list[str]]:
     """(problems, reports) for one source.  `src`: {"where", "system", "iface", "dut_iface",
     "dut_address", "dut_mac", "facts": {"euid", "mtu", "speed_mbps", "neighbour":
@@ -243,8 +257,12 @@ def check_source(src: dict, run: dict, pps: int) -> tuple[list[str], list[str]]:
     where, f = src.get("where") or "source", src.get("facts") or {}
     iface = src.get("iface")
     system = src.get("system") or "unknown"
-    raw = run["send_path"] == "packet" or run["generator"] == "trafgen"
-    path = "generator trafgen" if run["generator"] == "trafgen" else f"send_path {run['send_path']}"
+    send_path = run["send_path"]
+    if send_path == "auto" and run["generator"] != "trafgen":
+        send_path, why = auto_send_path(system, f.get("euid"), src.get("dut_mac"))
+        reports.append(f"{where}: send_path auto: the generator will send with {send_path} ({why})")
+    raw = send_path == "packet" or run["generator"] == "trafgen"
+    path = "generator trafgen" if run["generator"] == "trafgen" else f"send_path {send_path}"
     if raw and system != "Linux":
         problems.append(f"{where}: {path} needs Linux (AF_PACKET); this host runs {system}, which "
                         f"sends with send_path udp only")

@@ -12,7 +12,7 @@ Usage::
     python3 xdplab-source.pyz send --dst 10.201.0.2 --port 12345 --pps 10000 --size 1458 \\
         --duration 5 --threads 2 --run-id 4242 [--src 10.201.0.1] [--progress-s 1] \\
         [--pattern constant|burst|poisson] [--burst-size N] [--seed N] \\
-        [--send-path udp|packet] [--iface IF] [--dst-mac MAC] [--counters-iface IF] \\
+        [--send-path udp|packet|auto] [--iface IF] [--dst-mac MAC] [--counters-iface IF] \\
         [--warmup-s S --warmup-run-id W]
     python3 xdplab-source.pyz preflight IFACE DUT_ADDRESS REMOTE_PREFIX ADDRESS
     python3 xdplab-source.pyz facts '["IFACE", ...]'

@@ -18,6 +18,7 @@ PROG = "xdplab-source send"
 MAX_PROGRESS_S = 1.0  # a broken SSH session is noticed within about this long
 PATTERNS = ("constant", "burst", "poisson")
 DEFAULT_BURST = 16
+SEND_PATHS = ("udp", "packet", "auto")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,9 +69,10 @@ def parser():
                    help="burst pattern: packets back to back per burst (default %d)" % DEFAULT_BURST)
     p.add_argument("--seed", type=int, default=None,
                    help="poisson pattern: random seed (default: drawn, and recorded)")
-    p.add_argument("--send-path", choices=("udp", "packet"), default="udp",
+    p.add_argument("--send-path", choices=SEND_PATHS, default="udp",
                    help="udp (default): UDP socket; packet: AF_PACKET with PACKET_QDISC_BYPASS "
-                   "(Linux, root; needs --iface and --dst-mac)")
+                   "(Linux, root; needs --iface and --dst-mac); auto: packet where it can be "
+                   "opened, udp otherwise (the report says which, and why)")
     p.add_argument("--iface", default=None, help="the source's test interface")
     p.add_argument("--dst-mac", type=_mac, default=None, help="next hop's MAC address (packet path)")
     p.add_argument("--counters-iface", default=None,
@@ -164,17 +166,49 @@ def _check_backend(p, a):
             (x for x in ("/usr/sbin/trafgen", "/usr/local/sbin/trafgen") if os.access(x, os.X_OK)), None)
         if a.trafgen is None:
             p.error("--backend trafgen: no trafgen found (install netsniff-ng, or give --trafgen PATH)")
-    elif a.trafgen is not None:
+        a.send_path_requested, a.send_path_why = a.send_path, None
+        return
+    if a.trafgen is not None:
         p.error("--trafgen applies to --backend trafgen only")
-    elif a.send_path == "packet":
+    a.send_path_requested, a.send_path_why = a.send_path, None
+    if a.send_path == "auto":
+        a.send_path, a.send_path_why = resolve_auto(sys.platform, a.iface, a.dst_mac, packet_socket_opens)
+    if a.send_path == "packet":
         if not sys.platform.startswith("linux"):
             p.error("--send-path packet needs Linux (AF_PACKET); this is %s" % sys.platform)
         if a.iface is None:
             p.error("--send-path packet needs --iface")
         if a.dst_mac is None:
             p.error("--send-path packet needs --dst-mac")
-    elif a.dst_mac is not None:
-        p.error("--dst-mac applies to --send-path packet or --backend trafgen only")
+    elif a.dst_mac is not None and a.send_path_requested != "auto":
+        p.error("--dst-mac applies to --send-path packet or auto, or --backend trafgen only")
+
+
+def resolve_auto(platform, iface, dst_mac, can_open):
+    """--send-path auto: ("packet" or "udp", why).  The packet path where it can be taken:
+    Linux, --iface and --dst-mac given (the controller gives them when it knows the
+    DUT's MAC), and an AF_PACKET socket opens (root or CAP_NET_RAW); the UDP socket
+    otherwise (macOS, no privilege, no next hop)."""
+    if not platform.startswith("linux"):
+        return "udp", "not Linux (%s): no AF_PACKET" % platform
+    if iface is None:
+        return "udp", "no --iface"
+    if dst_mac is None:
+        return "udp", "no --dst-mac (the next hop's MAC)"
+    err = can_open()
+    if err:
+        return "udp", "an AF_PACKET socket does not open (%s)" % err
+    return "packet", "Linux, --iface and --dst-mac given, an AF_PACKET socket opens"
+
+
+def packet_socket_opens():
+    """None when this process can open an AF_PACKET socket, else why not."""
+    import socket
+    try:
+        socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0).close()
+        return None
+    except (OSError, AttributeError) as e:
+        return str(e) or e.__class__.__name__
 
 
 def _check_warmup(p, a):

@@ -78,7 +78,9 @@ def build(args, clock, backend, start_pc, end_pc, window_s, sent, not_offered, i
         "pattern": args.pattern,
         "burst_size": args.burst_size,
         "seed": args.seed,
-        "send_path": args.send_path,
+        "send_path": args.send_path,  # the path taken (auto resolved: cli.resolve_auto)
+        "send_path_requested": getattr(args, "send_path_requested", args.send_path),
+        "send_path_why": getattr(args, "send_path_why", None),
         "send_call": send_call,
         "refused_retries": refused_retries,
         "batch_max": batch_max,

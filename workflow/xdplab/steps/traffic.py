@@ -94,8 +94,14 @@ def _generator_options(params: dict, src: dict) -> dict:
         opts["burst_size"] = params.get("burst_size")
     elif opts["pattern"] == "poisson":
         opts["seed"] = params.get("seed")
-    if params.get("send_path", "udp") == "packet":
+    path = params.get("send_path", "auto")
+    if path == "packet":
         opts.update(send_path="packet", dst_mac=src.get("dut_mac"))
+    elif path == "auto":
+        # The generator takes the packet path where it can (Linux, an AF_PACKET socket
+        # opens, a next hop): the next hop is the DUT's MAC from the connectivity check,
+        # given when known; without it the generator sends with UDP (cli.resolve_auto).
+        opts.update(send_path="auto", dst_mac=src.get("dut_mac"))
     return opts
 
 
