@@ -344,3 +344,70 @@ def test_a_program_configuration_is_written_back_and_read_again(workdir):
                          "observe": ["full", "off"]}).values
     again = validate_config(yaml.safe_load(yaml.safe_dump(dict(v)))).values
     assert again == v
+
+
+# -- frame_size: the Ethernet frame, as RFC 2544 counts it ------------------------------
+
+RFC2544_FRAMES = [64, 128, 256, 512, 1024, 1280, 1518]
+
+
+def test_frame_size_converts_exactly_to_packet_size():
+    """frame = payload + 46 (Ethernet 14, IPv4 20, UDP 8, FCS 4), both ways, for every size."""
+    from xdplab import frames
+
+    v = validate_config(_from_command_line("frame_size=" + ",".join(map(str, RFC2544_FRAMES)))).values
+    assert v["packet_size"] == [18, 82, 210, 466, 978, 1234, 1472]
+    assert v["frame_size"] == RFC2544_FRAMES
+    assert validate_config({"frame_size": 1518}).values["packet_size"] == [1472]
+    assert all(frames.payload_bytes(frames.frame_bytes(p)) == p for p in range(18, 65508))
+    assert frames.frame_bytes(frames.MIN_PAYLOAD_BYTES) == frames.MIN_FRAME_BYTES == 64  # never padded
+    assert (frames.l2_bits_per_s(1, 18), frames.l1_bits_per_s(1, 18)) == (64 * 8, 84 * 8)
+    assert frames.mbps(1_000_000, 1472, 2) == 12144.0 and frames.mbps(1_000_000, 1472, 1) == 12304.0
+    assert validate_config({}).values["frame_size"] is None
+
+
+def test_frame_size_names_the_same_trials_as_its_packet_size():
+    """Trials stay keyed by packet_size: frame_size 64 is packet_size 18's trial directory."""
+    from xdplab import trials
+
+    def names(raw):
+        return [trials.point_name(p) for p in trials.grid_points(validate_config(raw).values)]
+
+    assert names({"frame_size": [64, 1518]}) == names({"packet_size": [18, 1472]})
+
+
+@pytest.mark.parametrize("raw, must_contain", [
+    ({"frame_size": 63}, ["frame_size: 63 is out of range", "64 to 1518", "18-byte header"]),
+    ({"frame_size": 18}, ["frame_size: 18 is out of range", "frame_size - 46"]),
+    ({"frame_size": [64, 1519]}, ["frame_size: 1519 is out of range", "64 to 1518", "1518 at mtu 1500"]),
+    ({"frame_size": 3519, "mtu": 3500}, ["frame_size: 3519", "64 to 3518"]),
+    ({"frame_size": "big"}, ["frame_size", "'big'", "integer"]),
+    ({"frame_size": [64, 64]}, ["frame_size", "repeats a value"]),
+])
+def test_a_frame_size_that_does_not_fit_is_refused(raw, must_contain):
+    (msg,) = problems(raw)
+    for text in must_contain:
+        assert text in msg, (text, msg)
+
+
+def test_frame_size_and_packet_size_together_are_refused_naming_both():
+    (msg,) = problems({"frame_size": [64, 128], "packet_size": 18})
+    assert msg.startswith("packet_size and frame_size: both are given (packet_size 18, frame_size [64, 128])")
+    assert "give one of them" in msg
+    (msg,) = problems(_from_command_line("frame_size=64", "packet_size=18"))
+    assert "both are given" in msg
+    # config/config.yaml sets neither, so --config frame_size=... works with it
+    raw = dict(yaml.safe_load((REPO / "config/config.yaml").read_text()), frame_size=[64, 1518])
+    assert validate_config(raw).values["packet_size"] == [18, 1472]
+
+
+def test_a_run_given_frame_sizes_is_recorded_and_read_again():
+    """results/<experiment>/config.yaml records frame_size as given (and packet_size null):
+    --configfile of it gives the same configuration."""
+    from xdplab.report import config_as_run
+
+    v = validate_config({"frame_size": [64, 1518]}).values
+    again = validate_config(yaml.safe_load(config_as_run(dict(v), "e"))).values
+    assert again == v
+    recorded = yaml.safe_load(config_as_run(dict(validate_config({}).values), "e"))
+    assert recorded["packet_size"] == [1458] and recorded["frame_size"] is None

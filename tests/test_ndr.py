@@ -257,8 +257,11 @@ def test_table_rows_carry_the_result_its_settings_and_units():
     step = {"search": "s", "params": p.as_dict(), "settings": settings, "history": history, "result": result}
     row = ndr.table_row(step)
     assert list(row) == ndr.COLUMNS and row["ndr_pps"] == result["ndr_pps"]
-    assert row["ndr_wire_mbps"] == round(row["ndr_pps"] * 84 * 8 / 1e6, 3)  # 64-byte frames
+    assert row["ndr_wire_mbps"] == round(row["ndr_pps"] * 84 * 8 / 1e6, 3)  # 64-byte frames: L1
+    assert row["ndr_l2_mbps"] == round(row["ndr_pps"] * 64 * 8 / 1e6, 3)  # L2: the frame alone
     assert row["min_pps"] == 1000 and row["probe_s"] == 5 and row["packet_size"] == 18
+    assert row["frame_size"] == 64 and list(row)[:3] == ["packet_size", "frame_size", "ndr_pps"]
     probes = ndr.probe_rows(step)
     assert [r["target_pps"] for r in probes] == [e["pps"] for e in history]
     assert all(list(r) == ndr.PROBE_COLUMNS for r in probes)
+    assert {r["frame_size"] for r in probes} == {64}

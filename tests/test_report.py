@@ -28,6 +28,8 @@ def fake_trial(path: Path, experiment: str, pps: int, size: int, rep: int) -> No
                achieved_pps=pps * 0.999, nic_rx=pps * 2, xdp_matched=pps * 2,
                features_received=pps * 2, tcpdump_captured=pps * 2, xdp_ns_per_pkt=240.5,
                latency_p50_us=4.2, latency_p99_us=9.9, latency_method="one kernel, one clock")
+    for col in ("frame_size", "throughput_l2_mbps"):
+        del row[col]  # as a trial.json recorded before they were columns: the summary computes them
     path.mkdir(parents=True, exist_ok=True)
     (path / "trial.json").write_text(json.dumps({"summary": row}))
 
@@ -89,6 +91,26 @@ def test_write_summary_writes_the_table_as_html_and_the_configuration_as_run(tmp
     assert as_run == s   # every key, defaults filled in
     assert "--configfile results/e1/config.yaml" in (res / "config.yaml").read_text()
     # Read back as a configuration, it gives the same settings.
+    assert validate_config(as_run).values == s
+
+
+def test_every_table_gives_the_frame_size_beside_the_payload(tmp_path):
+    """A run given frame_size (RFC 2544's terms): summary.csv, summary.md, summary.html and
+    points.csv give frame_size beside packet_size, and the L2 rate beside the L1 (wire) rate;
+    config.yaml records frame_size as given and reads back as the same configuration."""
+    import pandas as pd
+
+    s = fake_results(tmp_path, {"experiment": "f1", "frame_size": [64, 1518], "duration_s": 2})
+    res = tmp_path / "results" / "f1"
+    df = pd.read_csv(res / "summary.csv")
+    assert list(df["frame_size"]) == [64, 1518] and list(df["packet_size"]) == [18, 1472]
+    assert list(df["throughput_l2_mbps"]) == [round(9990 * f * 8 / 1e6, 3) for f in (64, 1518)]
+    assert "| offered pps | frame B | payload B | rep |" in (res / "summary.md").read_text()
+    assert "| 10000 | 64 | 18 | 0 |" in (res / "summary.md").read_text()
+    assert "<th>frame B</th>" in (res / "summary.html").read_text()
+    assert (res / "points.csv").read_text().startswith("target_pps,packet_size,frame_size,")
+    as_run = yaml.safe_load((res / "config.yaml").read_text())
+    assert as_run["frame_size"] == [64, 1518] and as_run["packet_size"] is None
     assert validate_config(as_run).values == s
 
 

@@ -40,7 +40,8 @@ def test_points_summarise_repeats_per_rate_and_size():
     assert list(p["loss_pct_mean"]) == [1.0, 1.0] and p["xdp_ns_per_pkt_sd"][0] == 1.0
     assert p["latency_p99_us_n"][0] == 0
     md = stats.markdown(p)
-    assert "| 1000 | 64 | 3 | 1000 ± 0 | 1 ± 2.5 | 201 ± 2.5 |" in md
+    assert "| target_pps | packet_size | frame_size | n |" in md  # the frame beside the payload
+    assert "| 1000 | 64 | 110 | 3 | 1000 ± 0 | 1 ± 2.5 | 201 ± 2.5 |" in md
     tex = stats.latex(p)
     assert "\\toprule" in tex and "\\bottomrule" in tex and "$\\pm$" in tex
 
@@ -55,9 +56,10 @@ def _rows(codes):
 
 def test_points_csv_columns():
     """points.csv's columns, in order: the point, the repeats, each metric's statistics, then
-    how many versions of the code made the repeats, and which; then the DUT's kernels, likewise."""
+    how many versions of the code made the repeats, and which; then the DUT's kernels, likewise.
+    The point's frame (bytes, packet_size + 46) stands beside its payload."""
     p = stats.points(_rows(["0123456789ab"] * 2))
-    assert list(p.columns) == (["target_pps", "packet_size", "repeats"]
+    assert list(p.columns) == (["target_pps", "packet_size", "frame_size", "repeats"]
                                + [f"{m}_{k}" for m, _ in stats.METRICS
                                   for k in ("n", "mean", "sd", "ci95_lo", "ci95_hi")]
                                + ["code_versions", "code", "dut_kernels", "dut_kernel"])
@@ -79,7 +81,7 @@ def test_a_point_pooling_trials_of_different_code_is_flagged():
     assert list(stats.mixed_code(p)["target_pps"]) == [1000]
     warning = stats.code_warning(p)
     assert warning.startswith("warning: 1 of 2 point(s) in points.csv pool repeats made by different code")
-    assert "target_pps=1000, packet_size=64 (0123456789ab; 0123456789ab+dirty; unrecorded)" in warning
+    assert "target_pps=1000, packet_size=64, frame_size=110 (0123456789ab; 0123456789ab+dirty; unrecorded)" in warning
     assert "2000" not in warning
     assert warning in stats.markdown(p)
 

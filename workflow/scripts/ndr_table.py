@@ -19,7 +19,7 @@ def write_csv(path, columns, rows):
 
 
 def markdown(rows, experiment) -> str:
-    cols = ["packet_size", "ndr_pps", "ndr_wire_mbps", "limited_by", "fail_pps", "probes",
+    cols = ["frame_size", "packet_size", "ndr_pps", "ndr_l2_mbps", "ndr_wire_mbps", "limited_by", "fail_pps", "probes",
             "confirmations", "confirm_s", "confirm_sent", "confirm_lost"]
     lines = [f"# xdplab experiment `{experiment}`: zero-loss rate per search", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -35,7 +35,7 @@ COLUMNS = [
     "status", "testbed", "sources", "interfaces", "xdp_mode", "threads", "scheduled",
     "send_errors", "max_lag_us",
     "gap_p50_us", "gap_p99_us", "ideal_gap_us",
-    "throughput_payload_mbps", "throughput_wire_mbps",
+    "frame_size", "throughput_payload_mbps", "throughput_l2_mbps", "throughput_wire_mbps",
     "xdp_seen", "features_for_run", "capture_missing", "capture_duplicated", "capture_reordered",
     "unexplained_nic_vs_xdp", "unexplained_seen_vs_classified", "unexplained_xdp_vs_features",
     "unexplained_passed_vs_tcpdump", "unexplained_matched_over_sent",

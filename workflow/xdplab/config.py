@@ -19,12 +19,15 @@ from pathlib import Path
 import yaml
 
 from .configvalues import as_list, check_value, item_spec, show
+from .frames import ETHERNET_BYTES, FRAME_OVERHEAD_BYTES, IPV4_UDP_BYTES, MIN_PAYLOAD_BYTES, payload_bytes
 from .labconfig import check_lab, lab_as_config  # noqa: F401  (xdplab.report reads lab_as_config here)
 from .trials import program_kind
 
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 
-IPV4_UDP_HEADERS = 28
+IPV4_UDP_HEADERS = IPV4_UDP_BYTES  # 28 (xdplab.preflight reads it here)
+# A key's maximum that depends on the MTU (the schema's annotation x-maximum-from).
+MAXIMUM_FROM = {"mtu - 28": lambda mtu: mtu - IPV4_UDP_BYTES, "mtu + 18": lambda mtu: mtu + ETHERNET_BYTES}
 
 
 class ConfigError(ValueError):
@@ -57,8 +60,12 @@ def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
     # `--config program_name=` arrives as None: the empty name, as in the file.
     if merged.get("program_name") is None:
         merged["program_name"] = ""
+    # packet_size null: not given (a run given frame_size records it so), its default.
+    if merged.get("packet_size") is None:
+        merged["packet_size"] = props["packet_size"].get("default")
     values, value_problems = _check_values(merged, schema)
     problems += value_problems
+    problems += _frame_sizes(values, raw)
     if not problems:
         problems += _check_combinations(values)
     problems += _check_programs(values, merged)
@@ -93,7 +100,10 @@ def _check_values(merged: dict, schema: dict) -> tuple[dict, list[str]]:
         spec, listable = item_spec(props[key], schema)
         bounds = {}
         if "x-maximum-from" in spec and isinstance(values.get("mtu"), int):
-            bounds[key] = values["mtu"] - IPV4_UDP_HEADERS
+            bounds[key] = MAXIMUM_FROM[spec["x-maximum-from"]](values["mtu"])
+        if spec.get("x-nullable") and merged[key] is None:
+            values[key] = None
+            continue
         try:
             if listable:
                 items = as_list(key, merged[key])
@@ -107,8 +117,37 @@ def _check_values(merged: dict, schema: dict) -> tuple[dict, list[str]]:
                     raise ValueError(f"{key}: expected one value, got a list {merged[key]}")
                 values[key] = check_value(key, spec, merged[key], bounds)
         except ValueError as e:
-            problems.append(str(e))
+            problems.append(str(e) + (_frame_size_reason(values) if key == "frame_size" and "out of range" in str(e)
+                                      else ""))
     return values, problems
+
+
+def _frame_sizes(values: dict, raw: dict) -> list[str]:
+    """`frame_size`, when given, converted to `packet_size` (frame - 46 bytes, exact: no
+    xdplab frame is padded), by which trials are named; given with `packet_size`, refused.
+    A frame that cannot hold xdplab's payload header or whose IP packet exceeds the MTU
+    was refused by its range (64 to mtu + 18); its message says why."""
+    if raw.get("frame_size") is None:
+        return []
+    if raw.get("packet_size") is not None:
+        return [f"packet_size and frame_size: both are given (packet_size {show(raw['packet_size'])}, "
+                f"frame_size {show(raw['frame_size'])}); give one of them: frame_size is the Ethernet "
+                f"frame in bytes and packet_size its UDP payload, frame_size - {FRAME_OVERHEAD_BYTES} "
+                "(config/config.yaml sets neither)"]
+    if values.get("frame_size") is None:
+        return []  # its value was refused
+    values["packet_size"] = [payload_bytes(f) for f in values["frame_size"]]
+    return []
+
+
+def _frame_size_reason(values: dict) -> str:
+    """Why frame_size's range is what it is, for its message."""
+    mtu = values.get("mtu") if isinstance(values.get("mtu"), int) else None
+    top = f"{mtu + ETHERNET_BYTES} at mtu {mtu}" if mtu else "mtu + 18"
+    return (f" (a frame carries a UDP payload of frame_size - {FRAME_OVERHEAD_BYTES} bytes: Ethernet header "
+            f"14, IPv4 20, UDP 8, FCS 4; the payload holds at least xdplab's {MIN_PAYLOAD_BYTES}-byte header, "
+            f"so the smallest frame is {MIN_PAYLOAD_BYTES + FRAME_OVERHEAD_BYTES}, and its IPv4 packet, "
+            f"frame_size - {ETHERNET_BYTES}, at most the mtu, so the largest is {top})")
 
 
 def _check_combinations(values: dict) -> list[str]:

@@ -82,11 +82,15 @@ def _resolve(spec: dict, schema: dict) -> dict:
 
 def item_spec(spec: dict, schema: dict) -> tuple[dict, bool]:
     """(the spec of one value, whether a list of such values is allowed): a list-or-scalar
-    is oneOf [a scalar, an array of that scalar]."""
+    is oneOf [a scalar, an array of that scalar].  A third branch {type: "null"}
+    (frame_size) lets the key be unset: the spec says so as "x-nullable"."""
     branches = spec.get("oneOf")
-    if branches and len(branches) == 2 and any(b.get("type") == "array" for b in branches):
-        scalar = next(b for b in branches if b.get("type") != "array")
-        return {**_resolve(scalar, schema), **{k: v for k, v in spec.items() if k != "oneOf"}}, True
+    values = [b for b in branches or [] if b.get("type") != "null"]
+    nullable = len(values) == 2 and len(branches) == 3
+    if len(values) == 2 and len(branches) in (2, 3) and any(b.get("type") == "array" for b in values):
+        scalar = next(b for b in values if b.get("type") != "array")
+        one = {**_resolve(scalar, schema), **{k: v for k, v in spec.items() if k != "oneOf"}}
+        return ({**one, "x-nullable": True} if nullable else one), True
     return _resolve(spec, schema), False
 
 

@@ -24,10 +24,7 @@ from __future__ import annotations
 
 import math
 
-# Bytes a frame occupies on an Ethernet wire beyond the UDP payload:
-# UDP 8 + IPv4 20 + Ethernet header 14 + FCS 4 + preamble/SFD 8 + inter-frame gap 12.
-WIRE_OVERHEAD_BYTES = 66
-MIN_WIRE_FRAME_BYTES = 84  # 64-byte minimum frame + preamble + gap
+from .frames import wire_bytes  # noqa: F401  (line bytes of a frame: xdplab.frames; read here)
 
 # A rate counts as sustained when the achieved rate falls short of the target by at
 # most this much (the generator decides; this is the fallback for old reports).
@@ -37,10 +34,6 @@ SUSTAINED_TOLERANCE_PCT = 0.1
 LOSS_PLACES = ("src_stack", "src_qdisc", "src_nic", "dut_nic")
 DUT_NIC_DROP_COUNTERS = ("rx_dropped", "rx_missed_errors", "rx_errors")
 SRC_NIC_DROP_COUNTERS = ("nic_tx_dropped", "nic_tx_errors")
-
-
-def wire_bytes(payload: int) -> int:
-    return max(payload + WIRE_OVERHEAD_BYTES, MIN_WIRE_FRAME_BYTES)
 
 
 def rounded(x, nd=3):

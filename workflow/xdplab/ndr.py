@@ -35,6 +35,8 @@ import json
 import math
 from dataclasses import asdict, dataclass
 
+from .frames import frame_bytes, mbps
+
 PASS, LOSS, SOURCE = "pass", "loss", "source"   # a trial's outcome
 PROBE, CONFIRM = "probe", "confirm"            # a trial's kind (ndr_probe_s, ndr_confirm_s)
 # What bounded the result: a trial above it lost packets (dut), its source could not
@@ -292,26 +294,24 @@ def trial_point(base: dict, pps: int, duration_s: int) -> str:
 
 # ndr.csv: one row per search.  Units in the names; the method in docs/ndr.md.
 COLUMNS = [
-    "packet_size", "ndr_pps", "probes", "confirm_sent", "confirm_lost", "limited_by",
+    "packet_size", "frame_size", "ndr_pps", "probes", "confirm_sent", "confirm_lost", "limited_by",
     "resolution_pct", "loss_threshold_pct", "confirm_loss_pct", "confirm_s", "confirmations",
     "fail_pps", "fail_kind", "fail_outcome", "fail_loss_pct", "fail_loss_where",
-    "ndr_wire_mbps", "min_pps", "max_pps", "probe_s", "xdp_mode", "collector", "pattern",
+    "ndr_l2_mbps", "ndr_wire_mbps", "min_pps", "max_pps", "probe_s", "xdp_mode", "collector", "pattern",
     "program", "observe", "search",
 ]
 # ndr_probes.csv: one row per trial of every search, in the order they ran.
 PROBE_COLUMNS = [
-    "packet_size", "step", "kind", "target_pps", "duration_s", "outcome", "sent", "lost",
+    "packet_size", "frame_size", "step", "kind", "target_pps", "duration_s", "outcome", "sent", "lost",
     "loss_pct", "rate_sustained", "not_offered", "delivered_pps", "loss_where",
     "xdp_mode", "collector", "pattern", "program", "observe", "search", "trial",
 ]
 
 
 def wire_mbps(pps: int | None, payload: int) -> float | None:
-    """The rate on an Ethernet wire, Mbit/s: frame + preamble + inter-frame gap per packet
-    (as summary.csv's throughput_wire_mbps)."""
-    from .accounting import wire_bytes
-
-    return None if pps is None else round(pps * wire_bytes(payload) * 8 / 1e6, 3)
+    """The rate on an Ethernet wire (L1), Mbit/s: frame + preamble + inter-frame gap per
+    packet (as summary.csv's throughput_wire_mbps)."""
+    return mbps(pps, payload, 1)
 
 
 def table_row(step: dict) -> dict:
@@ -320,6 +320,7 @@ def table_row(step: dict) -> dict:
     row = {k: r.get(k) for k in COLUMNS if k in r}
     row.update({k: s.get(k) for k in SEARCH_DIMENSIONS}, search=step["search"],
                min_pps=p["min_pps"], max_pps=p["max_pps"], probe_s=p["probe_s"],
+               frame_size=frame_bytes(s["packet_size"]), ndr_l2_mbps=mbps(r["ndr_pps"], s["packet_size"], 2),
                ndr_wire_mbps=wire_mbps(r["ndr_pps"], s["packet_size"]))
     return {k: row.get(k) for k in COLUMNS}
 
@@ -329,6 +330,7 @@ def probe_rows(step: dict) -> list[dict]:
     s = step["settings"]
     out = []
     for e in step["history"]:
-        row = dict(e, target_pps=e["pps"], search=step["search"], **{k: s.get(k) for k in SEARCH_DIMENSIONS})
+        row = dict(e, target_pps=e["pps"], search=step["search"], frame_size=frame_bytes(s["packet_size"]),
+                   **{k: s.get(k) for k in SEARCH_DIMENSIONS})
         out.append({k: row.get(k) for k in PROBE_COLUMNS})
     return out

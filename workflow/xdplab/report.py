@@ -12,7 +12,7 @@ from .stats import CODE, KERNEL, code_warning, points
 
 # The readable table: (column, heading with unit).
 TABLE = [
-    ("target_pps", "offered pps"), ("packet_size", "payload B"), ("repeat", "rep"),
+    ("target_pps", "offered pps"), ("frame_size", "frame B"), ("packet_size", "payload B"), ("repeat", "rep"),
     ("sent", "sent"), ("warmup_sent", "warm-up"), ("achieved_pps", "achieved pps"), ("rate_error_pct", "rate err %"),
     ("nic_rx", "nic_rx"), ("xdp_matched", "xdp_matched"), ("features_received", "features"),
     ("ringbuf_drops", "rb drops"), ("tcpdump_captured", "tcpdump"), ("tcpdump_dropped", "tcpdump drop"),
@@ -51,9 +51,25 @@ def load_rows(trial_paths) -> pd.DataFrame:
             record = json.load(f)
         rows.append(dict(record["summary"], **{KERNEL: record.get("dut_kernel"),
                                                 CODE: code_label(record.get("code"))}))
-    df = pd.DataFrame(rows, columns=COLUMNS + [KERNEL, CODE])
+    df = with_frame_columns(pd.DataFrame(rows, columns=COLUMNS + [KERNEL, CODE]))
     keys = ["target_pps", "packet_size", "xdp_mode", "collector", "pattern", "duration_s", "repeat"]
     return df.sort_values(keys, kind="stable", na_position="first").reset_index(drop=True)
+
+
+def with_frame_columns(df: pd.DataFrame) -> pd.DataFrame:
+    """frame_size and throughput_l2_mbps where a trial recorded none (a trial.json of before
+    they were columns): both follow from packet_size and achieved_pps (xdplab.frames)."""
+    from .frames import frame_bytes, mbps
+
+    df = df.copy()
+    for col, of in (("frame_size", lambda r: frame_bytes(int(r["packet_size"]))),
+                    ("throughput_l2_mbps", lambda r: mbps(r["achieved_pps"], int(r["packet_size"]), 2))):
+        gone = df[col].isna() & df["packet_size"].notna()
+        if gone.any():
+            df[col] = df[col].astype(object)
+            df.loc[gone, col] = [of(r) for _, r in df[gone].iterrows()]
+            df[col] = pd.to_numeric(df[col])
+    return df
 
 
 # Shown only when some trial has them: where loss happened, traffic that was not ours.
@@ -131,6 +147,8 @@ def config_as_run(settings: dict, experiment: str) -> str:
 
     order = list(load_schema()["properties"])
     settings = dict(settings, lab=lab_as_config(settings.get("lab")))
+    if settings.get("frame_size") is not None:
+        settings["packet_size"] = None  # given as frame_size: giving both again is refused
     ordered = {k: settings[k] for k in order if k in settings}
     ordered.update({k: v for k, v in settings.items() if k not in ordered})
     return head + yaml.safe_dump(ordered, sort_keys=False, default_flow_style=None)

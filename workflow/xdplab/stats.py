@@ -40,8 +40,12 @@ def point_columns(summary: pd.DataFrame) -> list:
 
 
 def _shown(points_df: pd.DataFrame, by) -> list:
-    """The keys a table shows: rate and size, and the other settings where they vary."""
-    return [b for b in by if b in POINT or points_df[b].nunique(dropna=False) > 1]
+    """The keys a table shows: rate and size (payload, and frame beside it), and the other
+    settings where they vary."""
+    shown = [b for b in by if b in POINT or points_df[b].nunique(dropna=False) > 1]
+    if "packet_size" in shown and "frame_size" in points_df.columns:
+        shown.insert(shown.index("packet_size") + 1, "frame_size")
+    return shown
 
 # Two-sided 95 % quantiles of Student's t, t(0.975, df), for df = 1..30 (standard tables).
 _T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
@@ -109,7 +113,20 @@ def points(summary: pd.DataFrame, by=None) -> pd.DataFrame:
         row["dut_kernels"] = len(kernels)
         row["dut_kernel"] = "; ".join(kernels)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return with_frame_size(pd.DataFrame(rows))
+
+
+def with_frame_size(df: pd.DataFrame) -> pd.DataFrame:
+    """The table with `frame_size` (the Ethernet frame, bytes: xdplab.frames) beside
+    `packet_size`, which it follows from exactly."""
+    from .frames import frame_bytes
+
+    if "packet_size" not in df.columns or "frame_size" in df.columns:
+        return df
+    df = df.copy()
+    df.insert(list(df.columns).index("packet_size") + 1, "frame_size",
+              [None if pd.isna(p) else frame_bytes(int(p)) for p in df["packet_size"]])
+    return df
 
 
 def mixed_code(points_df: pd.DataFrame) -> pd.DataFrame:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from .counts import (LOSS_PLACES, achieved_pps, count, dut_loss_counter, interfaces_percentile,
                      locate_phases, loss_where, not_offered, rate_sustained, rounded, source_loss_counters,
                      total, warmup_sent, wire_bytes)
+from .frames import frame_bytes
 from .verdicts import NOT_PASSED, driver_verdicts, program_columns
 
 # The identities of a DUT interface, in the order of their columns (unexplained_<name>).
@@ -339,7 +340,9 @@ def _detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks,
         "gap_p50_us": rounded(g50 / 1000.0, 2) if g50 is not None else None,
         "gap_p99_us": rounded(g99 / 1000.0, 2) if g99 is not None else None,
         "ideal_gap_us": rounded(1e6 / target, 3),
+        "frame_size": frame_bytes(size),
         "throughput_payload_mbps": rounded(achieved * size * 8 / 1e6, 3),
+        "throughput_l2_mbps": rounded(achieved * frame_bytes(size) * 8 / 1e6, 3),
         "throughput_wire_mbps": rounded(achieved * wire_bytes(size) * 8 / 1e6, 3),
         "xdp_seen": total(iface_rows, "xdp_seen"),
         "features_for_run": sum(count(f.get("for_run")) for f in feats) if collector == "features" else None,
