@@ -136,3 +136,32 @@ def test_attach_mode_and_collector_are_grid_dimensions(workdir):
     points = rows(workdir / "results/grid/points.csv")
     assert len(points) == 6 and {p["collector"] for p in points} == {"features", "counters", "off"}
     assert_nothing_left()
+
+
+def test_frame_sizes_as_rfc_2544_gives_them(workdir):
+    """`--config frame_size=64,1518`: the trials of payloads 18 and 1472 (named by
+    packet_size, as those of packet_size=18,1472 are), and every table with both sizes
+    and the L2 beside the L1 bit rate."""
+    run = snakemake(workdir, "--cores", "1", "--config", "frame_size=64,1518", "target_pps=2000",
+                    "duration_s=1", "warmup_s=0", "experiment=frames")
+    assert run.returncode == 0, run.stderr[-4000:]
+    res = workdir / "results/frames"
+    got = sorted(rows(res / "summary.csv"), key=lambda r: int(r["frame_size"]))
+    assert [(r["frame_size"], r["packet_size"]) for r in got] == [("64", "18"), ("1518", "1472")]
+    for r in got:
+        assert int(r["sent"]) == 2000 and int(r["lost"]) == 0 and int(r["unexplained"]) == 0, r
+        pps, frame = float(r["achieved_pps"]), int(r["frame_size"])
+        assert float(r["throughput_l2_mbps"]) == pytest.approx(pps * frame * 8 / 1e6, abs=1e-3), r
+        assert float(r["throughput_wire_mbps"]) == pytest.approx(pps * (frame + 20) * 8 / 1e6, abs=1e-3), r
+    assert {p.name.split("_")[1] for p in (res / "trials").iterdir()} == {"size~18", "size~1472"}
+    assert [(p["packet_size"], p["frame_size"]) for p in rows(res / "points.csv")] == [("18", "64"), ("1472", "1518")]
+    assert "| frame B | payload B |" in (res / "summary.md").read_text()
+    as_run = (res / "config.yaml").read_text()
+    assert "frame_size: [64, 1518]" in as_run and "packet_size: null" in as_run
+    # The same trials asked by payload: nothing to do.
+    again = snakemake(workdir, "-n", "--cores", "1", "--config", "packet_size=18,1472", "target_pps=2000",
+                      "duration_s=1", "warmup_s=0", "experiment=frames")
+    assert again.returncode == 0, again.stderr[-3000:]
+    planned = [line.split()[:1] for line in (again.stdout + again.stderr).splitlines()]
+    assert ["arm_collector"] not in planned and ["launch_generator"] not in planned, again.stdout[-3000:]
+    assert_nothing_left()
