@@ -16,15 +16,10 @@ from __future__ import annotations
 import time
 
 from .clocks import clock_decision
-from .config import IPV4_UDP_HEADERS
-
-# Bytes on the wire per packet besides the UDP payload: IPv4 (20) + UDP (8) headers,
-# Ethernet header (14) and FCS (4); a frame is at least 64 bytes; preamble and start of
-# frame (8) and the inter-frame gap (12) take line time too.
-IPV4_UDP_BYTES = IPV4_UDP_HEADERS   # 28
-ETHERNET_BYTES = 14 + 4
-MIN_FRAME_BYTES = 64
-L1_OVERHEAD_BYTES = 8 + 12
+# Bytes on the wire per packet besides the UDP payload (IPv4 and UDP headers 28, Ethernet
+# header and FCS 18; preamble, start of frame and inter-frame gap 20), defined once there.
+from .frames import ETH_HLEN, IPV4_UDP_BYTES, frame_bytes  # noqa: F401  (frame_bytes: read here)
+from .frames import l1_bits_per_s as wire_bits_per_s  # line time a rate takes, bits/s
 # Native XDP without multi-buffer support (the collector is single-buffer) needs a frame
 # in one page after the XDP headroom (256 bytes) and the skb_shared_info the driver keeps
 # at the page's end (320 bytes on 64-bit): at 4 KiB pages an MTU of at most 3506 (veth's
@@ -32,7 +27,7 @@ L1_OVERHEAD_BYTES = 8 + 12
 # driver's own refusal).
 XDP_HEADROOM_BYTES = 256
 SKB_SHARED_INFO_BYTES = 320
-ETH_HEADER_BYTES = 14
+ETH_HEADER_BYTES = ETH_HLEN  # 14
 # Neighbour states in which the kernel has the DUT's MAC address.
 NEIGH_RESOLVED = ("REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP")
 
@@ -67,16 +62,6 @@ def run_settings(settings: dict) -> dict:
 
 
 # -- arithmetic ----------------------------------------------------------------------
-
-def frame_bytes(payload: int) -> int:
-    """The Ethernet frame (header and FCS included, padded to 64) of a UDP payload."""
-    return max(payload + IPV4_UDP_BYTES + ETHERNET_BYTES, MIN_FRAME_BYTES)
-
-
-def wire_bits_per_s(pps: float, payload: int) -> float:
-    """Line time a rate takes: frame, preamble and inter-frame gap, in bits per second."""
-    return pps * (frame_bytes(payload) + L1_OVERHEAD_BYTES) * 8
-
 
 def xdp_single_buffer_mtu(page_size: int) -> int:
     """The largest MTU whose frames fit one buffer of native XDP (see the constants)."""
