@@ -6,6 +6,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xdplab import steps  # noqa: E402
+from xdplab.frames import frame_bytes  # noqa: E402
 
 import matplotlib  # noqa: E402
 
@@ -33,6 +34,12 @@ def num(v):
     return None if v in (None, "") else float(v)
 
 
+def bit_rates(search: dict) -> str:
+    """', 12.3 Mbit/s L2, 15.6 Mbit/s L1' of ndr.csv's row (empty where it has none)."""
+    l2, l1 = num(search.get("ndr_l2_mbps")), num(search.get("ndr_wire_mbps"))
+    return "" if l2 is None or l1 is None else f", {l2:,.1f} Mbit/s L2, {l1:,.1f} Mbit/s L1"
+
+
 def draw(sm, log):
     searches = read(sm.input.csv)
     probes = read(sm.input.probes)
@@ -55,7 +62,7 @@ def draw(sm, log):
         ndr_pps = num(s["ndr_pps"])
         if ndr_pps is not None:
             ax.axvline(ndr_pps, color="tab:blue", lw=1.2,
-                       label=f"zero-loss rate: {int(ndr_pps):,} pps (limited by {s['limited_by']})")
+                       label=f"zero-loss rate: {int(ndr_pps):,} pps{bit_rates(s)} (limited by {s['limited_by']})")
         else:
             ax.text(0.02, 0.9, f"no rate passed (limited by {s['limited_by']})", transform=ax.transAxes)
         ax.set_xscale("log")
@@ -66,7 +73,7 @@ def draw(sm, log):
         ax.set_ylim(0, 150)
         ax.set_xlabel("offered rate (packets/s, log scale)")
         ax.set_ylabel("loss (% of packets sent)")
-        ax.set_title(f"{s['packet_size']} B payload, xdp {s['xdp_mode']}, collector {s['collector']}, "
+        ax.set_title(f"{frame_bytes(int(s['packet_size']))} B frames ({s['packet_size']} B payload), xdp {s['xdp_mode']}, collector {s['collector']}, "
                      f"{s['pattern']}: resolution {float(s['resolution_pct']):g} %, probes "
                      f"{s['probe_s']} s, long trials {s['confirm_s'] or '-'} s", fontsize=8)
         ax.grid(True, which="both", lw=0.3, alpha=0.5)

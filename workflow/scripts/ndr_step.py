@@ -6,17 +6,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xdplab import ndr, steps  # noqa: E402
+from xdplab.frames import frame_bytes, mbps  # noqa: E402
 
 
 def describe(search: dict, n: dict | None, result: dict | None, lo_hi: str) -> str:
-    size = f"{search['packet_size']} B payload"
+    size = f"{search['packet_size']} B payload ({frame_bytes(search['packet_size'])} B frames)"
     if n is not None:
         what = "probe" if n["kind"] == ndr.PROBE else "long trial (confirmation)"
         return f"xdplab: zero-loss search, {size}: next, a {what} at {n['pps']} pps for {n['duration_s']} s{lo_hi}"
     if result["ndr_pps"] is None:
         return (f"xdplab: zero-loss search, {size}: no rate passed, down to {result['fail_pps']} pps "
                 f"(limited by {result['limited_by']})")
-    return (f"xdplab: zero-loss search, {size}: {result['ndr_pps']} pps, confirmed over "
+    rates = (f"{mbps(result['ndr_pps'], search['packet_size'], 2):,.1f} Mbit/s L2, "
+             f"{mbps(result['ndr_pps'], search['packet_size'], 1):,.1f} Mbit/s L1")
+    return (f"xdplab: zero-loss search, {size}: {result['ndr_pps']} pps ({rates}), confirmed over "
             f"{result['confirm_s']} s ({result['confirm_sent']} sent, {result['confirm_lost']} lost); "
             f"limited by {result['limited_by']}")
 
