@@ -155,6 +155,9 @@ def test_frame_sizes_as_rfc_2544_gives_them(workdir):
         assert float(r["throughput_wire_mbps"]) == pytest.approx(pps * (frame + 20) * 8 / 1e6, abs=1e-3), r
     assert {p.name.split("_")[1] for p in (res / "trials").iterdir()} == {"size~18", "size~1472"}
     assert [(p["packet_size"], p["frame_size"]) for p in rows(res / "points.csv")] == [("18", "64"), ("1472", "1518")]
+    for table in ("sources.csv", "ifaces.csv"):
+        assert sorted((r["packet_size"], r["frame_size"]) for r in rows(res / table)) == [
+            ("1472", "1518"), ("18", "64")], table
     assert "| frame B | payload B |" in (res / "summary.md").read_text()
     as_run = (res / "config.yaml").read_text()
     assert "frame_size: [64, 1518]" in as_run and "packet_size: null" in as_run

@@ -3,7 +3,8 @@
 One row per (trial, source) and per (trial, interface), taken from each trial's
 trial.json (accounting.summarize wrote them there), so a lab with several source
 hosts or several DUT interfaces shows where each part of a trial's total came from.
-The same identities close on every row (docs/method.md, "Result columns").
+The same identities close on every row (docs/method.md, "Result columns").  Each row's
+`frame_size` (bytes, packet_size + 46) stands beside its `packet_size`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pandas as pd
 
 from .accounting import INTERFACE_COLUMNS, SOURCE_COLUMNS
 from .report import counts_as_integers
+from .stats import with_frame_size
 
 ORDER = ["target_pps", "packet_size", "point", "repeat"]
 
@@ -36,6 +38,6 @@ def _write(df: pd.DataFrame, out: str) -> None:
 
 def write_breakdown(trial_paths, sources_csv: str, ifaces_csv: str) -> None:
     src = pd.DataFrame(_rows(trial_paths, "sources"), columns=SOURCE_COLUMNS)
-    _write(src.sort_values(ORDER + ["source"], kind="stable"), sources_csv)
+    _write(with_frame_size(src.sort_values(ORDER + ["source"], kind="stable")), sources_csv)
     ifs = pd.DataFrame(_rows(trial_paths, "interfaces"), columns=INTERFACE_COLUMNS)
-    _write(ifs.sort_values(ORDER + ["interface"], kind="stable"), ifaces_csv)
+    _write(with_frame_size(ifs.sort_values(ORDER + ["interface"], kind="stable")), ifaces_csv)
