@@ -127,8 +127,9 @@ def test_points_are_kept_apart_and_programs_keep_the_callers_order():
     assert low["n_a"] == low["n_b"] == high["n_a"] == high["n_b"] == 5
     assert "% less per packet" in low["verdict"] and "% more per packet" in high["verdict"]
     assert -27 < low["diff_pct"] < -23 and 27 < high["diff_pct"] < 33
-    assert list(df.columns[:6]) == ["target_pps", "packet_size", "xdp_mode", "collector", "pattern",
-                                    "duration_s"]
+    assert list(df.columns[:7]) == ["target_pps", "packet_size", "frame_size", "xdp_mode", "collector",
+                                    "pattern", "duration_s"]
+    assert set(df["frame_size"]) == {110} and "| target_pps | packet_size | frame_size |" in compare.markdown(df)
 
 
 def test_missing_metrics_are_skipped_and_others_compared():

@@ -239,7 +239,7 @@ def compare(summary: pd.DataFrame, programs: list[str], ndr: pd.DataFrame | None
         df[col] = pd.to_numeric(df[col], errors="coerce").round(6)
     for col in ("shapiro_p_a", "shapiro_p_b", "p_value"):   # small p-values kept whole
         df[col] = pd.to_numeric(df[col], errors="coerce")
-    return df
+    return stats.with_frame_size(df)   # the point's frame (bytes) beside its payload
 
 
 # -- tables -------------------------------------------------------------------------------

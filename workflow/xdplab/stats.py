@@ -43,7 +43,7 @@ def _shown(points_df: pd.DataFrame, by) -> list:
     """The keys a table shows: rate and size (payload, and frame beside it), and the other
     settings where they vary."""
     shown = [b for b in by if b in POINT or points_df[b].nunique(dropna=False) > 1]
-    if "packet_size" in shown and "frame_size" in points_df.columns:
+    if "packet_size" in shown and "frame_size" in points_df.columns and "frame_size" not in shown:
         shown.insert(shown.index("packet_size") + 1, "frame_size")
     return shown
 
