@@ -23,11 +23,14 @@ every path out.  Run them under the testbed lock.
    trafgen --rate 5000000pps (its paced sendto path) and generator.py
    --backend trafgen (that path plus the payload header's 32-bit seq counter),
    each against the same round's unpaced trafgen.
-2. Pacing: generator.py (udp path, one sender) and `iperf3 -u` at 1,000,
-   10,000 and 100,000 packets/s for 2 s, 64-byte payloads (iperf3 -l 64 -b
-   pps*64*8: iperf3 counts payload bits).  Captured on the peer with tcpdump
-   (nanosecond timestamps); from the capture: packets, rate error over the
-   tool's own duration, inter-arrival p50/p99 and p99 divided by the ideal gap.
+2. Pacing: generator.py (udp path, one sender, and two senders: `threads`'
+   default) and `iperf3 -u` at 1,000, 10,000 and 100,000 packets/s for 2 s,
+   64-byte payloads (iperf3 -l 64 -b pps*64*8: iperf3 counts payload bits).
+   Captured on the peer with tcpdump (nanosecond timestamps); from the capture:
+   packets, rate error over the tool's own duration, inter-arrival p50/p99 and
+   p99 divided by the ideal gap.  --pacing-before FILE measures another
+   generator (an older dist/xdplab-source.pyz) alternately beside it, its rows
+   tagged "(before)".
 3. generator.py on loopback (no root needed): achieved pps per pattern at 100,000 pps.
 4. pcapcheck.verify_capture on a synthetic 600,000-packet capture.
 """
@@ -248,22 +251,29 @@ def capture(port):
         box["times"] = read_pcap_ns(path, port)
 
 
-def bench_pacing(python, seconds=2):
+def _pace_generator(python, generator, pps, threads, seconds, tool):
+    g = [python, *generator, "--dst", DST_IP, "--port", str(PORT), "--pps", str(pps), "--size", "64",
+         "--duration", str(seconds), "--threads", str(threads), "--run-id", "1", "--progress-s", "0"]
+    with capture(PORT) as box:
+        out = sh(*nsx(SRC_NS, *g)).stdout
+    rep = json.loads(out)
+    return dict(tool=tool, pps=pps, threads=threads, own_achieved_pps=rep["achieved_pps"],
+                own_rate_sustained=rep["rate_sustained"], own_max_burst=rep["max_burst"],
+                **_gap_stats(box["times"], pps, seconds))
+
+
+def bench_pacing(python, seconds=2, before=None):
     print("\n2. pacing: 64-byte payloads for %d s, arrivals captured on the peer (tcpdump, ns timestamps)"
           % seconds)
-    print("%-14s %8s | %8s %9s %10s %10s %10s %9s %12s" % ("tool", "pps", "packets", "expected", "rate_err%",
+    print("%-24s %8s | %8s %9s %10s %10s %10s %9s %12s" % ("tool", "pps", "packets", "expected", "rate_err%",
                                                             "gap_p50us", "gap_p99us", "p99/ideal", "own_pps"))
     rows = []
     for pps in (1000, 10000, 100000):
-        g = [python, *GENERATOR, "--dst", DST_IP, "--port", str(PORT), "--pps", str(pps), "--size", "64",
-             "--duration", str(seconds), "--threads", "1", "--run-id", "1", "--progress-s", "0"]
-        with capture(PORT) as box:
-            out = sh(*nsx(SRC_NS, *g)).stdout
-        rep = json.loads(out)
-        row = dict(tool="generator.py", pps=pps, own_achieved_pps=rep["achieved_pps"],
-                   own_rate_sustained=rep["rate_sustained"], own_max_burst=rep["max_burst"],
-                   **_gap_stats(box["times"], pps, seconds))
-        rows.append(row)
+        n0 = len(rows)
+        for threads in (1, 2):
+            rows.append(_pace_generator(python, GENERATOR, pps, threads, seconds, "generator.py"))
+            if before and threads == 2:
+                rows.append(_pace_generator(python, before, pps, threads, seconds, "generator.py (before)"))
         srv = subprocess.Popen(nsx(DST_NS, "iperf3", "-s", "-1", "-p", "5201"), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         try:
@@ -276,16 +286,16 @@ def bench_pacing(python, seconds=2):
                 own = json.loads(r.stdout)["end"]["sum"]["packets"] / seconds
             except (ValueError, KeyError, TypeError):
                 pass
-            rows.append(dict(tool="iperf3 -u", pps=pps, own_achieved_pps=own,
+            rows.append(dict(tool="iperf3 -u", pps=pps, threads=None, own_achieved_pps=own,
                              **_gap_stats(box["times"], pps, seconds)))
         finally:
             if srv.poll() is None:
                 srv.terminate()
             srv.wait(timeout=10)
-        for row in rows[-2:]:
-            print("%-14s %8d | %8d %9d %10.4f %10s %10s %9s %12s" % (
-                row["tool"], pps, row["packets"], row["expected"], row["rate_error_pct"], row["gap_p50_us"],
-                row["gap_p99_us"], row["p99_over_ideal"],
+        for row in rows[n0:]:
+            print("%-24s %8d | %8d %9d %10.4f %10s %10s %9s %12s" % (
+                row["tool"] + (" x%d" % row["threads"] if row.get("threads") else ""), pps, row["packets"],
+                row["expected"], row["rate_error_pct"], row["gap_p50_us"], row["gap_p99_us"], row["p99_over_ideal"],
                 "%.1f" % row["own_achieved_pps"] if row["own_achieved_pps"] is not None else "-"))
     return rows
 
@@ -351,6 +361,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--json", default=str(REPO / "results" / "bench" / "generator.json"))
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: peak,pacing,loopback,pcapcheck")
+    ap.add_argument("--pacing-before", default=None,
+                    help="another generator (.pyz) whose two-sender pacing is measured beside this one's")
     a = ap.parse_args()
     if a.generator is None:
         from xdplab.source import source_pyz
@@ -373,7 +385,8 @@ def main():
             if "peak" not in skip:
                 out["peak"] = bench_peak(a.python, dmac, a.rounds)
             if "pacing" not in skip:
-                out["pacing"] = bench_pacing(a.python)
+                before = [a.pacing_before, "send"] if a.pacing_before else None
+                out["pacing"] = bench_pacing(a.python, before=before)
     if "loopback" not in skip:
         out["loopback"] = bench_loopback(a.python)
     if "pcapcheck" not in skip:

@@ -785,3 +785,57 @@ def test_send_path_auto_without_a_next_hop_sends_udp_and_says_why():
     out = json.loads(p.stdout)
     assert (out["send_path"], out["send_path_requested"]) == ("udp", "auto") and "--iface" in out["send_path_why"]
     assert out["sent"] == 10
+
+
+class _FakeClock:
+    """perf_counter, sleep and monotonic_ns on a clock that moves 1 us per reading and by
+    the whole of each sleep: send_stream's schedule without real time."""
+
+    def __init__(self, t):
+        self.t = t
+
+    def perf_counter(self):
+        self.t += 1e-6
+        return self.t
+
+    def sleep(self, s):
+        self.t += s
+
+    def monotonic_ns(self):
+        return int(round(self.t * 1e9))
+
+
+def test_senders_interleave_on_one_schedule(monkeypatch):
+    # Sender t of T sends seqs t, t+T, ... each due at start + seq/pps: its own slots are
+    # T/pps apart, offset by t/pps (its share of the interval) from sender 0's, so the
+    # senders' packets alternate evenly on one schedule.
+    import mmap
+    rx = Receiver()
+    T, pps, start = 2, 1000, 100.0
+    sent = []
+    try:
+        for t in range(T):
+            fake = _FakeClock(start - 0.001)
+            monkeypatch.setattr(paced.time, "perf_counter", fake.perf_counter)
+            monkeypatch.setattr(paced.time, "sleep", fake.sleep)
+            monkeypatch.setattr(paced.time, "monotonic_ns", fake.monotonic_ns)
+            sender = paced.Sender(t, T, 10)
+            sender.sock = sockets.open_udp(None)
+            cfg = {"threads": T, "pps": pps, "start": start, "duration": 0.01, "run_id": 9,
+                   "ppid": os.getppid(), "send_path": "udp", "size": 40, "dst": "127.0.0.1", "port": rx.port,
+                   "pattern": "constant", "burst_size": None, "seed": None, "libc": None}
+            try:
+                report = paced.send_stream(sender, cfg, mmap.mmap(-1, 8 + 16 * T), [False])
+            finally:
+                sender.sock.close()
+            assert (report["scheduled"], report["attempted"]) == (5, 5)
+    finally:
+        packets = rx.close()
+    for d, _, _ in packets:
+        _, seq, send_ns, _ = wire.HEADER.unpack_from(d, 0)
+        sent.append((send_ns, seq))
+    sent.sort()
+    assert [seq for _, seq in sent] == list(range(10))
+    for send_ns, seq in sent:
+        due_ns = (start + seq / pps) * 1e9
+        assert due_ns <= send_ns <= due_ns + 10e3, (seq, send_ns - due_ns)  # within 10 clock readings

@@ -148,6 +148,20 @@ def test_the_send_path_needs_linux_and_root():
     assert len(got["problems"]) == 2 and "not installed" in got["problems"][1]
 
 
+def test_send_path_auto_is_accepted_everywhere_and_says_which_path():
+    unresolved = {"neighbour": {"state": "FAILED", "lladdr": None, "said": ""}}
+    # Linux as root, the DUT's MAC known: the packet path, whose frames carry the MAC
+    got = preflight.decide(dut(), [src(**unresolved)], run(send_path="auto"))
+    assert got["problems"] == [] and any("send_path auto: the generator will send with packet" in r
+                                         for r in got["reports"])
+    # macOS, or no root: the UDP socket, which needs the neighbour entry resolved
+    for host in (dict(src(), system="Darwin"), src(euid=1000)):
+        got = preflight.decide(dut(), [host], run(send_path="auto"))
+        assert got["problems"] == [] and any("will send with udp" in r for r in got["reports"]), got
+    got = preflight.decide(dut(), [src(euid=1000, **unresolved)], run(send_path="auto"))
+    assert len(got["problems"]) == 1 and "not resolved" in got["problems"][0]
+
+
 def test_the_duts_neighbour_entry_must_be_resolved_and_be_the_dut():
     unresolved = src(neighbour={"state": "FAILED", "lladdr": None, "said": ""})
     got = preflight.decide(dut(), [unresolved], run())

@@ -29,6 +29,13 @@ MAX_SLEEP_S = 0.1  # a sleeping sender looks at the stop flag at least this ofte
 # A sleep ends ~30 us late even with a 1 us timer slack (measured here:
 # sleep(50 us) took 77 us median), so the last stretch before a deadline is spun.
 SPIN_S = 100e-6
+# The spin before a deadline yields the CPU (sched_yield) until this long before it,
+# then spins without yielding: a sched_yield takes ~1 us, and the guard keeps it from
+# making a sender late by that much.  Measured 2026-12-06 on this 2-CPU machine
+# (benchmarks/README.md, "Pacing with two senders"): with two senders spinning without
+# yielding, one woken from its sleep waited for the other's spin to be preempted, and
+# arrivals at 10k pps had a p99 gap of 2.0x the ideal; yielding, 1.1x.
+YIELD_GUARD_S = 5e-6
 # Packets per sendmmsg call at most.  FIELD_NOTES: 16 per call gave 591k pps on
 # a packet socket, 64 gave 563k; a smaller batch also bounds the burst a late
 # sender emits in one call.
@@ -156,6 +163,8 @@ def send_stream(sender, cfg, shm, stop):
     mono = time.monotonic_ns
     clock = time.perf_counter
     sleep = time.sleep
+    yield_ = getattr(os, "sched_yield", lambda: None)
+    yield_guard = YIELD_GUARD_S
     counters = struct.Struct("=QQ").pack_into
     magic = MAGIC
     spin = SPIN_S
@@ -221,6 +230,12 @@ def send_stream(sender, cfg, shm, stop):
                         interrupted = True  # the main process is gone (macOS has no PDEATHSIG)
                         break
                     continue
+                # Spinning, it yields the CPU to whatever else is runnable there (another
+                # sender woken for its own slot, the capture, softirq work) until YIELD_GUARD_S
+                # before the deadline, then spins alone: a spinner that never yields is
+                # preempted at the scheduler's time, not its own (see YIELD_GUARD_S).
+                while clock() < due - yield_guard:
+                    yield_()
                 while clock() < due:
                     pass
                 now = clock()
