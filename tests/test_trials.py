@@ -98,20 +98,23 @@ def test_every_trial_on_disk_is_listed_with_its_state(tmp_path, capsys):
 # -- the program under test ----------------------------------------------------------------
 
 # Names computed with trials.py before `program` existed: a collector trial keeps its
-# directory (and so its results) across the change.
+# directory (and so its results) across the change.  send_path udp was the default then;
+# the default auto (issue 21) sends with the packet path where it can, a new name.
 PINNED = [
-    ({}, ["pps~10000_size~1458_dur~60_xdp~native_coll~features_pat~constant_cfg~056aedeb"]),
-    ({"target_pps": [1000, 20000], "packet_size": [18, 1458], "duration_s": 5},
+    ({}, ["pps~10000_size~1458_dur~60_xdp~native_coll~features_pat~constant_cfg~8fe3e516"]),
+    ({"send_path": "udp"}, ["pps~10000_size~1458_dur~60_xdp~native_coll~features_pat~constant_cfg~056aedeb"]),
+    ({"target_pps": [1000, 20000], "packet_size": [18, 1458], "duration_s": 5, "send_path": "udp"},
      ["pps~1000_size~18_dur~5_xdp~native_coll~features_pat~constant_cfg~056aedeb",
       "pps~1000_size~1458_dur~5_xdp~native_coll~features_pat~constant_cfg~056aedeb",
       "pps~20000_size~18_dur~5_xdp~native_coll~features_pat~constant_cfg~056aedeb",
       "pps~20000_size~1458_dur~5_xdp~native_coll~features_pat~constant_cfg~056aedeb"]),
-    ({"collector": ["counters", "off"], "xdp_mode": "generic", "pattern": "burst", "burst_size": 8},
+    ({"collector": ["counters", "off"], "xdp_mode": "generic", "pattern": "burst", "burst_size": 8,
+      "send_path": "udp"},
      ["pps~10000_size~1458_dur~60_xdp~generic_coll~counters_pat~burst_cfg~5bb1e597",
       "pps~10000_size~1458_dur~60_xdp~generic_coll~off_pat~burst_cfg~5bb1e597"]),
     ({"pattern": "poisson", "seed": 7, "threads": 1, "port": 9999, "warmup_s": 0, "send_path": "packet",
       "mtu": 3000}, ["pps~10000_size~1458_dur~60_xdp~native_coll~features_pat~poisson_cfg~fa42da9c"]),
-    ({"generator": "trafgen", "duration_s": 1},
+    ({"generator": "trafgen", "duration_s": 1, "send_path": "udp"},
      ["pps~10000_size~1458_dur~1_xdp~native_coll~features_pat~constant_cfg~a690e5b7"]),
 ]
 
@@ -354,3 +357,10 @@ def test_the_connectivity_check_gets_the_credentials_from_the_configuration(tmp_
     other = dict(raw, lab=dict(raw["lab"], dut=dict(raw["lab"]["dut"], ifaces=["enp5s0", "enp5s1", "enp5s2"])))
     with pytest.raises(ValueError, match="not the lab of this rule's parameters"):
         trials.lab_with_credentials(params, other)
+
+
+def test_the_send_path_used_is_what_the_generators_took():
+    from xdplab.trialrows import send_path_used
+    assert send_path_used([{"send_path": "packet"}]) == "packet"
+    assert send_path_used([{"send_path": "packet"}, {"send_path": "udp"}, {"send_path": "packet"}]) == "packet/udp"
+    assert send_path_used([{}]) is None   # a report from before send_path was recorded

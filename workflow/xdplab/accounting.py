@@ -44,7 +44,7 @@ COLUMNS = [
     "point", "collector", "pattern", "xdp_mode_in_effect", "warmup_s", "warmup_sent",
     "warmup_lost", "warmup_lost_src_stack", "warmup_lost_src_qdisc", "warmup_lost_src_nic",
     "warmup_lost_dut_nic", "warmup_lost_unlocated", "warmup_located_excess",
-    "port", "send_path", "generator", "burst_size", "seed",
+    "port", "send_path", "send_path_used", "generator", "burst_size", "seed",
     "unstable", "rx_rate_max_dev_pct", "run_index",
 ]
 # Last, the program under test when it is the user's (program != collector): its verdicts

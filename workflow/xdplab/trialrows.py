@@ -356,6 +356,13 @@ def _detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks,
     }
 
 
+def send_path_used(gens) -> str | None:
+    """The path the generators took (auto resolved on each source: sourcehost/cli.resolve_auto),
+    sources that differ joined with "/"; None from a report without it."""
+    paths = [g.get("send_path") for g in gens if g.get("send_path")]
+    return "/".join(dict.fromkeys(paths)) or None
+
+
 def _settings_columns(settings, trial, arm, gens, iface_rows, source_rows, collector, stability) -> dict:
     """The trial's settings (its grid point and the rest), its warm-up and its stability."""
     return {
@@ -368,7 +375,8 @@ def _settings_columns(settings, trial, arm, gens, iface_rows, source_rows, colle
         "warmup_lost": total(source_rows, "warmup_lost"),
         **warmup_located(located_totals(iface_rows, source_rows)[1]),
         "port": settings.get("port"),
-        "send_path": settings.get("send_path", "udp"),
+        "send_path": settings.get("send_path", "auto"),
+        "send_path_used": send_path_used(gens),
         "generator": settings.get("generator", "python"),
         "burst_size": settings.get("burst_size") if settings.get("pattern") == "burst" else None,
         "seed": settings.get("seed") if settings.get("pattern") == "poisson" else None,

@@ -31,10 +31,12 @@ MAX_SLEEP_S = 0.1  # a sleeping sender looks at the stop flag at least this ofte
 SPIN_S = 100e-6
 # The spin before a deadline yields the CPU (sched_yield) until this long before it,
 # then spins without yielding: a sched_yield takes ~1 us, and the guard keeps it from
-# making a sender late by that much.  Measured 2026-12-06 on this 2-CPU machine
-# (benchmarks/README.md, "Pacing with two senders"): with two senders spinning without
-# yielding, one woken from its sleep waited for the other's spin to be preempted, and
-# arrivals at 10k pps had a p99 gap of 2.0x the ideal; yielding, 1.1x.
+# making a sender late by that much.  Measured 2026-12-06 on this 2-CPU machine (the
+# figures are in benchmarks/README.md): two senders at 10k pps, arrivals' p99 gap over
+# the ideal, median of 3 rounds, 2.01x without yielding, 1.2x yielding (single rounds
+# range 1.04-2.01x with the machine's other load); at 100k pps both senders spin all the
+# time and it stays 2.0x (one sender is descheduled for 1-2 ms now and then while the
+# other keeps its own slots); the peak (senders never ahead of schedule) is unchanged.
 YIELD_GUARD_S = 5e-6
 # Packets per sendmmsg call at most.  FIELD_NOTES: 16 per call gave 591k pps on
 # a packet socket, 64 gave 563k; a smaller batch also bounds the burst a late
