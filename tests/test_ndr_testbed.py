@@ -25,7 +25,10 @@ LIMIT_PPS = TBF_RATE_BIT_S / 8 / (1458 + 28 + 14)
 RESOLUTION_PCT = 5
 CONFIG = ["experiment=ndr", "packet_size=1458", "ndr_min_pps=500", "ndr_max_pps=8000",
           f"ndr_resolution_pct={RESOLUTION_PCT}", "ndr_probe_s=1", "ndr_confirm_s=2", "warmup_s=0",
-          "keep_features=false", "keep_pcap=false", "threads=1"]
+          "keep_features=false", "keep_pcap=false", "threads=1",
+          # the UDP stack: the packet path (send_path auto's choice here) bypasses the qdisc
+          # (PACKET_QDISC_BYPASS), so tbf would limit nothing
+          "send_path=udp"]
 
 
 def _env(workdir):
