@@ -357,3 +357,30 @@ def test_a_tbf_trials_counters_read_one_after_the_other_locate_each_phase_exactl
     assert (row["lost"], row["lost_src_qdisc"], row["lost_src_stack"], row["located_excess"]) == (13333, 13333, 0, 0)
     assert (row["warmup_lost"], row["warmup_lost_src_qdisc"], row["warmup_located_excess"]) == (6656, 6656, 0)
     located_add_up(row)
+
+
+def test_frames_a_full_veth_refused_on_the_packet_path_are_not_loss():
+    # On the packet path (AF_PACKET, qdisc bypassed) a full veth ring fails the send itself
+    # (ENOBUFS, a send error: never sent) or, when sendmmsg swallowed the error, the frame is
+    # sent again; veth's tx_dropped counts every refusal (here 7,801 retried ones beyond the
+    # errors, as measured in test_loss).  On the UDP path tx_dropped is loss (the send
+    # returned success).
+    refused_win, refused_warm, retried, dut_drops = 30744, 512, 7801, 1000
+    for path, lost_nic in (("packet", 0), ("udp", refused_win)):
+        extra = retried if path == "packet" else 0
+        g = warm_gen(400000, 20000, window_counters={"nic_tx_dropped": refused_win + extra},
+                     warmup_counters={"nic_tx_dropped": refused_warm + extra}, send_path=path,
+                     errors=refused_win if path == "packet" else 0,
+                     send_error_kinds={"ENOBUFS": refused_win} if path == "packet" else {})
+        if path == "packet":
+            g["warmup"].update(send_errors=refused_warm, send_error_kinds={"ENOBUFS": refused_warm})
+        delivered = 400000 - dut_drops - (0 if path == "packet" else refused_win)
+        warm_delivered = 20000 - (0 if path == "packet" else refused_warm)
+        ifs = {"xl-dut0": iface(matched=delivered + warm_delivered,
+                                by_run={str(RUN): delivered, str(WARM_RUN): warm_delivered},
+                                nic_drops={"rx_dropped": dut_drops})}
+        row = summarize(gens=[g], ifaces=ifs)["row"]
+        assert (row["lost_src_nic"], row["located_excess"], row["warmup_located_excess"]) == (lost_nic, 0, 0), \
+            (path, row)
+        assert row["lost"] == lost_nic + dut_drops and row["unexplained"] == 0, (path, row)
+        located_add_up(row)

@@ -43,7 +43,9 @@ def test_moved_credentials_and_a_new_commit_measure_nothing_again(netns_lab, wor
     assert trial["code"]["why"] is None and trial["code"]["xdplab_version"]
     assert "token_file" not in json.dumps(trial["settings"]), "credentials are not settings"
     points = (workflow_copy / "results/ident/points.csv").read_text().splitlines()
-    assert points[0].endswith(",code_versions,code") and points[1].endswith(f",1,{head[:12]}"), points
+    assert points[0].endswith(",code_versions,code,dut_kernels,dut_kernel"), points
+    assert points[1].endswith(f",1,{head[:12]},1,{os.uname().release}"), points
+    assert trial["dut_kernel"] == os.uname().release   # the lab's DUT is a namespace of this kernel
 
     # The same lab with every credential file somewhere else (and the token file renamed).
     moved = tmp_path / "moved"

@@ -132,6 +132,25 @@ def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
     each_phase_adds_up(r)
 
 
+
+def test_on_the_packet_path_a_full_veth_ring_fails_the_send_and_nothing_is_lost_there(workdir):
+    # The same overrun on the packet path (send_path auto's choice here): a frame veth
+    # refuses fails the send (ENOBUFS: a send error, never sent) or, when sendmmsg swallowed
+    # the error, is sent again; veth's tx_dropped counts every refusal, which locates no
+    # loss at the source's NIC.  The DUT that cannot keep up shows as back-pressure.
+    run(workdir, "target_pps=600000", "duration_s=2", "packet_size=18", "threads=2", "send_path=packet",
+        "experiment=overrun_packet")
+    r = row(workdir, "overrun_packet")
+    trial = json.loads(next((workdir / "results/overrun_packet/trials").glob("*/rep~*/trial.json")).read_text())
+    (gen,) = trial["generators"]
+    refused = gen["send_error_kinds"].get("ENOBUFS", 0) + gen["warmup"]["send_error_kinds"].get("ENOBUFS", 0)
+    assert refused > 0, gen["send_error_kinds"]   # the ring did fill
+    assert gen["source_counters"]["delta"]["nic_tx_dropped"] >= refused, gen["source_counters"]
+    assert n(r, "lost_src_nic") == n(r, "warmup_lost_src_nic") == 0, r
+    assert n(r, "located_excess") == n(r, "warmup_located_excess") == 0, r
+    assert n(r, "lost_unlocated") == 0 and n(r, "unexplained") == 0, r
+    each_phase_adds_up(r)
+
 def _nft_on_source_egress(statement):
     rules = (f'table netdev xlt {{\n chain c {{\n  type filter hook egress device "{SRC_IF}" priority 0;\n'
              f'  udp dport 12345 numgen inc mod 100 == 0 {statement}\n }}\n}}\n')

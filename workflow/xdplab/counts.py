@@ -128,7 +128,24 @@ def source_loss_counters(gen: dict) -> dict:
         out["both"] = _source_places(sc.get("delta"))
     else:
         out["window"] = _source_places(sc.get("delta"))
+    if gen.get("send_path") == "packet":
+        # The packet path (AF_PACKET, qdisc bypassed) hands each frame to the driver in the
+        # send call: a frame the device refuses (a full veth ring) fails that call, and the
+        # sender either counts it as a send error (ENOBUFS) or, when sendmmsg swallowed the
+        # error after earlier frames of its batch went out, sends it again.  tx_dropped
+        # counts those refusals, not frames lost: no loss at the source's NIC but tx_errors.
+        for phase, places in out.items():
+            if phase != "cross" and "src_nic" in places:
+                places["src_nic"] = _nic_errors_only(gen, phase)
     return out
+
+
+def _nic_errors_only(gen: dict, phase: str) -> int:
+    """The source NIC's tx_errors alone, in one phase's counters (see source_loss_counters)."""
+    sc = gen.get("source_counters") or {}
+    d = {"window": sc.get("window_delta") if sc.get("window_delta") is not None else sc.get("delta"),
+         "warmup": sc.get("warmup_delta"), "both": sc.get("delta")}.get(phase) or {}
+    return sum(count(d.get(k)) for k in SRC_NIC_DROP_COUNTERS if k != "nic_tx_dropped")
 
 
 def dut_loss_counter(nic: dict) -> int:
