@@ -237,7 +237,7 @@ def _latency(gens: list, gathered: dict, feats: list, collector: str) -> tuple:
     p50, p99 = interfaces_percentile(lat_blocks, 50), interfaces_percentile(lat_blocks, 99)
     no_send_time = any(g.get("backend") == "trafgen" for g in gens)
     if same_clock and p50 is not None and not no_send_time:
-        method = ("send timestamp in the payload (CLOCK_MONOTONIC before sendto on the source) to "
+        method = ("send timestamp in the payload (CLOCK_MONOTONIC before the send call on the source) to "
                   "bpf_ktime_get_ns() in XDP on the DUT; one kernel, one clock; percentiles from a "
                   "log-linear histogram (3 significant digits)")
         return p50 / 1000.0, p99 / 1000.0, method
