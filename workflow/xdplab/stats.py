@@ -129,45 +129,46 @@ def with_frame_size(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
+def _mixed(points_df: pd.DataFrame, count_col: str) -> pd.DataFrame:
+    """The points whose repeats count more than one value in `count_col`."""
+    if count_col not in points_df.columns:
+        return points_df.iloc[0:0]
+    return points_df[pd.to_numeric(points_df[count_col], errors="coerce") > 1]
+
+
 def mixed_code(points_df: pd.DataFrame) -> pd.DataFrame:
     """The points whose repeats were made by more than one version of the code."""
-    if "code_versions" not in points_df.columns:
-        return points_df.iloc[0:0]
-    return points_df[pd.to_numeric(points_df["code_versions"], errors="coerce") > 1]
+    return _mixed(points_df, "code_versions")
+
+
+# What a point's repeats may differ in besides their settings: (count column, list column,
+# what the warning says they were made by or run on, what it advises).
+POOLED = (("code_versions", "code", "made by different code",
+           "Their means mix code versions (docs/results.md#provenance): compare them (git diff), or "
+           "remove the older trials' directories and run again to measure them with one version"),
+          ("dut_kernels", "dut_kernel", "run on different DUT kernels",
+           "Their means mix kernels (docs/results.md#provenance)"))
+
+
+def _pooled_warning(points_df, count_col, list_col, what, advice, where):
+    mixed = _mixed(points_df, count_col)
+    if mixed.empty:
+        return None
+    by = [b for b in point_columns(points_df) if b in mixed.columns]
+    shown = [", ".join(f"{b}={r[b]}" for b in _shown(points_df, by)) + f" ({r[list_col]})"
+             for _, r in mixed.head(3).iterrows()]
+    more = f" and {len(mixed) - 3} more" if len(mixed) > 3 else ""
+    return (f"warning: {len(mixed)} of {len(points_df)} point(s) in {where} pool repeats {what} "
+            f"({count_col} > 1): {'; '.join(shown)}{more}. {advice}")
 
 
 def code_warning(points_df: pd.DataFrame, where: str = "points.csv") -> str | None:
-    """One line for the end of a run when some point pools trials made by different code
-    (None when none does): how many, the first few, what to do; and kernel_warning's line."""
-    mixed = mixed_code(points_df)
-    if mixed.empty:
-        return kernel_warning(points_df, where)
-    by = [b for b in point_columns(points_df) if b in mixed.columns]
-    shown = [", ".join(f"{b}={r[b]}" for b in _shown(points_df, by)) + f" ({r['code']})"
-             for _, r in mixed.head(3).iterrows()]
-    more = f" and {len(mixed) - 3} more" if len(mixed) > 3 else ""
-    return (f"warning: {len(mixed)} of {len(points_df)} point(s) in {where} pool repeats made by "
-            f"different code (code_versions > 1): {'; '.join(shown)}{more}. Their means mix code "
-            "versions (docs/results.md#provenance): compare them (git diff), or remove the older "
-            "trials' directories and run again to measure them with one version"
-            + (f"\n{kernel_warning(points_df, where)}" if kernel_warning(points_df, where) else ""))
+    """The lines for the end of a run when some point pools repeats made by different code,
+    or run on different DUT kernels (None when none does): how many, the first few, what
+    to do."""
+    lines = [w for w in (_pooled_warning(points_df, *p, where) for p in POOLED) if w]
+    return "\n".join(lines) or None
 
-
-def kernel_warning(points_df: pd.DataFrame, where: str = "points.csv") -> str | None:
-    """One line when some point pools repeats run on different DUT kernels (None when none
-    does): a kernel changes what XDP costs as much as the code does."""
-    if "dut_kernels" not in points_df.columns:
-        return None
-    mixed = points_df[pd.to_numeric(points_df["dut_kernels"], errors="coerce") > 1]
-    if mixed.empty:
-        return None
-    by = [b for b in point_columns(points_df) if b in mixed.columns]
-    shown = [", ".join(f"{b}={r[b]}" for b in _shown(points_df, by)) + f" ({r['dut_kernel']})"
-             for _, r in mixed.head(3).iterrows()]
-    more = f" and {len(mixed) - 3} more" if len(mixed) > 3 else ""
-    return (f"warning: {len(mixed)} of {len(points_df)} point(s) in {where} pool repeats run on "
-            f"different DUT kernels (dut_kernels > 1): {'; '.join(shown)}{more}. Their means mix "
-            "kernels (docs/results.md#provenance)")
 
 
 def _cell(mean, lo, hi, n) -> str:
