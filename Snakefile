@@ -24,6 +24,7 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/compare.smk"
 include: "workflow/rules/archive.smk"
 include: "workflow/rules/ndr.smk"
+include: "workflow/rules/search.smk"
 
 
 rule all:
