@@ -182,6 +182,9 @@ def test_a_row_with_synchronised_clocks_states_their_bound():
 def test_a_row_without_a_send_time_or_records_is_n_a():
     r = latency.row(trial_json({"xl-dut0": block([5000])}, backend="trafgen"), "idle", 0.01)
     assert r["clock"] == "n/a" and "trafgen" in r["latency_method"] and r["p50_us"] is None
+    only_outside = dict(block([]), out_of_range=5)
+    r = latency.row(trial_json({"i": only_outside}), "idle", 0.01)
+    assert r["p50_us"] is None and "all 5 sample(s) out of the histogram's range" in r["latency_method"]
     r = latency.row(trial_json({}), "idle", 0.01)
     assert r["clock"] == latency.CLOCK_ONE and r["p50_us"] is None
     assert r["latency_method"] == "n/a: no feature records received"

@@ -259,13 +259,16 @@ def row(trial: dict, load: str, fraction_of_pdr, *, target_pps=None, pdr_pps=Non
         notes.append("the source could not offer the load: the latency is at the rate it achieved")
     kind, why = clock_of(trial, clock)
     out["clock"] = kind
-    block = merge(list(latency_blocks(trial).values()))
+    blocks = list(latency_blocks(trial).values())
+    block = merge(blocks)
     if why is not None:
         out["latency_method"] = f"n/a: {why}"
     elif block is None:
         collector = t.get("collector") or summary.get("collector")
-        out["latency_method"] = ("n/a: no feature records received" if collector in (None, "features")
-                                 else f"n/a: collector {collector} exports no records")
+        outside = sum(b.get("out_of_range") or 0 for b in blocks)
+        out["latency_method"] = (f"n/a: all {outside} sample(s) out of the histogram's range (negative or too large)"
+                                 if outside else "n/a: no feature records received"
+                                 if collector in (None, "features") else f"n/a: collector {collector} exports no records")
     else:
         method = METHOD + ("; one kernel, one clock" if kind == CLOCK_ONE else "")
         if kind == CLOCK_SYNCHRONISED:
