@@ -170,7 +170,7 @@ def _given(pps) -> str:
 def plan(pdr_pps, ndr_pps, idle_pps: float = IDLE_PPS) -> list[dict]:
     """The latency trials after one search, in LOADS order: [{"load", "fraction_of_pdr",
     "target_pps", "pdr_pps", "ndr_pps", "why"}].  `pdr_pps`, `ndr_pps`: the rates the search
-    found (packets/s; the lead passes each goal's lower bound), None where it found none.
+    found (packets/s; the search's lower bound of each goal), None where it found none.
     Rates are rounded to whole packets/s, at least 1.  A load that cannot be run (no PDR:
     idle and the fractions of it; no NDR: the NDR load) keeps its entry with target_pps None
     and `why`; `why` is None for the others.  fraction_of_pdr is the offered rate over the
