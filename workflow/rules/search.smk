@@ -9,40 +9,12 @@
 # (workflow/xdplab/steps/inprocess.py) and writes each trial where the rules do
 # (trials/<point>/rep~<n>, cached like any other).  The same holds for latency_run.
 
-from types import SimpleNamespace  # noqa: E402
 
-from xdplab import mlr  # noqa: E402
-
-MLR_PARAMS = mlr.Params.from_settings(SETTINGS)
-SEARCHES = mlr.searches(SETTINGS, MLR_PARAMS)
-SEARCH_DIR = f"{RESULTS}/search/{{search}}"
+include: "search_common.smk"
 
 
 wildcard_constraints:
     search=r"size~\d+_[^/]+_mlr~[0-9a-f]{8}",
-
-
-def search_base(wildcards):
-    try:
-        return SEARCHES[wildcards.search]
-    except KeyError:
-        raise WorkflowError(
-            f"xdplab: {wildcards.search} is not a search of this configuration (these are: {', '.join(SEARCHES)})"
-        ) from None
-
-
-def search_manifest(wildcards):
-    """The build the search's trials need (as manifest_of for one of its trials)."""
-    base = search_base(wildcards)
-    return manifest_of(SimpleNamespace(point=trials.point_name(dict(base, target_pps=1000, duration_s=1))))
-
-
-SEARCH_SEQUENCE = dict(
-    testbed=CONNECTIVITY_TESTBED,
-    environment=f"results/build/{TESTBED_ID}/environment.json",
-    sources=f"results/build/{TESTBED_ID}/sources_checked.json",
-    preflight_record=PREFLIGHT_RECORD,
-)
 
 
 rule search_run:
@@ -96,3 +68,61 @@ rule search:
     input:
         rules.search_table.output.csv,
         rules.search_figure.output.svg,
+
+
+# Latency at fractions of the found rate (docs/latency.md): after each search, trials of
+# latency_trial_s seconds at an idle rate, 10, 50 and 90 % of PDR and at NDR, run in one job
+# as the search's (their rates come from its result).
+rule latency_run:
+    input:
+        build=search_manifest,
+        search=f"{SEARCH_DIR}/search.json",
+    output:
+        plan=f"{SEARCH_DIR}/latency.json",
+    log:
+        f"{SEARCH_DIR}/logs/latency_run.log",
+    resources:
+        testbed=1,
+    params:
+        base=search_base,
+        duration_s=SETTINGS["latency_trial_s"],
+        code=TRIAL_CODE,
+        sequence=SEARCH_SEQUENCE,
+    script:
+        "../scripts/latency_run.py"
+
+
+rule latency_table:
+    input:
+        unpack(latency_inputs),
+    output:
+        csv=report(
+            f"{RESULTS}/latency.csv", caption="../report/latency.rst", category=REPORT_CATEGORY, subcategory="Search"
+        ),
+        md=f"{RESULTS}/latency.md",
+    log:
+        f"{RESULTS}/logs/latency_table.log",
+    params:
+        experiment=EXP,
+    script:
+        "../scripts/latency_table.py"
+
+
+rule latency_figure:
+    input:
+        csv=rules.latency_table.output.csv,
+    output:
+        svg=report(
+            f"{RESULTS}/latency.svg", caption="../report/latency.rst", category=REPORT_CATEGORY, subcategory="Search"
+        ),
+        png=f"{RESULTS}/latency.png",
+    log:
+        f"{RESULTS}/logs/latency_figure.log",
+    script:
+        "../scripts/latency_figure.py"
+
+
+rule latency:
+    input:
+        rules.latency_table.output.csv,
+        rules.latency_figure.output.svg,

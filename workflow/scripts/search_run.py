@@ -15,6 +15,8 @@ from xdplab.steps.inprocess import Sequence  # noqa: E402
 def run(sm, log):
     p = mlr.Params(**{k: v for k, v in sm.params.mlr.items() if k != "goals"},
                    goals=tuple(mlr.Goal(**g) for g in sm.params.mlr["goals"]))
+    if p.problems():   # before the testbed is touched
+        raise steps.StepError("invalid configuration for snakemake search:\n  " + "\n  ".join(p.problems()))
     base = dict(sm.params.base)
     settings = validate_config(sm.config).values
     out_dir = Path(sm.output.record).parent

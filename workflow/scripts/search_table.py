@@ -60,7 +60,18 @@ def table(sm, log):
     records = [steps.read_json(p) for p in sm.input.records]
     rows = [r for rec in records for r in mlr.table_rows(rec)]
     write_csv(sm.output.csv, mlr.COLUMNS, rows)
-    write_csv(sm.output.trials, mlr.TRIAL_COLUMNS, [r for rec in records for r in mlr.trial_rows(rec)])
+    # Each trial's row of summary.csv's columns beside the search's: a trial of a search is
+    # a normal trial, its summary row in its trial.json.
+    trial_rows, extra = [], []
+    for r in (r for rec in records for r in mlr.trial_rows(rec)):
+        try:
+            summary = steps.read_json(str(Path(r["trial"]) / "trial.json"))["summary"]
+        except (OSError, ValueError, KeyError):
+            summary = {}
+        extra += [k for k in summary if k not in mlr.TRIAL_COLUMNS and k not in extra]
+        trial_rows.append({**{k: v for k, v in summary.items() if k not in mlr.TRIAL_COLUMNS}, **r})
+    columns = mlr.TRIAL_COLUMNS + extra
+    write_csv(sm.output.trials, columns, [{k: r.get(k) for k in columns} for r in trial_rows])
     Path(sm.output.md).write_text(report(records, rows))
     log(f"{len(records)} search(es), {len(rows)} goal result(s) -> {sm.output.csv}")
 

@@ -145,6 +145,7 @@ class Measurer:
         self.run_trial, self.note = run_trial, note
         self.asked = Counter()   # (pps, duration_s) -> trials asked so far in this pass
         self.trials: list[dict] = []
+        self.t0 = time.monotonic()
 
     def new_pass(self):
         self.asked = Counter()
@@ -159,7 +160,8 @@ class Measurer:
         started = time.monotonic()
         summary, info = self.run_trial(pps, seconds, rep)
         e = entry(pps, seconds, rep, summary)
-        e.update(info or {}, index=len(self.trials), wall_s=round(time.monotonic() - started, 3))
+        e.update(info or {}, index=len(self.trials), wall_s=round(time.monotonic() - started, 3),
+                 started_s=round(started - self.t0, 3))
         self.trials.append(e)
         self.note(f"trial {e['index'] + 1}: {pps} pps for {seconds} s (repeat {rep}): sent {e['sent']}, "
                   f"lost {e['lost']} ({e['loss_pct']} %)"
@@ -226,14 +228,17 @@ def search(p: Params, run_trial, note=lambda line: None) -> dict:
 
 def goal_result(g: Goal, results, p: Params, max_pps: int, limit: dict | None, timed_out: bool) -> dict:
     """RFC 9971's Goal Result for one goal, with xdplab's reasons."""
-    lower = upper = conditional = None
+    lower = upper = conditional = width_pct = None
     if results is not None:
         r = _result_of(results, g)
         if r is not None:
             lower = _load(r.relevant_lower_bound)
             upper = _load(r.relevant_upper_bound)
             conditional = _load(r.conditional_throughput, digits=1)
-    width_pct = (upper - lower) / upper * 100.0 if lower is not None and upper else None
+            if lower is not None and upper is not None:
+                # the controller's loads, before xdplab rounded them to whole pps
+                lo, hi = float(r.relevant_lower_bound), float(r.relevant_upper_bound)
+                width_pct = (hi - lo) / hi * 100.0
     if timed_out:
         why, limited_by = f"the search's time limit ({p.time_limit_s:g} s) ended it", TIME
     elif lower is None:
