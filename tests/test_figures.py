@@ -335,3 +335,36 @@ def test_paper_width_from_the_file_name():
     assert figures.paper_width("figures/loss_vs_offered.2col.pdf") == 7.16
     assert figures.paper_width("figures/loss_vs_offered.pdf") is None
     assert figures.paper_width("figures/loss_vs_offered.svg") is None
+
+
+# -- figures drawn only when their inputs changed -----------------------------------------
+
+def test_a_figure_is_drawn_again_only_when_its_inputs_or_title_changed(tmp_path, monkeypatch):
+    """xdplab.figurecache: the copy kept for an output path stands in for a drawing from the
+    same input bytes, title and code; a changed input or title draws again."""
+    from xdplab import figurecache
+
+    monkeypatch.setattr(figurecache, "CACHE", tmp_path / "cache")
+    ts = tmp_path / "timeseries.csv"
+    ts.write_text("second,sent_pps\n0,1000\n")
+    out = tmp_path / "timeseries.svg"
+    drawn = []
+
+    def draw():
+        drawn.append(ts.read_text())
+        out.write_text(f"<svg>{len(drawn)}</svg>")
+
+    assert figurecache.draw_if_changed([str(ts)], [str(out)], "trial a", draw)
+    out.unlink()   # as Snakemake does before it runs the job again
+    assert not figurecache.draw_if_changed([str(ts)], [str(out)], "trial a", draw)
+    assert out.read_text() == "<svg>1</svg>" and len(drawn) == 1
+    assert figurecache.draw_if_changed([str(ts)], [str(out)], "trial b", draw)
+    ts.write_text("second,sent_pps\n0,999\n")
+    assert figurecache.draw_if_changed([str(ts)], [str(out)], "trial b", draw)
+    assert out.read_text() == "<svg>3</svg>" and len(drawn) == 3
+    # A copy that is missing or unreadable is drawn again, never an error.
+    for entry in (tmp_path / "cache").iterdir():
+        (entry / "figure").unlink()
+    out.unlink()
+    assert figurecache.draw_if_changed([str(ts)], [str(out)], "trial b", draw)
+    assert out.read_text() == "<svg>4</svg>"

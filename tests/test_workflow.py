@@ -83,7 +83,7 @@ def test_one_trial_end_to_end_then_nothing_to_do(workdir):
     assert more.returncode == 0, more.stderr
     planned = [line.split() for line in (more.stdout + more.stderr).splitlines()]
     assert ["arm_collector", "1"] in planned, more.stdout
-    # (the figures job redraws every trial's time series; no step of the finished trial runs)
+    # (the figures job runs again and draws what changed; no step of the finished trial runs)
     assert "pps~10000_" not in "".join(l for l in more.stdout.splitlines()
                                        if "output:" in l and ("arm.json" in l or "trial.json" in l))
 

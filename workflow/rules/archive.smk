@@ -1,6 +1,7 @@
 # The experiment packed for a paper or a colleague: `snakemake --cores 1 archive
 # --config ...` writes results/<experiment>/<experiment>-<UTC date>.tar.gz from the
-# finished trials of the current configuration, the tables and the figures.  Its
+# finished trials of the current configuration, the tables and the figures (the paper's
+# PDFs too: rule paper_figures, figures.smk).  Its
 # inputs are theirs: with the trials done it runs no trial and needs no privileges.
 # The hosts' environment is asked for live (the embedded testbed is up only during a
 # run, or after it with keep_testbed=true; otherwise the manifest says so).
@@ -12,6 +13,7 @@ rule archive:
         trials=rules.aggregate.input.trials,
         tables=rules.aggregate.output,
         figures=rules.figures.output,
+        paper_figures=rules.paper_figures.output,
     output:
         archive=f"{RESULTS}/{EXP}-{time.strftime('%Y-%m-%d', time.gmtime())}.tar.gz",
     log:

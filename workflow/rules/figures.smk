@@ -1,9 +1,15 @@
 # The experiment's figures, for `snakemake --report` and for a paper: the summary figure
 # (summary.svg, the one `make run` and the README show), the figures over the grid
-# (figures/*.svg and .png: mean over repeats with its 95 % CI, the numbers of points.csv;
-# and each as a one- and a two-column paper figure, figures/*.1col.pdf and *.2col.pdf, about
-# 0.5 s each here, mostly fontTools subsetting the embedded font),
+# (figures/*.svg and .png: mean over repeats with its 95 % CI, the numbers of points.csv),
 # and one time-series figure per trial (timeseries.svg), next to its timeseries.csv.
+# The same grid figures sized for a one- and a two-column paper (figures/*.1col.pdf and
+# *.2col.pdf) are rule paper_figures's: made for an archive (archive.smk) or when asked
+# (`snakemake --cores 1 paper_figures --config ...`), not by every run: the eight PDFs took
+# 3.6 s of a one-trial run's 7.7 s figures job here, half of it fontTools subsetting the
+# embedded fonts (benchmarks/README.md).
+# A figure whose inputs and drawing code are those of the copy kept in
+# .snakemake/xdplab-figures/ is that copy, not drawn again (xdplab.figurecache): a sweep
+# that grows redraws the grid, not every finished trial's time series.
 
 
 FIGURE_DIR = f"{RESULTS}/figures"
@@ -23,7 +29,7 @@ rule figures:
             subcategory="Summary figure",
         ),
         png=f"{RESULTS}/summary.png",
-        # {name}_svg / _png / _1col / _2col for each name of xdplab.figures.FIGURES
+        # {name}_svg / _png for each name of xdplab.figures.FIGURES
         rate_svg=report(
             f"{FIGURE_DIR}/achieved_vs_offered.svg",
             caption="../report/fig_rate.rst",
@@ -31,8 +37,6 @@ rule figures:
             subcategory="Figures",
         ),
         rate_png=f"{FIGURE_DIR}/achieved_vs_offered.png",
-        rate_1col=f"{FIGURE_DIR}/achieved_vs_offered.1col.pdf",
-        rate_2col=f"{FIGURE_DIR}/achieved_vs_offered.2col.pdf",
         loss_svg=report(
             f"{FIGURE_DIR}/loss_vs_offered.svg",
             caption="../report/fig_loss.rst",
@@ -40,8 +44,6 @@ rule figures:
             subcategory="Figures",
         ),
         loss_png=f"{FIGURE_DIR}/loss_vs_offered.png",
-        loss_1col=f"{FIGURE_DIR}/loss_vs_offered.1col.pdf",
-        loss_2col=f"{FIGURE_DIR}/loss_vs_offered.2col.pdf",
         xdp_cost_svg=report(
             f"{FIGURE_DIR}/xdp_ns_vs_size.svg",
             caption="../report/fig_xdp_cost.rst",
@@ -49,8 +51,6 @@ rule figures:
             subcategory="Figures",
         ),
         xdp_cost_png=f"{FIGURE_DIR}/xdp_ns_vs_size.png",
-        xdp_cost_1col=f"{FIGURE_DIR}/xdp_ns_vs_size.1col.pdf",
-        xdp_cost_2col=f"{FIGURE_DIR}/xdp_ns_vs_size.2col.pdf",
         latency_svg=report(
             f"{FIGURE_DIR}/latency_vs_offered.svg",
             caption="../report/fig_latency.rst",
@@ -58,8 +58,6 @@ rule figures:
             subcategory="Figures",
         ),
         latency_png=f"{FIGURE_DIR}/latency_vs_offered.png",
-        latency_1col=f"{FIGURE_DIR}/latency_vs_offered.1col.pdf",
-        latency_2col=f"{FIGURE_DIR}/latency_vs_offered.2col.pdf",
         # each trial's time series, next to its timeseries.csv: SVG only (any browser shows
         # it; a PNG too would add ~0.06 s per trial to every run's figures job)
         timeseries_svg=[
@@ -78,3 +76,26 @@ rule figures:
         experiment=EXP,
     script:
         "../scripts/figures.py"
+
+
+# The grid's figures for a paper: no title (the caption says it), PAPER_STYLE's type sizes,
+# fonts embedded (xdplab.figures).  Its own job, so that a run does not pay for them.
+rule paper_figures:
+    input:
+        csv=rules.aggregate.output.csv,
+    output:
+        # {name}_1col / _2col for each name of xdplab.figures.FIGURES
+        rate_1col=f"{FIGURE_DIR}/achieved_vs_offered.1col.pdf",
+        rate_2col=f"{FIGURE_DIR}/achieved_vs_offered.2col.pdf",
+        loss_1col=f"{FIGURE_DIR}/loss_vs_offered.1col.pdf",
+        loss_2col=f"{FIGURE_DIR}/loss_vs_offered.2col.pdf",
+        xdp_cost_1col=f"{FIGURE_DIR}/xdp_ns_vs_size.1col.pdf",
+        xdp_cost_2col=f"{FIGURE_DIR}/xdp_ns_vs_size.2col.pdf",
+        latency_1col=f"{FIGURE_DIR}/latency_vs_offered.1col.pdf",
+        latency_2col=f"{FIGURE_DIR}/latency_vs_offered.2col.pdf",
+    log:
+        f"{RESULTS}/logs/paper_figures.log",
+    params:
+        experiment=EXP,
+    script:
+        "../scripts/paper_figures.py"
