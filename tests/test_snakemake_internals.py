@@ -62,3 +62,21 @@ def test_running_steps_finds_step_scripts_not_their_children(tmp_path):
         other.kill()
         step.wait()
         other.wait()
+
+
+def test_parameters_are_compared_as_before_without_pandas():
+    """Every kind of parameter xdplab gives serialises to the string Snakemake's own choice
+    (pandas installed) gives it, and the comparison no longer goes through pandas."""
+    from snakemake.persistence import PersistenceBase as Persistence
+    from snakemake.persistence.file import FilePersistence
+
+    values = [{"a": 1, "b": [1, 2.5, "x"]}, "results/x", 12345, None, True, ("a",), 1.5]
+    before = [Persistence._serialize_param_pandas(FilePersistence.__new__(FilePersistence), v) for v in values]
+    original = Persistence.__dict__["_serialize_param"]
+    try:
+        assert internals.params_compared_without_pandas()
+        p = FilePersistence.__new__(FilePersistence)
+        assert p._serialize_param == p._serialize_param_builtin
+        assert [p._serialize_param(v) for v in values] == before
+    finally:
+        Persistence._serialize_param = original

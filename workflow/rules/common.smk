@@ -10,26 +10,40 @@ sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 from snakemake.exceptions import WorkflowError  # noqa: E402
 from xdplab.config import ConfigError, validate_config  # noqa: E402
 from xdplab import housekeeping, program, snakemake_internals, trials  # noqa: E402
-from xdplab import report as xdplab_report  # noqa: E402
+
+# No parameter here is a pandas object: Snakemake need not import pandas to compare them.
+snakemake_internals.params_compared_without_pandas()
+
+
+def settings_to_report(settings):
+    """`snakemake --report` of a configuration that has not run reports the run recorded
+    in results/<experiment>/config.yaml instead, or says what to run.  xdplab.report loads
+    pandas (0.3 s): imported for a report only, not at every invocation's start."""
+    from xdplab import report as xdplab_report
+
+    try:
+        recorded = xdplab_report.configuration_to_report(settings)
+    except xdplab_report.NothingToReport as e:
+        raise WorkflowError(f"xdplab: {e}") from None
+    if recorded is None:
+        return settings
+    print(
+        f"xdplab: this configuration has not run; reporting the run recorded in "
+        f"results/{settings['experiment']}/config.yaml",
+        file=sys.stderr,
+    )
+    config.clear()
+    config.update(recorded)
+    return validate_config(config).values
+
 
 # SETTINGS: the configuration, validated and with its defaults (`settings` in xdplab's
 # Python; one trial's are trials.point_settings_of's).
 try:
     SETTINGS = validate_config(config).values
-    # `snakemake --report` of a configuration that has not run reports the run recorded
-    # in results/<experiment>/config.yaml instead, or says what to run.
     if snakemake_internals.reporting():
-        _RECORDED = xdplab_report.configuration_to_report(SETTINGS)
-        if _RECORDED is not None:
-            print(
-                f"xdplab: this configuration has not run; reporting the run recorded in "
-                f"results/{SETTINGS['experiment']}/config.yaml",
-                file=sys.stderr,
-            )
-            config.clear()
-            config.update(_RECORDED)
-            SETTINGS = validate_config(config).values
-except (ConfigError, xdplab_report.NothingToReport) as e:
+        SETTINGS = settings_to_report(SETTINGS)
+except ConfigError as e:
     # Stop before any rule runs, i.e. before anything privileged happens.
     raise WorkflowError(f"xdplab: {e}") from None
 

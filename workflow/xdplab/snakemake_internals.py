@@ -39,6 +39,13 @@ What the workflow uses of the public interface stays where it is: `onstart:`,
    whose function is the scheduler's `_schedule_reevalutation` (sic).
 6. `workflow.dryrun` (workflow/rules/report.smk): a property of Snakemake's Workflow,
    true only once a dry run executes; read when Snakemake reports "Nothing to be done".
+7. Parameters compared without pandas (`params_compared_without_pandas`).  Snakemake
+   reruns a job whose parameters changed; it serialises each parameter for that with
+   `PersistenceBase._serialize_param`, a property that picks `_serialize_param_pandas` (pandas'
+   hasher for DataFrames, repr otherwise) whenever pandas is installed, and so imports
+   pandas (0.3 s here) in every invocation that finds an output already made (the
+   collector's build record, a finished trial).  No parameter of xdplab is a pandas object:
+   `_serialize_param_builtin` gives every one the same string, without the import.
 """
 
 from __future__ import annotations
@@ -301,3 +308,19 @@ def cancel_scheduler_timers() -> None:
         if isinstance(t, threading.Timer) and "_schedule_reevalutation" in getattr(
                 t.function, "__qualname__", ""):
             t.cancel()
+
+
+# -- 7. parameters compared without pandas --------------------------------------------------
+
+def params_compared_without_pandas() -> bool:
+    """Snakemake's parameter comparison without importing pandas (7. above); True when it
+    applied.  Called while the Snakefile is read (workflow/rules/common.smk)."""
+    try:
+        from snakemake.persistence import PersistenceBase as Persistence
+    except ImportError:
+        return False
+    if not isinstance(Persistence.__dict__.get("_serialize_param"), property) \
+            or not callable(getattr(Persistence, "_serialize_param_builtin", None)):
+        return False
+    Persistence._serialize_param = property(lambda self: self._serialize_param_builtin)
+    return True
