@@ -384,3 +384,48 @@ def test_frames_a_full_veth_refused_on_the_packet_path_are_not_loss():
             (path, row)
         assert row["lost"] == lost_nic + dut_drops and row["unexplained"] == 0, (path, row)
         located_add_up(row)
+
+
+def observed(agent=12.0, capture=20.0, driver="veth"):
+    return {"agent_cpu_pct": agent, "capture_cpu_pct": capture, "ncpu": 2,
+            "drivers": {"xl-dut0": driver}}
+
+
+def summarize_observed(observers, ifaces=None, gens=None):
+    gens = gens or [gen()]
+    ifaces = ifaces or {"xl-dut0": iface()}
+    checks = [{"source": "src0", "interface": "xl-dut0", "matched": ifaces["xl-dut0"]["xdp"]["matched"],
+               "unique": ifaces["xl-dut0"]["xdp"]["matched"], "missing": 0, "duplicated": 0,
+               "reordered": 0}]
+    gathered = {"boot_id": "b1", "collector": "features", "interfaces": ifaces,
+                "softirq": {"cpu_pct": 1.0}, "observers": observers}
+    return accounting.summarize(SETTINGS, TRIAL, {"run_id": RUN, "prog_tag": "abc"}, [SRC], gens,
+                                {"checks": checks}, gathered)["row"]
+
+
+def test_the_observers_cpu_and_the_send_gaps_are_columns():
+    ifc = iface()
+    ifc["features"]["send_gap_ns"] = {"count": 49999, "p50": 99000, "p99": 250000}
+    row = summarize_observed(observed(12.345, 20.0), ifaces={"xl-dut0": ifc})
+    assert (row["agent_cpu_pct"], row["capture_cpu_pct"]) == (12.35, 20.0)
+    assert (row["send_gap_p50_us"], row["send_gap_p99_us"]) == (99.0, 250.0)
+    assert row["observers_busy"] is False                       # nothing lost
+    # an older agent: no figures, no verdict; trafgen: no send times, no send gaps
+    row = summarize_observed(None, ifaces={"xl-dut0": ifc}, gens=[gen(backend="trafgen")])
+    assert row["agent_cpu_pct"] is None and row["observers_busy"] is None
+    assert row["send_gap_p50_us"] is None
+
+
+def test_observers_are_busy_when_the_dut_lost_at_its_receive_side_while_they_used_a_quarter_cpu():
+    # veth: a full receive ring on the DUT shows as the source veth's tx_dropped
+    veth_loss = [gen(counters={"nic_tx_dropped": 100})]
+    lossy = {"xl-dut0": iface(matched=49900)}
+    assert summarize_observed(observed(10.0, 15.0), dict(lossy), veth_loss)["observers_busy"] is True
+    assert summarize_observed(observed(10.0, 14.9), dict(lossy), veth_loss)["observers_busy"] is False
+    # a real NIC: the source NIC's drops are the source's, not the DUT's receive ring
+    assert summarize_observed(observed(30.0, 30.0, "ixgbe"), dict(lossy), veth_loss)["observers_busy"] is False
+    # the DUT NIC's own drops count whatever the driver
+    dut_loss = {"xl-dut0": iface(matched=49900, nic_drops={"rx_dropped": 100})}
+    row = summarize_observed(observed(30.0, 30.0, "ixgbe"), dut_loss)
+    assert row["lost_dut_nic"] == 100 and row["observers_busy"] is True
+    assert trialrows.OBSERVERS_BUSY_PCT == 25.0

@@ -11,16 +11,20 @@ import math
 import os
 import random
 import re
+import sys
 import threading
+import time
 import tracemalloc
 import types
+from array import array
 from email.message import Message
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from xdplab.agent import TOKEN_HEADER, api, bpfsrc, features, hist, metrics, results, service, session
+from xdplab.agent import (TOKEN_HEADER, api, bpfsrc, features, hist, metrics, results, service, session,
+                          sysstats)
 from xdplab.agent.capture import PcapCounter, capture_filter
 from xdplab.agent.server import Handler
 
@@ -271,10 +275,13 @@ def test_features_memory_does_not_grow_with_packets():
     assert f.received == 400000
     new_buckets = len(f.latency.nonzero()) + len(f.gap.nonzero()) - buckets
     assert new_buckets > 0          # new buckets were touched, and cost nothing
-    # The histograms are fixed arrays: nothing per record, nothing per new bucket; the gaps'
-    # arrival-order window holds at most 2 * GAP_WINDOW times (~40 bytes each).
-    assert grown < 16 * 1024 + 2 * features.GAP_WINDOW * 40, (grown, new_buckets)
+    # The histograms are fixed arrays: nothing per record, nothing per new bucket; each gap
+    # stream's window (the arrivals', and the send times' of each measured run id) holds at
+    # most 2 * GAP_WINDOW times (~40 bytes each).
+    streams = 1 + f.measured
+    assert grown < 16 * 1024 + streams * 2 * features.GAP_WINDOW * 40, (grown, new_buckets)
     assert len(f._gap_pending) < 2 * features.GAP_WINDOW
+    assert all(len(g.pending) < 2 * features.GAP_WINDOW for g in f._send_gaps)
     assert len(f.latency.counts) == len(f.gap.counts) == hist.NBUCKETS
     # the duplicate bitmaps: at most one page per run held (the others were filled and let go)
     assert sum(b.held_bytes() for b in f.bitmaps) <= 2 * features.PAGE_BITS // 8
@@ -849,3 +856,45 @@ def test_driver_xdp_counters_are_summed_over_queues():
 """
     assert parse_ethtool_stats(text, DRIVER_XDP_STATS["veth"]) == {
         "xdp_packets": 15, "xdp_drop": 5, "xdp_tx": 2, "xdp_redirect": 1, "xdp_tx_errors": 1}
+
+
+def test_a_cpu_clock_counts_nothing_before_its_start_and_keeps_its_last_reading():
+    readings = iter([None, 5, 9, None, 3])
+    clock = sysstats.CpuClock(lambda: next(readings))
+    # not started yet, then running, then gone (None) or a reused pid's smaller reading
+    assert [clock(), clock(), clock(), clock(), clock()] == [0, 5, 9, 9, 9]
+
+
+def test_the_observers_cpu_is_taken_over_the_softirq_windows_samples():
+    s = sysstats.SoftirqSampler("t")
+    s.stop()
+    ms = 10 ** 6
+    s.t = array("q", [0, 100 * ms, 200 * ms, 300 * ms])
+    s.soft, s.total = array("q", [0, 1, 2, 3]), array("q", [0, 20, 40, 60])
+    s.agent = array("q", [0, 10 * ms, 30 * ms, 50 * ms])
+    s.parts = {"capture": array("q", [0, 0, 50 * ms, 100 * ms]),     # started between samples 1 and 2
+               "consumer": array("q", [0, 5 * ms, 15 * ms, 25 * ms]),
+               "polling": array("q", [0, 1 * ms, 2 * ms, 3 * ms])}
+    o = s.observers(120 * ms, 280 * ms, "first to last matched arrival")
+    assert (o["from_monotonic_ns"], o["to_monotonic_ns"]) == (100 * ms, 300 * ms)
+    # % of one CPU: 40 ms of the agent's CPU in 200 ms; tcpdump 100 ms in 200 ms
+    assert (o["agent_cpu_pct"], o["capture_cpu_pct"]) == (20.0, 50.0)
+    assert (o["consumer_cpu_pct"], o["polling_cpu_pct"]) == (10.0, 1.0)
+    assert o["capture_cpu_ns"] == 100 * ms and o["ncpu"] == os.cpu_count()
+    assert s.window(120 * ms, 280 * ms, "w")["cpu_pct"] == 5.0
+    # fewer than two samples: no figures
+    s.t, s.agent = array("q", [0]), array("q", [0])
+    assert s.observers(0, 1, "w")["agent_cpu_pct"] is None
+
+
+def test_the_agent_follows_its_own_and_a_childs_cpu_time():
+    import subprocess
+    s = sysstats.SoftirqSampler("t")
+    busy = subprocess.Popen([sys.executable, "-c", "import time\nt=time.process_time()\n"
+                             "while time.process_time() - t < 0.3: pass"])
+    s.watch_process("capture", busy)
+    busy.wait()
+    time.sleep(0.25)
+    s.stop()
+    assert s.parts["capture"][-1] >= 0.2e9         # its run time, kept after it ended
+    assert s.agent[-1] > 0 and sysstats.interface_driver("lo") in (None, "")

@@ -30,11 +30,13 @@ COLUMNS = [
     "rate_sustained", "not_offered", "loss_where",
     "lost_src_stack", "lost_src_qdisc", "lost_src_nic", "lost_dut_nic", "lost_unlocated",
     "located_excess",
+    # The DUT's observers (agent, capture): their CPU, and whether they were busy when the DUT lost.
+    "agent_cpu_pct", "capture_cpu_pct", "observers_busy",
     "foreign_rx", "foreign_arp", "foreign_port", "foreign_other",
     # More detail, same trial.
     "status", "testbed", "sources", "interfaces", "xdp_mode", "threads", "scheduled",
     "send_errors", "max_lag_us",
-    "gap_p50_us", "gap_p99_us", "ideal_gap_us",
+    "gap_p50_us", "gap_p99_us", "send_gap_p50_us", "send_gap_p99_us", "ideal_gap_us",
     "frame_size", "throughput_payload_mbps", "throughput_l2_mbps", "throughput_wire_mbps",
     "xdp_seen", "features_for_run", "capture_missing", "capture_duplicated", "capture_reordered",
     "unexplained_nic_vs_xdp", "unexplained_seen_vs_classified", "unexplained_xdp_vs_features",

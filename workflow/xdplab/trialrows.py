@@ -212,6 +212,11 @@ def _source_row(key: dict, run: int, src: dict, gen: dict, ifaces: dict, counted
 
 # -- the trial ------------------------------------------------------------------------
 
+# The observers were busy when, together, they kept at least this share of one CPU busy
+# (agent_cpu_pct + capture_cpu_pct, % of one CPU): a receive queue is served by one CPU, so
+# what they take is measured against one, whatever the DUT's size.  See observers_busy.
+OBSERVERS_BUSY_PCT = 25.0
+
 def total_row(settings: dict, trial: dict, arm: dict, gens: list, gathered: dict, checks: list,
               collector: str, iface_rows: list, source_rows: list, stability: dict) -> dict:
     """The trial's summary row (accounting.COLUMNS): the interfaces' and sources' rows
@@ -221,7 +226,7 @@ def total_row(settings: dict, trial: dict, arm: dict, gens: list, gathered: dict
     achieved = sum(achieved_pps(g) for g in gens)
     return {
         **_counted_columns(settings, trial, gens, gathered, iface_rows, source_rows, achieved, latency),
-        **_where_lost_columns(iface_rows, source_rows),
+        **_where_lost_columns(iface_rows, source_rows, gathered.get("observers")),
         **_detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks, collector, feats,
                           achieved, latency),
         **_settings_columns(settings, trial, arm, gens, iface_rows, source_rows, collector, stability),
@@ -298,16 +303,35 @@ def located_totals(iface_rows: list, source_rows: list) -> tuple:
     return window, warm
 
 
-def _where_lost_columns(iface_rows: list, source_rows: list) -> dict:
-    """Where the window's loss happened (the sources' located loss added up), and traffic
-    that was not ours."""
+def observers_busy(located: dict, observers: dict | None):
+    """Whether the DUT lost packets at its receive side while its observers were busy: loss
+    located at the DUT NIC (lost_dut_nic; on veth also lost_src_nic, where veth drops what
+    the DUT's receive ring has no room for) and the agent and the capture together using at
+    least OBSERVERS_BUSY_PCT % of one CPU over the window.  None when the agent did not
+    report its observers' CPU (an older agent, or too short a window to sample)."""
+    obs = observers or {}
+    agent, capture = obs.get("agent_cpu_pct"), obs.get("capture_cpu_pct")
+    if agent is None:
+        return None
+    veth = "veth" in (obs.get("drivers") or {}).values()
+    at_rx = count(located.get("lost_dut_nic")) + (count(located.get("lost_src_nic")) if veth else 0)
+    return at_rx > 0 and agent + (capture or 0) >= OBSERVERS_BUSY_PCT
+
+
+def _where_lost_columns(iface_rows: list, source_rows: list, observers: dict | None) -> dict:
+    """Where the window's loss happened (the sources' located loss added up), the DUT's
+    observers' CPU beside it, and traffic that was not ours."""
     lost = total(source_rows, "lost")
     located, _ = located_totals(iface_rows, source_rows)
+    obs = observers or {}
     return {
         "rate_sustained": all(s["rate_sustained"] for s in source_rows),
         "not_offered": sum(s["not_offered"] for s in source_rows),
         "loss_where": loss_where(located) if lost else "",
         **located,
+        "agent_cpu_pct": rounded(obs.get("agent_cpu_pct"), 2),
+        "capture_cpu_pct": rounded(obs.get("capture_cpu_pct"), 2),
+        "observers_busy": observers_busy(located, observers),
         **{c: total(iface_rows, c) for c in ("foreign_rx", "foreign_arp", "foreign_port", "foreign_other")},
     }
 
@@ -322,6 +346,10 @@ def _detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks,
     size, target = trial["packet_size"], trial["target_pps"]
     gap_blocks = [f.get("gap_ns") for f in feats]
     g50, g99 = interfaces_percentile(gap_blocks, 50), interfaces_percentile(gap_blocks, 99)
+    # trafgen writes no send time (send_ns 0): its send gaps would be zeros
+    send_blocks = ([] if any(g.get("backend") == "trafgen" for g in gens)
+                   else [f.get("send_gap_ns") for f in feats])
+    s50, s99 = interfaces_percentile(send_blocks, 50), interfaces_percentile(send_blocks, 99)
     residual = {}
     for r in iface_rows:
         for n in IDENTITIES:
@@ -339,6 +367,8 @@ def _detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks,
         "max_lag_us": rounded(max((g.get("max_lag_us") or 0) for g in gens), 1),
         "gap_p50_us": rounded(g50 / 1000.0, 2) if g50 is not None else None,
         "gap_p99_us": rounded(g99 / 1000.0, 2) if g99 is not None else None,
+        "send_gap_p50_us": rounded(s50 / 1000.0, 2) if s50 is not None else None,
+        "send_gap_p99_us": rounded(s99 / 1000.0, 2) if s99 is not None else None,
         "ideal_gap_us": rounded(1e6 / target, 3),
         "frame_size": frame_bytes(size),
         "throughput_payload_mbps": rounded(achieved * size * 8 / 1e6, 3),

@@ -8,9 +8,11 @@ object and a call.
 
 Per record of a measured run id (run_id .. run_id + measured_run_ids - 1):
 counts per run id, duplicate detection with a paged bitmap per measured run id
-(sized at arm from expected_packets, capped), latency (arrival_ns - send_ns)
-and inter-arrival gap (between consecutive measured records in arrival order, see
-GAP_WINDOW) into log-linear histograms, and, with a features file,
+(sized at arm from expected_packets, capped), latency (arrival_ns - send_ns),
+inter-arrival gap (between consecutive measured records in arrival order, see
+GAP_WINDOW) and send gap (between consecutive send times of each run id, i.e. of
+one source's senders together, in send order) into log-linear histograms, and, with
+a features file,
 its 40 raw bytes appended to the file (buffered, ~1 MiB per write).  Records
 of the session's other run ids (warm-up) are counted, nothing more.  Nothing
 is kept per packet: memory does not grow with the packet count.  Touched only
@@ -55,6 +57,41 @@ def _layout(record_cls):
                                "integer" % (name, el))
         out[name] = (fmt, size // el, field.offset // el)
     return out
+
+
+class GapStream:
+    """The gaps between consecutive times of one stream, in time order, into a histogram
+    (shared by several streams), though the times come a little out of order: the latest
+    GAP_WINDOW wait, sorted, before their gaps are taken; a time read after GAP_WINDOW
+    later ones is counted in `late`, and the gap that spans it is taken as one."""
+
+    def __init__(self, hist):
+        self.hist = hist
+        self.late = 0
+        self.pending = []            # times not yet in the histogram
+        self.last = None             # the latest time whose gap was taken
+
+    def add(self, times):
+        pending = self.pending
+        pending += times
+        if len(pending) >= 2 * GAP_WINDOW:
+            self.take(len(pending) - GAP_WINDOW)
+
+    def take(self, n=None):
+        """The gaps of the n earliest pending times (all of them: n None)."""
+        pending = self.pending
+        pending.sort()   # sorted runs (the window, each batch): a merge
+        last = self.last
+        late = 0 if last is None else bisect.bisect_left(pending, last)
+        self.late += late
+        take = pending[late:] if n is None else pending[late:max(n, late)]
+        self.pending = [] if n is None else pending[max(n, late):]
+        if not take:
+            return
+        if last is not None:
+            take.insert(0, last)
+        self.hist.record_many(list(map(sub, take[1:], take)))
+        self.last = take[-1]
 
 
 PAGE_BITS = 1 << 19                   # a SeqSet page: 2^19 seqs in 64 KiB
@@ -131,10 +168,10 @@ class Features:
         self.run_unique = [0] * self.measured
         self.run_duplicates = [0] * self.measured
         self.latency = Histogram()
-        self.gap = Histogram()
-        self.gap_late = 0
-        self._gap_pending = []       # arrival times not yet in the gap histogram
-        self._gap_last = None        # the latest arrival time whose gap was taken
+        self._arrival_gaps = GapStream(Histogram())
+        # send times: one stream per measured run id (one source, one clock), one histogram
+        self.send_gap = Histogram()
+        self._send_gaps = [GapStream(self.send_gap) for _ in range(self.measured)]
         self.per_cpu = {}
         self.features_path = features_path
         self._file = None
@@ -145,6 +182,19 @@ class Features:
         if features_path is not None:
             self._file = open(features_path, "wb")
             self._sha = hashlib.sha256()
+
+    @property
+    def gap(self):
+        """The inter-arrival gap histogram."""
+        return self._arrival_gaps.hist if self._arrival_gaps else None
+
+    @property
+    def gap_late(self):
+        return self._arrival_gaps.late
+
+    @property
+    def _gap_pending(self):
+        return self._arrival_gaps.pending
 
     @property
     def received(self):
@@ -225,10 +275,7 @@ class Features:
             raw = buf
         m = len(arrivals)
         self.measured_received += m
-        pending = self._gap_pending
-        pending += arrivals
-        if len(pending) >= 2 * GAP_WINDOW:
-            self._take_gaps(len(pending) - GAP_WINDOW)
+        self._arrival_gaps.add(arrivals)
         self.latency.record_many(list(map(sub, arrivals, sends)))
         lo, hi = min(arrivals), max(arrivals)
         if self.first_arrival is None or lo < self.first_arrival:
@@ -245,29 +292,15 @@ class Features:
         if slot is not None:
             self.run_received[slot] += m
             self._seqs(slot, seqs)
+            self._send_gaps[slot].add(sends)
         else:
             for s in set(slots):
                 sel = [q for q, r in zip(seqs, slots) if r == s]
                 self.run_received[s] += len(sel)
                 self._seqs(s, sel)
+                self._send_gaps[s].add([t for t, r in zip(sends, slots) if r == s])
         if self._file is not None and self.file_error is None:
             self._write(raw, m)
-
-    def _take_gaps(self, n):
-        """The gaps of the n earliest pending arrival times (all of them: n None)."""
-        pending = self._gap_pending
-        pending.sort()   # sorted runs (the window, each batch): a merge
-        last = self._gap_last
-        late = 0 if last is None else bisect.bisect_left(pending, last)
-        self.gap_late += late
-        take = pending[late:] if n is None else pending[late:max(n, late)]
-        self._gap_pending = [] if n is None else pending[max(n, late):]
-        if not take:
-            return
-        if last is not None:
-            take.insert(0, last)
-        self.gap.record_many(list(map(sub, take[1:], take)))
-        self._gap_last = take[-1]
 
     def _seqs(self, slot, seqs):
         """Duplicate check of one run's seqs: a run of consecutive seqs (the usual
@@ -323,7 +356,8 @@ class Features:
         """Drop the bitmaps and histograms once the summary is taken."""
         self.close_file()
         self.bitmaps = []
-        self.latency = self.gap = None
+        self.latency = self._arrival_gaps = self.send_gap = None
+        self._send_gaps = []
 
     # --- output ------------------------------------------------------------------------------
     def summary(self):
@@ -332,13 +366,23 @@ class Features:
         lat["method"] = ("arrival_ns - send_ns per record of the session's measured run ids "
                          "(duplicates included; negative values, e.g. from two hosts' clocks, "
                          "are counted in out_of_range); " + DESCRIPTION)
-        self._take_gaps(None)
+        self._arrival_gaps.take()
         gap = self.gap.summary(percentiles=(50, 99))
         gap["late"] = self.gap_late
         gap["method"] = ("arrival_ns difference of consecutive records of the measured run ids "
                          "in arrival order (sorted over the latest %d; a record read after that "
                          "many later arrivals is counted in late, and the gap that spans it is "
                          "taken as one); " % GAP_WINDOW + DESCRIPTION)
+        for g in self._send_gaps:
+            g.take()
+        send_gap = self.send_gap.summary(percentiles=(1, 50, 99))
+        send_gap["late"] = sum(g.late for g in self._send_gaps)
+        send_gap["method"] = ("send_ns difference of consecutive records of each measured run id "
+                              "(one source: its senders' packets together, one clock) in send "
+                              "order, the run ids' gaps in one histogram (sorted over the latest "
+                              "%d received; a record received after that many later-sent ones is "
+                              "counted in late, and the gap that spans it is taken as one); "
+                              % GAP_WINDOW + DESCRIPTION)
         by_run = {}
         for i in range(self.run_ids):
             if i < self.measured:
@@ -363,6 +407,7 @@ class Features:
             "callback_errors": self.callback_errors,
             "latency_ns": lat,
             "gap_ns": gap,
+            "send_gap_ns": send_gap,
         }
         if self.features_path is not None:
             out["features_file"] = {"records": self.file_bytes // self.record_size,
@@ -379,4 +424,4 @@ def empty_summary(collector):
     return {"received": z, "for_run": z, "warmup_records": z, "other_run": z, "unique_seqs": z,
             "duplicates": z, "seq_beyond_bitmap": z, "by_run": {}, "first_arrival_ns": None,
             "last_arrival_ns": None, "per_cpu": {}, "callback_errors": z,
-            "latency_ns": None, "gap_ns": None}
+            "latency_ns": None, "gap_ns": None, "send_gap_ns": None}

@@ -55,10 +55,12 @@ def interface_result(collector, run_id, run_ids, link, base, end, features, tcpd
     return out
 
 
-def session_result(meta, interfaces, softirq, udp_sink, timing, boot_id):
+def session_result(meta, interfaces, softirq, udp_sink, timing, boot_id, observers=None):
+    """observers: the CPU the session's observers used over softirq's window
+    (sysstats.SoftirqSampler.observers), or None."""
     out = dict(meta)
-    out.update({"softirq": softirq, "interfaces": interfaces, "udp_sink": udp_sink,
-                "boot_id": boot_id})
+    out.update({"softirq": softirq, "observers": observers, "interfaces": interfaces,
+                "udp_sink": udp_sink, "boot_id": boot_id})
     out.update(timing)
     return out
 

@@ -38,7 +38,8 @@ class Session:
     collector, the program under test), one Iface per interface (iface.py: programs,
     link, capture, feature records, counter snapshots), everything acquired for it on
     two ExitStacks (stack; links, the bpf_links, detached first), the UDP sink, the
-    ring-buffer consumer thread, the softirq and time-series samplers, and, as it goes,
+    ring-buffer consumer thread, the softirq (and observers' CPU) and time-series samplers,
+    and, as it goes,
     state ("arming", "armed", "capture_stopped", "disarmed" or "failed"), the arm reply,
     the result and the timings.  lock serialises capture stop, disarm and the reads of
     a finished session; disarmed is set once it is over (the agent's watchdog waits on it).
@@ -64,6 +65,7 @@ class Session:
         self.stack = ExitStack()       # everything, released in reverse order
         self.links = ExitStack()       # the bpf_links: detached first at disarm
         self.sampler = None
+        self.drivers = {}
         self.timeseries = None
         self.sink_inode = None
         self.sink = None
@@ -115,8 +117,13 @@ class Session:
         if self.collector != "off" or self.user_program is not None:
             stats_fd = enable_run_time_stats()
             self.stack.callback(os.close, stats_fd)
-        self.sampler = sysstats.SoftirqSampler(self.id)
+        # The softirq share and the observers' own CPU (the consumer is followed from now,
+        # tcpdump and the time series from their start).
+        self.sampler = sysstats.SoftirqSampler(
+            self.id, threads={"consumer": [self.consumer] if self.consumer else []})
         self.stack.callback(self.sampler.stop)
+        # (veth drops at the sender what the DUT's receive ring has no room for)
+        self.drivers = {i.name: sysstats.interface_driver(i.name) for i in self.ifaces}
         self._open_sink()
         self._attach()
         self._start_captures(spawner)
@@ -223,6 +230,7 @@ class Session:
             except OSError as e:
                 raise ApiError(500, "starting tcpdump on %s failed: %s" % (i.name, e))
             self.stack.callback(i.tcpdump.kill)
+            self.sampler.watch_process("capture", i.tcpdump.proc)
         for i in self.ifaces:
             if not i.tcpdump.wait_listening():
                 raise ApiError(500, "tcpdump on %s did not report listening within %.0f s: %s"
@@ -237,6 +245,7 @@ class Session:
             self.id, {i.name: i.timeseries_source(self.measured_run_ids) for i in self.ifaces},
             self.deadline_ns, sysstats.proc_stat_cpu)
         self.timeseries.start()
+        self.sampler.watch_thread("polling", self.timeseries.thread)
         self.stack.callback(self.timeseries.stop)
 
     def _arm_reply(self, compile_s):
@@ -382,11 +391,13 @@ class Session:
                     - self.sink_base["snmp"].get("RcvbufErrors", 0)}
         self.sampler.stop()
         first, last = first_last_arrival(feats.values())
-        if first is not None:
-            softirq = self.sampler.window(first, last, "first to last matched arrival")
+        if first is None:
+            first, last, label = self.armed_ns, disarmed_ns, "armed window (no matched arrivals)"
         else:
-            softirq = self.sampler.window(self.armed_ns, disarmed_ns,
-                                          "armed window (no matched arrivals)")
+            label = "first to last matched arrival"
+        softirq = self.sampler.window(first, last, label)
+        observers = self.sampler.observers(first, last, label)
+        observers["drivers"] = self.drivers
         interfaces = {i.name: interface_result(self.collector, self.run_id, self.run_ids,
                                                i.link, i.base, i.end, feats.get(i.name),
                                                i.capture,
@@ -405,7 +416,8 @@ class Session:
                 "ringbuf_pages": self.arm_reply["ringbuf_pages"],
                 "window": {"armed_monotonic_ns": self.armed_ns,
                            "disarmed_monotonic_ns": disarmed_ns}}
-        return session_result(meta, interfaces, softirq, udp_sink, {}, sysstats.boot_id())
+        return session_result(meta, interfaces, softirq, udp_sink, {}, sysstats.boot_id(),
+                              observers)
 
     def summary(self):
         """GET /sessions/<id>: cheap, polled every second."""
@@ -432,7 +444,7 @@ class Session:
                     ts["rows"] = None
                     ts["dropped"] = ("the agent keeps the time series of its latest finished "
                                      "sessions only")
-                for h in ("latency_ns", "gap_ns"):
+                for h in ("latency_ns", "gap_ns", "send_gap_ns"):
                     block = (i.get("features") or {}).get(h)
                     if isinstance(block, dict) and block.get("histogram") is not None:
                         block["histogram"] = {"dropped": "the agent keeps the histograms of its "

@@ -100,6 +100,11 @@ class Sampler:
         self.sample()
         self._thread.start()
 
+    @property
+    def thread(self):
+        """The sampling thread (the session follows its CPU time)."""
+        return self._thread
+
     def sample(self):
         with self._lock:
             try:
