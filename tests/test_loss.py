@@ -130,6 +130,10 @@ def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
     assert n(r, "lost_src_nic") == n(r, "lost") and n(r, "warmup_lost_src_nic") == n(r, "warmup_lost"), r
     assert n(r, "lost_unlocated") == n(r, "warmup_lost_unlocated") == 0 and n(r, "unexplained") == 0, r
     each_phase_adds_up(r)
+    # the DUT's receive ring was full: the trial says whether its own observers were busy
+    # (agent and capture together at least a quarter of one CPU; docs/method.md)
+    busy = float(r["agent_cpu_pct"]) + float(r["capture_cpu_pct"]) >= 25
+    assert r["observers_busy"] == str(busy), r
 
 
 
