@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "workflow"))
 
@@ -80,3 +82,20 @@ def test_parameters_are_compared_as_before_without_pandas():
         assert [p._serialize_param(v) for v in values] == before
     finally:
         Persistence._serialize_param = original
+
+
+@pytest.mark.parametrize("command, status", [("true", 0), ("exit 3", 1)])
+def test_snakemake_ends_with_its_status_after_its_atexit_handlers(tmp_path, command, status):
+    """exit_without_teardown: the process ends with main's status, the atexit handlers (the
+    log file's among them) having run, as a normal exit."""
+    (tmp_path / "Snakefile").write_text(f'rule all:\n    shell: "{command}"\n')
+    code = ("import atexit, sys; sys.path.insert(0, sys.argv[1]); "
+            "from xdplab import snakemake_internals as i; assert i.exit_without_teardown(); "
+            "atexit.register(print, 'atexit handler ran', flush=True); "
+            "from snakemake.cli import main; main(['--cores', '1', '--workflow-profile', 'none'])")
+    r = subprocess.run([sys.executable, "-c", code, str(REPO / "workflow")], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == status, r.stderr
+    assert "atexit handler ran" in r.stdout, r.stdout + r.stderr
+    log = sorted((tmp_path / ".snakemake" / "log").glob("*.snakemake.log"))[-1].read_text()
+    assert ("Finished jobid" in log) == (status == 0) and "Complete log" in log, log

@@ -13,6 +13,8 @@ from xdplab import housekeeping, program, snakemake_internals, trials  # noqa: E
 
 # No parameter here is a pandas object: Snakemake need not import pandas to compare them.
 snakemake_internals.params_compared_without_pandas()
+# Snakemake's process ends after its atexit handlers, without the interpreter's teardown (0.5 s).
+snakemake_internals.exit_without_teardown()
 
 
 def settings_to_report(settings):
