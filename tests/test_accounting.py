@@ -391,27 +391,26 @@ def observed(agent=12.0, capture=20.0, driver="veth"):
             "drivers": {"xl-dut0": driver}}
 
 
-def summarize_observed(observers, ifaces=None, gens=None):
+def summarize_observed(observers, ifaces=None, gens=None, send_gaps=None):
     gens = gens or [gen()]
     ifaces = ifaces or {"xl-dut0": iface()}
     checks = [{"source": "src0", "interface": "xl-dut0", "matched": ifaces["xl-dut0"]["xdp"]["matched"],
                "unique": ifaces["xl-dut0"]["xdp"]["matched"], "missing": 0, "duplicated": 0,
                "reordered": 0}]
     gathered = {"boot_id": "b1", "collector": "features", "interfaces": ifaces,
-                "softirq": {"cpu_pct": 1.0}, "observers": observers}
+                "softirq": {"cpu_pct": 1.0}, "observers": observers, "send_gap_ns": send_gaps}
     return accounting.summarize(SETTINGS, TRIAL, {"run_id": RUN, "prog_tag": "abc"}, [SRC], gens,
                                 {"checks": checks}, gathered)["row"]
 
 
 def test_the_observers_cpu_and_the_send_gaps_are_columns():
-    ifc = iface()
-    ifc["features"]["send_gap_ns"] = {"count": 49999, "p50": 99000, "p99": 250000}
-    row = summarize_observed(observed(12.345, 20.0), ifaces={"xl-dut0": ifc})
+    send_gaps = {"count": 49999, "p50": 99000, "p99": 250000}
+    row = summarize_observed(observed(12.345, 20.0), send_gaps=send_gaps)
     assert (row["agent_cpu_pct"], row["capture_cpu_pct"]) == (12.35, 20.0)
     assert (row["send_gap_p50_us"], row["send_gap_p99_us"]) == (99.0, 250.0)
     assert row["observers_busy"] is False                       # nothing lost
     # an older agent: no figures, no verdict; trafgen: no send times, no send gaps
-    row = summarize_observed(None, ifaces={"xl-dut0": ifc}, gens=[gen(backend="trafgen")])
+    row = summarize_observed(None, gens=[gen(backend="trafgen")], send_gaps=send_gaps)
     assert row["agent_cpu_pct"] is None and row["observers_busy"] is None
     assert row["send_gap_p50_us"] is None
 

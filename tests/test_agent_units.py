@@ -275,13 +275,10 @@ def test_features_memory_does_not_grow_with_packets():
     assert f.received == 400000
     new_buckets = len(f.latency.nonzero()) + len(f.gap.nonzero()) - buckets
     assert new_buckets > 0          # new buckets were touched, and cost nothing
-    # The histograms are fixed arrays: nothing per record, nothing per new bucket; each gap
-    # stream's window (the arrivals', and the send times' of each measured run id) holds at
-    # most 2 * GAP_WINDOW times (~40 bytes each).
-    streams = 1 + f.measured
-    assert grown < 16 * 1024 + streams * 2 * features.GAP_WINDOW * 40, (grown, new_buckets)
+    # The histograms are fixed arrays: nothing per record, nothing per new bucket; the gaps'
+    # arrival-order window holds at most 2 * GAP_WINDOW times (~40 bytes each).
+    assert grown < 16 * 1024 + 2 * features.GAP_WINDOW * 40, (grown, new_buckets)
     assert len(f._gap_pending) < 2 * features.GAP_WINDOW
-    assert all(len(g.pending) < 2 * features.GAP_WINDOW for g in f._send_gaps)
     assert len(f.latency.counts) == len(f.gap.counts) == hist.NBUCKETS
     # the duplicate bitmaps: at most one page per run held (the others were filled and let go)
     assert sum(b.held_bytes() for b in f.bitmaps) <= 2 * features.PAGE_BITS // 8

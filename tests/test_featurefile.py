@@ -89,3 +89,40 @@ def test_the_conversion_does_not_import_pandas(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        env={"PYTHONPATH": str(REPO / "workflow")}, check=True)
     assert r.stdout.strip() == "False"
+
+
+def test_send_gaps_are_each_sources_in_send_order_as_the_agents_histogram_would_count(tmp_path, monkeypatch):
+    """Two senders of one source interleave their slots 10 us apart; the records come in
+    arrival order, a little out of send order, and across chunks; a second source (another
+    run id, its own clock) keeps its own stream; trafgen's records (send_ns 0) are left out.
+    The gaps are those of the send times sorted per run id, counted in the agent's
+    log-linear histogram."""
+    import random
+
+    from xdplab.agent.hist import Histogram
+
+    monkeypatch.setattr(featurefile, "CHUNK_RECORDS", 1000)
+    rng = random.Random(3)
+    recs, expected = [], Histogram()
+    sends = {7: [], 8: []}
+    for k in range(20000):
+        jitter = rng.randrange(0, 400) if k % 2 else 0          # the second sender is a little late
+        s7 = 10 ** 9 + 10000 * k + jitter
+        sends[7].append(s7)
+        recs.append((s7 + rng.randrange(2000, 9000), record(k, s7, 0, run_id=7)))
+        s8 = 5 * 10 ** 12 + 30000 * k
+        sends[8].append(s8)
+        recs.append((s8 - 5 * 10 ** 12 + 10 ** 9 + 3000, record(k, s8, 0, run_id=8)))
+    recs.append((10 ** 9 + 1, record(99, 0, 0, run_id=9)))      # no send time
+    recs.sort(key=lambda r: r[0])                                # arrival order
+    for r in (7, 8):
+        t = sorted(sends[r])
+        expected.record_many([b - a for a, b in zip(t, t[1:])])
+    gaps = featurefile.SendGaps()
+    raw = write_raw(tmp_path / "a.raw", [r for _, r in recs])
+    assert featurefile.write_parquet([("xl-dut0", raw)], tmp_path / "f.parquet", True, send_gaps=gaps) == 40001
+    s = gaps.summary()
+    assert s["late"] == 0 and s["count"] == 2 * 19999 == expected.count
+    assert gaps.hist.counts == expected.counts
+    assert (s["min"], s["max"], s["p50"], s["p99"]) == (expected.min, expected.max,
+                                                        expected.percentile(50), expected.percentile(99))

@@ -112,9 +112,103 @@ def _chunk(data: bytes, interface: str, same_clock: bool) -> dict:
     return cols
 
 
-def write_parquet(raw_files: list[tuple[str, Path]], out: Path, same_clock: bool) -> int:
+# Send gaps: the latest SEND_GAP_WINDOW send times of a run wait, sorted, before their gaps
+# are taken (the agent's arrival gaps' rule, xdplab.agent.features.GAP_WINDOW).
+SEND_GAP_WINDOW = 4096
+
+
+class SendGaps:
+    """The gaps between consecutive send times (send_ns) of each run id, i.e. of one source's
+    senders together on one clock, in send order, into one log-linear histogram (the agent's,
+    xdplab.agent.hist: 3 significant digits), computed off the DUT from the feature records
+    as write_parquet reads them, chunk by chunk.  The records come in the order the DUT's
+    consumer read them, a little out of send order: each run's latest SEND_GAP_WINDOW send
+    times wait, sorted, before their gaps are taken; a time read after that many later ones
+    is counted in `late`, and the gap that spans it is taken as one.  Records without a send
+    time (0: trafgen writes none) are left out.  Memory: the histogram and the windows."""
+
+    def __init__(self):
+        import numpy as np
+
+        from .agent.hist import NBUCKETS, Histogram
+        self.hist = Histogram()
+        self._counts = np.frombuffer(self.hist.counts, dtype=np.uint64)   # its array, in place
+        self._nbuckets = NBUCKETS
+        self.pending, self.last, self.late = {}, {}, 0
+
+    def add(self, run_ids, send_ns) -> None:
+        import numpy as np
+        keep = send_ns != 0
+        run_ids, send_ns = run_ids[keep], send_ns[keep]
+        for r in np.unique(run_ids):
+            r = int(r)
+            times = send_ns[run_ids == r]
+            p = self.pending.get(r)
+            self.pending[r] = times if p is None else np.concatenate([p, times])
+            if len(self.pending[r]) >= 2 * SEND_GAP_WINDOW:
+                self._take(r, len(self.pending[r]) - SEND_GAP_WINDOW)
+
+    def _take(self, r: int, n=None) -> None:
+        """The gaps of run r's n earliest pending times (all of them: n None)."""
+        import numpy as np
+        p = np.sort(self.pending[r], kind="stable")
+        last = self.last.get(r)
+        late = 0 if last is None else int(np.searchsorted(p, last, side="left"))
+        self.late += late
+        end = len(p) if n is None else max(n, late)
+        take, self.pending[r] = p[late:end], p[end:]
+        if len(take) == 0:
+            return
+        if last is not None:
+            take = np.concatenate([np.array([last], dtype=p.dtype), take])
+        self._record(np.diff(take).astype(np.int64))
+        self.last[r] = int(take[-1])
+
+    def _record(self, gaps) -> None:
+        """Into the histogram as Histogram.record_many would, in numpy (gaps below 2^53 ns,
+        where float64 holds them exactly)."""
+        import numpy as np
+
+        from .agent.hist import EXACT_BELOW, SUB_BITS
+        if len(gaps) == 0:
+            return
+        idx = gaps.copy()
+        big = gaps >= EXACT_BELOW
+        if big.any():
+            bits = np.frexp(gaps[big].astype(np.float64))[1].astype(np.int64)   # bit_length
+            shift = bits - SUB_BITS - 1
+            idx[big] = (shift << SUB_BITS) + (gaps[big] >> shift)
+        self._counts += np.bincount(idx, minlength=self._nbuckets).astype(np.uint64)
+        h = self.hist
+        h.count += len(gaps)
+        h.sum += int(gaps.sum())
+        lo, hi = int(gaps.min()), int(gaps.max())
+        h.min = lo if h.min is None else min(h.min, lo)
+        h.max = hi if h.max is None else max(h.max, hi)
+
+    def summary(self) -> dict:
+        """{"count", "p1", "p50", "p99", "min", "max", "mean", "late", "method", "precision",
+        "histogram"}: as the agent's gap_ns block."""
+        from .agent.hist import DESCRIPTION
+        for r in list(self.pending):
+            self._take(r)
+        out = self.hist.summary(percentiles=(1, 50, 99))
+        out["late"] = self.late
+        out["method"] = ("send_ns difference of consecutive feature records of each run id (one "
+                         "source: its senders' packets together, one clock) in send order, every "
+                         "run id's gaps in one histogram (sorted over the latest %d read; a record "
+                         "read after that many later-sent ones is counted in late, and the gap "
+                         "that spans it is taken as one); records without a send time left out; "
+                         "computed on the controller from the trial's feature records; "
+                         % SEND_GAP_WINDOW + DESCRIPTION)
+        return out
+
+
+def write_parquet(raw_files: list[tuple[str, Path]], out: Path, same_clock: bool,
+                  send_gaps: SendGaps | None = None) -> int:
     """Convert raw record files [(interface, path)] into one Parquet file; return its rows.
-    The file appears under its name only when whole."""
+    The file appears under its name only when whole.  send_gaps, when given, is fed every
+    record's run id and send time on the way."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -132,6 +226,8 @@ def write_parquet(raw_files: list[tuple[str, Path]], out: Path, same_clock: bool
                         raise ValueError(f"{path}: {len(data) % RECORD_SIZE} bytes beyond whole "
                                          f"{RECORD_SIZE}-byte records: the file is truncated")
                     cols = _chunk(data, interface, same_clock)
+                    if send_gaps is not None:
+                        send_gaps.add(cols["run_id"].to_numpy(), cols["send_ns"].to_numpy())
                     table = pa.Table.from_arrays([cols[n] for n in schema.names], schema=schema)
                     writer.write_table(table)
                     rows += table.num_rows

@@ -228,7 +228,7 @@ def total_row(settings: dict, trial: dict, arm: dict, gens: list, gathered: dict
         **_counted_columns(settings, trial, gens, gathered, iface_rows, source_rows, achieved, latency),
         **_where_lost_columns(iface_rows, source_rows, gathered.get("observers")),
         **_detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks, collector, feats,
-                          achieved, latency),
+                          achieved, latency, gathered.get("send_gap_ns")),
         **_settings_columns(settings, trial, arm, gens, iface_rows, source_rows, collector, stability),
         **program_columns(settings, arm, gathered),
     }
@@ -341,15 +341,15 @@ def _modes(iface_rows: list) -> list:
 
 
 def _detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks, collector, feats,
-                    achieved, latency) -> dict:
+                    achieved, latency, send_gaps=None) -> dict:
     """More detail on the same trial: its sending, gaps, throughput, capture and identities."""
     size, target = trial["packet_size"], trial["target_pps"]
     gap_blocks = [f.get("gap_ns") for f in feats]
     g50, g99 = interfaces_percentile(gap_blocks, 50), interfaces_percentile(gap_blocks, 99)
-    # trafgen writes no send time (send_ns 0): its send gaps would be zeros
-    send_blocks = ([] if any(g.get("backend") == "trafgen" for g in gens)
-                   else [f.get("send_gap_ns") for f in feats])
-    s50, s99 = interfaces_percentile(send_blocks, 50), interfaces_percentile(send_blocks, 99)
+    # from the feature records kept (steps.results, featurefile.SendGaps); trafgen writes no
+    # send time
+    send = None if any(g.get("backend") == "trafgen" for g in gens) else send_gaps
+    s50, s99 = interfaces_percentile([send], 50), interfaces_percentile([send], 99)
     residual = {}
     for r in iface_rows:
         for n in IDENTITIES:

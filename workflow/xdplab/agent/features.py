@@ -8,11 +8,9 @@ object and a call.
 
 Per record of a measured run id (run_id .. run_id + measured_run_ids - 1):
 counts per run id, duplicate detection with a paged bitmap per measured run id
-(sized at arm from expected_packets, capped), latency (arrival_ns - send_ns),
-inter-arrival gap (between consecutive measured records in arrival order, see
-GAP_WINDOW) and send gap (between consecutive send times of each run id, i.e. of
-one source's senders together, in send order) into log-linear histograms, and, with
-a features file,
+(sized at arm from expected_packets, capped), latency (arrival_ns - send_ns)
+and inter-arrival gap (between consecutive measured records in arrival order, see
+GAP_WINDOW) into log-linear histograms, and, with a features file,
 its 40 raw bytes appended to the file (buffered, ~1 MiB per write).  Records
 of the session's other run ids (warm-up) are counted, nothing more.  Nothing
 is kept per packet: memory does not grow with the packet count.  Touched only
@@ -169,9 +167,6 @@ class Features:
         self.run_duplicates = [0] * self.measured
         self.latency = Histogram()
         self._arrival_gaps = GapStream(Histogram())
-        # send times: one stream per measured run id (one source, one clock), one histogram
-        self.send_gap = Histogram()
-        self._send_gaps = [GapStream(self.send_gap) for _ in range(self.measured)]
         self.per_cpu = {}
         self.features_path = features_path
         self._file = None
@@ -292,13 +287,11 @@ class Features:
         if slot is not None:
             self.run_received[slot] += m
             self._seqs(slot, seqs)
-            self._send_gaps[slot].add(sends)
         else:
             for s in set(slots):
                 sel = [q for q, r in zip(seqs, slots) if r == s]
                 self.run_received[s] += len(sel)
                 self._seqs(s, sel)
-                self._send_gaps[s].add([t for t, r in zip(sends, slots) if r == s])
         if self._file is not None and self.file_error is None:
             self._write(raw, m)
 
@@ -356,8 +349,7 @@ class Features:
         """Drop the bitmaps and histograms once the summary is taken."""
         self.close_file()
         self.bitmaps = []
-        self.latency = self._arrival_gaps = self.send_gap = None
-        self._send_gaps = []
+        self.latency = self._arrival_gaps = None
 
     # --- output ------------------------------------------------------------------------------
     def summary(self):
@@ -373,16 +365,6 @@ class Features:
                          "in arrival order (sorted over the latest %d; a record read after that "
                          "many later arrivals is counted in late, and the gap that spans it is "
                          "taken as one); " % GAP_WINDOW + DESCRIPTION)
-        for g in self._send_gaps:
-            g.take()
-        send_gap = self.send_gap.summary(percentiles=(1, 50, 99))
-        send_gap["late"] = sum(g.late for g in self._send_gaps)
-        send_gap["method"] = ("send_ns difference of consecutive records of each measured run id "
-                              "(one source: its senders' packets together, one clock) in send "
-                              "order, the run ids' gaps in one histogram (sorted over the latest "
-                              "%d received; a record received after that many later-sent ones is "
-                              "counted in late, and the gap that spans it is taken as one); "
-                              % GAP_WINDOW + DESCRIPTION)
         by_run = {}
         for i in range(self.run_ids):
             if i < self.measured:
@@ -407,7 +389,6 @@ class Features:
             "callback_errors": self.callback_errors,
             "latency_ns": lat,
             "gap_ns": gap,
-            "send_gap_ns": send_gap,
         }
         if self.features_path is not None:
             out["features_file"] = {"records": self.file_bytes // self.record_size,
@@ -424,4 +405,4 @@ def empty_summary(collector):
     return {"received": z, "for_run": z, "warmup_records": z, "other_run": z, "unique_seqs": z,
             "duplicates": z, "seq_beyond_bitmap": z, "by_run": {}, "first_arrival_ns": None,
             "last_arrival_ns": None, "per_cpu": {}, "callback_errors": z,
-            "latency_ns": None, "gap_ns": None, "send_gap_ns": None}
+            "latency_ns": None, "gap_ns": None}

@@ -444,7 +444,7 @@ class Session:
                     ts["rows"] = None
                     ts["dropped"] = ("the agent keeps the time series of its latest finished "
                                      "sessions only")
-                for h in ("latency_ns", "gap_ns", "send_gap_ns"):
+                for h in ("latency_ns", "gap_ns"):
                     block = (i.get("features") or {}).get(h)
                     if isinstance(block, dict) and block.get("histogram") is not None:
                         block["histogram"] = {"dropped": "the agent keeps the histograms of its "

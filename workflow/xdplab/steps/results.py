@@ -86,8 +86,11 @@ def _keep_features(agent: AgentClient, arm: dict, gathered: dict, gens: list, tr
                                 f"sha256 {sha}, the agent computed {info['sha256']}: the download was "
                                 f"corrupted")
             raw.append((name, path))
+        # the send gaps are taken on the way, here rather than on the DUT (they would cost
+        # its consumer ~0.5 us of CPU per record: benchmarks/README.md)
+        send_gaps = featurefile.SendGaps()
         with writing(trial_dir / FEATURES_FILE):
-            rows = featurefile.write_parquet(raw, trial_dir / FEATURES_FILE, same_clock)
+            rows = featurefile.write_parquet(raw, trial_dir / FEATURES_FILE, same_clock, send_gaps)
     finally:
         for _, path in raw:
             path.unlink(missing_ok=True)
@@ -96,7 +99,8 @@ def _keep_features(agent: AgentClient, arm: dict, gathered: dict, gens: list, tr
         raise StepError(f"{FEATURES_FILE} has {rows} rows, the DUT agent wrote {expected} records")
     size = (trial_dir / FEATURES_FILE).stat().st_size
     log(f"kept {rows} feature records in {FEATURES_FILE} ({size / (1 << 20):.1f} MiB)", echo=True)
-    return {"file": FEATURES_FILE, "rows": rows, "bytes": size, "raw": kept}
+    return {"file": FEATURES_FILE, "rows": rows, "bytes": size, "raw": kept,
+            "send_gap_ns": send_gaps.summary()}
 
 
 def capture_name(iface: str, ifaces: list) -> str:
@@ -116,7 +120,8 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
     log(f"disarmed session {arm['session']}")
     trial_dir = Path(output).parent
     features = _keep_features(agent, arm, gathered, gens, trial_dir, log)
-    summary = accounting.summarize(params, trial, arm, conn["sources"], gens, capture, gathered)
+    summary = accounting.summarize(params, trial, arm, conn["sources"], gens, capture,
+                                   dict(gathered, send_gap_ns=(features or {}).get("send_gap_ns")))
     with writing(trial_dir / TIMESERIES_FILE):
         atomic.write_text(trial_dir / TIMESERIES_FILE, timeseries.csv_text(summary["timeseries"]))
     # Earlier failed attempts of this trial stay on record in trial.json.
