@@ -3,7 +3,7 @@ measures its own side-by-side comparisons within one run), and write
 benchmarks/results/<UTC date>.json with every figure and <UTC date>.md with the table
 benchmarks/README.md shows.  Figures, never pass/fail.
 
-    .venv/bin/python benchmarks/run.py [--skip generator,collector,workflow]
+    .venv/bin/python benchmarks/run.py [--skip generator,collector,workflow,observers]
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ BENCHES = {
     "generator": (sys.executable, "bench_generator.py", ["--rounds", "2"]),
     "collector": ("/usr/bin/python3", "bench_collector.py", []),   # needs bcc
     "workflow": (sys.executable, "bench_workflow.py", []),
+    # the soak point of issue 21 with the defaults (--soak-s: its length; 300 is the issue's)
+    "observers": (sys.executable, "bench_observers.py", []),
 }
 
 
@@ -135,6 +137,19 @@ def table(fig: dict) -> str:
         growth = (mem[-1]["agent_vm_hwm_mib"] / mem[0]["agent_vm_hwm_mib"] - 1) * 100
         lines.append(f"| agent peak RSS growth from {mem[0]['packets_scheduled']:,} to "
                      f"{mem[-1]['packets_scheduled']:,} packets | {growth:+.1f} % | | |")
+    obs = fig.get("observers") or {}
+    for s in obs.get("soak") or []:
+        lines.append(f"| {s['duration_s']} s trial at {s['target_pps']:,} pps, {s['packet_size']} B payload, "
+                     f"features and pcap kept ({s['variant']}): lost (where); DUT CPU of the agent / the "
+                     f"capture, % of one CPU | {s['lost']} ({s['loss_where'] or 'nowhere'}); {s['agent_cpu_pct']} / "
+                     f"{s['capture_cpu_pct']} % | softirq {s['softirq_cpu_pct']} % of {s['ncpu']} CPUs; per packet: "
+                     f"agent {s['agent_cpu_ns_per_pkt']} ns, capture {s['capture_cpu_ns_per_pkt']} ns; "
+                     f"observers_busy {s['observers_busy']} | goal: 0 lost, or the trial says its "
+                     f"observers were busy |")
+    for c in (obs.get("capture_flags") or [])[1:]:
+        lines.append(f"| tcpdump {c['flags']}, beside the agent's on the same packets | "
+                     f"{c['cpu_ns_per_pkt']} ns of CPU per packet | {c['captured']:,} captured, "
+                     f"{c['dropped_by_kernel']} dropped | |")
     return "\n".join(lines) + "\n"
 
 
