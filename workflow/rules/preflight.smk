@@ -9,7 +9,7 @@ from xdplab import preflight  # noqa: E402
 
 # What of the configuration the pre-flight checks: every trial of the run together.
 PREFLIGHT_RUN = preflight.run_settings(SETTINGS)
-PREFLIGHT_RECORD = f"{RESULTS}/{preflight.RECORD_FILE}"
+PREFLIGHT_RECORD = preflight.record_path(SETTINGS)
 
 
 # A target without outputs: it runs whenever it is asked for, and writes its record.

@@ -23,10 +23,11 @@ rule check_connectivity:
         environment=f"results/build/{TESTBED_ID}/environment.json",
         # what the invocation's first check found of the sources (the later checks reuse it)
         sources=f"results/build/{TESTBED_ID}/sources_checked.json",
-        # the pre-flight check's record (preflight.smk).  What it checks against (every
-        # trial's rates and sizes) is read from the configuration by the step, not given
-        # here: a parameter that changed would rerun this check and every trial after it.
-        preflight_record=PREFLIGHT_RECORD,
+        # The pre-flight check (preflight.smk), what it checks against (every trial's rates
+        # and sizes) and where its record goes (results/<experiment>/preflight.json) are read
+        # from the configuration by the step, not given here: a parameter that changed would
+        # rerun this check and what follows it (the record's path, as a parameter, rebuilt
+        # the collector, 3.5 s, in every run of a new experiment).
     script:
         "../scripts/check_connectivity.py"
 

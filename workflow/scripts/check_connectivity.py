@@ -13,13 +13,14 @@ from xdplab.steps import connectivity, machinery  # noqa: E402
 
 
 def check(sm, log):
-    # A lab's credentials, and what the pre-flight checks against (the run's rates and sizes),
-    # are read from the configuration, not rule parameters: a change would rerun the check
-    # and every trial after it (common.smk, testbed.smk).
+    # A lab's credentials, what the pre-flight checks against (the run's rates and sizes) and
+    # where its record goes are read from the configuration, not rule parameters: a change
+    # would rerun the check and every trial after it (common.smk, testbed.smk).
+    settings = validate_config(sm.config).values
     desc = connectivity.bring_up(trials.lab_with_credentials(dict(sm.params.testbed), sm.config), log)
     connectivity.check_connectivity(desc, sm.output.connectivity, log, sources_record=sm.params.sources,
-                                    preflight_run=preflight.run_settings(validate_config(sm.config).values),
-                                    preflight_record=sm.params.preflight_record)
+                                    preflight_run=preflight.run_settings(settings),
+                                    preflight_record=preflight.record_path(settings))
     connectivity.record_environment_once(desc, sm.params.environment, log)
 
 

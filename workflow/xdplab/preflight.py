@@ -34,6 +34,11 @@ NEIGH_RESOLVED = ("REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP")
 RECORD_FILE = "preflight.json"
 
 
+def record_path(settings: dict) -> str:
+    """Where a run's pre-flight record goes: results/<experiment>/preflight.json."""
+    return f"results/{settings['experiment']}/{RECORD_FILE}"
+
+
 class Refused(Exception):
     """The pre-flight check refused the run; str() names every problem."""
 
