@@ -729,3 +729,21 @@ def test_remote_commands_survive_hostile_values(tmp_path):
                              capture_output=True, text=True)
         assert json.loads(out.stdout) == ["send", "--dst", value] and out.returncode == 3, out
         assert not probe.exists()
+
+
+def test_a_generator_uploaded_once_runs_through_a_link_of_its_run_and_stays(tmp_path):
+    """A sequence's generator (xdplab.launcher) is uploaded once; each run links it at its own
+    run's path, runs through the link (so that stopping by run id finds it) and removes the
+    link, never the upload; hostile values stay single arguments."""
+    sys.path.insert(0, str(REPO / "workflow"))
+    from xdplab import source
+
+    uploaded = tmp_path / "gen.py"
+    uploaded.write_text("import json, sys; print(json.dumps([sys.argv[0]] + sys.argv[1:])); sys.exit(3)\n")
+    run_path = tmp_path / "run-7.py"
+    for value in ["$(reboot)", "a b", "'", "x\ny"]:
+        cmd = source.generator_command(sys.executable, str(run_path), {"dst": value}, str(uploaded))
+        assert shlex.split(cmd)[:6] == ["sh", "-c", source._LINK_RUN_THEN_REMOVE, "sh", str(uploaded), str(run_path)]
+        out = subprocess.run(["sh", "-c", cmd], capture_output=True, text=True)
+        assert json.loads(out.stdout) == [str(run_path), "send", "--dst", value] and out.returncode == 3, out
+        assert uploaded.exists() and not run_path.exists()

@@ -60,8 +60,9 @@ def test_search_finds_ndr_and_pdr_under_a_tbf_limit_and_then_has_nothing_to_do(w
         lower, upper = int(g["lower_bound_pps"]), int(g["upper_bound_pps"])
         assert lower < upper and (upper - lower) / upper * 100 <= WIDTH_PCT + 1e-6, g
         assert g["frame_size"] == "1504", g
-    # NDR within the width below the limit (tbf's bucket lets a few packets more through).
-    assert LIMIT_PPS / (1 + WIDTH_PCT / 100) * 0.995 <= int(ndr["lower_bound_pps"]) <= LIMIT_PPS * 1.005, ndr
+    # NDR within the width below the limit; tbf delivers 2,000-2,011 pps (its bucket and
+    # rounding: tests/test_ndr_testbed.py), so up to 0.6 % above it.
+    assert LIMIT_PPS / (1 + WIDTH_PCT / 100) * 0.995 <= int(ndr["lower_bound_pps"]) <= LIMIT_PPS * 1.006, ndr
     assert int(pdr["lower_bound_pps"]) >= int(ndr["lower_bound_pps"]), (ndr, pdr)
     # Every trial is a normal trial of its own point, in search_trials.csv, in order.
     trials = rows(results / "search_trials.csv")
@@ -80,6 +81,24 @@ def test_search_finds_ndr_and_pdr_under_a_tbf_limit_and_then_has_nothing_to_do(w
 
     rc, again = snakemake(workdir, "-n", "search", *config)
     assert rc == 0 and "Nothing to be done" in again, again[-3000:]
+
+    # Latency at fractions of the PDR found, reusing the search (cached, not run again).
+    rc, out = snakemake(workdir, "--cores", "1", "latency", *config, "latency_trial_s=2")
+    assert rc == 0, out[-6000:]
+    assert "search, 1458 B payload" not in out, "the search ran again"
+    loads = {r["load"]: r for r in rows(results / "latency.csv")}
+    assert list(loads) == ["idle", "10% pdr", "50% pdr", "90% pdr", "ndr"], loads
+    pdr_pps = int(pdr["lower_bound_pps"])
+    for name, fraction in (("10% pdr", 0.1), ("50% pdr", 0.5), ("90% pdr", 0.9)):
+        assert int(loads[name]["target_pps"]) == round(fraction * pdr_pps), loads[name]
+    assert int(loads["ndr"]["target_pps"]) == int(ndr["lower_bound_pps"])
+    for r in loads.values():
+        # one kernel: every packet's latency, from the saved histogram
+        assert r["clock"] == "one kernel" and int(r["packets"]) + int(r["lost"]) == 2 * int(r["target_pps"]), r
+        p = [float(r[c]) for c in ("min_us", "p50_us", "p90_us", "p99_us", "p999_us", "max_us")]
+        assert p == sorted(p) and p[0] > 0, r
+        assert float(r["pdv_us"]) == pytest.approx(p[4] - p[0], abs=0.002), r
+    assert (results / "latency.svg").stat().st_size > 0 and (results / "latency.md").exists()
 
 
 def test_ctrl_c_during_a_search_stops_it_cleanly_and_the_next_run_reuses_its_trials(workdir):

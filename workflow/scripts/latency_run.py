@@ -50,6 +50,7 @@ def run(sm, log):
                 f"p99 {summary.get('latency_p99_us')} us, lost {summary.get('lost')}"
                 + (" [cached]" if info["cached"] else ""))
     finally:
+        seq.close()
         Path(out_dir / "connectivity.json").unlink(missing_ok=True)
     steps.write_json(sm.output.plan, {"search": sm.wildcards.search, "settings": base,
                                       "duration_s": sm.params.duration_s, "trials": entries})

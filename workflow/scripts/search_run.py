@@ -41,6 +41,7 @@ def run(sm, log):
 
         result = mlr.search(p, run_trial, say)
     finally:
+        seq.close()
         Path(out_dir / "connectivity.json").unlink(missing_ok=True)
     wall = round(time.monotonic() - started, 3)
     for g in result["goals"]:

@@ -278,14 +278,23 @@ def ssh_answers(source: dict, timeout_s: float = 5.0) -> None:
 _RUN_THEN_REMOVE = 'f=$1; shift; "$@"; rc=$?; rm -f "$f"; exit $rc'
 
 
-def generator_command(python: str, remote_path: str, args: dict) -> str:
+# The same, for a generator uploaded once for several trials (xdplab.launcher): its run's path
+# is a link to it, made by the command itself, so that stopping and cleaning up by run id
+# (stop_generators) work as for a file of its own.
+_LINK_RUN_THEN_REMOVE = 'b=$1; f=$2; shift 2; ln -sf "$b" "$f" || exit 125; "$@"; rc=$?; rm -f "$f"; exit $rc'
+
+
+def generator_command(python: str, remote_path: str, args: dict, uploaded: str | None = None) -> str:
     """The remote command line: the generator (`python xdplab-source.pyz send`) with its
-    options, then its file removed; every part quoted."""
+    options, then its file removed; every part quoted.  `uploaded`: the generator's file
+    already on the host (xdplab.launcher), linked at remote_path for this run."""
     parts = [python, remote_path, "send"]
     for key, value in args.items():
         if value is None:
             continue
         parts += [f"--{key.replace('_', '-')}", str(value)]
+    if uploaded:
+        return remote_cmd("sh", "-c", _LINK_RUN_THEN_REMOVE, "sh", uploaded, remote_path, *parts)
     return remote_cmd("sh", "-c", _RUN_THEN_REMOVE, "sh", remote_path, *parts)
 
 
@@ -352,7 +361,8 @@ class _Prefixed:
         self.stream.flush()
 
 
-def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 0.01) -> list[dict]:
+def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 0.01,
+                   launcher=None) -> list[dict]:
     """Run the generator on every source at once and return their JSON reports in order.
 
     `jobs` is a list of (source, args); args are the generator's options (`xdplab-source.pyz
@@ -368,22 +378,30 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
     once.  On any failure every SSH session is closed (a generator stops within ~50 ms
     when its output loses its reader) and each generator is stopped over a fresh
     connection before the exception goes on.  `err_stream` gets the progress lines,
-    prefixed with the source's name when there are several."""
+    prefixed with the source's name when there are several.  `launcher`: connections kept
+    open across the trials of a sequence, with the generator uploaded once
+    (xdplab.launcher.Launcher)."""
     _ssh()   # imported before the try: what goes wrong in it is named with their exceptions
-    conns, promises = [], []
+    conns, promises, uploaded = [], [], []
     current = jobs[0][0]   # the source being talked to, for an error message
     try:
         pyz = source_pyz().read_bytes()
         for src, args in jobs:
             current = src
+            if launcher is not None:
+                conn, path = launcher.session(src, pyz)
+                conns.append(conn)
+                uploaded.append(path)
+                continue
             conns.append(connect(src))
+            uploaded.append(None)
             upload(conns[-1], pyz, remote_generator_path(args["run_id"]))
-        for (src, args), c in zip(jobs, conns):
+        for (src, args), c, up in zip(jobs, conns, uploaded):
             current = src
             stream = _Prefixed(err_stream, f"{src.get('name', src['host'])}: ") if len(jobs) > 1 \
                 else err_stream
             promises.append(c.run(generator_command(src.get("python") or "python3",
-                                                    remote_generator_path(args["run_id"]), args),
+                                                    remote_generator_path(args["run_id"]), args, up),
                                   hide="stdout", warn=True, err_stream=stream, timeout=timeout_s,
                                   asynchronous=True))
         current = None
@@ -403,14 +421,17 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
         for c in conns:
             with contextlib.suppress(Exception):
                 c.close()
+        if launcher is not None:
+            launcher.drop()
         _stop_after_failure(jobs, err_stream)
         failure = _run_failure(e, jobs, current, bool(promises), timeout_s)
         if failure is None:
             raise
         raise failure from e
-    for c in conns:
-        with contextlib.suppress(Exception):
-            c.close()
+    if launcher is None:
+        for c in conns:
+            with contextlib.suppress(Exception):
+                c.close()
     return _reports(jobs, results, err_stream)
 
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from .. import source, trials
-from ..agentclient import AgentError
+from ..launcher import Launcher
+from ..agentclient import AgentClient, AgentError
 from . import arm as arm_step
 from . import connectivity, results, traffic
 from .machinery import (CleanupStack, Interrupted, Log, StepError, _cleanups, _os_reason,
@@ -57,6 +58,8 @@ class Sequence:
         self.sources_record = sources_record
         self.log = log
         self.desc = None
+        self.record = None
+        self.launcher = Launcher()
         self.timings: list[dict] = []
 
     # -- the testbed -----------------------------------------------------------------
@@ -69,6 +72,34 @@ class Sequence:
                                         sources_record=self.sources_record, preflight_run=preflight_run,
                                         preflight_record=preflight_record)
         connectivity.record_environment_once(self.desc, environment_path, self.log)
+        self.record = read_json(self.connectivity_path)
+
+    def check_again(self, output: str, log: Log) -> None:
+        """Before each trial, as the rules' later checks: the agent answers, with no session
+        armed, and each source's SSH server greets (a few ms); what the sequence's own check
+        found of the hosts stands.  The record vouches for this trial only."""
+        agent = AgentClient.from_description(self.desc["dut"], timeout_s=5.0)
+        health = agent.health(timeout_s=5.0)
+        armed = health.get("session")
+        if armed:
+            raise StepError(f"the DUT agent at {self.desc['dut']['agent_url']} has session {armed.get('session')} "
+                            f"(trial {armed.get('trial')}) armed, which this sequence did not arm: another "
+                            "run uses this DUT")
+        problems = []
+        for src in self.record["sources"]:
+            try:
+                source.ssh_answers(src)
+            except source.SourceError as e:
+                problems.append(str(e))
+        if problems:
+            raise StepError("connectivity check failed:\n  " + "\n  ".join(problems), transient=True)
+        write_json(output, dict(self.record, agent=health, checked_unix_s=time.time()))
+        log("testbed reachable: the agent answers with no session armed, every source's SSH server greets "
+            f"(the hosts as checked in full at {time.strftime('%H:%M:%S', time.localtime(self.record['checked_unix_s']))})")
+
+    def close(self) -> None:
+        """The sequence's SSH connections closed, the generator it uploaded removed."""
+        self.launcher.close()
 
     # -- one trial -------------------------------------------------------------------
 
@@ -105,13 +136,13 @@ class Sequence:
         started = time.monotonic()
         times = {}
         conn_path = str(d / "connectivity.json")
-        self._step(trial, d, "check_connectivity", lambda log: connectivity.check_connectivity(
-            self.desc, conn_path, log, sources_record=self.sources_record), times)
+        self._step(trial, d, "check_connectivity", lambda log: self.check_again(conn_path, log), times)
         try:
             self._step(trial, d, "arm_collector", lambda log: arm_step.arm_collector(
                 trial, s, self.build_manifest, conn_path, str(d / "arm.json"), log), times)
             self._step(trial, d, "launch_generator", lambda log: traffic.launch_generator(
-                trial, s, str(d / "arm.json"), conn_path, str(d / "generator.json"), log), times)
+                trial, s, str(d / "arm.json"), conn_path, str(d / "generator.json"), log,
+                launcher=self.launcher), times)
             self._step(trial, d, "verify_capture", lambda log: results.verify_capture(
                 trial, s, str(d / "arm.json"), str(d / "generator.json"), conn_path,
                 str(d / "capture.json"), log), times)

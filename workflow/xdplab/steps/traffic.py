@@ -106,7 +106,8 @@ def _generator_options(params: dict, src: dict) -> dict:
 
 
 def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path: str,
-                     output: str, log: Log) -> None:
+                     output: str, log: Log, launcher=None) -> None:
+    """`launcher`: SSH connections kept open across a sequence's trials (xdplab.launcher)."""
     conn = read_json(connectivity_path)
     arm = read_json(arm_path)
     agent = agent_for(conn)
@@ -120,7 +121,7 @@ def launch_generator(trial: dict, params: dict, arm_path: str, connectivity_path
     watch.start()
     try:
         reports = source.run_generators(jobs, timeout_s=params.get("warmup_s", 0) + params["duration_s"] + 60,
-                                         err_stream=log)
+                                         err_stream=log, launcher=launcher)
     except source.SourceError as e:
         if watch.problem:
             raise StepError(f"{watch.problem}; the generator was stopped") from e
