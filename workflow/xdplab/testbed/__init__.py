@@ -22,7 +22,13 @@ Runtime state (keys, token, sshd_config, known_hosts, pid files, logs,
 testbed.json) lives in the state directory (/run/xdplab for the embedded
 testbed); `down` empties it.  See PROTOCOL.md, section "Embedded testbed".
 
-    PYTHONPATH=workflow python -m xdplab.testbed up|down|status
+The embedded testbed above is instance 0.  Instance k >= 1 (EmbeddedTestbed(instance=k))
+can be up beside it: namespaces xdplab<k>-src/-dut, management veths
+xl-msrc<k>/xl-mdut<k>, addresses from 10.(210+k).0.0/16 in the same pattern, MACs
+02:58:4c:<k>:00:01/02, state in /run/xdplab<k>, the agent on port 7717 of its own
+address (layout.instance_names).
+
+    PYTHONPATH=workflow python -m xdplab.testbed up|down|status [--instance K]
 
 Runs as root; needs only the standard library, iproute2, procps (sysctl)
 and openssh-server.  Every command is an argv list, never a shell string.
@@ -40,15 +46,17 @@ read from their own modules.
 """
 
 from .lab import EmbeddedTestbed, NamespaceLab
-from .layout import (DUT_ADDR, DUT_MAC, MAX_IFNAME, MGMT_DUT_IFACE, MGMT_DUT_NS, MGMT_DUT_ROOT,
-                     MGMT_NS_IFACE, MGMT_SRC_IFACE, MGMT_SRC_NS, MGMT_SRC_ROOT, SRC_ADDR, SRC_MAC,
-                     TESTBED_NET, DutIface, LabLayout, SourceHost, embedded_layout, lab_layout)
+from .layout import (DUT_ADDR, DUT_MAC, MAX_IFNAME, MAX_INSTANCE, MGMT_DUT_IFACE, MGMT_DUT_NS,
+                     MGMT_DUT_ROOT, MGMT_NS_IFACE, MGMT_SRC_IFACE, MGMT_SRC_NS, MGMT_SRC_ROOT, SRC_ADDR,
+                     SRC_MAC, TESTBED_NET, DutIface, InstanceNames, LabLayout, SourceHost,
+                     embedded_layout, instance_names, lab_layout)
 from .services import AGENT_PYZ, REPO_ROOT, SSH_PORT, agent_argv, agent_script
 from .system import TestbedError
 
 __all__ = [
     "EmbeddedTestbed", "NamespaceLab", "TestbedError",
     "LabLayout", "SourceHost", "DutIface", "lab_layout", "embedded_layout",
+    "InstanceNames", "instance_names", "MAX_INSTANCE",
     "agent_script", "agent_argv",
     "REPO_ROOT", "AGENT_PYZ", "SSH_PORT", "MAX_IFNAME", "TESTBED_NET",
     "SRC_ADDR", "DUT_ADDR", "MGMT_SRC_ROOT", "MGMT_SRC_NS", "MGMT_DUT_ROOT", "MGMT_DUT_NS",

@@ -8,7 +8,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from .layout import LabLayout, embedded_layout
+from .layout import LabLayout, embedded_layout, instance_names
 from .net import Network, mac
 from .services import AGENT_PYZ, REPO_ROOT, Services, agent_script
 from .state import StateDir
@@ -193,17 +193,23 @@ class NamespaceLab:
 
 class EmbeddedTestbed(NamespaceLab):
     """Source host and DUT as namespaces on this machine: the lab with one
-    source and one DUT interface, today's names and addresses, its state in
-    /run/xdplab."""
+    source and one DUT interface.  Instance 0 (the default) has today's names
+    and addresses and its state in /run/xdplab; instance k >= 1 has its own
+    namespaces, management veths, network, MACs and state directory
+    (layout.instance_names), so that several instances are up at the same time
+    and each one's up, down and status touch only its own."""
 
     mode = "embedded"
     what = "embedded testbed"
 
-    def __init__(self, name: str = "xdplab", state_dir: str | os.PathLike = "/run/xdplab",
+    def __init__(self, name: str | None = None, state_dir: str | os.PathLike | None = None,
                  repo_root: str | os.PathLike = REPO_ROOT, agent_port: int = 7717,
                  src_iface: str = "xl-src0", dut_iface: str = "xl-dut0", mtu: int = 1500,
-                 ready_timeout_s: float = 20.0):
-        super().__init__(embedded_layout(name, src_iface, dut_iface), state_dir, repo_root=repo_root,
+                 ready_timeout_s: float = 20.0, instance: int = 0):
+        names = instance_names(instance)
+        super().__init__(embedded_layout(name, src_iface, dut_iface, instance),
+                         names.state_dir if state_dir is None else state_dir, repo_root=repo_root,
                          agent_port=agent_port, mtu=mtu, ready_timeout_s=ready_timeout_s)
+        self.instance = instance
         self.src_iface, self.dut_iface = src_iface, dut_iface
         self.src_ns, self.dut_ns = self.layout.sources[0].netns, self.layout.dut_netns

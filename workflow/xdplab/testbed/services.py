@@ -10,6 +10,7 @@ so (a reused pid is never killed).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -62,6 +63,24 @@ def _has_make_target(repo_root: Path, target: str) -> bool:
     return run(["make", "-C", str(repo_root), "-n", target], check=False).returncode == 0
 
 
+@contextlib.contextmanager
+def _one_build_at_a_time(repo_root: Path):
+    """Hold a lock on the repository's directory while `make agent` runs: two embedded
+    testbeds brought up at once would otherwise build into the same dist/.agent-build
+    and dist/xdplab-agent.pyz.tmp together.  The second one's make then finds the pyz
+    up to date.  Without the lock (a directory that cannot be opened) make runs as before."""
+    try:
+        fd = os.open(repo_root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def agent_script(repo_root: Path, build: bool = False) -> Path:
     """The file the DUT agent is started from: dist/xdplab-agent.pyz.  With build, `make
     agent` runs first when the Makefile has it: it builds a missing pyz and rebuilds one
@@ -69,8 +88,9 @@ def agent_script(repo_root: Path, build: bool = False) -> Path:
     stale agent."""
     pyz = repo_root / AGENT_PYZ
     if build and _has_make_target(repo_root, "agent"):
-        proc = subprocess.run(["make", "-C", str(repo_root), "agent"], stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=MAKE_AGENT_TIMEOUT_S)
+        with _one_build_at_a_time(repo_root):
+            proc = subprocess.run(["make", "-C", str(repo_root), "agent"], stdin=subprocess.DEVNULL,
+                                  capture_output=True, text=True, timeout=MAKE_AGENT_TIMEOUT_S)
         if proc.returncode != 0 or not pyz.is_file():
             out = (proc.stderr or proc.stdout).strip()[-2000:]
             raise TestbedError(f"`make -C {repo_root} agent` did not build {pyz} "
