@@ -53,7 +53,8 @@ def bring_up(params: dict, log: Log) -> dict:
         return desc
     from ..testbed import EmbeddedTestbed
 
-    tb = EmbeddedTestbed(src_iface=params["src_iface"], dut_iface=params["dut_iface"], mtu=params["mtu"])
+    tb = EmbeddedTestbed(src_iface=params["src_iface"], dut_iface=params["dut_iface"], mtu=params["mtu"],
+                         instance=params.get("instance", 0))
     log("bringing up the embedded testbed", echo=True)
     raw = tb.up()
     for item in raw.get("cleared", []):
