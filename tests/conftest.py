@@ -79,8 +79,9 @@ def _root_xdp_programs():
     return found
 
 
-# Root-namespace ends of our veths (testbed xl-msrc/xl-mdut, test-only xlt-*),
-# and the embedded testbed's state directory (keys, token, logs).
+# Root-namespace ends of our veths (testbed xl-msrc/xl-mdut, instance k's xl-msrc<k>/
+# xl-mdut<k>, test-only xlt-*), and the embedded testbed's state directory (keys, token,
+# logs; instance k's is /run/xdplab<k>).
 OUR_LINK_PREFIXES = ("xl-", "xlt-")
 EMBEDDED_STATE_DIR = Path("/run/xdplab")
 
@@ -94,10 +95,13 @@ def _root_links():
 
 
 def _state_files():
-    try:
-        return [str(p) for p in EMBEDDED_STATE_DIR.rglob("*")]
-    except OSError:
-        return []
+    found = []
+    for state_dir in (EMBEDDED_STATE_DIR, *sorted(Path("/run").glob("xdplab[0-9]*"))):
+        try:
+            found += [str(p) for p in state_dir.rglob("*")]
+        except OSError:
+            pass
+    return found
 
 
 @pytest.fixture(scope="session", autouse=True)
