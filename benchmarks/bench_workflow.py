@@ -2,8 +2,16 @@
 (figures, no assertions).  Runs the snakemake command line on the embedded testbed in a
 copy of the repository.
 
-    .venv/bin/python benchmarks/bench_workflow.py [--json FILE] [--skip memory]
+    .venv/bin/python benchmarks/bench_workflow.py [--json FILE] [--skip cost,fixed,memory]
+        [--repo DIR] [--trace]
 
+0. The run's own cost (issue 21), as `make run` runs (the testbed down before and torn
+   down after, keep_testbed=false; 1 s warm-up + 2 s measured per trial; the collector's
+   build record from an earlier run, so its compile happens at arm, as the agent is new):
+   the one-off cost of a one-trial run = its wall time - 3 s of traffic; the marginal
+   cost of a sweep trial = (wall of a 6-trial sweep - wall of a 1-trial sweep - 5 x 3 s) / 5.
+   Goals: <= 5 s and <= 1 s.  --trace also runs the one-trial run under strace (execve and
+   exit only) and prints each job's wall time, Snakemake's start and end.
 1. Fixed cost per trial: a sweep of 6 trials of 1 s warm-up + 2 s (3 rates x 2
    sizes) with a testbed already up and the collector already built; (wall time -
    6 x 3 s) / 6: everything but the traffic, aggregation and figures included.
@@ -17,13 +25,15 @@ copy of the repository.
    peak RSS of snakemake and the step processes it ran: ru_maxrss of this
    process's waited-for children), and the bytes written per packet.
 
-Takes about 6 minutes.
+Takes about 8 minutes.  --repo DIR measures another tree (a `git archive` of an older
+commit, for before/after figures) with this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import os
 import resource
 import shutil
@@ -34,6 +44,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# The run's own cost: goals of issue 21, seconds.
+GOAL_ONE_OFF_S, GOAL_MARGINAL_S = 5.0, 1.0
+WARMUP_S, DURATION_S = 1, 2
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")
 STATE = Path("/run/xdplab")
 
@@ -43,16 +56,17 @@ def env(workdir: Path) -> dict:
             "PYTHONPATH": str(workdir / "workflow")}
 
 
-def copy_repo() -> Path:
+def copy_repo(repo: Path = REPO) -> Path:
     dest = Path(tempfile.mkdtemp(prefix="xdplab-bench-")) / "xdplab"
-    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
+    shutil.copytree(repo, dest, ignore=shutil.ignore_patterns(
         ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
     return dest
 
 
-def snakemake(workdir: Path, *config: str) -> tuple[float, str]:
+def snakemake(workdir: Path, *config: str, keep_testbed: bool = True, prefix=()) -> tuple[float, str]:
     t0 = time.monotonic()
-    r = subprocess.run([str(SNAKEMAKE), "--cores", "1", "--config", *config, "keep_testbed=true"],
+    r = subprocess.run([*prefix, str(SNAKEMAKE), "--cores", "1", "--config", *config,
+                        f"keep_testbed={str(keep_testbed).lower()}"],
                        cwd=workdir, env=env(workdir), capture_output=True, text=True, timeout=3600)
     took = time.monotonic() - t0
     if r.returncode != 0:
@@ -63,6 +77,65 @@ def snakemake(workdir: Path, *config: str) -> tuple[float, str]:
 def warm(workdir: Path) -> None:
     """Testbed up and collector built, as in the middle of a longer sweep."""
     snakemake(workdir, "target_pps=1000", "duration_s=1", "experiment=warm")
+
+
+def testbed_down(workdir: Path) -> None:
+    subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workdir, env=env(workdir),
+                   capture_output=True)
+
+
+def run_cost(workdir: Path, trace: bool = False) -> dict:
+    """The one-off cost of a one-trial run and the marginal cost of a sweep trial, each run
+    as `make run` runs it (testbed down before, torn down after)."""
+    traffic = WARMUP_S + DURATION_S
+    walls = {}
+    for n, rates in ((1, [2000]), (6, [2000, 3000, 4000, 5000, 6000, 7000])):
+        testbed_down(workdir)
+        walls[n], _ = snakemake(workdir, f"target_pps={rates}".replace(" ", ""), f"duration_s={DURATION_S}",
+                                f"warmup_s={WARMUP_S}", f"experiment=cost{n}", keep_testbed=False)
+    one_off = walls[1] - traffic
+    marginal = (walls[6] - walls[1] - 5 * traffic) / 5
+    out = {"traffic_per_trial_s": traffic, "one_trial_wall_s": round(walls[1], 2),
+           "six_trial_wall_s": round(walls[6], 2), "one_off_s": round(one_off, 2),
+           "one_off_goal_s": GOAL_ONE_OFF_S, "marginal_per_trial_s": round(marginal, 2),
+           "marginal_goal_s": GOAL_MARGINAL_S}
+    if trace:
+        out["jobs"] = traced_run(workdir)
+    return out
+
+
+def traced_run(workdir: Path) -> dict:
+    """A one-trial run as above under strace (execve and exit only, so the jobs run at
+    nearly full speed): seconds from Snakemake's start to its first job, each job's wall
+    (its script's interpreter from exec to exit), and from the last job to Snakemake's exit
+    (the end of the run: the table, the testbed's teardown)."""
+    testbed_down(workdir)
+    trace = workdir / "strace.txt"
+    snakemake(workdir, "target_pps=2000", f"duration_s={DURATION_S}", f"warmup_s={WARMUP_S}",
+              "experiment=traced", keep_testbed=False,
+              prefix=("strace", "-f", "-qq", "-ttt", "-s", "400", "--seccomp-bpf", "-e",
+                      "trace=execve,exit_group", "-o", str(trace)))
+    starts, ends, names, first = {}, {}, {}, None
+    for line in trace.read_text().splitlines():
+        m = re.match(r"(\d+)\s+(\d+\.\d+)\s+(.*)", line)
+        if not m:
+            continue
+        pid, t, rest = int(m[1]), float(m[2]), m[3]
+        first = first or (pid, t)
+        if rest.startswith("execve(") and pid not in starts:
+            starts[pid] = t
+            script = re.search(r"\.snakemake/scripts/tmp[^.]*\.(\w+)\.py", rest)
+            if script:
+                names[pid] = script[1]
+        elif rest.startswith("exit_group("):
+            ends.setdefault(pid, t)
+    jobs = sorted((starts[p], ends.get(p, starts[p]), names[p]) for p in names)
+    t0, end = first[1], ends.get(first[0], first[1])
+    out = {"snakemake_start_s": round(jobs[0][0] - t0, 2) if jobs else None,
+           "jobs": [{"rule": n, "start_s": round(s - t0, 2), "wall_s": round(e - s, 2)} for s, e, n in jobs],
+           "after_last_job_s": round(end - jobs[-1][1], 2) if jobs else None, "wall_s": round(end - t0, 2)}
+    trace.unlink(missing_ok=True)
+    return out
 
 
 def fixed_cost(workdir: Path) -> dict:
@@ -127,21 +200,30 @@ def memory(workdir: Path, pps: int = 100000, counts=(1, 5, 15)) -> list[dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", help="also write the figures to this file")
-    p.add_argument("--skip", default="", help="comma-separated: fixed, memory")
+    p.add_argument("--skip", default="", help="comma-separated: cost, fixed, memory")
+    p.add_argument("--repo", type=Path, default=REPO, help="the tree to measure (default: this one)")
+    p.add_argument("--trace", action="store_true", help="also each job's wall time, under strace")
     args = p.parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    workdir = copy_repo()
+    workdir = copy_repo(args.repo)
     figures = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release}}
     try:
         warm(workdir)
+        if "cost" not in skip:
+            c = figures["run_cost"] = run_cost(workdir, trace=args.trace)
+            print(f"one-off cost of a one-trial run beyond its {c['traffic_per_trial_s']} s of traffic: "
+                  f"{c['one_off_s']} s (goal <= {GOAL_ONE_OFF_S:g} s)   |   marginal cost of a sweep trial "
+                  f"beyond its traffic (1 vs 6 trials): {c['marginal_per_trial_s']} s (goal <= "
+                  f"{GOAL_MARGINAL_S:g} s)", flush=True)
+            print(json.dumps(c), flush=True)
+            warm(workdir)
         if "fixed" not in skip:
             figures["fixed_cost"] = fixed_cost(workdir)
             print(json.dumps(figures["fixed_cost"]), flush=True)
         if "memory" not in skip:
             figures["memory"] = memory(workdir)
     finally:
-        subprocess.run([sys.executable, "-m", "xdplab.testbed", "down"], cwd=workdir, env=env(workdir),
-                       capture_output=True)
+        testbed_down(workdir)
         shutil.rmtree(workdir.parent, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")

@@ -122,6 +122,14 @@ def table(fig: dict) -> str:
     if coll.get("consumer"):
         lines.append(f"| agent's ring-buffer consumer | {coll['consumer']['records_per_s']:,} records/s | | |")
     wf = fig.get("workflow") or {}
+    rc = wf.get("run_cost") or {}
+    if rc:
+        lines.append(f"| one-off cost of a run (`make run`-style, one trial) beyond its traffic | "
+                     f"{rc['one_off_s']} s | {rc['one_trial_wall_s']} s for {rc['traffic_per_trial_s']} s of traffic "
+                     f"| goal <= {rc['one_off_goal_s']:g} s |")
+        lines.append(f"| marginal cost of a sweep trial beyond its traffic and warm-up (1-trial vs 6-trial "
+                     f"sweep) | {rc['marginal_per_trial_s']} s | 6 trials {rc['six_trial_wall_s']} s, 1 trial "
+                     f"{rc['one_trial_wall_s']} s | goal <= {rc['marginal_goal_s']:g} s |")
     fc = wf.get("fixed_cost") or {}
     if fc:
         lines.append(f"| workflow: fixed cost per trial ({fc['trials']} trials of {fc['duration_s']} s) | "
