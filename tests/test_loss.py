@@ -117,8 +117,8 @@ def test_a_rate_limit_on_the_source_is_lost_at_the_source_qdisc(workdir):
 def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
     # send_path udp: on the packet path (the default's choice as root on Linux) a full veth
     # ring fails the send itself (ENOBUFS, a send error, not a loss) on this kernel
-    run(workdir, "target_pps=600000", "duration_s=2", "packet_size=18", "threads=2", "send_path=udp",
-        "experiment=overrun")
+    text = run(workdir, "target_pps=600000", "duration_s=2", "packet_size=18", "threads=2", "send_path=udp",
+               "experiment=overrun")
     r = row(workdir, "overrun")
     trial = json.loads(next((workdir / "results/overrun/trials").glob("*/rep~*/trial.json")).read_text())
     (gen,) = trial["generators"]
@@ -134,6 +134,7 @@ def test_a_dut_that_cannot_keep_up_is_lost_where_veth_counts_it(workdir):
     # (agent and capture together at least a quarter of one CPU; docs/method.md)
     busy = float(r["agent_cpu_pct"]) + float(r["capture_cpu_pct"]) >= 25
     assert r["observers_busy"] == str(busy), r
+    assert ("they may have been the bottleneck" in text) == busy, text[-3000:]
 
 
 

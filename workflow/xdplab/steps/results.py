@@ -160,3 +160,8 @@ def gather_results(trial: dict, params: dict, arm_path: str, generator_path: str
         f"{row['xdp_matched']}, tcpdump_captured {row['tcpdump_captured']}, lost {row['lost']}"
         f"{' (' + row['loss_where'] + ')' if row.get('loss_where') else ''}, "
         f"unexplained {row['unexplained']}", echo=True)
+    if row.get("observers_busy"):
+        log(f"the DUT lost packets at its receive side while its own observers used "
+            f"{(row['agent_cpu_pct'] or 0) + (row['capture_cpu_pct'] or 0):.1f} % of one CPU (agent "
+            f"{row['agent_cpu_pct']} %, capture {row['capture_cpu_pct']} %): they may have been the "
+            f"bottleneck (observers_busy; docs/method.md)", echo=True)
