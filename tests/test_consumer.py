@@ -228,4 +228,3 @@ def test_a_record_read_after_the_window_is_late_and_not_a_gap():
     g = f.summary()["gap_ns"]
     assert g["late"] == 1 and g["count"] == 2 * w + 64
     assert g["min"] == g["max"] == 1000
-

@@ -57,41 +57,6 @@ def _layout(record_cls):
     return out
 
 
-class GapStream:
-    """The gaps between consecutive times of one stream, in time order, into a histogram
-    (shared by several streams), though the times come a little out of order: the latest
-    GAP_WINDOW wait, sorted, before their gaps are taken; a time read after GAP_WINDOW
-    later ones is counted in `late`, and the gap that spans it is taken as one."""
-
-    def __init__(self, hist):
-        self.hist = hist
-        self.late = 0
-        self.pending = []            # times not yet in the histogram
-        self.last = None             # the latest time whose gap was taken
-
-    def add(self, times):
-        pending = self.pending
-        pending += times
-        if len(pending) >= 2 * GAP_WINDOW:
-            self.take(len(pending) - GAP_WINDOW)
-
-    def take(self, n=None):
-        """The gaps of the n earliest pending times (all of them: n None)."""
-        pending = self.pending
-        pending.sort()   # sorted runs (the window, each batch): a merge
-        last = self.last
-        late = 0 if last is None else bisect.bisect_left(pending, last)
-        self.late += late
-        take = pending[late:] if n is None else pending[late:max(n, late)]
-        self.pending = [] if n is None else pending[max(n, late):]
-        if not take:
-            return
-        if last is not None:
-            take.insert(0, last)
-        self.hist.record_many(list(map(sub, take[1:], take)))
-        self.last = take[-1]
-
-
 PAGE_BITS = 1 << 19                   # a SeqSet page: 2^19 seqs in 64 KiB
 
 
@@ -166,7 +131,10 @@ class Features:
         self.run_unique = [0] * self.measured
         self.run_duplicates = [0] * self.measured
         self.latency = Histogram()
-        self._arrival_gaps = GapStream(Histogram())
+        self.gap = Histogram()
+        self.gap_late = 0
+        self._gap_pending = []       # arrival times not yet in the gap histogram
+        self._gap_last = None        # the latest arrival time whose gap was taken
         self.per_cpu = {}
         self.features_path = features_path
         self._file = None
@@ -177,19 +145,6 @@ class Features:
         if features_path is not None:
             self._file = open(features_path, "wb")
             self._sha = hashlib.sha256()
-
-    @property
-    def gap(self):
-        """The inter-arrival gap histogram."""
-        return self._arrival_gaps.hist if self._arrival_gaps else None
-
-    @property
-    def gap_late(self):
-        return self._arrival_gaps.late
-
-    @property
-    def _gap_pending(self):
-        return self._arrival_gaps.pending
 
     @property
     def received(self):
@@ -270,7 +225,10 @@ class Features:
             raw = buf
         m = len(arrivals)
         self.measured_received += m
-        self._arrival_gaps.add(arrivals)
+        pending = self._gap_pending
+        pending += arrivals
+        if len(pending) >= 2 * GAP_WINDOW:
+            self._take_gaps(len(pending) - GAP_WINDOW)
         self.latency.record_many(list(map(sub, arrivals, sends)))
         lo, hi = min(arrivals), max(arrivals)
         if self.first_arrival is None or lo < self.first_arrival:
@@ -294,6 +252,22 @@ class Features:
                 self._seqs(s, sel)
         if self._file is not None and self.file_error is None:
             self._write(raw, m)
+
+    def _take_gaps(self, n):
+        """The gaps of the n earliest pending arrival times (all of them: n None)."""
+        pending = self._gap_pending
+        pending.sort()   # sorted runs (the window, each batch): a merge
+        last = self._gap_last
+        late = 0 if last is None else bisect.bisect_left(pending, last)
+        self.gap_late += late
+        take = pending[late:] if n is None else pending[late:max(n, late)]
+        self._gap_pending = [] if n is None else pending[max(n, late):]
+        if not take:
+            return
+        if last is not None:
+            take.insert(0, last)
+        self.gap.record_many(list(map(sub, take[1:], take)))
+        self._gap_last = take[-1]
 
     def _seqs(self, slot, seqs):
         """Duplicate check of one run's seqs: a run of consecutive seqs (the usual
@@ -349,7 +323,7 @@ class Features:
         """Drop the bitmaps and histograms once the summary is taken."""
         self.close_file()
         self.bitmaps = []
-        self.latency = self._arrival_gaps = None
+        self.latency = self.gap = None
 
     # --- output ------------------------------------------------------------------------------
     def summary(self):
@@ -358,7 +332,7 @@ class Features:
         lat["method"] = ("arrival_ns - send_ns per record of the session's measured run ids "
                          "(duplicates included; negative values, e.g. from two hosts' clocks, "
                          "are counted in out_of_range); " + DESCRIPTION)
-        self._arrival_gaps.take()
+        self._take_gaps(None)
         gap = self.gap.summary(percentiles=(50, 99))
         gap["late"] = self.gap_late
         gap["method"] = ("arrival_ns difference of consecutive records of the measured run ids "
