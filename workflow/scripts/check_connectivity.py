@@ -20,7 +20,8 @@ def check(sm, log):
     desc = connectivity.bring_up(trials.lab_with_credentials(dict(sm.params.testbed), sm.config), log)
     connectivity.check_connectivity(desc, sm.output.connectivity, log, sources_record=sm.params.sources,
                                     preflight_run=preflight.run_settings(settings),
-                                    preflight_record=preflight.record_path(settings))
+                                    preflight_record=preflight.record_path(settings),
+                                    compile_meanwhile=connectivity.collector_builds(settings))
     connectivity.record_environment_once(desc, sm.params.environment, log)
 
 

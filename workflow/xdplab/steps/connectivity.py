@@ -90,7 +90,7 @@ def _dut_ifaces(health: dict, wanted: list[str]) -> tuple[dict, list[str]]:
 
 def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
                        sources_record: str | None = None, preflight_run: dict | None = None,
-                       preflight_record: str | None = None) -> None:
+                       preflight_record: str | None = None, compile_meanwhile=()) -> None:
     """The agent's health (and the DUT interfaces' addresses), SSH to every source (and its
     address), a ping from each source to its DUT interface: name what is unreachable.  What
     an earlier, crashed run left on the hosts (an armed session on the agent, a generator
@@ -102,7 +102,11 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
     logs in nowhere: each source's SSH server must still answer (a TCP greeting, a few
     ms), and the facts, address and ping of the first check stand.  Logging in, the
     remote python and the ping cost ~0.2 s per trial, and the trial's generator logs in
-    anyway (a failure there names the host)."""
+    anyway (a failure there names the host).
+
+    `compile_meanwhile`: (port, collector) of the collector builds the run will arm; the
+    invocation's full check has the agent compile them while it checks the sources
+    (`_compile_meanwhile`)."""
     desc = testbed if isinstance(testbed, dict) else read_json(testbed)
     earlier = _sources_checked(sources_record, desc)
     problems = []
@@ -127,9 +131,12 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
         fixes.append(e.fix)
         transient.append(e.transient)
 
+    compiling = None
     if earlier is not None:
         resolved = _sources_answer(desc, earlier, dut_ifaces, problems, log, timeout_s)
     else:
+        if compile_meanwhile and health is not None:
+            compiling = _compile_meanwhile(desc["dut"], list(compile_meanwhile), log)
         resolved = _sources_in_full(desc, dut_ifaces, problems, log, timeout_s)
     if problems:
         # Running again helps by itself only if every problem was a passing one.
@@ -144,6 +151,8 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
             preflight.check(desc["dut"], health, agent, resolved, preflight_run, preflight_record, log)
         except preflight.Refused as e:
             raise StepError(str(e)) from None
+    if compiling is not None:
+        compiling.join()
     record = {"testbed": desc, "sources": resolved, "dut": dict(desc["dut"], ifaces=dut_ifaces),
               "agent": health, "checked_unix_s": time.time(),
               "sources_checked_unix_s": earlier["checked_unix_s"] if earlier else time.time()}
@@ -153,6 +162,39 @@ def check_connectivity(testbed, output: str, log: Log, timeout_s: float = 5.0,
     log(f"testbed reachable: agent {desc['dut']['agent_url']}; " + "; ".join(
         f"{source.where(s)} {s['address']} -> {s['dut_iface']} {s['dut_address']}" for s in resolved),
         echo=True)
+
+
+def collector_builds(settings: dict) -> list[tuple[int, str]]:
+    """(port, collector) of each collector build the configuration's trials arm (none for a
+    user's program or collector off)."""
+    from .. import trials
+
+    return sorted({(settings["port"], t["settings"]["collector"]) for t in trials.trials(settings)
+                   if trials.program_kind(t["settings"].get("program") or "collector") == "collector"
+                   and t["settings"]["collector"] != "off"})
+
+
+def _compile_meanwhile(dut: dict, builds: list, log: Log) -> threading.Thread:
+    """Have the agent compile the collector builds (POST /build: compiled once, kept in its
+    program cache) in a thread while the full check logs in to the sources: BCC's ~2.5 s
+    here, which a testbed just brought up would otherwise spend in build_collector or in
+    the first trial's arm, after this check.  Best effort: a compile that fails here fails
+    again where it is needed, with its reason."""
+    agent = AgentClient.from_description(dut)
+
+    def run():
+        for port, collector in builds:
+            try:
+                built = agent.build(port, collector)
+                log(f"the DUT compiled the collector ({collector}, port {port}) meanwhile: tag "
+                    f"{built.get('prog_tag')}, {built.get('compile_s')} s"
+                    + (" (it had it already)" if built.get("reused") else ""))
+            except Exception as e:   # said where it is needed: the build or arm step
+                log(f"compiling the collector ({collector}, port {port}) meanwhile failed: {e}")
+
+    t = threading.Thread(target=run, name="compile", daemon=True)
+    t.start()
+    return t
 
 
 def _sources_checked(path: str | None, desc: dict) -> dict | None:
