@@ -27,6 +27,11 @@ include: "workflow/rules/ndr.smk"
 include: "workflow/rules/search.smk"
 
 
+if POOL:
+
+    include: "workflow/rules/pool.smk"
+
+
 rule all:
     default_target: True
     input:

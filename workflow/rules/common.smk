@@ -50,8 +50,11 @@ except ConfigError as e:
     raise WorkflowError(f"xdplab: {e}") from None
 
 # Trials share one testbed: at most one of their steps runs at a time, and a
-# trial's later steps outrank the next trial's arm step (priorities in trial.smk).
-workflow.register_resource("testbed", 1)
+# trial's later steps outrank the next trial's arm step (priorities in trial.smk).  With a
+# pool of testbeds (`testbeds`, pool.smk) each trial is one job holding one testbed, and up
+# to the pool's size run at once.
+POOL = SETTINGS["testbeds"]
+workflow.register_resource("testbed", max(1, len(POOL)))
 
 EXP = SETTINGS["experiment"]
 RESULTS = f"results/{EXP}"

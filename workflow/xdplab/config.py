@@ -70,6 +70,7 @@ def validate_config(raw: dict, schema_path: Path = SCHEMA_PATH) -> Settings:
         problems += _check_combinations(values)
     problems += _check_programs(values, merged)
     problems += _check_testbed(values, merged)
+    problems += check_pool(values, merged)
     if problems:
         raise ConfigError(problems)
     _check_against_schema(values, merged, schema_path)
@@ -95,7 +96,7 @@ def _check_values(merged: dict, schema: dict) -> tuple[dict, list[str]]:
     # Keys others depend on first (packet_size's maximum comes from mtu).
     order = sorted(props, key=lambda k: "x-maximum-from" in props[k])
     for key in order:
-        if key in ("lab", "program_globals"):
+        if key in ("lab", "program_globals", "testbeds"):
             continue
         spec, listable = item_spec(props[key], schema)
         bounds = {}
@@ -192,6 +193,90 @@ def _check_testbed(values: dict, merged: dict) -> list[str]:
     return []
 
 
+POOL_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+POOL_ENTRY_KEYS = ("name", "testbed", "instance", "lab")
+
+
+def check_pool(values: dict, merged: dict) -> list[str]:
+    """The pool of testbeds (`testbeds`), each entry normalised in values["testbeds"]:
+    {"name", "testbed": "embedded" or "lab", "instance" (embedded), "lab" (check_lab's)}.
+    Every mistake names the key and the entry, before anything privileged runs."""
+    raw = merged.get("testbeds")
+    values["testbeds"] = []
+    if raw in (None, "", []):
+        return []
+    if not isinstance(raw, list):
+        return [f"testbeds: expected a list of testbeds (each a name and `testbed: embedded` or `lab:`), "
+                f"got {show(raw)}"]
+    problems, names, pool = [], {}, []
+    for i, entry in enumerate(raw):
+        where = f"testbeds[{i}]"
+        if not isinstance(entry, dict):
+            problems.append(f"{where}: expected a mapping with name and `testbed: embedded` or `lab:`, "
+                            f"got {show(entry)}")
+            continue
+        name = entry.get("name")
+        if isinstance(name, str) and POOL_NAME_RE.fullmatch(name):
+            where = f"testbeds[{i}] ({name})"
+            if name in names:
+                problems.append(f"{where}: name {show(name)} is also testbeds[{names[name]}]'s; "
+                                "each testbed of the pool has its own name")
+            names.setdefault(name, i)
+        else:
+            problems.append(f"{where}.name: {'required' if name is None else show(name) + ' is not allowed'}: "
+                            "1-32 lowercase letters, digits, '_' or '-', starting with a letter or digit")
+        for key in entry:
+            if key not in POOL_ENTRY_KEYS:
+                close = difflib.get_close_matches(str(key), POOL_ENTRY_KEYS, n=1, cutoff=0.6)
+                problems.append(f"{where}: unknown key {show(key)}"
+                                + (f" (did you mean '{close[0]}'?)" if close else "")
+                                + f"; known keys: {', '.join(POOL_ENTRY_KEYS)}")
+        if ("lab" in entry) == ("testbed" in entry):
+            problems.append(f"{where}: give either `testbed: embedded` or `lab:` (the lab's sources and dut), "
+                            "not " + ("both" if "lab" in entry else "neither"))
+            continue
+        if "testbed" in entry:
+            instance = entry.get("instance", 0)
+            if entry["testbed"] != "embedded":
+                problems.append(f"{where}.testbed: {show(entry['testbed'])} is not allowed: only 'embedded' "
+                                "(a lab is described under `lab:`)")
+            elif isinstance(instance, bool) or not isinstance(instance, int) or not 0 <= instance <= 15:
+                problems.append(f"{where}.instance: {show(instance)} is not allowed: an integer 0 to 15")
+            else:
+                pool.append({"name": name, "testbed": "embedded", "instance": instance, "lab": None})
+            continue
+        if "instance" in entry:
+            problems.append(f"{where}.instance: only an embedded testbed has instances")
+        lab, lab_problems = check_lab(entry["lab"], values.get("source_python", "python3"))
+        problems += [f"{where}.{p}" for p in lab_problems]
+        if not lab_problems:
+            pool.append({"name": name, "testbed": "lab", "instance": None, "lab": lab})
+    problems += _shared_in_pool(pool)
+    if values.get("testbed") == "lab" or merged.get("lab") is not None:
+        problems.append("testbeds: a pool replaces `testbed: lab` and `lab:`; describe each lab as an entry "
+                        "of testbeds (`- name: rack1` with `lab: {sources: ..., dut: ...}`)")
+    kinds = {program_kind(p) for p in values.get("program") or []}
+    if kinds - {"collector"}:
+        problems.append("testbeds: a pool runs the collector's trials only (program: collector); a user's "
+                        "program is built and checked per testbed by rules that a pool does not run yet")
+    if not problems:
+        values["testbeds"] = pool
+    return problems
+
+
+def _shared_in_pool(pool: list[dict]) -> list[str]:
+    """Two entries of a pool that are one testbed: two trials would share it."""
+    problems, seen = [], {}
+    for e in pool:
+        key = ("embedded", e["instance"]) if e["testbed"] == "embedded" else ("lab", e["lab"]["dut"]["agent_url"])
+        if key in seen:
+            what = f"instance {e['instance']}" if key[0] == "embedded" else f"DUT agent {key[1]}"
+            problems.append(f"testbeds: {seen[key]} and {e['name']} are one testbed ({what}): two trials "
+                            "would share it")
+        seen.setdefault(key, e["name"])
+    return problems
+
+
 def _check_against_schema(values: dict, merged: dict, schema_path: Path) -> None:
     """Last, the standard check against the schema itself, of the coerced values (and the
     lab as given): the messages above are the ones a user reads; this one only speaks
@@ -199,7 +284,8 @@ def _check_against_schema(values: dict, merged: dict, schema_path: Path) -> None
     from snakemake.exceptions import WorkflowError
     from snakemake.utils import validate
 
-    as_given = dict(values, lab=merged.get("lab") if values.get("testbed") == "lab" else None)
+    as_given = dict(values, lab=merged.get("lab") if values.get("testbed") == "lab" else None,
+                    testbeds=merged.get("testbeds") or [])
     try:
         validate(as_given, str(schema_path), set_default=False)
     except WorkflowError as e:

@@ -68,6 +68,8 @@ def allowed_text(spec: dict, schema: dict) -> str:
         text = "`true`, `false`"
     elif kind == "object":
         text = "a mapping"
+    elif kind == "array" and (one.get("items") or {}).get("type") == "object":
+        text = "a list of mappings (see the meaning)"
     elif kind == "string" and "enum" in one:
         text = ", ".join(_code(v) for v in one["enum"])
     elif kind == "string" and one.get("x-ref", "").endswith("/ifname"):

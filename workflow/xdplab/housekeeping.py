@@ -154,33 +154,18 @@ def end_of_run(settings: dict, results: str, failed: bool, at_exit: bool = False
             for f in _this_invocation(failed_trials(results))]
     # What the end of the run tells anyway is not told again while cleaning up.
     known = "\n".join(f"{f.get('reason')}\n{f.get('fix') or ''}" for f in failures)
-    if settings["testbed"] == "embedded":
-        from .testbed import EmbeddedTestbed, TestbedError
-
-        tb = EmbeddedTestbed(src_iface=settings["src_iface"], dut_iface=settings["dut_iface"],
-                             mtu=settings["mtu"])
-        if settings["keep_testbed"]:
-            # After a run without failures every generator has ended and reported; a failed
-            # or interrupted one may have left one running.
-            for note in _quiesce(_embedded_description(tb, settings), generators=failed, known=known):
-                print(f"xdplab: {note}", file=sys.stderr)
-            print("xdplab: the testbed is left up (keep_testbed=true); remove it with "
-                  "`make clean-testbed`", file=sys.stderr)
-        else:
-            try:
-                # The testbed's own logs (agent, sshd) go next to the results; down()
-                # removes everything else it made, keys and token included.
-                try:
-                    if tb.copy_logs(Path(results, "logs", "testbed")):
-                        print(f"xdplab: testbed logs kept in {Path(results, 'logs', 'testbed')}/",
-                              file=sys.stderr)
-                except OSError as e:
-                    print(f"xdplab: could not keep the testbed's logs: {e}", file=sys.stderr)
-                for item in tb.down():
-                    print(f"xdplab: testbed down: {item}", file=sys.stderr)
-            except TestbedError as e:
-                print(f"xdplab: tearing down the testbed failed: {e}; run `make clean-testbed`",
-                      file=sys.stderr)
+    pool = settings.get("testbeds") or []
+    if pool:
+        # A pool (`testbeds`): each embedded instance as the one testbed, each lab as a lab.
+        for entry in pool:
+            if entry["testbed"] == "embedded":
+                _end_embedded(settings, results, failed, known, entry["instance"],
+                              Path(results, "logs", f"testbed-{entry['name']}"))
+            elif failed:
+                for note in _quiesce({"sources": entry["lab"]["sources"], "dut": entry["lab"]["dut"]}, known=known):
+                    print(f"xdplab: {entry['name']}: {note}", file=sys.stderr)
+    elif settings["testbed"] == "embedded":
+        _end_embedded(settings, results, failed, known, 0, Path(results, "logs", "testbed"))
     elif settings["testbed"] == "lab" and failed and settings.get("lab"):
         # The steps clean up after themselves; this is the last word on a failed lab run.
         lab = settings["lab"]
@@ -202,6 +187,36 @@ def end_of_run(settings: dict, results: str, failed: bool, at_exit: bool = False
               f"Results: {results}/summary.csv (one row per trial; columns explained in docs/method.md)")
     for line in source_limited(results):
         print(line)
+
+
+def _end_embedded(settings: dict, results: str, failed: bool, known: str, instance: int, logs: Path) -> None:
+    """The end of a run for one embedded testbed (an instance of a pool's, or the one)."""
+    from .testbed import EmbeddedTestbed, TestbedError
+
+    tb = EmbeddedTestbed(src_iface=settings["src_iface"], dut_iface=settings["dut_iface"],
+                         mtu=settings["mtu"], **({"instance": instance} if instance else {}))
+    if settings["keep_testbed"]:
+        # After a run without failures every generator has ended and reported; a failed
+        # or interrupted one may have left one running.
+        for note in _quiesce(_embedded_description(tb, settings), generators=failed, known=known):
+            print(f"xdplab: {note}", file=sys.stderr)
+        print("xdplab: the testbed is left up (keep_testbed=true); remove it with "
+              "`make clean-testbed`", file=sys.stderr)
+    else:
+        try:
+            # The testbed's own logs (agent, sshd) go next to the results; down()
+            # removes everything else it made, keys and token included.
+            try:
+                if tb.copy_logs(logs):
+                    print(f"xdplab: testbed logs kept in {logs}/",
+                          file=sys.stderr)
+            except OSError as e:
+                print(f"xdplab: could not keep the testbed's logs: {e}", file=sys.stderr)
+            for item in tb.down():
+                print(f"xdplab: testbed down: {item}", file=sys.stderr)
+        except TestbedError as e:
+            print(f"xdplab: tearing down the testbed failed: {e}; run `make clean-testbed`",
+                  file=sys.stderr)
 
 
 def _say(lines: list[str]) -> None:

@@ -358,6 +358,8 @@ def _detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks,
     return {
         "status": "ok" if all(s["rate_sustained"] for s in source_rows) else "source_limited",
         "testbed": settings.get("testbed", "embedded"),
+        # which testbed ran it: a pool's entry name (config `testbeds`), else the kind
+        "testbed_name": settings.get("testbed_name") or settings.get("testbed", "embedded"),
         "sources": len(source_rows),
         "interfaces": len(iface_rows),
         "xdp_mode": settings.get("xdp_mode") or "/".join(_modes(iface_rows)) or None,

@@ -1,0 +1,194 @@
+"""A sweep spread over a pool of testbeds (configuration key `testbeds`, issue 22): each
+trial one job holding one testbed (a lock file per testbed, workflow/xdplab/pool.py),
+`snakemake --cores 2` running two at once.  The pool here is the embedded testbed and the
+test namespace lab (tests/labnet.py) with one of its sources: two testbeds on one machine,
+whose trials share its CPUs (for tests only: not independent measurements).
+
+Run under the testbed lock: flock /tmp/xdplab-testbed.lock ... pytest tests/test_pool.py"""
+
+import csv
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from xdplab import pool, trials
+from xdplab.config import ConfigError, validate_config
+
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+SWEEP = {"target_pps": [1000, 2000, 3000], "packet_size": [18, 1458], "repeats": 2, "duration_s": 1,
+         "warmup_s": 0, "keep_pcap": False, "keep_features": False}
+
+root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: namespaces, XDP, sshd")
+
+
+def _env():
+    return {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}"}
+
+
+def rows(path):
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def one_source_lab(netns_lab) -> dict:
+    """The namespace lab as a testbed like the embedded one: source 0 and its DUT interface."""
+    lab = json.loads(json.dumps(netns_lab.config["lab"]))
+    lab["sources"] = lab["sources"][:1]
+    lab["dut"]["ifaces"] = [lab["sources"][0]["dut_iface"]]
+    return lab
+
+
+TWO_EMBEDDED = [{"name": "emb0", "testbed": "embedded"}, {"name": "emb1", "testbed": "embedded", "instance": 1}]
+
+
+def pool_config(testbeds: list, workdir: Path, experiment: str, **over) -> Path:
+    config = dict(SWEEP, experiment=experiment, testbeds=testbeds, **over)
+    path = workdir / f"{experiment}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def snakemake(workdir, configfile, *args, timeout=600, **kw):
+    return subprocess.run([str(SNAKEMAKE), "--cores", "2", "--configfile", str(configfile), *args],
+                          cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout, **kw)
+
+
+# -- configuration (no testbed) ----------------------------------------------------------
+
+def test_a_pool_is_named_entry_by_entry_before_anything_runs():
+    with pytest.raises(ConfigError) as e:
+        validate_config({"testbeds": [{"name": "a", "testbed": "embedded"}, {"name": "a", "testbed": "embedded",
+                                                                              "instance": 1}]})
+    assert "testbeds[1] (a): name 'a' is also testbeds[0]'s" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        validate_config({"testbeds": [{"name": "x", "lab": {"dut": {}}}]})
+    assert "testbeds[0] (x).lab.sources" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        validate_config({"testbeds": [{"name": "x", "testbed": "embedded"}, {"name": "y", "testbed": "embedded"}]})
+    assert "x and y are one testbed" in str(e.value)
+    assert validate_config({}).values["testbeds"] == []
+
+
+def test_the_allocator_gives_each_testbed_to_one_process_and_the_kernel_frees_it(tmp_path):
+    entries = [{"name": "a"}, {"name": "b"}]
+    first = pool.try_acquire(entries, str(tmp_path))
+    second = pool.try_acquire(entries, str(tmp_path))
+    assert (first.name, second.name) == ("a", "b")
+    assert pool.try_acquire(entries, str(tmp_path)) is None
+    assert pool.held(entries, str(tmp_path)) == ["a", "b"]
+    first.release()
+    assert pool.try_acquire(entries, str(tmp_path)).name == "a"
+    # A process that holds a testbed and is killed holds nothing.
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys,time; sys.path.insert(0, %r); from xdplab import pool; "
+        "s = pool.try_acquire([{'name': 'c'}], %r); print(s.name, flush=True); time.sleep(60)")
+        % (str(Path(pool.__file__).parents[1]), str(tmp_path))], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "c"
+    assert pool.held([{"name": "c"}], str(tmp_path)) == ["c"]
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert pool.held([{"name": "c"}], str(tmp_path)) == []
+    fd = os.open(str(tmp_path / "c.lock"), os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # free: no BlockingIOError
+    os.close(fd)
+
+
+# -- on two testbeds ---------------------------------------------------------------------
+
+def trial_records(results: Path) -> dict:
+    return {str(p.parent.relative_to(results)): json.loads(p.read_text())
+            for p in sorted(results.glob("trials/*/rep~*/trial.json"))}
+
+
+@root
+def test_a_sweep_on_two_embedded_testbeds(workflow_copy):
+    configfile = pool_config(TWO_EMBEDDED, workflow_copy, "pool")
+    run = snakemake(workflow_copy, configfile)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    results = workflow_copy / "results/pool"
+    records = trial_records(results)
+    # The same trial directories a one-testbed run of the configuration has.
+    raw = yaml.safe_load(configfile.read_text())
+    one = validate_config({k: v for k, v in raw.items() if k != "testbeds"}).values
+    expected = {str(Path(trials.trial_dir("", t["point"], t["rep"])).relative_to("/")) for t in trials.trials(one)}
+    assert set(records) == expected and len(records) == 12
+    by_testbed = {}
+    for name, rec in records.items():
+        p = rec["pool"]
+        assert p["testbed_name"] in ("emb0", "emb1") and rec["summary"]["testbed_name"] == p["testbed_name"]
+        assert rec["summary"]["unexplained"] == 0, (name, rec["summary"])
+        assert p["started_unix_s"] <= rec["wall"]["armed_unix_s"] <= rec["wall"]["gathered_unix_s"] <= p["ended_unix_s"]
+        by_testbed.setdefault(p["testbed_name"], []).append((p["started_unix_s"], p["ended_unix_s"], name))
+    # Both testbeds ran trials, and no two trials overlapped on one testbed.
+    assert set(by_testbed) == {"emb0", "emb1"}, {k: len(v) for k, v in by_testbed.items()}
+    for spans in by_testbed.values():
+        spans.sort()
+        for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+            assert end <= start, f"{a} and {b} overlapped"
+    summary = rows(results / "summary.csv")
+    assert len(summary) == 12 and {r["testbed_name"] for r in summary} == {"emb0", "emb1"}
+    assert {r["testbed"] for r in summary} == {"embedded"}
+    # Per testbed: its build, connectivity's environment record, under its name.
+    for name in ("emb0", "emb1"):
+        assert list((workflow_copy / f"results/build/pool-{name}").glob("features_port~*.json"))
+        assert (workflow_copy / f"results/build/pool-{name}/environment.json").exists()
+    # Nothing is held afterwards, and a rerun has nothing to do.
+    assert pool.held(TWO_EMBEDDED, str(workflow_copy / pool.LOCK_DIR)) == []
+    dry = snakemake(workflow_copy, configfile, "-n")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+
+
+def _agent_session(netns_lab):
+    import labnet
+
+    status, health = labnet.agent(netns_lab.desc, "GET", "/health")
+    return (health or {}).get("session")
+
+
+@root
+def test_a_killed_run_leaves_both_testbeds_free(netns_lab, workflow_copy):
+    """An embedded instance and a lab: a killed run frees both, a following run proceeds."""
+    entries = [TWO_EMBEDDED[1], {"name": "lab", "lab": one_source_lab(netns_lab)}]
+    configfile = pool_config(entries, workflow_copy, "killed", duration_s=2)
+    lock_dir = str(workflow_copy / pool.LOCK_DIR)
+    proc = subprocess.Popen([str(SNAKEMAKE), "--cores", "2", "--configfile", str(configfile)], cwd=workflow_copy,
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 180
+        results = workflow_copy / "results/killed"
+        # Mid-sweep: a trial done, and both testbeds held by running trials.
+        while time.monotonic() < deadline:
+            if list(results.glob("trials/*/rep~*/trial.json")) and len(pool.held(entries, lock_dir)) == 2:
+                break
+            assert proc.poll() is None, "the run ended before it could be killed"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the run never held both testbeds")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    deadline = time.monotonic() + 10
+    while pool.held(entries, lock_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pool.held(entries, lock_dir) == []
+    # A following run proceeds on both, and leaves nothing attached or running.
+    run = snakemake(workflow_copy, configfile)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    assert len(rows(workflow_copy / "results/killed/summary.csv")) == 12
+    import test_lab
+
+    assert test_lab.xdp_progs(netns_lab) == [] and test_lab.generators_on_sources(netns_lab) == []
+    assert _agent_session(netns_lab) is None
+    assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+                if ns.startswith("xdplab")]

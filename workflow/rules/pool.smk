@@ -1,0 +1,27 @@
+# A pool of testbeds (configuration key `testbeds`; docs/lab.md#a-pool-of-testbeds): each
+# trial is one job, pool_trial, instead of the five of trial.smk and testbed.smk.  The job
+# takes a free testbed of the pool (workflow/xdplab/pool.py: a lock file per testbed, held
+# by the job's process for its life), checks it, builds the collector on its DUT the first
+# time, and runs the trial with the trial rules' own steps in one process
+# (workflow/xdplab/steps/inprocess.py), writing it where the rules write it.  Its resource
+# `testbed` has the pool's size as its limit (common.smk): `snakemake --cores N` runs up to
+# min(N, pool size) trials at once.  Included by the Snakefile only when a pool is given.
+
+
+ruleorder: pool_trial > gather_results
+
+
+rule pool_trial:
+    output:
+        trial=f"{TRIAL}/trial.json",
+        timeseries=f"{TRIAL}/timeseries.csv",
+    log:
+        trial_log("pool_trial"),
+    priority: run_priority(10)
+    resources:
+        testbed=1,
+    params:
+        trial=trial_of,
+        code=TRIAL_CODE,
+    script:
+        "../scripts/pool_trial.py"
