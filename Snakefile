@@ -38,3 +38,4 @@ rule all:
         rules.aggregate.output.csv,
         rules.figures.output,
         COMPARE_TARGETS,
+        POOL_TARGETS,

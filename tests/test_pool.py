@@ -101,6 +101,23 @@ def test_the_allocator_gives_each_testbed_to_one_process_and_the_kernel_frees_it
     os.close(fd)
 
 
+def test_testbeds_rows_compare_two_testbeds_on_the_points_they_share():
+    def rec(name, point, achieved, lost):
+        return {"trial": {"point": point, "target_pps": 1000, "packet_size": 18},
+                "summary": {"testbed_name": name, "achieved_pps": achieved, "lost": lost,
+                            "latency_p50_us": None, "xdp_ns_per_pkt": 100.0}}
+    records = [rec("a", "p1", 1000.0, 0), rec("a", "p1", 1002.0, 2), rec("b", "p1", 990.0, 10),
+               rec("b", "p1", 994.0, 12), rec("b", "p2", 1.0, 0)]
+    rows_ = pool.testbeds_rows(records, {"a": {"by_size": {"18": {"ceiling_pps": 5e5}}}})
+    assert [(r["testbed_name"], r["trials"], r["ceiling_pps"]) for r in rows_ if not r.get("metric")] == [
+        ("a", 2, "18:500000"), ("b", 3, "")]
+    compared = {r["metric"]: r for r in rows_ if r.get("metric")}
+    assert set(compared) == {"achieved_pps", "lost", "xdp_ns_per_pkt"}   # no latency: none measured
+    a = compared["achieved_pps"]
+    assert (a["point"], a["n"], a["n_other"], a["difference"]) == ("p1", 2, 2, -9.0)
+    assert a["ci95_lo"] < -9.0 < a["ci95_hi"]
+
+
 # -- on two testbeds ---------------------------------------------------------------------
 
 def trial_records(results: Path) -> dict:
@@ -136,6 +153,10 @@ def test_a_sweep_on_two_embedded_testbeds(workflow_copy):
     summary = rows(results / "summary.csv")
     assert len(summary) == 12 and {r["testbed_name"] for r in summary} == {"emb0", "emb1"}
     assert {r["testbed"] for r in summary} == {"embedded"}
+    # points.csv does not pool the two testbeds (testbeds_equivalent false): a row per point and testbed
+    points = rows(results / "points.csv")
+    assert {(r["target_pps"], r["packet_size"], r["testbed_name"]) for r in points} == {
+        (r["target_pps"], r["packet_size"], r["testbed_name"]) for r in summary}
     # Per testbed: its build, connectivity's environment record, under its name.
     for name in ("emb0", "emb1"):
         assert list((workflow_copy / f"results/build/pool-{name}").glob("features_port~*.json"))
@@ -182,7 +203,10 @@ def test_a_killed_run_leaves_both_testbeds_free(netns_lab, workflow_copy):
     while pool.held(entries, lock_dir) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert pool.held(entries, lock_dir) == []
-    # A following run proceeds on both, and leaves nothing attached or running.
+    # A following run proceeds on both, and leaves nothing attached or running (after
+    # Snakemake's own --unlock: a killed Snakemake leaves its directory lock, as always).
+    unlock = snakemake(workflow_copy, configfile, "--unlock")
+    assert unlock.returncode == 0, unlock.stderr[-2000:]
     run = snakemake(workflow_copy, configfile)
     assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
     assert len(rows(workflow_copy / "results/killed/summary.csv")) == 12
@@ -192,3 +216,49 @@ def test_a_killed_run_leaves_both_testbeds_free(netns_lab, workflow_copy):
     assert _agent_session(netns_lab) is None
     assert not [ns for ns in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
                 if ns.startswith("xdplab")]
+
+
+TBF_RATE_BIT_S = 24_000_000   # 2,000 frames/s of 1,500 bytes (1458 B payloads): tests/test_ndr_testbed.py
+
+
+@root
+def test_calibration_finds_a_capped_source_and_testbeds_csv_compares_the_two(workflow_copy):
+    """Instance 1's source capped by a tbf (the UDP stack: the packet path bypasses the
+    qdisc): its calibrated ceiling is far below instance 0's, its trials at 10,000 pps are
+    source-limited (not the DUT's loss), instance 0's are not; testbeds.csv has both and
+    compares them on the point they share."""
+    env = {**_env(), "PYTHONPATH": str(workflow_copy / "workflow")}
+    up = subprocess.run([sys.executable, "-m", "xdplab.testbed", "--instance", "1", "up"], cwd=workflow_copy,
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    try:
+        tc = subprocess.run(["tc", "-n", "xdplab1-src", "qdisc", "add", "dev", "xl-src0", "root", "tbf", "rate",
+                             f"{TBF_RATE_BIT_S // 1000}kbit", "burst", "6000", "limit", "12000"],
+                            capture_output=True, text=True, timeout=30)
+        assert tc.returncode == 0, tc.stderr
+        configfile = pool_config(TWO_EMBEDDED, workflow_copy, "capped", target_pps=10000, packet_size=1458,
+                                 repeats=4, send_path="udp", threads=1)
+        run = snakemake(workflow_copy, configfile)
+        assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    finally:
+        subprocess.run([sys.executable, "-m", "xdplab.testbed", "--instance", "1", "down"], cwd=workflow_copy,
+                       env=env, capture_output=True, timeout=120)
+    ceilings = {name: json.loads((workflow_copy / f"results/build/pool-{name}/calibration.json").read_text())
+                ["by_size"]["1458"]["ceiling_pps"] for name in ("emb0", "emb1")}
+    assert ceilings["emb1"] < 3000 < 10000 < ceilings["emb0"], ceilings
+    summary = rows(workflow_copy / "results/capped/summary.csv")
+    assert len(summary) == 4
+    for r in summary:
+        capped = r["testbed_name"] == "emb1"
+        assert (r["source_limited"] == "True") == capped, r
+        if capped:
+            assert r["loss_where"].startswith("source-limited"), r["loss_where"]
+            assert int(float(r["lost_dut_nic"])) == 0, r
+    table = rows(workflow_copy / "results/capped/testbeds.csv")
+    per_testbed = {r["testbed_name"]: r for r in table if not r["metric"]}
+    assert set(per_testbed) == {"emb0", "emb1"}
+    assert sum(int(r["trials"]) for r in per_testbed.values()) == 4
+    assert per_testbed["emb1"]["ceiling_pps"].startswith("1458:")
+    if all(int(r["trials"]) for r in per_testbed.values()):   # both ran the one point
+        lost = [r for r in table if r["metric"] == "lost"]   # emb1 minus emb0: the cap's drops
+        assert len(lost) == 1 and float(lost[0]["difference"]) > 0, lost

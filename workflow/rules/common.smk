@@ -54,6 +54,7 @@ except ConfigError as e:
 # pool of testbeds (`testbeds`, pool.smk) each trial is one job holding one testbed, and up
 # to the pool's size run at once.
 POOL = SETTINGS["testbeds"]
+POOL_TARGETS = []  # pool.smk's, with a pool
 workflow.register_resource("testbed", max(1, len(POOL)))
 
 EXP = SETTINGS["experiment"]

@@ -25,3 +25,19 @@ rule pool_trial:
         code=TRIAL_CODE,
     script:
         "../scripts/pool_trial.py"
+
+
+# The pool's testbeds side by side: each one's trials and source ceiling, and the
+# difference of their means on every point two of them share (docs/results.md).
+rule pool_testbeds:
+    input:
+        trials=[f"{d}/trial.json" for d in TRIAL_DIRS],
+    output:
+        csv=f"{RESULTS}/testbeds.csv",
+    log:
+        f"{RESULTS}/logs/pool_testbeds.log",
+    script:
+        "../scripts/pool_testbeds.py"
+
+
+POOL_TARGETS = [rules.pool_testbeds.output.csv]

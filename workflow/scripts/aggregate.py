@@ -14,7 +14,10 @@ def aggregate(sm, log):
                               html_out=sm.output.html, config_out=sm.output.config,
                               settings=sm.params.settings)
     breakdown.write_breakdown(sm.input.trials, sm.output.sources, sm.output.ifaces)
-    stats.write_points(df, sm.output.points, sm.output.points_md, sm.output.points_tex)
+    # A pool's testbeds are pooled in points.csv only when the user says they are equivalent.
+    settings = sm.params.settings
+    stats.write_points(df, sm.output.points, sm.output.points_md, sm.output.points_tex,
+                       per_testbed=bool(settings.get("testbeds")) and not settings.get("testbeds_equivalent"))
 
 
 steps.run_step(snakemake, aggregate)

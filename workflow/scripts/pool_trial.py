@@ -44,6 +44,61 @@ def collector_build(entry, settings, point, conn_path, log):
     return str(manifest)
 
 
+CALIBRATION_PPS = 10_000_000   # far above what a generator offers: it sends back to back
+CALIBRATION_S = 2
+
+
+def calibrate(entry, settings, packet_size, conn_params, log):
+    """The testbed's source ceiling at this payload size, measured once (kept in
+    results/build/pool-<name>/calibration.json): a trial of CALIBRATION_S at
+    CALIBRATION_PPS, no collector, on this testbed's own path (send_path as configured),
+    run by the same steps under results/build/pool-<name>/calibration/.  The ceiling is the
+    lower of the generator's achieved rate and the rate the DUT interface received
+    (nic_rx over the trial): what the source can put on the DUT's wire."""
+    where = Path(pool.build_dir(entry))
+    path = where / "calibration.json"
+    record = steps.read_json(str(path)) if path.exists() else {"testbed_name": entry["name"], "by_size": {}}
+    known = record["by_size"].get(str(packet_size))
+    if known is not None:
+        return known
+    cal = dict(settings, target_pps=[CALIBRATION_PPS], packet_size=[packet_size], frame_size=None,
+               duration_s=CALIBRATION_S, warmup_s=0, collector=["off"], keep_pcap=False, keep_features=False,
+               repeats=1, program=["collector"], xdp_mode=settings["xdp_mode"][:1], pattern=["constant"],
+               experiment=settings["experiment"])
+    (trial,) = trials.trials(cal)
+    seq = PoolSequence(entry, cal, str(where / "calibration"), None, "calibration", conn_params["conn"],
+                       conn_params["sources"], log)
+    seq.desc, seq.record = conn_params["desc"], conn_params["record"]
+    log(f"calibrating testbed {entry['name']}: {CALIBRATION_S} s at {CALIBRATION_PPS} pps, "
+        f"{packet_size} B payload, collector off", echo=True)
+    try:
+        summary, _ = seq.run(trial["point"], 0)
+    finally:
+        seq.close()
+    nic_pps = (summary.get("nic_rx") or 0) / CALIBRATION_S
+    achieved = summary.get("achieved_pps") or 0
+    known = {"ceiling_pps": round(min(achieved, nic_pps), 1), "achieved_pps": achieved,
+             "nic_rx_pps": round(nic_pps, 1), "sent": summary.get("sent"), "nic_rx": summary.get("nic_rx"),
+             "offered_pps": CALIBRATION_PPS, "duration_s": CALIBRATION_S, "send_path": summary.get("send_path_used"),
+             "measured_unix_s": time.time(), "trial": str(where / "calibration" / "trials" / trial["point"])}
+    record["by_size"][str(packet_size)] = known
+    steps.write_json(str(path), record)
+    log(f"testbed {entry['name']}: source ceiling {known['ceiling_pps']} pps at {packet_size} B payload "
+        f"(generator {achieved} pps, DUT interface received {known['nic_rx_pps']} pps)", echo=True)
+    return known
+
+
+def mark_source_limited(summary, target_pps, ceiling):
+    """A trial offered above its testbed's ceiling: source-limited, never the DUT's loss."""
+    if ceiling is None or target_pps <= ceiling["ceiling_pps"]:
+        return
+    summary["source_limited"] = True
+    summary["status"] = "source_limited"
+    why = (f"source-limited: offered {target_pps} pps above this testbed's source ceiling "
+           f"{ceiling['ceiling_pps']:g} pps (calibration.json)")
+    summary["loss_where"] = why + (f"; {summary['loss_where']}" if summary.get("loss_where") else "")
+
+
 def run(sm, log):
     settings = validate_config(sm.config).values
     point, rep = sm.wildcards.point, int(sm.wildcards.rep)
@@ -60,6 +115,9 @@ def run(sm, log):
             seq.check(pool.testbed_params(entry, settings), f"{where}/environment.json",
                       preflight.run_settings(settings), f"{where}/preflight.json")
             seq.build_manifest = collector_build(entry, settings, point, conn_path, log) or ""
+            size = trials.settings_of_point(point, settings)["packet_size"]
+            ceiling = calibrate(entry, settings, size, {"conn": conn_path, "sources": f"{where}/sources_checked.json",
+                                                        "desc": seq.desc, "record": seq.record}, log)
             started = time.time()
             summary, info = seq.run(point, rep)
             ended = time.time()
@@ -69,7 +127,9 @@ def run(sm, log):
         trial_path = Path(info["trial"]) / "trial.json"
         record = steps.read_json(str(trial_path))
         if not info["cached"]:
-            record["pool"] = {"testbed_name": entry["name"], "testbed_id": pool.testbed_id(entry),
+            mark_source_limited(record["summary"], record["trial"]["target_pps"], ceiling)
+            summary = record["summary"]
+            record["pool"] = {"ceiling": ceiling, "testbed_name": entry["name"], "testbed_id": pool.testbed_id(entry),
                               "testbed": entry["testbed"], "instance": entry.get("instance"),
                               "acquired_unix_s": slot.acquired_unix_s, "started_unix_s": started,
                               "ended_unix_s": ended, "pid": os.getpid()}

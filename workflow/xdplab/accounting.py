@@ -34,7 +34,7 @@ COLUMNS = [
     "agent_cpu_pct", "capture_cpu_pct", "observers_busy",
     "foreign_rx", "foreign_arp", "foreign_port", "foreign_other",
     # More detail, same trial.
-    "status", "testbed", "testbed_name", "sources", "interfaces", "xdp_mode", "threads", "scheduled",
+    "status", "source_limited", "testbed", "testbed_name", "sources", "interfaces", "xdp_mode", "threads", "scheduled",
     "send_errors", "max_lag_us",
     "gap_p50_us", "gap_p99_us", "send_gap_p50_us", "send_gap_p99_us", "ideal_gap_us",
     "frame_size", "throughput_payload_mbps", "throughput_l2_mbps", "throughput_wire_mbps",

@@ -126,3 +126,65 @@ def held(pool: list[dict], lock_dir: str = LOCK_DIR) -> list[str]:
         finally:
             os.close(fd)
     return out
+
+
+# -- testbeds.csv: the pool's testbeds side by side ----------------------------------------
+
+# The main columns compared between two testbeds on the points they share.
+COMPARED = ("achieved_pps", "lost", "latency_p50_us", "xdp_ns_per_pkt")
+TESTBEDS_COLUMNS = ["testbed_name", "other", "point", "target_pps", "packet_size", "metric", "n", "n_other",
+                    "mean", "mean_other", "difference", "ci95_lo", "ci95_hi", "trials", "ceiling_pps"]
+
+
+def testbeds_rows(records: list[dict], calibrations: dict) -> list[dict]:
+    """testbeds.csv's rows from the trials' trial.json records and each testbed's
+    calibration.json ({name: record}): one row per testbed (its trials, its source ceiling
+    at each payload size it was calibrated at, `size:pps` joined by `;`), then, for every
+    point that two testbeds share and every COMPARED column, the difference of their means
+    (other minus testbed) with its 95 % confidence interval (Welch; empty below two trials
+    on either side)."""
+    from .compare import welch_interval
+
+    by = {}
+    for r in records:
+        name = (r.get("summary") or {}).get("testbed_name") or (r.get("pool") or {}).get("testbed_name")
+        if name is None:
+            continue
+        by.setdefault(name, []).append(r)
+    rows = []
+    for name in sorted(set(by) | set(calibrations)):
+        sizes = (calibrations.get(name) or {}).get("by_size") or {}
+        rows.append({"testbed_name": name, "trials": len(by.get(name, [])),
+                     "ceiling_pps": ";".join(f"{k}:{v['ceiling_pps']:g}" for k, v in sorted(sizes.items(),
+                                                                                       key=lambda kv: int(kv[0])))})
+    names = sorted(by)
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            points_a = {r["trial"]["point"]: [] for r in by[a]}
+            for r in by[a]:
+                points_a[r["trial"]["point"]].append(r)
+            points_b = {}
+            for r in by[b]:
+                points_b.setdefault(r["trial"]["point"], []).append(r)
+            for point in sorted(set(points_a) & set(points_b)):
+                ra, rb = points_a[point], points_b[point]
+                for col in COMPARED:
+                    xa = [float(x["summary"][col]) for x in ra if _number(x["summary"].get(col))]
+                    xb = [float(x["summary"][col]) for x in rb if _number(x["summary"].get(col))]
+                    if not xa or not xb:
+                        continue
+                    ma, mb = sum(xa) / len(xa), sum(xb) / len(xb)
+                    lo = hi = None
+                    if len(xa) > 1 and len(xb) > 1:
+                        lo, hi, _ = welch_interval(xa, xb)
+                        lo, hi = round(lo, 6), round(hi, 6)
+                    rows.append({"testbed_name": a, "other": b, "point": point,
+                                 "target_pps": ra[0]["trial"]["target_pps"],
+                                 "packet_size": ra[0]["trial"]["packet_size"], "metric": col, "n": len(xa),
+                                 "n_other": len(xb), "mean": round(ma, 6), "mean_other": round(mb, 6),
+                                 "difference": round(mb - ma, 6), "ci95_lo": lo, "ci95_hi": hi})
+    return rows
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v

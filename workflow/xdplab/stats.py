@@ -211,12 +211,19 @@ def latex(points_df: pd.DataFrame, by=None) -> str:
     return "\n".join(out)
 
 
-def write_points(summary: pd.DataFrame, csv_out: str, md_out: str, tex_out: str) -> pd.DataFrame:
-    """points.csv, points.md and points.tex from the summary table, each written whole."""
+def write_points(summary: pd.DataFrame, csv_out: str, md_out: str, tex_out: str,
+                 per_testbed: bool = False) -> pd.DataFrame:
+    """points.csv, points.md and points.tex from the summary table, each written whole.
+    `per_testbed`: a point's repeats on different testbeds of a pool are not pooled (one row
+    per point and `testbed_name`), unless the configuration says the testbeds are
+    equivalent (testbeds_equivalent)."""
     from pathlib import Path
 
-    p = points(summary)
-    for out, text in ((csv_out, p.to_csv(index=False)), (md_out, markdown(p)), (tex_out, latex(p))):
+    by = point_columns(summary)
+    if per_testbed and "testbed_name" in summary.columns:
+        by = by + ["testbed_name"]
+    p = points(summary, by)
+    for out, text in ((csv_out, p.to_csv(index=False)), (md_out, markdown(p, by)), (tex_out, latex(p, by))):
         tmp = Path(out).with_name(f".{Path(out).name}.tmp")
         tmp.write_text(text)
         tmp.replace(out)
