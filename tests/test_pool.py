@@ -118,6 +118,13 @@ def test_testbeds_rows_compare_two_testbeds_on_the_points_they_share():
     assert a["ci95_lo"] < -9.0 < a["ci95_hi"]
 
 
+def test_a_search_over_a_pool_is_refused_before_anything_runs(workflow_copy):
+    configfile = pool_config(TWO_EMBEDDED, workflow_copy, "refused")
+    run = snakemake(workflow_copy, configfile, "-n", "search")
+    assert run.returncode != 0 and "does not run over a pool of testbeds yet" in run.stdout + run.stderr
+    assert not (workflow_copy / "results/build").exists()
+
+
 # -- on two testbeds ---------------------------------------------------------------------
 
 def trial_records(results: Path) -> dict:

@@ -7,6 +7,15 @@
 # `testbed` has the pool's size as its limit (common.smk): `snakemake --cores N` runs up to
 # min(N, pool size) trials at once.  Included by the Snakefile only when a pool is given.
 
+# The searches (search, latency, ndr) and the pre-flight alone run on the one testbed
+# `testbed` names: refused with a pool, before anything runs, rather than run elsewhere.
+for _target in ("search", "latency", "ndr", "preflight"):
+    if snakemake_internals.asked_for(_target):
+        raise WorkflowError(
+            f"xdplab: `snakemake {_target}` does not run over a pool of testbeds yet (testbeds); "
+            "run it with one testbed (testbed: lab and lab:, or the embedded one), without testbeds"
+        )
+
 
 ruleorder: pool_trial > gather_results
 
