@@ -189,6 +189,22 @@ def test_two_up_at_once_each_with_its_own_names(beds):
         assert_whole(tb, d)
 
 
+def test_two_bring_up_reads_the_instance_from_its_parameters(beds):
+    """The workflow's step (steps.connectivity.bring_up) takes the instance from its
+    parameters ("instance", default 0) and reuses each running one as it is."""
+    from xdplab.steps.connectivity import bring_up
+
+    base = {"testbed": "embedded", "src_iface": "xl-src0", "dut_iface": "xl-dut0", "mtu": 1500,
+            "source_python": "python3"}
+    for k, params in ((0, base), (1, dict(base, instance=1))):
+        tb, d = beds[k]
+        desc = bring_up(params, lambda msg, echo=False: None)
+        assert desc["embedded"]["state_dir"] == str(tb.state_dir) and desc["embedded"]["created"] == []
+        assert desc["dut"]["agent_url"] == d["dut"]["agent_url"]
+        assert desc["sources"][0]["host"] == d["source"]["host"]
+        assert desc["sources"][0]["key_file"] == d["source"]["key_file"]
+
+
 def test_two_neither_sees_the_other(beds):
     (tb0, d0), (tb1, d1) = beds[0], beds[1]
     for (tb, d), (_, other) in (((tb0, d0), (tb1, d1)), ((tb1, d1), (tb0, d0))):
