@@ -3,7 +3,7 @@ measures its own side-by-side comparisons within one run), and write
 benchmarks/results/<UTC date>.json with every figure and <UTC date>.md with the table
 benchmarks/README.md shows.  Figures, never pass/fail.
 
-    .venv/bin/python benchmarks/run.py [--skip generator,collector,workflow,observers]
+    .venv/bin/python benchmarks/run.py [--skip generator,collector,workflow,observers,search]
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ BENCHES = {
     "workflow": (sys.executable, "bench_workflow.py", []),
     # the soak point of issue 21 with the defaults (--soak-s: its length; 300 is the issue's)
     "observers": (sys.executable, "bench_observers.py", []),
+    # issue 20: the time between a search's trials, and an NDR+PDR search's wall time
+    "search": (sys.executable, "bench_search.py", []),
 }
 
 
@@ -158,6 +160,19 @@ def table(fig: dict) -> str:
         lines.append(f"| tcpdump {c['flags']}, beside the agent's on the same packets | "
                      f"{c['cpu_ns_per_pkt']} ns of CPU per packet | {c['captured']:,} captured, "
                      f"{c['dropped_by_kernel']} dropped | |")
+    se = fig.get("search") or {}
+    srch, rules = se.get("search") or {}, se.get("rules") or {}
+    if srch.get("overhead"):
+        beside = (f"{rules['overhead']['median_s']} s (p90 {rules['overhead']['p90_s']} s) with each trial "
+                  f"as rules (snakemake ndr)" if (rules.get("overhead") or {}).get("median_s") is not None else "")
+        lines.append(f"| search: from the end of one trial's traffic to the start of the next, median "
+                     f"(p90) | {srch['overhead']['median_s']} s ({srch['overhead']['p90_s']} s) | {beside} | "
+                     f"goal <= {se.get('goal_overhead_s', 0.5):g} s |")
+        goals = ", ".join(f"{k} {v['lower_bound_pps']}-{v['upper_bound_pps']} pps ({v['result']})"
+                          for k, v in (srch.get("goals") or {}).items())
+        lines.append(f"| search: NDR+PDR at 0.5 % width, 1504 B frames, under a 2,000 pps tbf cap: wall time | "
+                     f"{srch['wall_s']} s | {srch['trials']} trials, {srch['trial_s']} s of traffic; {goals} | "
+                     f"goal < {se.get('goal_search_s', 150):g} s |")
     return "\n".join(lines) + "\n"
 
 
