@@ -269,3 +269,32 @@ def test_calibration_finds_a_capped_source_and_testbeds_csv_compares_the_two(wor
     if all(int(r["trials"]) for r in per_testbed.values()):   # both ran the one point
         lost = [r for r in table if r["metric"] == "lost"]   # emb1 minus emb0: the cap's drops
         assert len(lost) == 1 and float(lost[0]["difference"]) > 0, lost
+
+
+def test_the_testbed_as_a_dimension_names_each_point_once_per_testbed():
+    v = validate_config({"testbeds": TWO_EMBEDDED, "testbed_as_dimension": True, "target_pps": [1000, 2000]}).values
+    names = [t["point"] for t in trials.trials(v)]
+    assert len(names) == 4 and {n.split("_tb~")[1].split("_cfg~")[0] for n in names} == {"emb0", "emb1"}
+    assert trials.settings_of_point(names[1], v)["testbed_name"] == "emb1"
+    plain = validate_config({"testbeds": TWO_EMBEDDED, "target_pps": [1000, 2000]}).values
+    assert all("_tb~" not in t["point"] for t in trials.trials(plain))
+    with pytest.raises(trials.UnknownPoint):
+        trials.settings_of_point(names[1], plain)
+
+
+@root
+def test_the_testbed_as_a_dimension_runs_each_point_on_its_testbed(workflow_copy):
+    configfile = pool_config(TWO_EMBEDDED, workflow_copy, "dimension", target_pps=[1000, 2000], packet_size=18,
+                             repeats=2, testbed_as_dimension=True)
+    run = snakemake(workflow_copy, configfile)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    records = trial_records(workflow_copy / "results/dimension")
+    assert len(records) == 8
+    for name, rec in records.items():
+        assert f"_tb~{rec['pool']['testbed_name']}_cfg~" in name, name
+    table = rows(workflow_copy / "results/dimension/testbeds.csv")
+    compared = {(r["target_pps"], r["metric"]) for r in table if r["metric"]}
+    assert {("1000", "achieved_pps"), ("2000", "achieved_pps")} <= compared
+    assert all(r["ci95_lo"] != "" for r in table if r["metric"] == "achieved_pps")   # 2 trials a side
+    points = rows(workflow_copy / "results/dimension/points.csv")
+    assert len(points) == 4 and {r["testbed_name"] for r in points} == {"emb0", "emb1"}

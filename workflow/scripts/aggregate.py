@@ -17,7 +17,8 @@ def aggregate(sm, log):
     # A pool's testbeds are pooled in points.csv only when the user says they are equivalent.
     settings = sm.params.settings
     stats.write_points(df, sm.output.points, sm.output.points_md, sm.output.points_tex,
-                       per_testbed=bool(settings.get("testbeds")) and not settings.get("testbeds_equivalent"))
+                       per_testbed=bool(settings.get("testbeds")) and (
+                           settings.get("testbed_as_dimension") or not settings.get("testbeds_equivalent")))
 
 
 steps.run_step(snakemake, aggregate)

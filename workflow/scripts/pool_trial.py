@@ -64,7 +64,7 @@ def calibrate(entry, settings, packet_size, conn_params, log):
     cal = dict(settings, target_pps=[CALIBRATION_PPS], packet_size=[packet_size], frame_size=None,
                duration_s=CALIBRATION_S, warmup_s=0, collector=["off"], keep_pcap=False, keep_features=False,
                repeats=1, program=["collector"], xdp_mode=settings["xdp_mode"][:1], pattern=["constant"],
-               experiment=settings["experiment"])
+               experiment=settings["experiment"], testbed_as_dimension=False)
     (trial,) = trials.trials(cal)
     seq = PoolSequence(entry, cal, str(where / "calibration"), None, "calibration", conn_params["conn"],
                        conn_params["sources"], log)
@@ -102,7 +102,10 @@ def mark_source_limited(summary, target_pps, ceiling):
 def run(sm, log):
     settings = validate_config(sm.config).values
     point, rep = sm.wildcards.point, int(sm.wildcards.rep)
-    slot = pool.acquire(settings["testbeds"], waiting=lambda m: log(m, echo=True))
+    # With testbed_as_dimension the point names its testbed: that one, when it is free.
+    named = trials.parse_point(point).get("testbed_name")
+    entries = [e for e in settings["testbeds"] if named in (None, e["name"])]
+    slot = pool.acquire(entries, waiting=lambda m: log(m, echo=True))
     try:
         entry = slot.entry
         where = pool.build_dir(entry)

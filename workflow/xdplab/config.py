@@ -204,7 +204,8 @@ def check_pool(values: dict, merged: dict) -> list[str]:
     raw = merged.get("testbeds")
     values["testbeds"] = []
     if raw in (None, "", []):
-        return []
+        return (["testbed_as_dimension: true needs a pool of testbeds (testbeds)"]
+                if values.get("testbed_as_dimension") else [])
     if not isinstance(raw, list):
         return [f"testbeds: expected a list of testbeds (each a name and `testbed: embedded` or `lab:`), "
                 f"got {show(raw)}"]
@@ -255,6 +256,8 @@ def check_pool(values: dict, merged: dict) -> list[str]:
     if values.get("testbed") == "lab" or merged.get("lab") is not None:
         problems.append("testbeds: a pool replaces `testbed: lab` and `lab:`; describe each lab as an entry "
                         "of testbeds (`- name: rack1` with `lab: {sources: ..., dut: ...}`)")
+    if values.get("testbed_as_dimension") and not raw:
+        problems.append("testbed_as_dimension: true needs a pool of testbeds (testbeds)")
     kinds = {program_kind(p) for p in values.get("program") or []}
     if kinds - {"collector"}:
         problems.append("testbeds: a pool runs the collector's trials only (program: collector); a user's "

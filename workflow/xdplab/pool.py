@@ -145,6 +145,11 @@ def testbeds_rows(records: list[dict], calibrations: dict) -> list[dict]:
     on either side)."""
     from .compare import welch_interval
 
+    import re
+
+    def shared(point):   # a point of testbed_as_dimension is the same point on every testbed
+        return re.sub(r"_tb~[a-z0-9_-]+(?=_cfg~)", "", point)
+
     by = {}
     for r in records:
         name = (r.get("summary") or {}).get("testbed_name") or (r.get("pool") or {}).get("testbed_name")
@@ -160,12 +165,11 @@ def testbeds_rows(records: list[dict], calibrations: dict) -> list[dict]:
     names = sorted(by)
     for i, a in enumerate(names):
         for b in names[i + 1:]:
-            points_a = {r["trial"]["point"]: [] for r in by[a]}
+            points_a, points_b = {}, {}
             for r in by[a]:
-                points_a[r["trial"]["point"]].append(r)
-            points_b = {}
+                points_a.setdefault(shared(r["trial"]["point"]), []).append(r)
             for r in by[b]:
-                points_b.setdefault(r["trial"]["point"], []).append(r)
+                points_b.setdefault(shared(r["trial"]["point"]), []).append(r)
             for point in sorted(set(points_a) & set(points_b)):
                 ra, rb = points_a[point], points_b[point]
                 for col in COMPARED:

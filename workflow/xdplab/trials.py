@@ -97,11 +97,16 @@ FOLLOWED = ("keep_pcap", "keep_features", "watchdog_grace_s", "stability_pct")
 PATTERN_KNOBS = {"burst": ("burst_size",), "poisson": ("seed",)}
 
 
+TESTBED_NAME_RE = r"[a-z0-9][a-z0-9_-]{0,31}"
+
+
 def _name_regex(named: bool) -> str:
     fields = "_".join(f"{short}~" + (f"(?P<{key}>{rx})" if named else f"(?:{rx})")
                       for short, key, rx in READABLE)
     prog = f"(?:_prog~(?P<program_slug>{SLUG_RE}))?" if named else f"(?:_prog~{SLUG_RE})?"
-    return fields + prog + ("_cfg~(?P<cfg>[0-9a-f]{8})" if named else "_cfg~[0-9a-f]{8}")
+    # the testbed of a pool, with testbed_as_dimension only (config.POOL_NAME_RE)
+    tb = f"(?:_tb~(?P<testbed_name>{TESTBED_NAME_RE}))?" if named else f"(?:_tb~{TESTBED_NAME_RE})?"
+    return fields + prog + tb + ("_cfg~(?P<cfg>[0-9a-f]{8})" if named else "_cfg~[0-9a-f]{8}")
 
 
 _NAME_RE = re.compile(_name_regex(named=True))
@@ -265,7 +270,8 @@ def point_name(settings: dict) -> str:
     """The directory name of a grid point (its settings as point_settings_of gives)."""
     readable = "_".join(f"{short}~{settings[key]}" for short, key, _ in READABLE)
     prog = "" if _is_collector(settings) else f"_prog~{program_slug(settings['program'])}"
-    return f"{readable}{prog}_cfg~{config_digest(settings)}"
+    tb = f"_tb~{settings['testbed_name']}" if settings.get("testbed_name") else ""
+    return f"{readable}{prog}{tb}_cfg~{config_digest(settings)}"
 
 
 def parse_point(name: str) -> dict:
@@ -274,8 +280,10 @@ def parse_point(name: str) -> dict:
     m = _NAME_RE.fullmatch(name)
     if not m:
         raise UnknownPoint(f"{name!r} is not a trial point name "
-                           "(pps~N_size~N_dur~N_xdp~M_coll~C_pat~P[_prog~SLUG]_cfg~D)")
+                           "(pps~N_size~N_dur~N_xdp~M_coll~C_pat~P[_prog~SLUG][_tb~TESTBED]_cfg~D)")
     d = m.groupdict()
+    if d.get("testbed_name") is None:   # a point of one testbed, or of a pool without the dimension
+        d.pop("testbed_name", None)
     return {k: int(v) if k in INTEGER else v for k, v in d.items()}
 
 
@@ -301,10 +309,14 @@ def settings_of_point(name: str, config: dict) -> dict:
         candidates = [dict(point, program=p, observe=o) for p in programs
                       for o in _listed(config.get("observe", "full"))]
     tried = []
+    testbed = parsed.get("testbed_name")
+    if testbed is not None and testbed not in dimension_testbeds(config):
+        raise UnknownPoint(f"{name}: testbed {testbed!r} is not a dimension of this configuration "
+                           "(testbed_as_dimension and a testbed of that name in testbeds)")
     for candidate in candidates:
         s = point_settings_of(config, candidate)
         if config_digest(s) == parsed["cfg"]:
-            return s
+            return dict(s, testbed_name=testbed) if testbed else s
         tried.append(config_digest(s))
     raise UnknownPoint(f"{name}: its settings digest {parsed['cfg']} is not this configuration's "
                        f"({', '.join(tried)}): the trial belongs to other settings")
@@ -325,7 +337,16 @@ def grid_points(config: dict) -> list[dict]:
         if name not in seen:
             seen.add(name)
             out.append(s)
-    return out
+    testbeds = dimension_testbeds(config)
+    return [dict(s, testbed_name=t) for s in out for t in testbeds] if testbeds else out
+
+
+def dimension_testbeds(config: dict) -> list[str]:
+    """The pool's testbed names when the testbed is a grid dimension (testbed_as_dimension:
+    each point once per testbed, `_tb~<name>` in its name); else none."""
+    if not config.get("testbed_as_dimension"):
+        return []
+    return [e["name"] for e in config.get("testbeds") or []]
 
 
 def trials(config: dict) -> list[dict]:
