@@ -13,8 +13,9 @@ xdplab adds what the controller leaves to its user, in `search()`:
   point, so a search run again finds its trials in results/ (each a cached trial).
 - A trial whose source could not offer its load (rate_sustained false) is never counted:
   it would read as the DUT's loss.  The search starts again below it, with Max Load
-  (RFC 9971) lowered to the highest rate that source did offer, and the trials it
-  already ran are read again, not run again.  The result says the source limited it.
+  (RFC 9971) lowered to SOURCE_MARGIN below the rate that source did offer, and the
+  trials it already ran are read again, not run again.  The result says the source
+  limited it.
 - The controller's time limit, or a min load that is an upper bound, end a goal
   without a bound; the result says so (irregular), it never raises.
 
@@ -39,6 +40,10 @@ from .frames import frame_bytes, mbps
 # source could not offer the load above it (source), or the range ends it (range:
 # ndr_max_pps met the goal, or ndr_min_pps did not), or the search's time limit (time).
 DUT, SOURCE, RANGE, TIME = "dut", "source", "range", "time"
+# After a trial whose source fell short, Max Load goes this far below what it offered: a
+# source's own ceiling varies from trial to trial (a few % here), and a Max Load right at
+# what it once offered would fall short again, one restart per trial.
+SOURCE_MARGIN = 0.05
 
 
 @dataclass(frozen=True)
@@ -210,9 +215,10 @@ def search(p: Params, run_trial, note=lambda line: None) -> dict:
             break
         except SourceLimited as e:
             limit = e.entry if limit is None or e.entry["achieved_pps"] < limit["achieved_pps"] else limit
-            below = min(int(math.floor(e.entry["achieved_pps"])), e.entry["pps"] - 1, max_pps - 1)
+            below = min(int(math.floor(e.entry["achieved_pps"] * (1 - SOURCE_MARGIN))), e.entry["pps"] - 1,
+                        max_pps - 1)
             note(f"the source offered {e.entry['achieved_pps']:.0f} of {e.entry['pps']} pps: searching again "
-                 f"below {below} pps (Max Load)")
+                 f"up to {below} pps (Max Load, {SOURCE_MARGIN:.0%} below what it offered)")
             if below <= p.min_pps:
                 break
             max_pps = below
