@@ -411,3 +411,29 @@ def test_a_run_given_frame_sizes_is_recorded_and_read_again():
     assert again == v
     recorded = yaml.safe_load(config_as_run(dict(validate_config({}).values), "e"))
     assert recorded["packet_size"] == [1458] and recorded["frame_size"] is None
+
+
+# -- a pool of testbeds (testbeds) --------------------------------------------------------
+
+def test_a_pool_of_labs_is_checked_entry_by_entry(tmp_path):
+    rack1 = _lab(tmp_path)["lab"]
+    rack2 = _lab(tmp_path, **{"sources.0.host": "192.0.2.21", "dut.agent": "http://192.0.2.11:7717"})["lab"]
+    pool = validate_config({"testbeds": [{"name": "rack1", "lab": rack1}, {"name": "rack2", "lab": rack2}]})
+    assert [(e["name"], e["testbed"], e["lab"]["dut"]["agent_url"]) for e in pool.values["testbeds"]] == [
+        ("rack1", "lab", "http://192.0.2.10:7717"), ("rack2", "lab", "http://192.0.2.11:7717")]
+    problems = _problems({"testbeds": [{"name": "rack1", "lab": rack1}, {"name": "rack2", "lab": rack1}]})
+    assert any("rack1 and rack2 are one testbed (DUT agent http://192.0.2.10:7717)" in p for p in problems)
+    assert any("share the source host 192.0.2.20" in p for p in problems)
+    bad = _lab(tmp_path, **{"sources.0.port": 70000})["lab"]
+    problems = _problems({"testbeds": [{"name": "rack1", "lab": bad}]})
+    assert any(p.startswith("testbeds[0] (rack1).lab.sources[0].port") for p in problems), problems
+    problems = _problems({"testbed": "lab", "lab": rack1, "testbeds": [{"name": "rack2", "lab": rack2}]})
+    assert any("a pool replaces `testbed: lab`" in p for p in problems)
+    problems = _problems({"testbeds": [{"name": "rack1", "lab": rack1}], "program": "programs/pass_all.bpf.c"})
+    assert any("a pool runs the collector's trials only" in p for p in problems)
+
+
+def _problems(raw):
+    with pytest.raises(ConfigError) as e:
+        validate_config(raw)
+    return e.value.problems

@@ -277,6 +277,16 @@ def _shared_in_pool(pool: list[dict]) -> list[str]:
             problems.append(f"testbeds: {seen[key]} and {e['name']} are one testbed ({what}): two trials "
                             "would share it")
         seen.setdefault(key, e["name"])
+    # A source host in two labs: a full check of one stops the other's running generator.
+    hosts = {}
+    for e in pool:
+        for src in (e["lab"] or {}).get("sources") or []:
+            where = (src.get("host"), src.get("port"))
+            other = hosts.setdefault(where, e["name"])
+            if other != e["name"]:
+                problems.append(f"testbeds: {other} and {e['name']} share the source host {where[0]} (port "
+                                f"{where[1]}): a trial on one would stop the other's generator; give each lab "
+                                "its own source host")
     return problems
 
 
