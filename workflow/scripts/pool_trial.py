@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from xdplab import pool, preflight, steps, trials  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
-from xdplab.steps import arm  # noqa: E402
+from xdplab.steps import arm, connectivity  # noqa: E402
 from xdplab.steps.inprocess import Sequence  # noqa: E402
 
 COLLECTOR_SOURCES = ("bpf/collector.bpf.c", "bpf/xdplab.h")
@@ -99,6 +99,16 @@ def mark_source_limited(summary, target_pps, ceiling):
     summary["loss_where"] = why + (f"; {summary['loss_where']}" if summary.get("loss_where") else "")
 
 
+def full_check_due(sources_record):
+    """Whether this testbed's connectivity check will be in full (as
+    connectivity._sources_checked decides): no check of its sources in this invocation."""
+    try:
+        checked = steps.read_json(sources_record).get("checked_unix_s") or 0
+    except (OSError, ValueError, steps.StepError):
+        return True
+    return checked < connectivity._invocation_started()
+
+
 def run(sm, log):
     settings = validate_config(sm.config).values
     point, rep = sm.wildcards.point, int(sm.wildcards.rep)
@@ -106,17 +116,28 @@ def run(sm, log):
     named = trials.parse_point(point).get("testbed_name")
     entries = [e for e in settings["testbeds"] if named in (None, e["name"])]
     slot = pool.acquire(entries, waiting=lambda m: log(m, echo=True))
+    machine = None
     try:
         entry = slot.entry
         where = pool.build_dir(entry)
         log(f"testbed {entry['name']} ({pool.testbed_id(entry)}) taken for trial {point}/rep~{rep} "
             f"(lock {slot.path})", echo=True)
         conn_path = f"{where}/pool_connectivity.json"
+        if pool.shares_machine(entry, settings["testbeds"]):
+            machine = pool.SharedMachine()
+            if full_check_due(f"{where}/sources_checked.json"):
+                log("a full check stops leftover generators on this machine: waiting for the other embedded "
+                    "instances' trials in flight", echo=True)
+                machine.exclusive()
+            else:
+                machine.shared()
         seq = PoolSequence(entry, settings, f"results/{settings['experiment']}", None, sm.params.code,
                            conn_path, f"{where}/sources_checked.json", log)
         try:
             seq.check(pool.testbed_params(entry, settings), f"{where}/environment.json",
                       preflight.run_settings(settings), f"{where}/preflight.json")
+            if machine is not None:
+                machine.shared()   # the check is done: the other instances' trials may run
             seq.build_manifest = collector_build(entry, settings, point, conn_path, log) or ""
             size = trials.settings_of_point(point, settings)["packet_size"]
             ceiling = calibrate(entry, settings, size, {"conn": conn_path, "sources": f"{where}/sources_checked.json",
@@ -141,6 +162,8 @@ def run(sm, log):
             f"unexplained {summary.get('unexplained')}", echo=True)
     finally:
         slot.release()
+        if machine is not None:
+            machine.release()
 
 
 steps.run_step(snakemake, run)
