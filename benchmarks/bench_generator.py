@@ -30,7 +30,10 @@ every path out.  Run them under the testbed lock.
    packets, rate error over the tool's own duration, inter-arrival p50/p99 and
    p99 divided by the ideal gap.  --pacing-before FILE measures another
    generator (an older dist/xdplab-source.pyz) alternately beside it, its rows
-   tagged "(before)".
+   tagged "(before)"; with it, part 2b runs two senders of each, before and after
+   alternating (the order swapped each round), --rounds rounds at --pacing-rates, on
+   the udp and the packet path (--dst-mac the peer's), and prints the medians
+   (--pacing-before-only: part 2b without part 2).
 3. generator.py on loopback (no root needed): achieved pps per pattern at 100,000 pps.
 4. pcapcheck.verify_capture on a synthetic 600,000-packet capture.
 """
@@ -251,15 +254,49 @@ def capture(port):
         box["times"] = read_pcap_ns(path, port)
 
 
-def _pace_generator(python, generator, pps, threads, seconds, tool):
+def _pace_generator(python, generator, pps, threads, seconds, tool, send_path="udp", dmac=None):
     g = [python, *generator, "--dst", DST_IP, "--port", str(PORT), "--pps", str(pps), "--size", "64",
          "--duration", str(seconds), "--threads", str(threads), "--run-id", "1", "--progress-s", "0"]
+    if send_path == "packet":
+        g += ["--iface", SRC_IF, "--send-path", "packet", "--dst-mac", dmac]
     with capture(PORT) as box:
         out = sh(*nsx(SRC_NS, *g)).stdout
     rep = json.loads(out)
-    return dict(tool=tool, pps=pps, threads=threads, own_achieved_pps=rep["achieved_pps"],
+    return dict(tool=tool, pps=pps, threads=threads, send_path=send_path, own_achieved_pps=rep["achieved_pps"],
                 own_rate_sustained=rep["rate_sustained"], own_max_burst=rep["max_burst"],
+                own_taken_over=sum(t.get("taken_over", 0) for t in rep.get("per_thread") or []),
                 **_gap_stats(box["times"], pps, seconds))
+
+
+def bench_pacing_before(python, before, dmac, rates, rounds, seconds=2):
+    """Two senders, this generator and `before` alternately, per rate and send path, rounds
+    times: the p99 gap over the ideal of each, and their medians."""
+    print("\n2b. pacing with 2 senders, before (%s) and after, alternating, %d rounds, %d s each"
+          % (before[0], rounds, seconds))
+    print("%5s %8s %7s %-8s | %8s %10s %10s %9s %9s" % ("round", "pps", "path", "which", "packets", "gap_p50us",
+                                                        "gap_p99us", "p99/ideal", "taken"))
+    rows = []
+    for rnd in range(rounds):
+        for pps in rates:
+            for path in ("udp", "packet"):
+                order = (("after", GENERATOR), ("before", before))
+                for which, gen in (order if rnd % 2 == 0 else order[::-1]):
+                    r = _pace_generator(python, gen, pps, 2, seconds, which, path, dmac)
+                    r["round"] = rnd
+                    rows.append(r)
+                    print("%5d %8d %7s %-8s | %8d %10s %10s %9s %9s" % (
+                        rnd, pps, path, which, r["packets"], r["gap_p50_us"], r["gap_p99_us"], r["p99_over_ideal"],
+                        r["own_taken_over"]))
+    summary = {}
+    for pps in rates:
+        for path in ("udp", "packet"):
+            for which in ("before", "after"):
+                v = sorted(r["p99_over_ideal"] for r in rows
+                           if (r["pps"], r["send_path"], r["tool"]) == (pps, path, which))
+                summary["%d %s %s" % (pps, path, which)] = {"median": v[len(v) // 2], "min": v[0], "max": v[-1]}
+    for k, v in summary.items():
+        print("p99/ideal %-22s median %.2f (%.2f-%.2f)" % (k, v["median"], v["min"], v["max"]))
+    return {"rows": rows, "summary": summary}
 
 
 def bench_pacing(python, seconds=2, before=None):
@@ -363,6 +400,10 @@ def main():
     ap.add_argument("--skip", default="", help="comma-separated parts to skip: peak,pacing,loopback,pcapcheck")
     ap.add_argument("--pacing-before", default=None,
                     help="another generator (.pyz) whose two-sender pacing is measured beside this one's")
+    ap.add_argument("--pacing-before-only", action="store_true",
+                    help="with --pacing-before: only part 2b (2 senders, udp and packet paths, before and after "
+                         "alternating, --rounds rounds at --pacing-rates), not part 2")
+    ap.add_argument("--pacing-rates", default="10000,100000", help="part 2b's rates, packets/s")
     a = ap.parse_args()
     if a.generator is None:
         from xdplab.source import source_pyz
@@ -386,7 +427,11 @@ def main():
                 out["peak"] = bench_peak(a.python, dmac, a.rounds)
             if "pacing" not in skip:
                 before = [a.pacing_before, "send"] if a.pacing_before else None
-                out["pacing"] = bench_pacing(a.python, before=before)
+                if not a.pacing_before_only:
+                    out["pacing"] = bench_pacing(a.python, before=before)
+                if before:
+                    out["pacing_before_after"] = bench_pacing_before(
+                        a.python, before, dmac, [int(x) for x in a.pacing_rates.split(",")], a.rounds)
     if "loopback" not in skip:
         out["loopback"] = bench_loopback(a.python)
     if "pcapcheck" not in skip:

@@ -31,10 +31,10 @@ RUN = 4242
 # ---------------------------------------------------------------- pcap writer
 
 def frame(seq, *, run_id=RUN, port=PORT, magic=MAGIC, size=18, vlan=(), proto=17,
-          ihl=5, frag=0, ethertype=0x0800):
+          ihl=5, frag=0, ethertype=0x0800, sport=40000):
     """An Ethernet frame carrying one generator packet (or a variation of it)."""
     payload = struct.pack("!IIQH", magic, seq, 123456789, run_id).ljust(size, b"\0")
-    udp = struct.pack("!HHHH", 40000, port, 8 + len(payload), 0) + payload
+    udp = struct.pack("!HHHH", sport, port, 8 + len(payload), 0) + payload
     if proto != 17:
         udp = b"\x08\x00\x00\x00" + udp  # anything that is not UDP
     opts = b"\x01" * (ihl * 4 - 20)
@@ -116,6 +116,21 @@ def test_interleaving_across_streams_is_not_reordering(tmp_path):
     seqs = [0, 2, 4, 6, 1, 8, 3, 5, 10, 7, 9, 11]
     r = check(tmp_path, [frame(s) for s in seqs], scheduled=12, threads=2)
     assert r["reordered"] == 0 and r["missing"] == 0 and r["unique"] == 12
+
+
+def test_streams_are_per_sender_when_senders_take_over(tmp_path):
+    # Two senders (source ports 40000 and 40001) on one shared schedule: each claims the
+    # packets due when it runs, so a share (seq % threads) is sent by both.  Each
+    # sender's packets arrive in the order it sent them: nothing is reordered, even
+    # though seq 2 (share 0) arrives after seq 4 (share 0, the other sender's).
+    sent = [(0, 40000), (1, 40001), (3, 40000), (4, 40000), (2, 40001), (5, 40001), (6, 40000)]
+    r = check(tmp_path, [frame(s, sport=p) for s, p in sent], scheduled=7, threads=2)
+    assert r["reordered"] == 0 and r["missing"] == 0 and r["unique"] == 7
+    # One sender's packets of one share out of order: reordered.
+    sent = [(0, 40000), (2, 40000), (1, 40001), (4, 40000), (3, 40001), (6, 40000), (5, 40001)]
+    sent[3], sent[5] = sent[5], sent[3]  # 6 before 4, both from 40000
+    r = check(tmp_path, [frame(s, sport=p) for s, p in sent], scheduled=7, threads=2, name="b.pcap")
+    assert r["reordered"] == 1
 
 
 def test_reordering_within_a_stream(tmp_path):

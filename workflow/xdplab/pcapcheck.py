@@ -16,6 +16,7 @@ single ``struct.unpack_from``, and seen sequence numbers are kept in a
 bitmap, one bit per scheduled seq (15 million packets: 1.9 MB).
 """
 
+import collections
 import re
 import struct
 
@@ -38,12 +39,12 @@ _ETH_IPV4 = 0x0800
 # Untagged Ethernet + IPv4 without options + UDP + payload header, read from
 # frame offset 12 (the EtherType) to 60: ethertype, version/ihl, flags+fragment
 # offset, protocol, UDP destination port, magic, seq, run_id.
-_FAST = struct.Struct("!HBx2x2xHxB10x2xH4xII8xH")
+_FAST = struct.Struct("!HBx2x2xHxB10xHH4xII8xH")
 _FAST_END = 12 + _FAST.size  # 60
 # The same fields, picked one header at a time for every other frame.
 _ETHERTYPE = struct.Struct("!H")
 _IPV4 = struct.Struct("!B5xHxB")  # version/ihl, flags+fragment offset, protocol
-_UDP_DPORT = struct.Struct("!2xH")
+_UDP_PORTS = struct.Struct("!HH")  # source, destination
 _PAYLOAD = struct.Struct("!II8xH")  # magic, seq, run_id
 
 METHOD = (
@@ -52,8 +53,9 @@ METHOD = (
     "matched UDP packets to the trial's port whose payload starts with the xdplab "
     "magic and this run_id, and counted each seq once in a per-seq table: a seq seen "
     "again is duplicated, one at or past 'scheduled' is out of range, a first arrival "
-    "below the highest seq already seen in its thread's stream (seq % threads) is "
-    "reordered, and a scheduled seq never seen whose send did not fail is missing."
+    "below the highest seq already seen in its stream (one sender's: its UDP source "
+    "port, and seq % threads) is reordered, and a scheduled seq never seen whose send "
+    "did not fail is missing."
 )
 
 
@@ -78,7 +80,8 @@ def _global_header(head, path):
 
 
 def _slow_parse(buf, base, n, port):
-    """(magic, seq, run_id) of a UDP packet to port whose n captured bytes start at buf[base], else None."""
+    """(magic, seq, run_id, source port) of a UDP packet to port whose n captured bytes start at
+    buf[base], else None."""
     if n < 14:
         return None
     end = base + n
@@ -99,9 +102,10 @@ def _slow_parse(buf, base, n, port):
     off += ihl
     if end < off + 8 + HDR_LEN:
         return None
-    if _UDP_DPORT.unpack_from(buf, off)[0] != port:
+    sport, dport = _UDP_PORTS.unpack_from(buf, off)
+    if dport != port:
         return None
-    return _PAYLOAD.unpack_from(buf, off + 8)
+    return _PAYLOAD.unpack_from(buf, off + 8) + (sport,)
 
 
 def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(), send_errors=0):
@@ -109,7 +113,7 @@ def verify_capture(pcap_path, *, run_id, port, scheduled, threads, failed_seqs=(
 
     pcap_path: classic pcap (either byte order, us or ns timestamps), Ethernet.
     run_id, port: the trial's; scheduled, threads: from the generator's JSON
-    (its seqs are 0..scheduled-1, thread t's stream is seq % threads == t).
+    (its seqs are 0..scheduled-1, a stream is one sender's packets, by UDP source port, of one seq % threads).
     failed_seqs, send_errors: the generator's failed sends; listed failed seqs
     are not counted as missing, and ``send_errors_unlisted`` says how many
     failed sends were not listed (so up to that many 'missing' were never sent).
@@ -149,7 +153,7 @@ def _count_records(pcap_path, run_id, port, scheduled, threads):
     The per-record loop is one block on purpose: every lookup it can do once is a local,
     and the common frame is one struct.unpack_from (bench_generator.py part 4 times it)."""
     seen = bytearray((scheduled + 7) // 8)
-    high = [-1] * threads
+    high = collections.defaultdict(int)  # a stream's highest seq so far (0 before any: seqs are >= 0)
     packets = matched = other_run = not_ours = unique = 0
     duplicated = reordered = out_of_range = 0
     fast, slow = _FAST.unpack_from, _slow_parse
@@ -171,13 +175,13 @@ def _count_records(pcap_path, run_id, port, scheduled, threads):
                 pos = start + incl
                 packets += 1
                 if incl >= _FAST_END:
-                    et, vihl, frag, proto, dport, magic, seq, rid = fast(data, start + 12)
+                    et, vihl, frag, proto, sport, dport, magic, seq, rid = fast(data, start + 12)
                     if et != _ETH_IPV4 or vihl != 0x45:
                         got = slow(data, start, incl, port)
                         if got is None:
                             not_ours += 1
                             continue
-                        magic, seq, rid = got
+                        magic, seq, rid, sport = got
                     elif proto != 17 or frag & 0x1FFF or dport != port:
                         not_ours += 1
                         continue
@@ -186,7 +190,7 @@ def _count_records(pcap_path, run_id, port, scheduled, threads):
                     if got is None:
                         not_ours += 1
                         continue
-                    magic, seq, rid = got
+                    magic, seq, rid, sport = got
                 if magic != MAGIC:
                     not_ours += 1
                     continue
@@ -203,7 +207,9 @@ def _count_records(pcap_path, run_id, port, scheduled, threads):
                     continue
                 seen[seq >> 3] |= bit
                 unique += 1
-                t = seq % threads
+                # A stream: one sender's (its source port's) packets of one seq % threads:
+                # in order as sent, also when senders take over each other's packets.
+                t = sport * threads + seq % threads
                 if seq < high[t]:
                     reordered += 1
                 else:

@@ -92,9 +92,27 @@ def _child(sender, cfg, shm, wfd):
 def shm_layout(T):
     """The senders' shared memory: byte 0 the stop flag; sender t's (attempted, errors) as
     two u64 at 8 + 16*t; the start (a perf_counter() instant, f64) after them, then one
-    ready byte per sender."""
+    ready byte per sender, then (claim_offset) the next unclaimed packet of each phase
+    (warm-up, measured run) as two u64."""
     start_off = 8 + 16 * T
-    return start_off, start_off + 8, start_off + 8 + T
+    return start_off, start_off + 8, claim_offset(T) + 16
+
+
+def claim_offset(T):
+    return (8 + 16 * T + 8 + T + 7) // 8 * 8
+
+
+def claim_lock(args):
+    """The lock under which the senders claim packets from one shared "next packet"
+    (stream.TAKEOVER_GRACE), or None: one sender, the poisson pattern (each sender draws
+    its own times), or no POSIX semaphores here (each sender keeps its own slots)."""
+    if args.threads < 2 or args.pattern == "poisson":
+        return None
+    try:
+        import multiprocessing
+        return multiprocessing.Lock()
+    except (ImportError, OSError):
+        return None
 
 
 def _await_start(t, cfg, shm, stop):
@@ -352,13 +370,15 @@ def run(args):
     # Shared with the senders (shm_layout): the stop flag, each sender's counts after
     # every batch, the start and the senders' ready bytes.
     shm = mmap.mmap(-1, shm_layout(T)[2])
+    lock = claim_lock(args)
     clock = report.Clock()
     # The warm-up's start (or the measured window's, without one) as planned; the senders
     # move their schedule to the actual start once all are ready (_set_start).
     start0 = clock.pc0 + READY_TIMEOUT_S
     cfg.update(threads=T, pps=args.pps, phases=plan_phases(args, start0), run_id=args.run_id,
                ppid=os.getpid(), send_path=args.send_path, size=args.size, dst=args.dst, port=args.port,
-               pattern=args.pattern, burst_size=args.burst_size, seed=args.seed)
+               pattern=args.pattern, burst_size=args.burst_size, seed=args.seed,
+               claim=(lock, claim_offset(T)) if lock is not None else None)
     _fork(senders, cfg, shm)
     start0 = _set_start(senders, shm, T)
     start = start0 + args.warmup_s
@@ -374,13 +394,17 @@ def run(args):
     if crashed:
         sys.stderr.write("%s: error: sender %d failed: %s\n" % ((control.PROG,) + crashed[0]))
     reports = [s.report if s.report is not None else _empty_report(s, start0) for s in senders]
-    result = _result(args, clock, reports, senders, start0, start, caught, gone, stop_pc,
+    # With a shared schedule the packets nobody claimed are seqs [claimed, scheduled): each
+    # sender's not_offered is its share (seq % threads) of them.
+    claimed = (struct.unpack_from("=Q", shm, claim_offset(T) + 8 * (1 if args.warmup_s > 0 else 0))[0]
+               if lock is not None else None)
+    result = _result(args, clock, reports, senders, start0, start, caught, gone, stop_pc, claimed,
                      counters_report(iface, before, after, drained_s, args.warmup_s > 0, window_start.snap,
                                      window_start.late_s, window_start.sent_by_then))
     return result, control.exit_status(caught, gone, bool(crashed))
 
 
-def _result(args, clock, reports, senders, start0, start, caught, gone, stop_pc, source_counters):
+def _result(args, clock, reports, senders, start0, start, caught, gone, stop_pc, claimed, source_counters):
     """The senders' reports added up into the run's report."""
     sent = sum(r["attempted"] - r["send_errors"] for r in reports)
     attempted = sum(r["attempted"] for r in reports)
@@ -394,9 +418,16 @@ def _result(args, clock, reports, senders, start0, start, caught, gone, stop_pc,
     else:
         window = duration
     calls = {r.get("send_call") for r in reports} - {None}
+    # "scheduled" is a sender's share (seq % threads); with a shared schedule it may send
+    # packets of another's share (taken_over), and sent - taken_over + not_offered need
+    # not add up per sender, only over all of them.
+    T = args.threads
     per_thread = [
         {"thread": r["index"], "scheduled": r["scheduled"], "sent": r["attempted"] - r["send_errors"],
-         "send_errors": r["send_errors"], "not_offered": r["scheduled"] - r["attempted"],
+         "send_errors": r["send_errors"],
+         "not_offered": (r["scheduled"] - r["attempted"] if claimed is None
+                         else r["scheduled"] - stream_count(claimed, T, r["index"])),
+         "taken_over": r.get("taken_over", 0),
          "max_burst": r["max_burst"], "max_lag_us": round(r["max_lag_s"] * 1e6, 1)}
         for r in reports]
     return report.build(

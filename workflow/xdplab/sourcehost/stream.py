@@ -1,10 +1,13 @@
 """One sender's paced stream: the measured hot loop.
 
-Sender ``t`` of ``T`` sends ``seq = k*T + t`` for its ``k``-th packet, each due
-at an absolute time on ``time.perf_counter()`` (the pattern: constant, burst,
-poisson; see ``__init__``).  In one ``sendmmsg`` call (a ``sendto`` loop where
-there is none) it sends every packet of its stream that is due, up to
-BATCH_MAX; between deadlines it sleeps, and spins for the last SPIN_S.
+Packet ``seq`` is due at an absolute time on ``time.perf_counter()`` (the
+pattern: constant, burst, poisson; see ``__init__``).  Sender ``t`` of ``T`` owns
+the share ``seq = k*T + t``; with several senders on the constant or burst
+pattern they claim packets from one shared "next packet" (TAKEOVER_GRACE), so
+that a stalled sender's due packets are sent by another.  In one ``sendmmsg``
+call (a ``sendto`` loop where there is none) a sender sends every packet due
+that it may send (its share, or the claimed ones), up to BATCH_MAX; between
+deadlines it sleeps, and spins for the last SPIN_S.
 
 ``send_stream``'s loop is one block on purpose: everything it can look up once
 is bound to a local before the loop (its set-up is ``Batch``, its report
@@ -48,6 +51,16 @@ BATCH_MAX = 32
 # the end is ever sent.  Without it a stall in the last milliseconds costs a
 # sustained run its last packets.
 END_GRACE_S = 0.01
+# With several senders on the constant or burst pattern, the senders claim the packets
+# they send from one shared "next packet" (cfg["claim"]: a lock and a counter per phase
+# in the shared memory), a batch at a time: a sender takes every packet due by now that
+# nobody has claimed, its partners' too.  A sender whose own next slot is less than
+# SPIN_S away watches the next unclaimed packet instead, and takes it once it is this
+# fraction of the interval between packets late: a stalled partner's packets go out
+# 1.25 intervals after the previous one, not two.  (Without it a partner stalled for
+# 50-250 us, a VM's or kernel's hiccup, left every other slot empty for that long: p99
+# gap 2.0x the ideal at 100,000 pps with two senders; benchmarks/README.md.)
+TAKEOVER_GRACE = 0.25
 
 
 def stream_count(scheduled, threads, index):
@@ -170,6 +183,13 @@ def send_stream(sender, cfg, shm, stop):
     counters = struct.Struct("=QQ").pack_into
     magic = MAGIC
     spin = SPIN_S
+    claim = cfg.get("claim")  # (lock, offset of the phases' counters in shm): the senders share the schedule
+    shared = claim is not None and T > 1 and cfg["pattern"] != "poisson"
+    if shared:
+        acquire, release, claim_base = claim[0].acquire, claim[0].release, claim[1]
+        cpack, cunpack = struct.Struct("=Q").pack_into, struct.Struct("=Q").unpack_from
+        grace = TAKEOVER_GRACE / pps
+    taken = 0  # packets of another sender's share (seq % T != t) this one sent
     max_sleep = MAX_SLEEP_S
     poisson = cfg["pattern"] == "poisson"
     B = cfg["burst_size"] if cfg["pattern"] == "burst" else 1
@@ -188,10 +208,14 @@ def send_stream(sender, cfg, shm, stop):
         {"run_id": cfg["run_id"], "scheduled": sender.scheduled * T, "start": cfg["start"],
          "duration": cfg["duration"], "end": cfg["start"] + cfg["duration"] + END_GRACE_S, "seed_tag": "%d/%d",
          "per_s": True}]
-    for ph in phases:
+    for pi, ph in enumerate(phases):
         if interrupted:
             break
-        n = stream_count(ph["scheduled"], T, t)
+        N = ph["scheduled"]
+        n = stream_count(N, T, t)
+        if shared:
+            claim_off = claim_base + 8 * pi
+            n = N  # what this sender may send at most: any packet of the phase
         start = ph["start"]
         D = ph["duration"]
         end = ph["end"]
@@ -208,6 +232,7 @@ def send_stream(sender, cfg, shm, stop):
             u = 1.0 - rnd() ** (1.0 / n) if n else 1.0
             nxt = start + D * u if n else inf
         k = 0
+        phase_taken = taken
         phase_first = None
         while k < n:
             if stop[0] or shm[0]:
@@ -218,6 +243,17 @@ def send_stream(sender, cfg, shm, stop):
                 break
             if poisson:
                 due = nxt
+                ready = due <= now
+            elif shared:
+                c = cunpack(shm, claim_off)[0]  # the next unclaimed packet (read without the lock: a hint)
+                if c >= N:
+                    break
+                own = c + (t - c) % T  # this sender's next own slot
+                due = start + (own // B) * gap
+                if own >= N or due - now <= spin:
+                    due_c = start + (c // B) * gap + grace
+                    if own >= N or due_c < due:
+                        due = due_c
                 ready = due <= now
             else:
                 due = start + ((k * T + t) // B) * gap
@@ -246,6 +282,7 @@ def send_stream(sender, cfg, shm, stop):
                 max_lag = lag
             # The batch: every packet of this stream due by now, at most BATCH_MAX.
             if poisson:
+                seq0, step = k * T + t, T
                 nb = 0
                 while True:
                     pack(buf, nb * stride + hdr_off, magic, (k + nb) * T + t, mono(), run_id)
@@ -258,6 +295,27 @@ def send_stream(sender, cfg, shm, stop):
                     nxt = start + D * u
                     if nxt > now or nb >= BATCH_MAX:
                         break
+            elif shared:
+                acquire()
+                c = cunpack(shm, claim_off)[0]
+                kd = (int((now - start) / gap) + 1) * B  # packets due by now, all senders'
+                if kd > N:
+                    kd = N
+                nb = kd - c
+                if nb < 1:
+                    nb = 1 if c < N and start + (c // B) * gap <= now else 0
+                elif nb > BATCH_MAX:
+                    nb = BATCH_MAX
+                cpack(shm, claim_off, c + nb)
+                release()
+                if nb == 0:
+                    continue  # a partner took them meanwhile
+                taken += nb - ((c + nb - t + T - 1) // T - (c - t + T - 1) // T)
+                seq0, step = c, 1
+                seq = c
+                for m in range(nb):
+                    pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
+                    seq += 1
             else:
                 j = int((now - start) / gap)  # latest burst that has begun
                 kd = ((j + 1) * B - t + T - 1) // T  # packets of this stream due by now
@@ -268,7 +326,8 @@ def send_stream(sender, cfg, shm, stop):
                     nb = 1  # float rounding at the boundary: due <= now says packet k is due
                 elif nb > BATCH_MAX:
                     nb = BATCH_MAX
-                seq = k * T + t
+                seq0, step = k * T + t, T
+                seq = seq0
                 for m in range(nb):
                     pack(buf, m * stride + hdr_off, magic, seq, mono(), run_id)
                     seq += T
@@ -295,7 +354,7 @@ def send_stream(sender, cfg, shm, stop):
                         retries += 1
                         continue
                     errors += 1
-                    failure(err, (k + i) * T + t)
+                    failure(err, seq0 + i * step)
                     i += 1
             else:
                 for m in range(nb):
@@ -312,7 +371,7 @@ def send_stream(sender, cfg, shm, stop):
                                 retries += 1
                                 continue  # as above: the error of an earlier ICMP message
                             errors += 1
-                            failure(e.errno, (k + m) * T + t)
+                            failure(e.errno, seq0 + m * step)
                             break
             k += nb
             run += nb
@@ -325,9 +384,9 @@ def send_stream(sender, cfg, shm, stop):
             counters(shm, counter_off, done + k, done_errors + errors)
         done += k
         done_errors += errors
-        phase_reports.append({"scheduled": n, "attempted": k, "send_errors": errors,
+        phase_reports.append({"scheduled": stream_count(N, T, t), "attempted": k, "send_errors": errors,
                               "send_error_kinds": error_kinds, "failed_seqs": failed,
-                              "first_pc": phase_first, "per_s": per_s})
+                              "first_pc": phase_first, "per_s": per_s, "taken_over": taken - phase_taken})
     end_pc = clock()
     return _report(t, T, phases, phase_reports, max_lag, max_run, end_pc, first_pc, interrupted,
                    "sendmmsg" if mmsg else "sendto", retries)
@@ -347,4 +406,5 @@ def _report(t, T, phases, phase_reports, max_lag, max_run, end_pc, first_pc, int
             "send_error_kinds": m["send_error_kinds"], "failed_seqs": m["failed_seqs"], "max_lag_s": max_lag,
             "max_burst": max_run, "end_pc": end_pc, "first_pc": first_pc, "interrupted": interrupted,
             "send_call": send_call, "refused_retries": retries, "crash": None,
+            "taken_over": m.get("taken_over", 0),
             "per_s": m["per_s"], "warmup": phase_reports[0] if len(phase_reports) > 1 else None}
