@@ -30,7 +30,9 @@ class Launcher:
         _, conn, path = self._open.get(key, (None, None, None))
         if conn is None or not (conn.transport and conn.transport.is_active()):
             conn = connect(src)
-            path = f"{REMOTE_PREFIX}seq-{int(time.time() * 1000)}-{id(self) & 0xffff:x}.pyz"
+            # digits only, as a run's file (run ids have at most 5): a file left by a killed
+            # sequence is a leftover the next invocation's check clears by that pattern
+            path = f"{REMOTE_PREFIX}{time.time_ns() // 1000}.pyz"
             self._left.append((src, path))   # until close() removes it
             upload(conn, pyz, path)
             self._open[key] = (src, conn, path)
