@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from xdplab import clocks, preflight
-from xdplab.agent import environment, sysstats
+from xdplab.agent import environment, prefacts
 from xdplab.sourcehost import facts as source_facts
 
 REPO = Path(__file__).resolve().parents[1]
@@ -287,7 +287,7 @@ def test_the_latency_columns_say_why_not_when_the_clocks_differ():
 
 def test_the_agents_facts_on_this_kernel():
     c = environment.Collected()
-    f = environment.preflight_facts(c, sysstats.run_quick, ["lo", "xlt-none0"])
+    f = environment.preflight_facts(c, prefacts.run_quick, ["lo", "xlt-none0"])
     assert f["boot_id"] == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     assert f["page_size"] == os.sysconf("SC_PAGE_SIZE") and f["agent_cpus"]
     assert f["bpf_jit_enable"] in ("0", "1", "2")
@@ -297,7 +297,7 @@ def test_the_agents_facts_on_this_kernel():
     assert f["interfaces"]["lo"]["mtu"] == 65536 and f["interfaces"]["lo"]["physical"] is False
     assert f["interfaces"]["xlt-none0"]["xdp_features"] is None
     assert "preflight.interfaces.xlt-none0.xdp_features" in c.unavailable
-    assert sysstats.cpu_list("0-2,5") == [0, 1, 2, 5]
+    assert prefacts.cpu_list("0-2,5") == [0, 1, 2, 5]
 
 
 def test_the_sources_facts_on_this_host():

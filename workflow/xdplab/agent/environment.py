@@ -270,21 +270,21 @@ def preflight_facts(c, run, interfaces):
     agent may run on, the CPU frequency governors, the clock's synchronisation as
     chronyc/pmc print it, and per interface its MTU, link speed, the XDP features its
     driver declares, its IRQs' CPUs and whether a device is behind it."""
-    from . import sysstats
+    from . import prefacts, sysstats
     out = {"boot_id": sysstats.boot_id() or None,
-           "bpf_jit_enable": c.field("preflight.bpf_jit_enable", sysstats.bpf_jit_enabled),
+           "bpf_jit_enable": c.field("preflight.bpf_jit_enable", prefacts.bpf_jit_enabled),
            "page_size": os.sysconf("SC_PAGE_SIZE"),
            "agent_cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-           "cpufreq_governors": c.field("preflight.cpufreq_governors", sysstats.cpufreq_governors),
-           "clock": sysstats.clock_status(sysstats.run_quick),
+           "cpufreq_governors": c.field("preflight.cpufreq_governors", prefacts.cpufreq_governors),
+           "clock": prefacts.clock_status(prefacts.run_quick),
            "interfaces": {}}
     for name in interfaces:
         where = "preflight.interfaces.%s." % name
         out["interfaces"][name] = {
             "mtu": c.field(where + "mtu", lambda: _sysfs_int("/sys/class/net/%s/mtu" % name)),
             "speed_mbps": c.field(where + "speed_mbps", lambda: _sysfs_int("/sys/class/net/%s/speed" % name)),
-            "xdp_features": c.field(where + "xdp_features", lambda: sysstats.xdp_features(name)),
-            "irqs": sysstats.interface_irqs(name),
+            "xdp_features": c.field(where + "xdp_features", lambda: prefacts.xdp_features(name)),
+            "irqs": prefacts.interface_irqs(name),
             # a device behind it (a NIC, a VF, virtio) has a line rate; veth and other virtual
             # interfaces have none, whatever speed they report (veth says 10000)
             "physical": os.path.isdir("/sys/class/net/%s/device" % name)}
