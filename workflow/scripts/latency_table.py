@@ -1,7 +1,6 @@
 """Rule latency_table: latency at fractions of the found rate (docs/latency.md), one row
 per load of each search (latency.csv, and latency.md to read), from the searches'
 latency plans (results/<exp>/search/<search>/latency.json) and their trials' trial.json."""
-import csv
 import json
 import sys
 from pathlib import Path
@@ -26,15 +25,6 @@ def trial_json(entry: str, plan_path: str) -> Path | None:
     return None
 
 
-def write_csv(path, rows):
-    with atomic.replacing(path) as tmp:
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=latency.COLUMNS, lineterminator="\n")
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: "" if v is None else v for k, v in r.items()})
-
-
 def table(sm, log):
     preflight = getattr(sm.input, "preflight", None)
     clock = steps.read_json(preflight).get("clock") if preflight else None
@@ -50,7 +40,7 @@ def table(sm, log):
                     log(f"{plan.get('search')}: {e.get('load')}: no trial.json under {e['trial']}")
         rows += latency.plan_rows(plan, trials, clock)
     rows.sort(key=latency.sort_key)
-    write_csv(sm.output.csv, rows)
+    atomic.write_csv(sm.output.csv, latency.COLUMNS, rows)
     experiment = getattr(sm.params, "experiment", None)
     title = f"xdplab experiment `{experiment}`: latency at fractions of the found rate" if experiment else None
     atomic.write_text(sm.output.md, latency.table(rows, title))

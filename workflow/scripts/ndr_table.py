@@ -1,21 +1,10 @@
 """Rule ndr_table: the zero-loss searches' results, one row per search (ndr.csv, and
 ndr.md to read), and every trial they ran (ndr_probes.csv)."""
-import csv
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import ndr, steps  # noqa: E402
-
-
-def write_csv(path, columns, rows):
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if v is None else v for k, v in r.items()})
-    tmp.replace(path)
+from xdplab import atomic, ndr, steps  # noqa: E402
 
 
 def markdown(rows, experiment) -> str:
@@ -35,8 +24,8 @@ def markdown(rows, experiment) -> str:
 def table(sm, log):
     finals = [steps.read_json(p) for p in sm.input.steps]
     rows = [ndr.table_row(s) for s in finals]
-    write_csv(sm.output.csv, ndr.COLUMNS, rows)
-    write_csv(sm.output.probes, ndr.PROBE_COLUMNS, [r for s in finals for r in ndr.probe_rows(s)])
+    atomic.write_csv(sm.output.csv, ndr.COLUMNS, rows)
+    atomic.write_csv(sm.output.probes, ndr.PROBE_COLUMNS, [r for s in finals for r in ndr.probe_rows(s)])
     Path(sm.output.md).write_text(markdown(rows, sm.params.experiment))
     log(f"{len(rows)} search(es) -> {sm.output.csv}")
 

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import mlr, preflight, steps, trials  # noqa: E402
+from xdplab import mlr, ndr, preflight, steps, trials  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
 from xdplab.frames import frame_bytes  # noqa: E402
 from xdplab.steps.inprocess import Sequence  # noqa: E402
@@ -18,6 +18,8 @@ def run(sm, log):
     if p.problems():   # before the testbed is touched
         raise steps.StepError("invalid configuration for snakemake search:\n  " + "\n  ".join(p.problems()))
     base = dict(sm.params.base)
+    if ndr.unsearchable(base):   # no counts at XDP: every trial would pass
+        raise steps.StepError(f"xdplab: search {sm.wildcards.search}: {ndr.unsearchable(base)}")
     settings = validate_config(sm.config).values
     out_dir = Path(sm.output.record).parent
     size = f"{base['packet_size']} B payload ({frame_bytes(base['packet_size'])} B frames)"

@@ -1,21 +1,10 @@
 """Rule search_table: the searches' results in RFC 9971's terms, one row per search and goal
 (search.csv, and search.md, the test report), and every trial they ran (search_trials.csv)."""
-import csv
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import mlr, steps  # noqa: E402
-
-
-def write_csv(path, columns, rows):
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if v is None else v for k, v in r.items()})
-    tmp.replace(path)
+from xdplab import atomic, mlr, steps  # noqa: E402
 
 
 def _v(x, unit=""):
@@ -59,7 +48,7 @@ def report(records, rows) -> str:
 def table(sm, log):
     records = [steps.read_json(p) for p in sm.input.records]
     rows = [r for rec in records for r in mlr.table_rows(rec)]
-    write_csv(sm.output.csv, mlr.COLUMNS, rows)
+    atomic.write_csv(sm.output.csv, mlr.COLUMNS, rows)
     # Each trial's row of summary.csv's columns beside the search's: a trial of a search is
     # a normal trial, its summary row in its trial.json.
     trial_rows, extra = [], []
@@ -71,7 +60,7 @@ def table(sm, log):
         extra += [k for k in summary if k not in mlr.TRIAL_COLUMNS and k not in extra]
         trial_rows.append({**{k: v for k, v in summary.items() if k not in mlr.TRIAL_COLUMNS}, **r})
     columns = mlr.TRIAL_COLUMNS + extra
-    write_csv(sm.output.trials, columns, [{k: r.get(k) for k in columns} for r in trial_rows])
+    atomic.write_csv(sm.output.trials, columns, [{k: r.get(k) for k in columns} for r in trial_rows])
     Path(sm.output.md).write_text(report(records, rows))
     log(f"{len(records)} search(es), {len(rows)} goal result(s) -> {sm.output.csv}")
 

@@ -52,3 +52,16 @@ def write_text(path, text: str) -> None:
     """`text` replaces `path` whole."""
     with replacing(path) as tmp:
         Path(tmp).write_text(text)
+
+
+def write_csv(path, columns: list, rows) -> None:
+    """A table: a header of `columns`, then each row (a dict) in their order, None as an
+    empty cell; replaces `path` whole."""
+    import csv
+
+    with replacing(path) as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+            w.writeheader()
+            for r in rows:
+                w.writerow({k: "" if r.get(k) is None else r.get(k) for k in columns})

@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from .frames import frame_bytes, mbps
+from .ndr import SEARCH_DIMENSIONS
 
 # What bounded a goal's result (limited_by): a trial above it failed the goal (dut), the
 # source could not offer the load above it (source), or the range ends it (range:
@@ -287,30 +288,12 @@ def _load(x, digits=0):
 
 # -- names and tables ------------------------------------------------------------------
 
-# The grid's dimensions a search is per (the offered rate is what it searches).
-SEARCH_DIMENSIONS = ("packet_size", "xdp_mode", "collector", "pattern", "program", "observe")
-
-
-def search_name(point: dict, cfg_digest: str, p: Params) -> str:
-    """The directory of one search, as ndr.search_name but with the MLRsearch settings' digest."""
-    from .trials import program_slug
-
-    program = point.get("program") or "collector"
-    prog = "" if program == "collector" else f"_prog~{program_slug(program)}"
-    return (f"size~{point['packet_size']}_xdp~{point['xdp_mode']}_coll~{point['collector']}"
-            f"_pat~{point['pattern']}{prog}_cfg~{cfg_digest}_mlr~{p.digest()}")
-
-
 def searches(config: dict, p: Params) -> dict[str, dict]:
-    """{search name: the settings its trials share} for every grid point but the rate."""
-    from . import trials
+    """{search name: the settings its trials share} for every grid point but the rate, named
+    as the zero-loss search's (ndr.searches) with the tag mlr."""
+    from . import ndr
 
-    out = {}
-    for s in trials.grid_points(dict(config, target_pps=[1])):
-        leave_out = set(trials.FOLLOWED) | {"target_pps", "duration_s"}
-        base = {k: v for k, v in sorted(s.items()) if k not in leave_out}
-        out[search_name(s, trials.config_digest(s), p)] = base
-    return out
+    return ndr.searches(config, p, tag="mlr")
 
 
 # search.csv: one row per search and goal.  Units in the names; the method in docs/search.md.

@@ -241,16 +241,17 @@ def _search_pattern() -> str:
 SEARCH_PATTERN = _search_pattern()
 
 
-def search_name(point: dict, cfg_digest: str, p: Params) -> str:
+def search_name(point: dict, cfg_digest: str, p, tag: str = "ndr") -> str:
     """The directory of one search: its grid point (without a rate; a user's program by its
     slug, as in a trial's point name), the trials' settings digest (trials.config_digest)
-    and the search's own settings' digest."""
+    and the search's own settings' digest (`p.digest()`), after its kind's tag (ndr; mlr for
+    snakemake search)."""
     from .trials import program_slug
 
     program = point.get("program") or "collector"
     prog = "" if program == "collector" else f"_prog~{program_slug(program)}"
     return (f"size~{point['packet_size']}_xdp~{point['xdp_mode']}_coll~{point['collector']}"
-            f"_pat~{point['pattern']}{prog}_cfg~{cfg_digest}_ndr~{p.digest()}")
+            f"_pat~{point['pattern']}{prog}_cfg~{cfg_digest}_{tag}~{p.digest()}")
 
 
 def unsearchable(base: dict) -> str | None:
@@ -268,7 +269,7 @@ def unsearchable(base: dict) -> str | None:
             "search of a user's program needs observe: full or verdicts")
 
 
-def searches(config: dict, p: Params) -> dict[str, dict]:
+def searches(config: dict, p, tag: str = "ndr") -> dict[str, dict]:
     """{search name: the settings its trials share (all but the offered rate and the
     duration)} for every combination of the grid's dimensions other than the rate."""
     from . import trials
@@ -279,7 +280,7 @@ def searches(config: dict, p: Params) -> dict[str, dict]:
         # that changing them does not rerun the search's steps.
         leave_out = set(trials.FOLLOWED) | {"target_pps", "duration_s"}
         base = {k: v for k, v in sorted(s.items()) if k not in leave_out}
-        out[search_name(s, trials.config_digest(s), p)] = base
+        out[search_name(s, trials.config_digest(s), p, tag)] = base
     return out
 
 
