@@ -24,33 +24,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_workflow import SNAKEMAKE, copy_repo, env, testbed_down  # noqa: E402
+
 SRC_NS, SRC_IF = "xdplab-src", "xl-src0"
 GOAL_OVERHEAD_S, GOAL_SEARCH_S = 0.5, 150.0
 COMMON = ["packet_size=1458", "ndr_min_pps=500", "ndr_max_pps=8000", "warmup_s=0", "keep_pcap=false",
           "keep_features=false", "threads=1", "send_path=udp", "keep_testbed=true"]
-
-
-def env(workdir: Path) -> dict:
-    return {**os.environ, "PATH": f"{SNAKEMAKE.parent}:{os.environ['PATH']}",
-            "PYTHONPATH": str(workdir / "workflow")}
-
-
-def copy_repo() -> Path:
-    dest = Path(tempfile.mkdtemp(prefix="xdplab-bench-search-")) / "xdplab"
-    shutil.copytree(REPO, dest, ignore=shutil.ignore_patterns(
-        ".venv", "results", ".snakemake", ".git", "__pycache__", ".pytest_cache"))
-    return dest
 
 
 def snakemake(workdir: Path, target: str, *config: str) -> float:
@@ -142,7 +129,7 @@ def main() -> int:
                 print(f"ndr (trials as rules): {r['trials']} trials, {r['wall_s']} s wall; between trials median "
                       f"{r['overhead'].get('median_s')} s, p90 {r['overhead'].get('p90_s')} s", flush=True)
     finally:
-        subprocess.run([*tb, "down"], cwd=workdir, env=env(workdir), capture_output=True)
+        testbed_down(workdir)
         shutil.rmtree(workdir.parent, ignore_errors=True)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=1))
