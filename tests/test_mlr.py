@@ -69,6 +69,27 @@ def test_a_source_that_falls_short_limits_the_search_and_is_never_counted_as_dut
     assert len(run.calls) == len(set(run.calls))
 
 
+def test_a_calibrated_source_ceiling_caps_max_load_and_no_trial_goes_above_it():
+    # A pool's testbed whose source can send 30,000 pps (its calibration): the search starts
+    # there, not at ndr_max_pps, and a DUT that forwards more is reported limited by the source.
+    run = device(capacity=50_000, source_max=30_000)
+    notes = []
+    r = mlr.search(params(), run, notes.append, source_ceiling_pps=30_000.7)
+    assert max(pps for pps, _, _ in run.calls) == 30_000 and r["passes"] == 1
+    for g in r["goals"]:
+        assert g["upper_bound_pps"] is None and g["lower_bound_pps"] == 30_000, g
+        assert g["limited_by"] == "source" and "calibrated source ceiling" in g["irregular_why"], g
+    assert r["source_ceiling_pps"] == 30_000.7 and any("calibrated source ceiling" in n for n in notes)
+    # Below the ceiling the DUT's own limit is found as without one.
+    g = goals(mlr.search(params(), device(capacity=20_000), source_ceiling_pps=30_000))["NDR"]
+    assert g["limited_by"] == "dut" and 20_000 / 1.005 <= g["lower_bound_pps"] <= 20_000, g
+    # A ceiling at or below Min Load: nothing is run, and the result says why.
+    run = device()
+    r = mlr.search(params(), run, source_ceiling_pps=900)
+    assert run.calls == [] and all(g["limited_by"] == "source" and "at or below Min Load" in g["irregular_why"]
+                                   for g in r["goals"])
+
+
 def test_a_source_that_cannot_offer_even_min_load_says_so():
     r = mlr.search(params(), device(capacity=50_000, source_max=800))
     for g in r["goals"]:

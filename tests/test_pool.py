@@ -57,7 +57,8 @@ def pool_config(testbeds: list, workdir: Path, experiment: str, **over) -> Path:
 
 
 def snakemake(workdir, configfile, *args, timeout=600, **kw):
-    return subprocess.run([str(SNAKEMAKE), "--cores", "2", "--configfile", str(configfile), *args],
+    # targets and options before --configfile, which takes every word after it
+    return subprocess.run([str(SNAKEMAKE), "--cores", "2", *args, "--configfile", str(configfile)],
                           cwd=workdir, env=_env(), capture_output=True, text=True, timeout=timeout, **kw)
 
 
@@ -118,11 +119,18 @@ def test_testbeds_rows_compare_two_testbeds_on_the_points_they_share():
     assert a["ci95_lo"] < -9.0 < a["ci95_hi"]
 
 
-def test_a_search_over_a_pool_is_refused_before_anything_runs(workflow_copy):
+def test_the_binary_search_over_a_pool_is_refused_before_anything_runs_and_the_search_is_not(workflow_copy):
     configfile = pool_config(TWO_EMBEDDED, workflow_copy, "refused")
-    run = snakemake(workflow_copy, configfile, "-n", "search")
-    assert run.returncode != 0 and "does not run over a pool of testbeds yet" in run.stdout + run.stderr
+    run = snakemake(workflow_copy, configfile, "-n", "ndr")
+    out = run.stdout + run.stderr
+    assert run.returncode != 0 and "does not run over a pool of testbeds" in out and "snakemake search" in out
     assert not (workflow_copy / "results/build").exists()
+    # The search's jobs, one per payload size, each take a testbed of the pool themselves:
+    # no job of the one-testbed rules (build, connectivity) is asked for.
+    run = snakemake(workflow_copy, configfile, "-n", "search", "--config", "packet_size=[18,1458]")
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert out.count("rule search_run:") == 2 and "rule build_collector" not in out and "check_connectivity" not in out
 
 
 # -- on two testbeds ---------------------------------------------------------------------
@@ -298,3 +306,96 @@ def test_the_testbed_as_a_dimension_runs_each_point_on_its_testbed(workflow_copy
     assert all(r["ci95_lo"] != "" for r in table if r["metric"] == "achieved_pps")   # 2 trials a side
     points = rows(workflow_copy / "results/dimension/points.csv")
     assert len(points) == 4 and {r["testbed_name"] for r in points} == {"emb0", "emb1"}
+
+
+def _instance_up_with_tbf(workflow_copy, env) -> None:
+    """Instance 1 up, its source capped by a tbf at 2,000 frames/s of 1,500 bytes."""
+    up = subprocess.run([sys.executable, "-m", "xdplab.testbed", "--instance", "1", "up"], cwd=workflow_copy,
+                        env=env, capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, up.stderr
+    tc = subprocess.run(["tc", "-n", "xdplab1-src", "qdisc", "add", "dev", "xl-src0", "root", "tbf", "rate",
+                         f"{TBF_RATE_BIT_S // 1000}kbit", "burst", "6000", "limit", "12000"],
+                        capture_output=True, text=True, timeout=30)
+    assert tc.returncode == 0, tc.stderr
+
+
+SEARCH = dict(packet_size=[1458, 1400], ndr_min_pps=500, ndr_max_pps=6000, search_loss_pct=[0],
+              search_width_pct=1, search_duration_sum_s=3, latency_trial_s=1, send_path="udp", threads=1)
+
+
+@root
+def test_two_searches_at_once_on_two_testbeds_each_under_its_own_ceiling(workflow_copy):
+    """`snakemake --cores 2 search latency` over two embedded instances: the two payload
+    sizes' searches run at the same time, one per testbed; the one on the tbf-capped
+    testbed never offers more than its calibrated ceiling (Max Load capped there, the result
+    limited by the source), the other searches up to ndr_max_pps; each search's latency
+    trials run on its testbed; every trial records the testbed that ran it."""
+    env = {**_env(), "PYTHONPATH": str(workflow_copy / "workflow")}
+    try:
+        _instance_up_with_tbf(workflow_copy, env)
+        configfile = pool_config(TWO_EMBEDDED, workflow_copy, "searches", **SEARCH)
+        run = snakemake(workflow_copy, configfile, "search", "latency")
+        assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    finally:
+        subprocess.run([sys.executable, "-m", "xdplab.testbed", "--instance", "1", "down"], cwd=workflow_copy,
+                       env=env, capture_output=True, timeout=120)
+    results = workflow_copy / "results/searches"
+    records = [json.loads(p.read_text()) for p in sorted(results.glob("search/*/search.json"))]
+    assert len(records) == 2 and {r["testbed_name"] for r in records} == {"emb0", "emb1"}
+    spans = []
+    for rec in records:
+        ceiling = rec["source_ceiling"]["ceiling_pps"]
+        tried = [t["pps"] for t in rec["result"]["trials"]]
+        (goal,) = rec["result"]["goals"]
+        if rec["testbed_name"] == "emb1":   # capped: ~2,000 pps
+            assert ceiling < 3000 and max(tried) <= ceiling, (ceiling, tried)
+            assert goal["lower_bound_pps"] <= ceiling and goal["limited_by"] in ("source", "dut"), goal
+        else:
+            assert ceiling > 6000 and max(tried) == 6000 and goal["lower_bound_pps"] == 6000, (ceiling, goal)
+        started = []
+        for t in rec["result"]["trials"]:
+            trial = json.loads((workflow_copy / t["trial"] / "trial.json").read_text())
+            if not t.get("cached"):
+                assert trial["pool"]["testbed_name"] == rec["testbed_name"], t["trial"]
+                started.append((trial["pool"]["started_unix_s"], trial["pool"]["ended_unix_s"]))
+            assert trial["summary"]["unexplained"] == 0, trial["summary"]
+        spans.append((min(s for s, _ in started), max(e for _, e in started)))
+        plan = json.loads((Path(rec_dir(results, rec)) / "latency.json").read_text())
+        assert plan["testbed_name"] == rec["testbed_name"]
+        for e in plan["trials"]:
+            if e.get("trial"):
+                trial = json.loads((workflow_copy / e["trial"] / "trial.json").read_text())
+                assert trial["pool"]["testbed_name"] == rec["testbed_name"], e
+    # The two searches overlapped in time: one on each testbed at once.
+    (a0, a1), (b0, b1) = spans
+    assert max(a0, b0) < min(a1, b1), spans
+    table = {r["packet_size"]: r for r in rows(results / "search.csv")}
+    assert {r["testbed_name"] for r in table.values()} == {"emb0", "emb1"}
+    assert len(rows(results / "latency.csv")) >= 8
+    assert pool.held(TWO_EMBEDDED, str(workflow_copy / pool.LOCK_DIR)) == []
+    dry = snakemake(workflow_copy, configfile, "-n", "search", "latency")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, (dry.stdout + dry.stderr)[-3000:]
+
+
+def rec_dir(results: Path, rec: dict) -> Path:
+    return results / "search" / rec["search"]
+
+
+@root
+def test_a_users_program_over_a_pool_is_checked_on_each_testbeds_dut(workflow_copy):
+    """A user's program (programs/pass_all.bpf.c) over two embedded instances: built once on
+    the controller, checked through each DUT's verifier by the first trial there (kernels
+    may differ), its trials' books closed on both."""
+    configfile = pool_config(TWO_EMBEDDED, workflow_copy, "program", target_pps=[1000, 2000], packet_size=18,
+                             repeats=2, program="programs/pass_all.bpf.c")
+    run = snakemake(workflow_copy, configfile)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-6000:]
+    records = trial_records(workflow_copy / "results/program")
+    assert len(records) == 4 and {r["pool"]["testbed_name"] for r in records.values()} == {"emb0", "emb1"}
+    for rec in records.values():
+        s = rec["summary"]
+        assert s["program"] == "programs/pass_all.bpf.c" and s["unexplained"] == 0, s
+    for name in ("emb0", "emb1"):
+        (check,) = (workflow_copy / f"results/build/pool-{name}").glob("program~pass-all-*_port~*.json")
+        assert json.loads(check.read_text())["loaded"]["tag"], check
+    assert len(list((workflow_copy / "results/build/programs").glob("*.bpf.o"))) == 1

@@ -4,6 +4,7 @@ import hashlib
 import re
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow"))
 
@@ -141,6 +142,22 @@ def manifest_of(wildcards):
         return PROGRAM_CHECK.format(key=program.program_key(s["program"], s["program_sha256"]))
     collector = trials.parse_point(wildcards.point)["collector"]
     return [] if collector == "off" else MANIFEST.format(collector=collector)
+
+
+def program_inputs(s):
+    """The user's program of a pool's job (settings `s`): its object, built on the
+    controller (rule build_program) when it is a C source, and that build's record; the job
+    checks it on its own testbed's DUT (xdplab.steps.pooled).  None for the collector or
+    an attached program."""
+    if trials.program_kind(s.get("program") or "collector") not in ("source", "object"):
+        return {}
+    key = SimpleNamespace(key=program.program_key(s["program"], s["program_sha256"]))
+    build = program_build_manifest(key)
+    return dict(program_obj=program_object(key), **({"program_build": build[0]} if build else {}))
+
+
+def pool_trial_inputs(wildcards):
+    return program_inputs(settings_of(wildcards))
 
 
 def run_priority(step_rank):

@@ -19,7 +19,7 @@ wildcard_constraints:
 
 rule search_run:
     input:
-        build=search_manifest,
+        unpack(search_inputs),
     output:
         record=f"{SEARCH_DIR}/search.json",
     log:
@@ -75,7 +75,7 @@ rule search:
 # as the search's (their rates come from its result).
 rule latency_run:
     input:
-        build=search_manifest,
+        unpack(search_inputs),
         search=f"{SEARCH_DIR}/search.json",
     output:
         plan=f"{SEARCH_DIR}/latency.json",

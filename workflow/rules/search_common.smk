@@ -25,6 +25,15 @@ def search_manifest(wildcards):
     return manifest_of(SimpleNamespace(point=trials.point_name(dict(base, target_pps=1000, duration_s=1))))
 
 
+def search_inputs(wildcards):
+    """The build a search's (or its latency trials') job needs: on one testbed the rules'
+    build (search_manifest); with a pool, the user's program only, if any (the job takes a
+    testbed of the pool and readies its program there itself, xdplab.steps.pooled)."""
+    if POOL:
+        return program_inputs(search_base(wildcards))
+    return {"build": search_manifest(wildcards)}
+
+
 SEARCH_SEQUENCE = dict(
     testbed=CONNECTIVITY_TESTBED,
     environment=f"results/build/{TESTBED_ID}/environment.json",

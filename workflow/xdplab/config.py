@@ -258,10 +258,6 @@ def check_pool(values: dict, merged: dict) -> list[str]:
                         "of testbeds (`- name: rack1` with `lab: {sources: ..., dut: ...}`)")
     if values.get("testbed_as_dimension") and not raw:
         problems.append("testbed_as_dimension: true needs a pool of testbeds (testbeds)")
-    kinds = {program_kind(p) for p in values.get("program") or []}
-    if kinds - {"collector"}:
-        problems.append("testbeds: a pool runs the collector's trials only (program: collector); a user's "
-                        "program is built and checked per testbed by rules that a pool does not run yet")
     if not problems:
         values["testbeds"] = pool
     return problems

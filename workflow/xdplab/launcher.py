@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import time
 
-from .source import CLEANUP_TIMEOUT_S, REMOTE_PREFIX, connect, remote_cmd, upload
+from .source import CLEANUP_TIMEOUT_S, connect, remote_cmd, remote_prefix, upload
 
 
 class Launcher:
@@ -32,7 +32,7 @@ class Launcher:
             conn = connect(src)
             # digits only, as a run's file (run ids have at most 5): a file left by a killed
             # sequence is a leftover the next invocation's check clears by that pattern
-            path = f"{REMOTE_PREFIX}{time.time_ns() // 1000}.pyz"
+            path = f"{remote_prefix(src)}{time.time_ns() // 1000}.pyz"
             self._left.append((src, path))   # until close() removes it
             upload(conn, pyz, path)
             self._open[key] = (src, conn, path)

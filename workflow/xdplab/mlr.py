@@ -200,15 +200,24 @@ def _config(p: Params, max_pps: float):
     return config
 
 
-def search(p: Params, run_trial, note=lambda line: None) -> dict:
+def search(p: Params, run_trial, note=lambda line: None, source_ceiling_pps: float | None = None) -> dict:
     """Run the search; returns {"goals": [per goal result], "trials": [entries], "passes": n,
-    "source_limit": the highest rate a limited source offered, or None}."""
+    "source_limit": the highest rate a limited source offered, or None}.
+
+    source_ceiling_pps: what the testbed's source can offer, measured before the search (a
+    pool's calibration, xdplab.steps.pooled): Max Load is capped there, so that no trial is
+    offered more than the source can send."""
     from MLRsearch import MultipleLossRatioSearch
 
     measurer = Measurer(run_trial, note)
     max_pps, limit, passes, timed_out = p.max_pps, None, 0, False
+    capped = None
+    if source_ceiling_pps is not None and source_ceiling_pps < p.max_pps:
+        capped = int(math.floor(source_ceiling_pps))
+        note(f"Max Load {capped} pps: the testbed's calibrated source ceiling, below ndr_max_pps ({p.max_pps} pps)")
+        max_pps = capped
     results = None
-    while True:
+    while capped is None or capped > p.min_pps:
         passes += 1
         measurer.new_pass()
         try:
@@ -228,13 +237,15 @@ def search(p: Params, run_trial, note=lambda line: None) -> dict:
                 raise
             timed_out = True
             break
-    goals = [goal_result(g, results, p, max_pps, limit, timed_out) for g in p.goals]
+    goals = [goal_result(g, results, p, max_pps, limit, timed_out, capped) for g in p.goals]
     return {"goals": goals, "trials": measurer.trials, "passes": passes, "max_pps_searched": max_pps,
-            "source_limit": limit}
+            "source_limit": limit, "source_ceiling_pps": source_ceiling_pps}
 
 
-def goal_result(g: Goal, results, p: Params, max_pps: int, limit: dict | None, timed_out: bool) -> dict:
-    """RFC 9971's Goal Result for one goal, with xdplab's reasons."""
+def goal_result(g: Goal, results, p: Params, max_pps: int, limit: dict | None, timed_out: bool,
+                capped: int | None = None) -> dict:
+    """RFC 9971's Goal Result for one goal, with xdplab's reasons (`capped`: Max Load as the
+    testbed's calibrated source ceiling set it)."""
     lower = upper = conditional = width_pct = None
     if results is not None:
         r = _result_of(results, g)
@@ -248,6 +259,9 @@ def goal_result(g: Goal, results, p: Params, max_pps: int, limit: dict | None, t
                 width_pct = (hi - lo) / hi * 100.0
     if timed_out:
         why, limited_by = f"the search's time limit ({p.time_limit_s:g} s) ended it", TIME
+    elif results is None and capped is not None and capped <= p.min_pps:
+        why, limited_by = (f"the testbed's calibrated source ceiling ({capped} pps) is at or below Min Load "
+                           f"({p.min_pps} pps)", SOURCE)
     elif lower is None:
         why, limited_by = (f"no load down to Min Load ({p.min_pps} pps) met the goal", RANGE)
         if limit is not None and results is None:
@@ -257,6 +271,9 @@ def goal_result(g: Goal, results, p: Params, max_pps: int, limit: dict | None, t
         if limit is not None:
             why, limited_by = (f"the source limited the search: it offered {limit['achieved_pps']:.0f} of "
                                f"{limit['pps']} pps; Max Load {max_pps} pps met the goal", SOURCE)
+        elif capped is not None and max_pps == capped:
+            why, limited_by = (f"Max Load {max_pps} pps, the testbed's calibrated source ceiling, met the "
+                               "goal", SOURCE)
         else:
             why, limited_by = f"Max Load ({max_pps} pps) met the goal", RANGE
     elif width_pct is not None and width_pct > g.width_pct + 1e-9:
@@ -303,7 +320,7 @@ COLUMNS = [
     "lower_bound_l2_mbps", "lower_bound_wire_mbps", "conditional_l2_mbps", "conditional_wire_mbps",
     "trials", "trial_s", "warmup_s_total", "search_wall_s", "source_offered_pps",
     "exceed_pct", "width_pct", "initial_trial_s", "final_trial_s", "duration_sum_s", "min_pps", "max_pps",
-    "xdp_mode", "collector", "pattern", "program", "observe", "search",
+    "xdp_mode", "collector", "pattern", "program", "observe", "testbed_name", "source_ceiling_pps", "search",
 ]
 # search_trials.csv: one row per trial of every search, in the order they ran.
 TRIAL_COLUMNS = [
@@ -323,7 +340,8 @@ def table_rows(record: dict) -> list[dict]:
                    min_pps=record["params"]["min_pps"], max_pps=record["params"]["max_pps"],
                    trials=len(trials_run), trial_s=sum(t["duration_s"] for t in trials_run),
                    warmup_s_total=sum(t.get("warmup_s") or 0 for t in trials_run),
-                   search_wall_s=record.get("wall_s"),
+                   search_wall_s=record.get("wall_s"), testbed_name=record.get("testbed_name"),
+                   source_ceiling_pps=r.get("source_ceiling_pps"),
                    lower_bound_l2_mbps=_mbps(g["lower_bound_pps"], size, 2),
                    lower_bound_wire_mbps=_mbps(g["lower_bound_pps"], size, 1),
                    conditional_l2_mbps=_mbps(g["conditional_throughput_pps"], size, 2),

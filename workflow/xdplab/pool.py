@@ -111,37 +111,6 @@ def acquire(pool: list[dict], lock_dir: str = LOCK_DIR, timeout_s: float = 600.0
         time.sleep(poll_s)
 
 
-class SharedMachine:
-    """Embedded instances of one pool share this machine's process table, and a full
-    connectivity check stops every xdplab generator it finds on its source
-    (source.preflight: what an earlier, crashed run left), which there includes another
-    instance's running trial.  So every trial on an embedded instance holds this lock
-    shared while it runs, and a full check takes it exclusively: it waits for the other
-    instances' trials in flight, and none starts during it.  A full check is an
-    invocation's first on a testbed, so this costs the first trials only.  Labs on
-    machines of their own need none of it."""
-
-    def __init__(self, lock_dir: str = LOCK_DIR):
-        Path(lock_dir).mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(str(Path(lock_dir) / "embedded-machine.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-
-    def exclusive(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def shared(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_SH)
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
-def shares_machine(entry: dict, pool: list[dict]) -> bool:
-    """Whether the testbed is an embedded instance beside another of the pool."""
-    return entry["testbed"] == "embedded" and sum(e["testbed"] == "embedded" for e in pool) > 1
-
-
 def held(pool: list[dict], lock_dir: str = LOCK_DIR) -> list[str]:
     """The names of the pool's testbeds some process holds now (probing each lock)."""
     out = []

@@ -29,7 +29,10 @@ SOURCE_PYZ = REPO / "dist" / "xdplab-source.pyz"
 SOURCE_PACKAGE = Path(__file__).resolve().parent / "sourcehost"
 MAKE_SOURCE_TIMEOUT_S = 120.0
 # The generator runs on the source host from /tmp/xdplab-generator-<run_id>.pyz;
-# cleanup finds a trial's generator, or every one of ours, by this name.
+# cleanup finds a trial's generator, or every one of ours, by this name.  An embedded
+# instance k >= 1 has its own (/tmp/xdplab<k>-generator-, the source's generator_prefix,
+# connectivity.describe_embedded): instances share one machine's process table, and a
+# check of one stops only its own leftovers, never another instance's running trial.
 REMOTE_PREFIX = "/tmp/xdplab-generator-"
 # Cleanup after a failure: a fresh connection, short timeouts, best effort.
 CLEANUP_TIMEOUT_S = 5.0
@@ -55,8 +58,14 @@ def remote_cmd(*argv) -> str:
     return " ".join(shlex.quote(str(a)) for a in argv)
 
 
-def remote_generator_path(run_id: int) -> str:
-    return f"{REMOTE_PREFIX}{int(run_id)}.pyz"
+def remote_prefix(source: dict | None = None) -> str:
+    """Where a source's generators run from, up to the run id (REMOTE_PREFIX unless the
+    source says otherwise)."""
+    return (source or {}).get("generator_prefix") or REMOTE_PREFIX
+
+
+def remote_generator_path(run_id: int, source: dict | None = None) -> str:
+    return f"{remote_prefix(source)}{int(run_id)}.pyz"
 
 
 def source_pyz() -> Path:
@@ -220,7 +229,7 @@ def preflight(source: dict, dut_address: str | None, timeout_s: float = 5.0) -> 
     naming the host when it cannot be reached or its python does not run."""
     paramiko, Connection, CommandTimedOut = _ssh()
     py = source.get("python") or "python3"
-    argv = ["preflight", source.get("iface") or "lo", dut_address or "", REMOTE_PREFIX,
+    argv = ["preflight", source.get("iface") or "lo", dut_address or "", remote_prefix(source),
             source.get("address") or "auto"]
     try:
         with connect(source, timeout_s) as c:
@@ -304,7 +313,7 @@ def stop_generators(source: dict, run_id: int | None = None,
     over a fresh, short-timeout SSH connection and remove its file; return what was
     stopped ("<pid> <command line>").  Raises SourceError if the host cannot be reached."""
     paramiko, Connection, CommandTimedOut = _ssh()
-    path = remote_generator_path(run_id) if run_id is not None else REMOTE_PREFIX
+    path = remote_generator_path(run_id, source) if run_id is not None else remote_prefix(source)
     pattern = _pattern(path)
     try:
         with connect(source, timeout_s) as c:
@@ -324,7 +333,7 @@ def stop_generators(source: dict, run_id: int | None = None,
                       timeout=timeout_s)
             else:
                 c.run(remote_cmd("sh", "-c", 'rm -f "$1"*.py "$1"*.pyz "$1"*.py.trafgen-*.cfg "$1"*.pyz.trafgen-*.cfg',
-                             "sh", REMOTE_PREFIX),
+                             "sh", remote_prefix(source)),
                       hide=True, warn=True, timeout=timeout_s)
     except CommandTimedOut as e:
         raise SourceError(f"{where(source)}: stopping the generator took more than {timeout_s:g} s") from e
@@ -395,13 +404,13 @@ def run_generators(jobs: list, *, timeout_s: float, err_stream, poll_s: float = 
                 continue
             conns.append(connect(src))
             uploaded.append(None)
-            upload(conns[-1], pyz, remote_generator_path(args["run_id"]))
+            upload(conns[-1], pyz, remote_generator_path(args["run_id"], src))
         for (src, args), c, up in zip(jobs, conns, uploaded):
             current = src
             stream = _Prefixed(err_stream, f"{src.get('name', src['host'])}: ") if len(jobs) > 1 \
                 else err_stream
             promises.append(c.run(generator_command(src.get("python") or "python3",
-                                                    remote_generator_path(args["run_id"]), args, up),
+                                                    remote_generator_path(args["run_id"], src), args, up),
                                   hide="stdout", warn=True, err_stream=stream, timeout=timeout_s,
                                   asynchronous=True))
         current = None

@@ -358,7 +358,7 @@ def _detail_columns(settings, trial, arm, gens, iface_rows, source_rows, checks,
     return {
         "status": "ok" if all(s["rate_sustained"] for s in source_rows) else "source_limited",
         # the source could not offer the target: a source fell short of its rate, or (a pool's
-        # trial, workflow/scripts/pool_trial.py) the testbed's calibrated ceiling is below it
+        # job, xdplab.steps.pooled) the testbed's calibrated ceiling is below it
         "source_limited": not all(s["rate_sustained"] for s in source_rows),
         "testbed": settings.get("testbed", "embedded"),
         # which testbed ran it: a pool's entry name (config `testbeds`), else the kind

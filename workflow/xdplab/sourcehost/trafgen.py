@@ -241,7 +241,8 @@ def _write_configs(args, phases, src_mac, src_ip, sport):
     (pgrep -f) and removes them by that name."""
     me = os.path.abspath(sys.argv[0] or "generator")
     tag = os.path.basename(me) + ".trafgen-"
-    conf_dir = os.path.dirname(me) if os.path.basename(me).startswith("xdplab-generator-") else None
+    ours = re.match(r"xdplab\d*-generator-", os.path.basename(me))   # an embedded instance's: xdplab<k>-
+    conf_dir = os.path.dirname(me) if ours else None
     confs = {}
     for name, run_id, _, _ in phases:
         fd, path = tempfile.mkstemp(prefix=tag + name + "-", suffix=".cfg", dir=conf_dir)

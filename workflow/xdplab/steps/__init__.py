@@ -6,6 +6,8 @@
   arm           build_collector; arm_collector, the disk estimate; continue_session
   traffic       launch_generator: the generators on the source hosts, the agent watched
   results       verify_capture, gather_results
+  inprocess     Sequence: trials run one after the other in one job (searches, pools)
+  pooled        TakenTestbed: a job's testbed of a pool, checked, its program ready, calibrated
 
 A trial is four rules that must run in order without another trial's steps
 in between: arm_collector, launch_generator, verify_capture, gather_results.

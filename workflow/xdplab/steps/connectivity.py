@@ -35,6 +35,9 @@ def describe_embedded(desc: dict, source_python: str) -> dict:
         sources = [dict(desc["source"], name="src0", python=source_python, iface=link["src_iface"],
                         address=link["src_addr"], dut_iface=link["dut_iface"])]
         ifaces = [link["dut_iface"]]
+    name = desc.get("name") or "xdplab"
+    if name != "xdplab":   # an instance k >= 1 (xdplab<k>): its own generators' names (source.remote_prefix)
+        sources = [dict(s, generator_prefix=f"/tmp/{name}-generator-") for s in sources]
     return {"mode": "embedded", "sources": sources,
             "dut": {"agent_url": desc["dut"]["agent_url"], "token_file": desc["dut"]["token_file"],
                     "ifaces": ifaces or [desc["dut"]["iface"]]},
