@@ -93,6 +93,28 @@ def test_layout_instance_out_of_range_is_refused(bad):
         EmbeddedTestbed(instance=bad)
 
 
+def test_each_instance_runs_its_generators_under_a_name_of_its_own():
+    """Instances share one process table: a check of instance 0 stops leftovers named
+    /tmp/xdplab-generator-<run>.pyz, never instance 1's /tmp/xdplab1-generator-<run>.pyz."""
+    import re
+
+    from xdplab import source
+    from xdplab.steps.connectivity import describe_embedded
+
+    def described(name):
+        return describe_embedded({"name": name, "test_link": {"src_iface": "xl-src0", "src_addr": "10.211.0.1",
+                                                             "dut_iface": "xl-dut0"},
+                                  "source": {"host": "10.211.1.1"}, "dut": {"agent_url": "u", "token_file": "t"}},
+                                 "python3")["sources"][0]
+    zero, one = described("xdplab"), described("xdplab1")
+    assert "generator_prefix" not in zero and source.remote_generator_path(7, zero) == "/tmp/xdplab-generator-7.pyz"
+    assert source.remote_generator_path(7, one) == "/tmp/xdplab1-generator-7.pyz"
+    # sourcehost/preflight.py's pattern for instance 0's leftovers
+    mine = re.compile(r"(^|\s)" + re.escape(source.remote_prefix(zero)) + r"\d+\.pyz?(\s|$|\.trafgen-)")
+    assert mine.search("python3 /tmp/xdplab-generator-7.pyz send")
+    assert not mine.search("python3 /tmp/xdplab1-generator-7.pyz send")
+
+
 def test_layout_cli_refuses_an_instance_out_of_range(capsys):
     from xdplab.testbed.__main__ import main
 
