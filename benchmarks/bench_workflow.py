@@ -12,6 +12,11 @@ copy of the repository.
    cost of a sweep trial = (wall of a 6-trial sweep - wall of a 1-trial sweep - 5 x 3 s) / 5.
    Goals: <= 5 s and <= 1 s.  --trace also runs the one-trial run under strace (execve and
    exit only) and prints each job's wall time, Snakemake's start and end.
+   The same two runs again with each trial as one job (a pool of one testbed, `testbeds:`
+   with the embedded testbed alone; rule pool_trial; its calibration from an earlier run):
+   what the trial's five jobs cost beside one.
+0b. Gaps between arrivals at XDP in whole trials with the defaults (2 senders), at 10,000
+   and 100,000 pps: each trial's gap_p99_us over the ideal gap, and the send side's.
 1. Fixed cost per trial: a sweep of 6 trials of 1 s warm-up + 2 s (3 rates x 2
    sizes) with a testbed already up and the collector already built; (wall time -
    6 x 3 s) / 6: everything but the traffic, aggregation and figures included.
@@ -63,9 +68,10 @@ def copy_repo(repo: Path = REPO) -> Path:
     return dest
 
 
-def snakemake(workdir: Path, *config: str, keep_testbed: bool = True, prefix=()) -> tuple[float, str]:
+def snakemake(workdir: Path, *config: str, keep_testbed: bool = True, prefix=(), configfile=None) -> tuple[float, str]:
     t0 = time.monotonic()
-    r = subprocess.run([*prefix, str(SNAKEMAKE), "--cores", "1", "--config", *config,
+    given = ["--configfile", str(configfile)] if configfile else []
+    r = subprocess.run([*prefix, str(SNAKEMAKE), "--cores", "1", *given, "--config", *config,
                         f"keep_testbed={str(keep_testbed).lower()}"],
                        cwd=workdir, env=env(workdir), capture_output=True, text=True, timeout=3600)
     took = time.monotonic() - t0
@@ -84,7 +90,7 @@ def testbed_down(workdir: Path) -> None:
                    capture_output=True)
 
 
-def run_cost(workdir: Path, trace: bool = False) -> dict:
+def run_cost(workdir: Path, trace: bool = False, configfile=None, tag: str = "") -> dict:
     """The one-off cost of a one-trial run and the marginal cost of a sweep trial, each run
     as `make run` runs it (testbed down before, torn down after)."""
     traffic = WARMUP_S + DURATION_S
@@ -92,7 +98,8 @@ def run_cost(workdir: Path, trace: bool = False) -> dict:
     for n, rates in ((1, [2000]), (6, [2000, 3000, 4000, 5000, 6000, 7000])):
         testbed_down(workdir)
         walls[n], _ = snakemake(workdir, f"target_pps={rates}".replace(" ", ""), f"duration_s={DURATION_S}",
-                                f"warmup_s={WARMUP_S}", f"experiment=cost{n}", keep_testbed=False)
+                                f"warmup_s={WARMUP_S}", f"experiment=cost{tag}{n}", keep_testbed=False,
+                                configfile=configfile)
     one_off = walls[1] - traffic
     marginal = (walls[6] - walls[1] - 5 * traffic) / 5
     out = {"traffic_per_trial_s": traffic, "one_trial_wall_s": round(walls[1], 2),
@@ -155,6 +162,30 @@ def fixed_cost(workdir: Path) -> dict:
             "fixed_cost_per_trial_s": round(per_trial, 2), "noop_rerun_12_points_s": round(noop, 2)}
 
 
+def trial_gaps(workdir: Path) -> list[dict]:
+    """Gaps between arrivals at XDP in whole trials with the defaults a user gets (two
+    senders, the default send path and payload), at 10,000 and 100,000 pps for 3 s: the
+    trial's own gap_p50_us/gap_p99_us (from arrival_ns of every packet, features.parquet)
+    and send_gap_* (the payload's send times), p99 over the ideal gap 1/pps (goal <= 1.5)."""
+    import csv
+
+    snakemake(workdir, "target_pps=[10000,100000]", "duration_s=3", "experiment=gaps")
+    out = []
+    with open(workdir / "results/gaps/summary.csv") as f:
+        for r in csv.DictReader(f):
+            ideal_us = 1e6 / float(r["target_pps"])
+            row = {k: r.get(k) for k in ("target_pps", "threads", "send_path_used", "gap_p50_us", "gap_p99_us",
+                                         "send_gap_p50_us", "send_gap_p99_us", "lost")}
+            row["p99_over_ideal"] = round(float(r["gap_p99_us"]) / ideal_us, 2) if r.get("gap_p99_us") else None
+            row["send_p99_over_ideal"] = (round(float(r["send_gap_p99_us"]) / ideal_us, 2)
+                                          if r.get("send_gap_p99_us") else None)
+            out.append(row)
+            print(f"trial at {r['target_pps']} pps, defaults: arrivals at XDP p50 {r['gap_p50_us']} us, p99 "
+                  f"{r['gap_p99_us']} us ({row['p99_over_ideal']}x ideal); sends p99 {r['send_gap_p99_us']} us "
+                  f"({row['send_p99_over_ideal']}x)", flush=True)
+    return out
+
+
 def agent_pid() -> int:
     return int((STATE / "agent.pid").read_text().split()[0])
 
@@ -200,7 +231,7 @@ def memory(workdir: Path, pps: int = 100000, counts=(1, 5, 15)) -> list[dict]:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--json", help="also write the figures to this file")
-    p.add_argument("--skip", default="", help="comma-separated: cost, fixed, memory")
+    p.add_argument("--skip", default="", help="comma-separated: cost, gaps, fixed, memory")
     p.add_argument("--repo", type=Path, default=REPO, help="the tree to measure (default: this one)")
     p.add_argument("--trace", action="store_true", help="also each job's wall time, under strace")
     args = p.parse_args()
@@ -217,6 +248,18 @@ def main() -> int:
                   f"{GOAL_MARGINAL_S:g} s)", flush=True)
             print(json.dumps(c), flush=True)
             warm(workdir)
+        if "cost" not in skip:
+            # each trial one job: a pool of the embedded testbed alone, calibrated beforehand
+            pool = workdir / "pool_of_one.yaml"
+            pool.write_text("testbeds:\n  - {name: one, testbed: embedded}\n")
+            snakemake(workdir, "target_pps=2000", "duration_s=1", "experiment=warmpool", configfile=pool)
+            c = figures["run_cost_one_job"] = run_cost(workdir, configfile=pool, tag="pool")
+            print(f"with each trial one job (a pool of one testbed): one-off {c['one_off_s']} s, marginal "
+                  f"{c['marginal_per_trial_s']} s per trial", flush=True)
+            print(json.dumps(c), flush=True)
+            warm(workdir)
+        if "gaps" not in skip:
+            figures["trial_gaps"] = trial_gaps(workdir)
         if "fixed" not in skip:
             figures["fixed_cost"] = fixed_cost(workdir)
             print(json.dumps(figures["fixed_cost"]), flush=True)

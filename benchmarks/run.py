@@ -132,6 +132,18 @@ def table(fig: dict) -> str:
         lines.append(f"| marginal cost of a sweep trial beyond its traffic and warm-up (1-trial vs 6-trial "
                      f"sweep) | {rc['marginal_per_trial_s']} s | 6 trials {rc['six_trial_wall_s']} s, 1 trial "
                      f"{rc['one_trial_wall_s']} s | goal <= {rc['marginal_goal_s']:g} s |")
+    oj = wf.get("run_cost_one_job") or {}
+    if oj:
+        lines.append(f"| the same, each trial one job (a pool of one testbed): one-off / marginal | "
+                     f"{oj['one_off_s']} s / {oj['marginal_per_trial_s']} s | five jobs per trial: "
+                     f"{rc.get('one_off_s')} s / {rc.get('marginal_per_trial_s')} s | goals <= "
+                     f"{oj['one_off_goal_s']:g} s / <= {oj['marginal_goal_s']:g} s |")
+    for g in wf.get("trial_gaps") or []:
+        pps = int(float(g["target_pps"]))
+        lines.append(f"| gap between arrivals at XDP in a trial, p50 / p99, {pps:,} pps, defaults "
+                     f"({g['threads']} senders, {g['send_path_used']}) | {g['gap_p50_us']} µs / {g['gap_p99_us']} µs "
+                     f"| sends p99 {g['send_gap_p99_us']} µs ({g['send_p99_over_ideal']}x) | p99/ideal "
+                     f"{g['p99_over_ideal']}x (goal <= 1.5) |")
     fc = wf.get("fixed_cost") or {}
     if fc:
         lines.append(f"| workflow: fixed cost per trial ({fc['trials']} trials of {fc['duration_s']} s) | "

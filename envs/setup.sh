@@ -235,3 +235,12 @@ if [ "$(cat "$PACKAGE_STAMP" 2>/dev/null || true)" != "$want_package" ] \
         || die ".venv still does not import xdplab from $OWNER/workflow after pip install -e (it imports: $(imported_from))"
     echo "$want_package" >"$PACKAGE_STAMP"
 fi
+
+# The workflow's modules compiled once (workflow/xdplab/**/__pycache__): every rule's job
+# is a new Python process that imports them, and where PYTHONDONTWRITEBYTECODE is set
+# (containers, CI images; this machine) Python compiles them from source in every job,
+# about 0.1 s each (benchmarks/README.md).  compileall writes only what is missing or
+# stale, in a few tens of ms; a module edited later is read from source until the next
+# setup (Python checks each .pyc against its source).
+"$VENV/bin/python" -m compileall -q -j 0 "$OWNER/workflow/xdplab" >/dev/null \
+    || say "compiling workflow/xdplab failed; the jobs compile it from source instead"
