@@ -15,6 +15,10 @@ from .state import StateDir
 from .system import TestbedError, sha256
 
 
+# How long a running agent has to answer /health before a testbed up is not reused.
+REUSE_HEALTH_TIMEOUT_S = 5.0
+
+
 class NamespaceLab:
     """Source hosts and a DUT as namespaces on this machine, described by a
     LabLayout.  `up()` is idempotent, `down()` removes everything of ours
@@ -55,11 +59,12 @@ class NamespaceLab:
         pid files (with whether their process still runs)."""
         return self.net.leftovers() + self.services.leftovers()
 
-    def status(self) -> dict:
+    def status(self, health_timeout_s: float = 1.0) -> dict:
         namespaces, links = self.net.status()
         processes = self.services.processes()
         sshd_ok = self.services.sshd_accepting(processes)
-        agent_ok = processes["agent"]["running"] and self.services.agent_health() is not None
+        agent_ok = (processes["agent"]["running"]
+                    and self.services.agent_health(timeout=health_timeout_s) is not None)
         description = self.state.read_description()
         healthy = (all(links.values()) and all(namespaces.values())
                    and sshd_ok and agent_ok and description is not None)
@@ -77,8 +82,10 @@ class NamespaceLab:
 
     def _reusable(self, script: Path) -> dict | None:
         """The running lab's description if it is whole, healthy and was made
-        with the same parameters and the same agent file; else None."""
-        st = self.status()
+        with the same parameters and the same agent file; else None.  An agent whose
+        process runs gets REUSE_HEALTH_TIMEOUT_S to answer: one busy for a moment (a slow
+        machine, a compile in its child) is not a reason to tear down a testbed in use."""
+        st = self.status(health_timeout_s=REUSE_HEALTH_TIMEOUT_S)
         d = st["description"]
         if not st["up"] or not d:
             return None
