@@ -28,11 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCE_PYZ = REPO / "dist" / "xdplab-source.pyz"
 SOURCE_PACKAGE = Path(__file__).resolve().parent / "sourcehost"
 MAKE_SOURCE_TIMEOUT_S = 120.0
-# The generator runs on the source host from /tmp/xdplab-generator-<run_id>.pyz;
-# cleanup finds a trial's generator, or every one of ours, by this name.  An embedded
-# instance k >= 1 has its own (/tmp/xdplab<k>-generator-, the source's generator_prefix,
-# connectivity.describe_embedded): instances share one machine's process table, and a
-# check of one stops only its own leftovers, never another instance's running trial.
+# The generator runs on the source host from /tmp/xdplab-generator-<run_id>.pyz; cleanup
+# finds a trial's generator, or every one of ours, by this name.  Embedded instance k >= 1
+# has its own, /tmp/xdplab<k>-generator- (remote_prefix), so a check stops only its own.
 REMOTE_PREFIX = "/tmp/xdplab-generator-"
 # Cleanup after a failure: a fresh connection, short timeouts, best effort.
 CLEANUP_TIMEOUT_S = 5.0
@@ -59,8 +57,7 @@ def remote_cmd(*argv) -> str:
 
 
 def remote_prefix(source: dict | None = None) -> str:
-    """Where a source's generators run from, up to the run id (REMOTE_PREFIX unless the
-    source says otherwise)."""
+    """Where a source's generators run from, up to the run id (its generator_prefix)."""
     return (source or {}).get("generator_prefix") or REMOTE_PREFIX
 
 
