@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import latency, steps, trials  # noqa: E402
+from xdplab import latency, steps  # noqa: E402
+from xdplab.ndr import trial_point  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
 from xdplab.steps.pooled import job_testbed, program_of  # noqa: E402
 
@@ -38,8 +39,7 @@ def run(sm, log):
     with job_testbed(sm, settings, str(out_dir / "connectivity.json"), log, search.get("testbed_name")) as tb:
         say(f"PDR {pdr} pps, NDR {ndr} pps: " + ", ".join(f"{e['load']} {e['target_pps']} pps" for e in todo)
             + f", {sm.params.duration_s} s each" + (f", on testbed {tb.name}" if tb.name else ""))
-        points = [trials.point_name(dict(base, target_pps=int(e["target_pps"]), duration_s=int(sm.params.duration_s)))
-                  for e in todo]
+        points = [trial_point(base, e["target_pps"], sm.params.duration_s) for e in todo]
         if todo:
             tb.ready(points[0], program_of(sm.input))
         for e, point in zip(todo, points):

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from xdplab import mlr, ndr, steps, trials  # noqa: E402
+from xdplab import mlr, ndr, steps  # noqa: E402
 from xdplab.config import validate_config  # noqa: E402
 from xdplab.frames import frame_bytes  # noqa: E402
 from xdplab.steps.pooled import job_testbed, program_of  # noqa: E402
@@ -34,11 +34,11 @@ def run(sm, log):
     # With a pool: a testbed of it (the point's own with testbed_as_dimension), held for
     # the whole search, whose calibrated source ceiling caps Max Load.
     with job_testbed(sm, settings, str(out_dir / "connectivity.json"), log, base.get("testbed_name")) as tb:
-        ceiling = tb.ready(mlr_point(base, p.min_pps, 1), program_of(sm.input))
+        ceiling = tb.ready(ndr.trial_point(base, p.min_pps, 1), program_of(sm.input))
         goals = ", ".join(f"{g.name} (loss <= {g.loss_pct:g} %)" for g in p.goals)
         where = f" on testbed {tb.name}" if tb.name else ""
         say(f"{goals} between {p.min_pps} and {p.max_pps} pps, width {p.goals[0].width_pct:g} %{where}")
-        result = mlr.search(p, lambda pps, duration_s, rep: tb.run(mlr_point(base, pps, duration_s), rep), say,
+        result = mlr.search(p, lambda pps, duration_s, rep: tb.run(ndr.trial_point(base, pps, duration_s), rep), say,
                             source_ceiling_pps=ceiling and ceiling["ceiling_pps"])
         measured = list(tb.seq.timings)
     wall = round(time.monotonic() - started, 3)
@@ -50,10 +50,6 @@ def run(sm, log):
         "search": sm.wildcards.search, "settings": base, "params": sm.params.mlr, "result": result,
         "testbed_name": tb.name, "source_ceiling": ceiling,
         "wall_s": wall, "timings": measured, "method": "RFC 9971 MLRsearch, FD.io CSIT's controller MLRsearch 1.2.1"})
-
-
-def mlr_point(base, pps, duration_s):
-    return trials.point_name(dict(base, target_pps=int(pps), duration_s=int(duration_s)))
 
 
 steps.run_step(snakemake, run)
