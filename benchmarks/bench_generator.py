@@ -36,6 +36,9 @@ every path out.  Run them under the testbed lock.
    (--pacing-before-only: part 2b without part 2).
 3. generator.py on loopback (no root needed): achieved pps per pattern at 100,000 pps.
 4. pcapcheck.verify_capture on a synthetic 600,000-packet capture.
+With part 1, 1b: what the hot loop does in Python per packet beyond the send call (the
+payload header's pack_into with a fresh monotonic_ns(), timeit), beside the per-packet
+time that separates the packet path from trafgen in part 1.
 """
 
 import argparse
@@ -202,6 +205,35 @@ def bench_peak(python, peer_mac, rounds):
     print("ratio generator/trafgen (median over rounds): "
           + ", ".join("%s %.3f" % (k, v["ratio_median"]) for k, v in summary.items()))
     return {"rows": rows, "ratio_summary": summary}
+
+
+# What the packet path's hot loop (sourcehost/stream.py) does in Python for each packet
+# beyond the send call: the payload header's pack_into with a fresh monotonic_ns(), in
+# batches of BATCH_MAX, timed with timeit in the interpreter that runs the generator.
+HEADER_COST = r"""
+import ctypes, struct, sys, time, timeit
+sys.path.insert(0, sys.argv[1])
+from xdplab.sourcehost.stream import BATCH_MAX
+from xdplab.sourcehost.wire import HEADER, MAGIC
+stride = 60
+buf = (ctypes.c_char * (stride * BATCH_MAX))()
+pack, mono = HEADER.pack_into, time.monotonic_ns
+def batch():
+    seq = 0
+    for m in range(BATCH_MAX):
+        pack(buf, m * stride + 42, MAGIC, seq, mono(), 1)
+        seq += 1
+n = 20000
+print(min(timeit.repeat(batch, number=n, repeat=5)) / n / BATCH_MAX * 1e9)
+"""
+
+
+def bench_header_cost(python):
+    """ns per packet of the generator's header write in Python (HEADER_COST)."""
+    r = sh(python, "-c", HEADER_COST, str(REPO / "workflow"))
+    ns = round(float(r.stdout.strip()), 1)
+    print("\n1b. the generator's header write per packet in Python (pack_into + monotonic_ns): %.1f ns" % ns)
+    return {"ns_per_packet": ns}
 
 
 def read_pcap_ns(path, dport):
@@ -425,6 +457,7 @@ def main():
         with veth_pair() as dmac:
             if "peak" not in skip:
                 out["peak"] = bench_peak(a.python, dmac, a.rounds)
+                out["header_cost"] = bench_header_cost(a.python)
             if "pacing" not in skip:
                 before = [a.pacing_before, "send"] if a.pacing_before else None
                 if not a.pacing_before_only:
