@@ -211,7 +211,7 @@ def bench_peak(python, peer_mac, rounds):
 # beyond the send call: the payload header's pack_into with a fresh monotonic_ns(), in
 # batches of BATCH_MAX, timed with timeit in the interpreter that runs the generator.
 HEADER_COST = r"""
-import ctypes, struct, sys, time, timeit
+import ctypes, sys, time, timeit
 sys.path.insert(0, sys.argv[1])
 from xdplab.sourcehost.stream import BATCH_MAX
 from xdplab.sourcehost.wire import HEADER, MAGIC
